@@ -1,0 +1,191 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// authorizedOps prepares n operations in state authorized, outside the timer.
+func authorizedOps(b *testing.B, db *DB, n int, agents int) []string {
+	b.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = authorizedOp(b, db, fmt.Sprintf("bench-%d", i%agents), "bench").ID
+	}
+	return ids
+}
+
+func benchDB(b *testing.B) *DB {
+	db := openTest(b, WithAutoFreeze(0, 0))
+	ctx := context.Background()
+	for _, s := range []Scope{TeamScope("bench"), GlobalScope} {
+		for _, w := range []Window{WindowDay, WindowMonth, WindowTotal} {
+			if err := db.SetBudget(ctx, Budget{Scope: s, Window: w, Limit: usd("9000000000")}, "bench"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := db.SetLimit(ctx, VelocityLimit{Scope: GlobalScope, Action: ActionRegisterDomain, Window: WindowDay, Max: 1 << 30}, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	return db
+}
+
+// reserveSettle is the measured unit: reserve the quote, move to executing, settle.
+func reserveSettle(ctx context.Context, db *DB, id string) error {
+	if _, err := db.Reserve(ctx, ReserveRequest{OperationID: id, Action: ActionRegisterDomain, Amount: usd("8.57")}); err != nil {
+		return err
+	}
+	if _, err := db.Transition(ctx, id, StateExecuting, TransitionOpts{From: []State{StateReserved}}); err != nil {
+		return err
+	}
+	_, err := db.Settle(ctx, id, SettleRequest{Actual: usd("8.57")})
+	return err
+}
+
+// BenchmarkReserveSettle: one goroutine; each op is reserve + executing + settle
+// (three BEGIN IMMEDIATE transactions) against 6 budgets and a velocity limit.
+func BenchmarkReserveSettle(b *testing.B) {
+	ctx := context.Background()
+	db := benchDB(b)
+	ids := authorizedOps(b, db, b.N, 10)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := reserveSettle(ctx, db, ids[i]); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	reportLatency(b, lat)
+}
+
+// BenchmarkReserveSettleParallel: the same unit from GOMAXPROCS goroutines (x4),
+// all contending for the single writer.
+func BenchmarkReserveSettleParallel(b *testing.B) {
+	ctx := context.Background()
+	db := benchDB(b)
+	ids := authorizedOps(b, db, b.N, 10)
+	var next atomic.Int64
+	b.SetParallelism(4)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := reserveSettle(ctx, db, ids[next.Add(1)-1]); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+// BenchmarkReserveSettleHistory measures the same unit with 1k and 1M rows already
+// in operations, charges and audit_events (seeded with one INSERT … SELECT from a
+// recursive CTE each). The cost must not grow with history.
+func BenchmarkReserveSettleHistory(b *testing.B) {
+	// The testing package runs a sub-benchmark's function several times (b.N = 1,
+	// then larger) and cleans up after each run, so the seeded database belongs
+	// to the parent and is seeded once.
+	parent := b
+	seeded := map[int]*DB{}
+	for _, rows := range []int{1_000, 1_000_000} {
+		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) {
+			if rows > 1_000 && testing.Short() {
+				b.Skip("1M-row seed skipped in -short")
+			}
+			ctx := context.Background()
+			db := seeded[rows]
+			if db == nil {
+				db = benchDB(parent)
+				seedHistory(b, db, rows)
+				seeded[rows] = db
+			}
+			ids := authorizedOps(b, db, b.N, 10)
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				if err := reserveSettle(ctx, db, ids[i]); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			reportLatency(b, lat)
+		})
+	}
+}
+
+// seedHistory inserts n settled operations, n charges and n audit events spread
+// over the past. The seeded audit rows are not a valid chain (the benchmark never
+// verifies it); appending only reads the head.
+func seedHistory(b *testing.B, db *DB, n int) {
+	b.Helper()
+	ctx := context.Background()
+	start := time.Now()
+	now := time.Now().UnixNano()
+	stmts := []string{
+		`WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1)
+		 INSERT INTO operations (id, agent, team, tool, resource, args, args_hash, reason, idempotency_key, key_derived,
+		   client_name, client_version, client_session, client_transport, state, currency, quote_micros, charged_micros, created_at, updated_at)
+		 SELECT printf('op_seed%019d', i), 'bench-' || (i % 10), 'bench', 'register_domain', 'domain:seed' || i || '.dev', '{}',
+		   lower(hex(randomblob(32))), 'seed', 'seed-' || i, 0, '', '', '', '', 'succeeded', 'USD', 8570000, 8570000,
+		   ?2 - i * 1000000000, ?2 - i * 1000000000 FROM s`,
+		`WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1)
+		 INSERT INTO charges (operation_id, scope, win, period, currency, action, amount_micros, at)
+		 SELECT printf('op_seed%019d', i), 'team:bench', 'month', '2020-' || printf('%02d', 1 + i % 12), 'USD', 'register_domain', 8570000, ?2 - i FROM s`,
+		`WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1)
+		 INSERT INTO audit_events (seq, at, type, actor, operation_id, data, prev_hash, hash)
+		 SELECT i + (SELECT COALESCE(MAX(seq), 0) FROM audit_events), ?2 - i, 'seed.event', 'system', printf('op_seed%019d', i),
+		   '{"seed":true}', lower(hex(randomblob(32))), lower(hex(randomblob(32))) FROM s`,
+	}
+	for _, q := range stmts {
+		if _, err := db.Writer().ExecContext(ctx, q, n, now); err != nil {
+			b.Fatalf("seed: %v", err)
+		}
+	}
+	b.Logf("seeded %d rows in each of operations, charges, audit_events in %s", n, time.Since(start).Round(time.Millisecond))
+}
+
+// BenchmarkAuditAppend: one event per BEGIN IMMEDIATE transaction, and ten per
+// transaction (the shape of a pipeline step), with the chain link computed each time.
+func BenchmarkAuditAppend(b *testing.B) {
+	for _, batch := range []int{1, 10} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			ctx := context.Background()
+			db := openTest(b)
+			events := make([]Event, batch)
+			for i := range events {
+				events[i] = NewEvent("cloudflare.request", "system", "op_aaaaaaaaaaaaaaaaaaaaaaaaaa", map[string]any{
+					"method": "POST", "path": "/accounts/x/registrar/registrations", "status": 201, "cf_ray": "8f00aa",
+				})
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := db.Append(ctx, events...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+// reportLatency adds p50 and p99 of the per-operation latencies.
+func reportLatency(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
