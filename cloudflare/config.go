@@ -1,0 +1,254 @@
+package cloudflare
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// DefaultAPIBase is Cloudflare's v4 API.
+const DefaultAPIBase = "https://api.cloudflare.com/client/v4/"
+
+// Token lifetime bounds. A minted token lives long enough for one operation
+// including a registrar workflow, and no longer.
+const (
+	DefaultTokenTTL = 5 * time.Minute
+	MinTokenTTL     = time.Minute
+	MaxTokenTTL     = 15 * time.Minute
+)
+
+// Config configures a Broker. The zero value of every optional field picks
+// the documented default.
+type Config struct {
+	// APIBase is the v4 API base URL. Default DefaultAPIBase; the sandbox
+	// serves at http://ADDR/client/v4/.
+	APIBase string
+	// AccountID is the 32-hex Cloudflare account every token is scoped to.
+	AccountID string
+	// ParentToken is the one standing credential. It needs only "Account API
+	// Tokens Write" (and Read); the Broker uses it for nothing but listing
+	// permission groups and creating, listing, verifying and deleting
+	// account tokens. Secret: never logged, never returned.
+	ParentToken string
+	// TokenTTL is how long a minted token lives (expires_on). Default 5m;
+	// allowed 1m to 15m.
+	TokenTTL time.Duration
+	// RequestIP, if set (an IP address or CIDR range), is written into every
+	// minted token as condition.request_ip.in, so a leaked token is useless
+	// from anywhere else.
+	RequestIP string
+	// HTTPClient carries every Cloudflare request. Default: a new
+	// http.Client; deadlines come from the caller's context.
+	HTTPClient *http.Client
+	// Observer, if set, sees every Cloudflare HTTP request and can fail it.
+	Observer Observer
+	// Logger receives debug lines per request and warnings for token cleanup
+	// failures. Default: discard.
+	Logger *slog.Logger
+
+	// Clock is now for expires_on and local expiry checks. Default time.Now.
+	Clock func() time.Time
+	// ReadRetries is how many times a read (GETs and domain-check) is retried
+	// after a 429, a 5xx or a transport error. 0 means the default, 2;
+	// negative means never.
+	ReadRetries int
+	// RetryBackoff is the first wait between retries, doubled each time.
+	// Default 250ms.
+	RetryBackoff time.Duration
+	// MaxRetryWait caps any single wait, including a server's Retry-After.
+	// Default 5s.
+	MaxRetryWait time.Duration
+	// PollInterval is the first wait between registration-status polls,
+	// doubled up to MaxPollInterval (and tripled while the workflow is
+	// blocked). Default 1s.
+	PollInterval time.Duration
+	// MaxPollInterval caps the poll interval. Default 10s.
+	MaxPollInterval time.Duration
+	// DeleteAttempts is how many times deleting a minted token is tried
+	// before Close reports failure. Default 4.
+	DeleteAttempts int
+	// CloseTimeout bounds Session.Close, which runs even when the caller's
+	// context is already done so a token is never left behind by a timeout.
+	// Default 30s.
+	CloseTimeout time.Duration
+	// RequestTimeout bounds each HTTP attempt, so a hung connection fails
+	// even under a context without deadline. It must leave room for a
+	// registration, which Cloudflare may hold open while it completes.
+	// Default 60s.
+	RequestTimeout time.Duration
+}
+
+// Observer sees every Cloudflare HTTP request the Broker or a Session makes,
+// after the response arrived (or the transport failed). A non-nil error
+// fails that call: the audit trail is fail-closed.
+type Observer func(ctx context.Context, r RequestRecord) error
+
+// RequestRecord describes one Cloudflare HTTP request. It never holds a
+// token value.
+type RequestRecord struct {
+	// Purpose and Label name the session the request belongs to; Purpose is
+	// "" for broker housekeeping (Ping, Sweep).
+	Purpose Purpose
+	Label   string
+	// TokenID is the minted token used; "" for parent-token calls.
+	TokenID string
+	Method  string
+	Path    string // URL path, no query
+	Status  int    // 0 when no response arrived
+	// CFRay is the response's cf-ray header, Cloudflare's request id.
+	CFRay    string
+	Duration time.Duration
+	Err      string // transport error, if any
+}
+
+// withDefaults returns c with every unset optional field filled in.
+func (c Config) withDefaults() Config {
+	if c.APIBase == "" {
+		c.APIBase = DefaultAPIBase
+	}
+	if !strings.HasSuffix(c.APIBase, "/") {
+		c.APIBase += "/"
+	}
+	if c.TokenTTL == 0 {
+		c.TokenTTL = DefaultTokenTTL
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.ReadRetries == 0 {
+		c.ReadRetries = 2
+	} else if c.ReadRetries < 0 {
+		c.ReadRetries = 0
+	}
+	if c.RetryBackoff == 0 {
+		c.RetryBackoff = 250 * time.Millisecond
+	}
+	if c.MaxRetryWait == 0 {
+		c.MaxRetryWait = 5 * time.Second
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = time.Second
+	}
+	if c.MaxPollInterval == 0 {
+		c.MaxPollInterval = 10 * time.Second
+	}
+	if c.DeleteAttempts == 0 {
+		c.DeleteAttempts = 4
+	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = 30 * time.Second
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 60 * time.Second
+	}
+	return c
+}
+
+// Validate reports every problem with the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.APIBase != "" {
+		u, err := url.Parse(c.APIBase)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			errs = append(errs, fmt.Errorf("APIBase %q: want an absolute http(s) URL such as %s", c.APIBase, DefaultAPIBase))
+		}
+	}
+	if !isAccountID(c.AccountID) {
+		errs = append(errs, fmt.Errorf("AccountID %q: want the 32 lowercase hex digits of a Cloudflare account id", c.AccountID))
+	}
+	switch {
+	case c.ParentToken == "":
+		errs = append(errs, errors.New("ParentToken: required; an account API token with Account API Tokens Write"))
+	case strings.ContainsAny(c.ParentToken, " \t\r\n"):
+		// The value itself is never echoed.
+		errs = append(errs, errors.New("ParentToken: contains whitespace; paste the token value alone"))
+	}
+	if c.TokenTTL != 0 && (c.TokenTTL < MinTokenTTL || c.TokenTTL > MaxTokenTTL) {
+		errs = append(errs, fmt.Errorf("TokenTTL %v: allowed %v to %v", c.TokenTTL, MinTokenTTL, MaxTokenTTL))
+	}
+	if c.RequestIP != "" {
+		if _, err := requestCIDR(c.RequestIP); err != nil {
+			errs = append(errs, fmt.Errorf("RequestIP %q: want an IP address or CIDR range such as 203.0.113.7 or 203.0.113.0/24", c.RequestIP))
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"RetryBackoff", c.RetryBackoff}, {"MaxRetryWait", c.MaxRetryWait}, {"PollInterval", c.PollInterval},
+		{"MaxPollInterval", c.MaxPollInterval}, {"CloseTimeout", c.CloseTimeout}, {"RequestTimeout", c.RequestTimeout},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must not be negative", d.name, d.v))
+		}
+	}
+	if c.DeleteAttempts < 0 {
+		errs = append(errs, fmt.Errorf("DeleteAttempts %d: must not be negative", c.DeleteAttempts))
+	}
+	return errors.Join(errs...)
+}
+
+func isAccountID(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// requestCIDR turns an address or range into the CIDR form Cloudflare's
+// request_ip condition takes.
+func requestCIDR(s string) (string, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked().String(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return "", err
+	}
+	return netip.PrefixFrom(a, a.BitLen()).String(), nil
+}
+
+// String describes the configuration with the parent token redacted.
+func (c Config) String() string {
+	return fmt.Sprintf("cloudflare.Config{APIBase:%q AccountID:%q ParentToken:%s TokenTTL:%v RequestIP:%q}",
+		c.APIBase, c.AccountID, redacted(c.ParentToken), c.TokenTTL, c.RequestIP)
+}
+
+// GoString keeps %#v from printing the parent token.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue keeps slog from printing the parent token.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("api_base", c.APIBase),
+		slog.String("account_id", c.AccountID),
+		slog.String("parent_token", redacted(c.ParentToken)),
+		slog.Duration("token_ttl", c.TokenTTL),
+		slog.String("request_ip", c.RequestIP),
+	)
+}
+
+func redacted(secret string) string {
+	if secret == "" {
+		return "(unset)"
+	}
+	return "[REDACTED]"
+}

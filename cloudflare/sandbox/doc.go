@@ -1,0 +1,148 @@
+// Package sandbox emulates the Cloudflare API endpoints tollgate uses, so the
+// real cloudflare-go client can run against it with nothing billed. It
+// speaks the v4 envelope ({"success","errors","messages","result",
+// "result_info"}), Cloudflare's status codes and error shapes, and enforces
+// account tokens' permission groups, resources, expiry, not-before and
+// request-IP conditions, so least privilege can be proven against it.
+//
+// Run it in-process (it is an http.Handler serving under /client/v4/) or
+// with Serve on a loopback address; `tollgate sandbox --listen ADDR --state
+// FILE` prints the account id and the parent token.
+//
+// # Account
+//
+//   - Account id: 7011a7e5a4db0c5ec0ffee0000000001 (fixed).
+//   - Parent token: 40 characters, generated on first start and kept in the
+//     state file; it holds only "Account API Tokens Read" and "Account API
+//     Tokens Write", so it can mint tokens but cannot register or deploy.
+//   - workers.dev subdomain: tollgate-sandbox (a Worker's URL is
+//     https://<script>.tollgate-sandbox.workers.dev).
+//
+// # Endpoints and the permission groups they need
+//
+// All paths are under /client/v4/accounts/{account_id}/. A token needs one of
+// the listed groups on the account resource (and no deny policy for it).
+//
+//	POST   registrar/domain-check                         Registrar Domains Read | Admin
+//	POST   registrar/registrations                        Registrar Domains Admin
+//	GET    registrar/registrations                        Registrar Domains Read | Admin
+//	GET    registrar/registrations/{domain}               Registrar Domains Read | Admin
+//	GET    registrar/registrations/{domain}/registration-status
+//	                                                      Registrar Domains Read | Admin
+//	PUT    workers/scripts/{name}                         Workers Scripts Write
+//	GET    workers/scripts                                Workers Scripts Read | Write
+//	GET    workers/scripts/{name}                         Workers Scripts Read | Write
+//	DELETE workers/scripts/{name}                         Workers Scripts Write
+//	GET    workers/subdomain                              Workers Scripts Read | Write
+//	POST   workers/scripts/{name}/subdomain               Workers Scripts Write
+//	GET    workers/scripts/{name}/subdomain               Workers Scripts Read | Write
+//	POST   tokens                                         Account API Tokens Write
+//	GET    tokens                                         Account API Tokens Read | Write
+//	GET    tokens/{id}                                    Account API Tokens Read | Write
+//	DELETE tokens/{id}                                    Account API Tokens Write
+//	GET    tokens/permission_groups                       Account API Tokens Read | Write
+//	GET    tokens/verify                                  any valid token of the account
+//
+// Permission groups carry Cloudflare's real names; their ids are the
+// sandbox's own, stable across restarts: the first 32 hex digits of
+// SHA-256("tollgate-sandbox/permission-group/" + name). The catalogue also
+// lists Account Settings Read, Billing Read, Workers KV Storage Write (account
+// scope) and DNS Read, Zone Read (zone scope), so name lookups must choose.
+//
+// # Authentication answers
+//
+//	missing / not "Bearer <40 chars>"      400  6003 "Invalid request headers" (error_chain 6111)
+//	unknown, deleted, expired, not-before   401  10000 "Authentication error"
+//	  (same, on tokens/verify)              401  1000 "Invalid API Token"
+//	path names another account              403  9109 "Unauthorized to access requested resource"
+//	request IP outside condition.request_ip 403  9109 "Cannot use the access token from location: <ip>"
+//	token lacks the endpoint's group        403  10000 "Authentication error"
+//
+// Every response, errors included, carries a cf-ray header
+// ("<16 hex>-SBX", deterministic for a given Seed).
+//
+// # Registrar data (USD, per year)
+//
+//	extension  registration  renewal
+//	com        10.44         10.44
+//	net        11.84         11.84
+//	org        10.11         10.11
+//	dev        12.18         12.18
+//	app        14.18         14.18
+//	io         50.00         50.00
+//	xyz         2.00         13.18
+//	co.uk       4.52          4.52
+//	info        4.68         21.18
+//
+// SetPrice overrides or adds an extension. A multi-year registration costs
+// the first year at registration price and each further year at renewal
+// price (xyz for 3 years: 2.00 + 2 × 13.18 = 28.36).
+//
+// domain-check reasons, spelled as Cloudflare spells them:
+//
+//	domain_unavailable               google.com, example.com, example.net, example.org,
+//	                                 cloudflare.com, taken.dev, taken.app, and every
+//	                                 name registered in the sandbox (pending included)
+//	domain_premium (tier premium)    premium.com, crypto.xyz, vip.io, shop.app
+//	extension_not_supported_via_api  ai, sh, me
+//	extension_disallows_registration tk
+//	extension_not_supported          any other extension (e.g. museum, com.au)
+//
+// Pricing is present only when registrable. Malformed names (bad labels, a
+// bare extension, a name below a registrable domain such as www.x.com) are
+// omitted from the answer, as Cloudflare documents. At most 20 names per
+// request.
+//
+// # Registration workflows
+//
+// POST registrar/registrations answers 201 with a succeeded workflow, except:
+//
+//	label prefix  answer  on successive registration-status polls
+//	slow-         202     in_progress, then succeeded on the 2nd poll
+//	blocked-      202     blocked, then succeeded on the 2nd poll
+//	action-       202     action_required, forever
+//	fail-         202     in_progress, then failed (error.code registry_rejected)
+//	Prefer: respond-async on any other name: 202 pending, succeeded on the 1st poll
+//
+// links.self is this domain's registration-status URL. A succeeded workflow's
+// context holds "registration" (the resource) and "charge" {"amount",
+// "currency"}; the charge field is the sandbox's own (Cloudflare documents
+// none). A name is taken from the moment its registration is accepted; a
+// failed workflow frees it. The account may own at most 100 domains.
+//
+// # Workers
+//
+// Uploads are multipart/form-data with a JSON "metadata" part naming
+// main_module (an uploaded part, application/javascript+module) or body_part.
+// compatibility_date must be YYYY-MM-DD and not in the future. All parts
+// together may not exceed 3 MiB. GET workers/scripts/{name} returns the
+// modules as multipart/form-data with a cf-entrypoint header naming the main
+// module. The etag is derived from the content: the same upload keeps it.
+//
+// # Error codes
+//
+// Real Cloudflare codes: 971 (429 rate limited), 1000, 6003/6111, 6007
+// (malformed JSON), 7000 (no route), 9109, 10000, 10007 (Worker not found),
+// 10013 (500 unknown error), 10021 (upload rejected), 10027 (upload too
+// large). The sandbox's own, where the API reference publishes none: 1001
+// (invalid token body), 1003 (token not found), 10016 (invalid Worker name),
+// 10400 (invalid registrar request), 10403 (domain limit), 10404 (no such
+// registration), 10409 (domain_unavailable on registration, HTTP 409), 10422
+// (premium or unsupported extension on registration, HTTP 400).
+//
+// # Faults
+//
+// Faults add latency, answer a fraction of requests 500 (code 10013) or 429
+// (code 971, Retry-After: 1), hang until the client gives up, limited to
+// paths containing PathContains. FailAfterEffect makes the 500s happen after
+// the change was made. Randomness comes from Seed.
+//
+// # State
+//
+// With a StateFile, everything (tokens by SHA-256 of their value, except the
+// parent token which is kept so it can be printed again; registrations and
+// workflows; scripts with their modules; price overrides) is written as a
+// JSON snapshot, mode 0600, atomically after every change, and loaded on
+// start. The request log is in memory only (the last 45,000 to 50,000
+// requests).
+package sandbox

@@ -1,0 +1,780 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// APIPrefix is the path under which the sandbox serves the v4 API, as
+// api.cloudflare.com does.
+const APIPrefix = "/client/v4/"
+
+// Options configure a Sandbox.
+type Options struct {
+	// StateFile is where state persists: "" keeps it in memory only;
+	// otherwise the JSON snapshot there is loaded by New and rewritten
+	// atomically after every change.
+	StateFile string
+	// Clock is the sandbox's notion of now, used for token expiry, not-before
+	// and timestamps. Default time.Now.
+	Clock func() time.Time
+	// Faults are injected from the start; change them with SetFaults.
+	Faults Faults
+	// Seed makes fault injection and cf-ray ids deterministic.
+	Seed int64
+	// Logger receives one debug line per request (never a token value).
+	// Default: discard.
+	Logger *slog.Logger
+}
+
+// Faults make the sandbox misbehave on purpose, for tests of timeouts,
+// retries and fail-closed paths.
+type Faults struct {
+	// Latency is added before every matching request is handled.
+	Latency time.Duration
+	// ErrorRate is the fraction (0..1) of matching requests answered 500.
+	ErrorRate float64
+	// RateLimitRate is the fraction (0..1) of matching requests answered 429.
+	RateLimitRate float64
+	// Hang makes matching requests wait until the client gives up (or the
+	// sandbox closes) without answering.
+	Hang bool
+	// PathContains limits the faults to request paths containing it; ""
+	// matches every path.
+	PathContains string
+	// FailAfterEffect injects the ErrorRate 500s after the request was
+	// handled: the change is made but the client sees an error, the case a
+	// blindly retried POST would double.
+	FailAfterEffect bool
+}
+
+// RequestLog is one request the sandbox received.
+type RequestLog struct {
+	Method  string
+	Path    string
+	Status  int
+	TokenID string // "" when the request did not authenticate
+	CFRay   string
+	At      time.Time
+}
+
+// RegistrationRecord is a registration the account owns or is acquiring.
+type RegistrationRecord struct {
+	Domain        string
+	Status        string // active | registration_pending
+	AutoRenew     bool
+	Years         int
+	CreatedAt     time.Time
+	ExpiresAt     time.Time // zero while pending
+	Charged       string    // decimal string in Currency
+	Currency      string
+	WorkflowState string
+}
+
+// ScriptRecord is an uploaded Worker script.
+type ScriptRecord struct {
+	Name              string
+	Etag              string
+	MainModule        string
+	ModuleSHA256      string // of the main module's content
+	Size              int    // bytes over all modules
+	CompatibilityDate string
+	WorkersDev        bool
+	CreatedOn         time.Time
+	ModifiedOn        time.Time
+}
+
+// TokenRecord is an account token that has not been deleted.
+type TokenRecord struct {
+	ID               string
+	Name             string
+	PermissionGroups []string // names granted by allow policies, sorted
+	Resources        []string
+	RequestIPIn      []string
+	IssuedOn         time.Time
+	NotBefore        time.Time // zero if none
+	ExpiresOn        time.Time // zero if none
+	Expired          bool      // per the sandbox clock
+}
+
+// maxRequestLog bounds the in-memory request log (oldest dropped first).
+const maxRequestLog = 50_000
+
+// Sandbox emulates the Cloudflare API endpoints tollgate uses. It implements
+// http.Handler and serves under APIPrefix. It is safe for concurrent use.
+type Sandbox struct {
+	mu       sync.Mutex
+	st       *state
+	byHash   map[string]string // token value sha256 -> token id
+	stateFn  string
+	clock    func() time.Time
+	faults   Faults
+	rng      *mrand.Rand
+	seed     uint64
+	rays     uint64
+	requests []RequestLog
+	hook     func(*http.Request)
+	log      *slog.Logger
+
+	mux       *http.ServeMux
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+var _ http.Handler = (*Sandbox)(nil)
+
+// New returns a sandbox, loading Options.StateFile if it exists.
+func New(opts Options) (*Sandbox, error) {
+	if err := checkFaults(opts.Faults); err != nil {
+		return nil, err
+	}
+	s := &Sandbox{
+		stateFn: opts.StateFile,
+		clock:   opts.Clock,
+		faults:  opts.Faults,
+		seed:    uint64(opts.Seed),
+		rng:     mrand.New(mrand.NewPCG(uint64(opts.Seed), 0x70119a7e)),
+		log:     opts.Logger,
+		closed:  make(chan struct{}),
+	}
+	if s.clock == nil {
+		s.clock = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	var st *state
+	if opts.StateFile != "" {
+		loaded, ok, err := loadState(opts.StateFile)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			st = loaded
+		}
+	}
+	fresh := st == nil
+	if fresh {
+		st = newState()
+		if err := s.bootstrap(st); err != nil {
+			return nil, err
+		}
+	}
+	s.st = st
+	s.byHash = map[string]string{}
+	for id, t := range st.Tokens {
+		s.byHash[t.ValueSHA256] = id
+	}
+	// The parent token's hash is derived, not trusted from the file.
+	s.byHash[hashToken(st.ParentToken)] = st.ParentTokenID
+	st.Tokens[st.ParentTokenID].ValueSHA256 = hashToken(st.ParentToken)
+	if fresh && s.stateFn != "" {
+		if err := saveState(s.stateFn, s.st); err != nil {
+			return nil, err
+		}
+	}
+	s.routes()
+	return s, nil
+}
+
+// bootstrap creates the parent token: account-owned, no expiry, holding only
+// the token-management permission groups.
+func (s *Sandbox) bootstrap(st *state) error {
+	val, err := newTokenValue()
+	if err != nil {
+		return err
+	}
+	id, err := randomHex(16)
+	if err != nil {
+		return err
+	}
+	now := s.clock().UTC().Truncate(time.Second)
+	st.ParentToken = val
+	st.ParentTokenID = id
+	st.Tokens[id] = &tokenRec{
+		ID: id, Name: "tollgate-sandbox bootstrap (parent)", Status: "active",
+		IssuedOn: now, ModifiedOn: now,
+		Policies: []policyRec{{
+			ID: fmt.Sprintf("%032x", 1), Effect: "allow",
+			PermissionGroups: []pgRef{
+				{ID: permissionGroupID(pgTokensRead), Name: pgTokensRead},
+				{ID: permissionGroupID(pgTokensWrite), Name: pgTokensWrite},
+			},
+			Resources: map[string]string{accountResource: "*"},
+		}},
+		ValueSHA256: hashToken(val),
+	}
+	return nil
+}
+
+// AccountID is the sandbox's fixed 32-hex account id.
+func (s *Sandbox) AccountID() string { return accountID }
+
+// ParentToken is the bootstrap token: it may only list permission groups and
+// create, list and delete account tokens, like tollgate's real parent token.
+func (s *Sandbox) ParentToken() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st.ParentToken
+}
+
+// SetFaults replaces the fault configuration. It panics on rates outside
+// 0..1, which is a test bug, not input.
+func (s *Sandbox) SetFaults(f Faults) {
+	if err := checkFaults(f); err != nil {
+		panic(err)
+	}
+	s.mu.Lock()
+	s.faults = f
+	s.mu.Unlock()
+}
+
+func checkFaults(f Faults) error {
+	var errs []error
+	if f.ErrorRate < 0 || f.ErrorRate > 1 {
+		errs = append(errs, fmt.Errorf("sandbox faults: ErrorRate %v is outside 0..1", f.ErrorRate))
+	}
+	if f.RateLimitRate < 0 || f.RateLimitRate > 1 {
+		errs = append(errs, fmt.Errorf("sandbox faults: RateLimitRate %v is outside 0..1", f.RateLimitRate))
+	}
+	if f.ErrorRate+f.RateLimitRate > 1 {
+		errs = append(errs, fmt.Errorf("sandbox faults: ErrorRate + RateLimitRate is %v, above 1", f.ErrorRate+f.RateLimitRate))
+	}
+	if f.Latency < 0 {
+		errs = append(errs, fmt.Errorf("sandbox faults: Latency %v is negative", f.Latency))
+	}
+	return errors.Join(errs...)
+}
+
+// SetPrice sets the yearly registration and renewal price of an extension
+// (e.g. "com", "co.uk"), for "the price rose" tests. The extension becomes
+// supported for API registration if it was not. Prices are decimal strings
+// with two fraction digits, in USD.
+func (s *Sandbox) SetPrice(tld, registration, renewal string) error {
+	tld = strings.ToLower(strings.Trim(tld, "."))
+	if tld == "" {
+		return errors.New("set price: extension is empty; give one like com or co.uk")
+	}
+	if _, err := parseCents(registration); err != nil {
+		return fmt.Errorf("set price: registration %w", err)
+	}
+	if _, err := parseCents(renewal); err != nil {
+		return fmt.Errorf("set price: renewal %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.Prices[tld] = priceRow{Registration: registration, Renewal: renewal}
+	return s.saveLocked()
+}
+
+// OnRequest installs a hook called with every request before it is handled
+// (nil removes it). A test can block in it, or kill a process, mid-call.
+func (s *Sandbox) OnRequest(fn func(r *http.Request)) {
+	s.mu.Lock()
+	s.hook = fn
+	s.mu.Unlock()
+}
+
+// Requests returns every request received so far, oldest first.
+func (s *Sandbox) Requests() []RequestLog {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.requests)
+}
+
+// Registrations returns the account's registrations, sorted by domain.
+func (s *Sandbox) Registrations() []RegistrationRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]RegistrationRecord, 0, len(s.st.Registrations))
+	for _, r := range s.st.Registrations {
+		rec := RegistrationRecord{
+			Domain: r.Domain, Status: r.Status, AutoRenew: r.AutoRenew, Years: r.Years,
+			CreatedAt: r.CreatedAt, Charged: r.Charged, Currency: currency,
+		}
+		if r.ExpiresAt != nil {
+			rec.ExpiresAt = *r.ExpiresAt
+		}
+		if wf := s.st.Workflows[r.Domain]; wf != nil {
+			rec.WorkflowState = wf.State
+		}
+		out = append(out, rec)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
+	return out
+}
+
+// Scripts returns the uploaded Workers, sorted by name.
+func (s *Sandbox) Scripts() []ScriptRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ScriptRecord, 0, len(s.st.Scripts))
+	for _, sc := range s.st.Scripts {
+		out = append(out, sc.record())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (sc *scriptRec) record() ScriptRecord {
+	rec := ScriptRecord{
+		Name: sc.Name, Etag: sc.Etag, MainModule: sc.MainModule, CompatibilityDate: sc.CompatibilityDate,
+		WorkersDev: sc.WorkersDev, CreatedOn: sc.CreatedOn, ModifiedOn: sc.ModifiedOn,
+	}
+	for _, m := range sc.Modules {
+		rec.Size += len(m.Content)
+		if m.Name == sc.MainModule {
+			sum := sha256.Sum256(m.Content)
+			rec.ModuleSHA256 = hex.EncodeToString(sum[:])
+		}
+	}
+	return rec
+}
+
+// LiveTokens returns every token not yet deleted, expired ones included,
+// sorted by issue time. The parent token is among them.
+func (s *Sandbox) LiveTokens() []TokenRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock()
+	out := make([]TokenRecord, 0, len(s.st.Tokens))
+	for _, t := range s.st.Tokens {
+		rec := TokenRecord{ID: t.ID, Name: t.Name, IssuedOn: t.IssuedOn, RequestIPIn: slices.Clone(t.Condition.RequestIP.In)}
+		if t.NotBefore != nil {
+			rec.NotBefore = *t.NotBefore
+		}
+		if t.ExpiresOn != nil {
+			rec.ExpiresOn = *t.ExpiresOn
+			rec.Expired = !now.Before(*t.ExpiresOn)
+		}
+		groups := map[string]bool{}
+		res := map[string]bool{}
+		for _, p := range t.Policies {
+			if p.Effect != "allow" {
+				continue
+			}
+			for _, g := range p.PermissionGroups {
+				groups[g.Name] = true
+			}
+			for r := range p.Resources {
+				res[r] = true
+			}
+		}
+		for g := range groups {
+			rec.PermissionGroups = append(rec.PermissionGroups, g)
+		}
+		for r := range res {
+			rec.Resources = append(rec.Resources, r)
+		}
+		sort.Strings(rec.PermissionGroups)
+		sort.Strings(rec.Resources)
+		out = append(out, rec)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].IssuedOn.Equal(out[j].IssuedOn) {
+			return out[i].IssuedOn.Before(out[j].IssuedOn)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Close releases requests held by the Hang fault (they answer 503). The
+// handler keeps serving afterwards; Close only ends the hangs.
+func (s *Sandbox) Close() {
+	s.closeOnce.Do(func() { close(s.closed) })
+}
+
+// saveLocked persists the state if a state file is configured. Callers hold
+// s.mu.
+func (s *Sandbox) saveLocked() error {
+	if s.stateFn == "" {
+		return nil
+	}
+	return saveState(s.stateFn, s.st)
+}
+
+// ctxKey keys the per-request info the handlers fill in for the log.
+type ctxKey struct{}
+
+type reqInfo struct {
+	tokenID string
+}
+
+// ServeHTTP handles one API request: it stamps a cf-ray, runs the OnRequest
+// hook, routes, and logs the outcome.
+func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.rays++
+	ray := rayID(s.seed, s.rays)
+	hook := s.hook
+	s.mu.Unlock()
+
+	w.Header().Set("cf-ray", ray)
+	if hook != nil {
+		hook(r)
+	}
+	info := &reqInfo{}
+	r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, info))
+	sw := &statusWriter{ResponseWriter: w}
+	start := s.clock()
+	s.mux.ServeHTTP(sw, r)
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK // the client went away before an answer
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelDebug, "sandbox request",
+		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", status),
+		slog.String("token_id", info.tokenID), slog.String("cf_ray", ray))
+
+	s.mu.Lock()
+	if len(s.requests) >= maxRequestLog {
+		// Drop the oldest tenth at once so a long run pays the copy rarely.
+		s.requests = slices.Delete(s.requests, 0, maxRequestLog/10)
+	}
+	s.requests = append(s.requests, RequestLog{Method: r.Method, Path: r.URL.Path, Status: status, TokenID: info.tokenID, CFRay: ray, At: start})
+	s.mu.Unlock()
+}
+
+// statusWriter remembers the status code written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+// WriteHeader records the first status written.
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Write records an implicit 200.
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// rayID derives a cf-ray-shaped id ("16 hex digits-colo") from the seed and
+// a counter, so runs with the same seed produce the same ids.
+func rayID(seed, n uint64) string {
+	x := seed ^ (n * 0x9e3779b97f4a7c15)
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return fmt.Sprintf("%016x-SBX", x)
+}
+
+// endpoint wraps an API handler with fault injection, authentication and the
+// permission check. need lists the permission groups of which the token must
+// hold at least one; nil means any valid token of the account.
+func (s *Sandbox) endpoint(need []string, h func(http.ResponseWriter, *http.Request, *tokenRec)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		failAfter, done := s.injectFaults(w, r)
+		if done {
+			return
+		}
+		tok, ok := s.authenticate(w, r, need)
+		if !ok {
+			return
+		}
+		if !failAfter {
+			h(w, r, tok)
+			return
+		}
+		// Let the handler make its change, then throw its answer away.
+		rec := httptest.NewRecorder()
+		h(rec, r, tok)
+		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
+	}
+}
+
+// injectFaults applies the configured faults. done reports that a response
+// was written (or the client is gone); failAfter asks for a 500 after the
+// handler ran.
+func (s *Sandbox) injectFaults(w http.ResponseWriter, r *http.Request) (failAfter, done bool) {
+	s.mu.Lock()
+	f := s.faults
+	match := f.PathContains == "" || strings.Contains(r.URL.Path, f.PathContains)
+	var u float64
+	if match && (f.ErrorRate > 0 || f.RateLimitRate > 0) {
+		u = s.rng.Float64()
+	}
+	s.mu.Unlock()
+	if !match {
+		return false, false
+	}
+	if f.Latency > 0 {
+		t := time.NewTimer(f.Latency)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return false, true
+		}
+	}
+	if f.Hang {
+		select {
+		case <-r.Context().Done():
+			return false, true
+		case <-s.closed:
+			writeError(w, http.StatusServiceUnavailable, codeUnknownError, msgUnknownError)
+			return false, true
+		}
+	}
+	switch {
+	case u < f.RateLimitRate:
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, codeRateLimited, msgRateLimited)
+		return false, true
+	case u < f.RateLimitRate+f.ErrorRate:
+		if f.FailAfterEffect {
+			return true, false
+		}
+		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
+		return false, true
+	}
+	return false, false
+}
+
+// authenticate checks the bearer token the way Cloudflare does: header
+// format (400), known, not expired and not before its start (401), request
+// IP condition, account and permission (403).
+func (s *Sandbox) authenticate(w http.ResponseWriter, r *http.Request, need []string) (*tokenRec, bool) {
+	verify := strings.HasSuffix(r.URL.Path, "/tokens/verify")
+	h := r.Header.Get("Authorization")
+	val, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || !validTokenFormat(val) {
+		writeJSON(w, http.StatusBadRequest, envelope{Errors: []apiError{{
+			Code: codeInvalidHeaders, Message: "Invalid request headers",
+			ErrorChain: []apiError{{Code: codeBadAuthHeader, Message: "Invalid format for Authorization header"}},
+		}}})
+		return nil, false
+	}
+	unauthenticated := func() {
+		if verify {
+			writeError(w, http.StatusUnauthorized, codeInvalidToken, msgInvalidToken)
+			return
+		}
+		writeError(w, http.StatusUnauthorized, codeAuthError, msgAuthError)
+	}
+	s.mu.Lock()
+	now := s.clock()
+	id, known := s.byHash[hashToken(val)]
+	var tok *tokenRec
+	if known {
+		tok = s.st.Tokens[id]
+	}
+	s.mu.Unlock()
+	if tok == nil { // unknown or deleted
+		unauthenticated()
+		return nil, false
+	}
+	if info, _ := r.Context().Value(ctxKey{}).(*reqInfo); info != nil {
+		info.tokenID = tok.ID
+	}
+	if tok.Status != "active" || (tok.ExpiresOn != nil && !now.Before(*tok.ExpiresOn)) || (tok.NotBefore != nil && now.Before(*tok.NotBefore)) {
+		unauthenticated()
+		return nil, false
+	}
+	if ip, ok := remoteIP(r); !ok || !ipAllowed(tok.Condition, ip) {
+		writeError(w, http.StatusForbidden, codeUnauthorized, "Cannot use the access token from location: "+remoteHost(r))
+		return nil, false
+	}
+	if r.PathValue("account_id") != accountID {
+		writeError(w, http.StatusForbidden, codeUnauthorized, msgUnauthorized)
+		return nil, false
+	}
+	if need != nil && !tok.allows(need) {
+		writeError(w, http.StatusForbidden, codeAuthError, msgAuthError)
+		return nil, false
+	}
+	return tok, true
+}
+
+// allows reports whether an allow policy on the account grants one of need
+// and no deny policy on the account takes it away.
+func (t *tokenRec) allows(need []string) bool {
+	granted, denied := map[string]bool{}, map[string]bool{}
+	for _, p := range t.Policies {
+		if p.Resources[accountResource] != "*" {
+			continue
+		}
+		for _, g := range p.PermissionGroups {
+			if p.Effect == "deny" {
+				denied[g.Name] = true
+			} else {
+				granted[g.Name] = true
+			}
+		}
+	}
+	for _, n := range need {
+		if granted[n] && !denied[n] {
+			return true
+		}
+	}
+	return false
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func remoteIP(r *http.Request) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(remoteHost(r))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+func ipAllowed(c conditionRec, ip netip.Addr) bool {
+	for _, s := range c.RequestIP.NotIn {
+		if p, err := netip.ParsePrefix(s); err == nil && p.Contains(ip) {
+			return false
+		}
+	}
+	if len(c.RequestIP.In) == 0 {
+		return true
+	}
+	for _, s := range c.RequestIP.In {
+		if p, err := netip.ParsePrefix(s); err == nil && p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenAlphabet is the character set of Cloudflare API token values.
+const tokenAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+// validTokenFormat accepts 40-character values over the token alphabet, the
+// shape of Cloudflare API tokens; anything else is a malformed header.
+func validTokenFormat(v string) bool {
+	if len(v) != 40 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if !strings.ContainsRune(tokenAlphabet, rune(v[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+func newTokenValue() (string, error) {
+	var b [40]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("mint token value: %w", err)
+	}
+	for i := range b {
+		b[i] = tokenAlphabet[int(b[i])%len(tokenAlphabet)]
+	}
+	return string(b[:]), nil
+}
+
+func hashToken(v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return hex.EncodeToString(sum[:])
+}
+
+func randomHex(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random id: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// readBody reads a request body up to maxBodyBytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, codeScriptTooLarge, fmt.Sprintf("request body: %v (limit %d bytes)", err, maxBodyBytes))
+		return nil, false
+	}
+	return b, true
+}
+
+// writeBadBody answers a body parse error: 6007 for malformed JSON, the
+// endpoint's own code for a field that is wrong.
+func writeBadBody(w http.ResponseWriter, code int, err error) {
+	if errors.Is(err, errMalformedJSON) {
+		writeError(w, http.StatusBadRequest, codeMalformedJSON, err.Error())
+		return
+	}
+	writeError(w, http.StatusBadRequest, code, err.Error())
+}
+
+// Serve listens on addr (a loopback address; port 0 picks one), serves s
+// until ctx is done, and returns the bound address. Non-loopback addresses
+// are refused: the sandbox accepts a fixed parent token and is not meant to
+// be reachable from other machines.
+func Serve(ctx context.Context, addr string, s *Sandbox) (string, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("sandbox listen %q: %w; want host:port such as 127.0.0.1:8788", addr, err)
+	}
+	if host != "localhost" {
+		ip, err := netip.ParseAddr(host)
+		if err != nil || !ip.IsLoopback() {
+			return "", fmt.Errorf("sandbox listen %q: %s is not a loopback address; use 127.0.0.1, ::1 or localhost", addr, host)
+		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("sandbox listen %q: %w", addr, err)
+	}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		s.Close()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			_ = srv.Close()
+		}
+	}()
+	return ln.Addr().String(), nil
+}
+
+// APIBase is the cloudflare-go base URL for a sandbox served at boundAddr.
+func APIBase(boundAddr string) string {
+	return "http://" + boundAddr + APIPrefix
+}
+
+// deterministicHex derives a stable hex id from parts, e.g. a script's tag.
+func deterministicHex(parts ...[]byte) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write(p)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}

@@ -1,0 +1,261 @@
+package sandbox
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// Permission requirements per endpoint: the token needs one of the groups.
+var (
+	needRegistrarRead  = []string{pgRegistrarRead, pgRegistrarAdmin}
+	needRegistrarAdmin = []string{pgRegistrarAdmin}
+	needWorkersRead    = []string{pgWorkersRead, pgWorkersWrite}
+	needWorkersWrite   = []string{pgWorkersWrite}
+	needTokensRead     = []string{pgTokensRead, pgTokensWrite}
+	needTokensWrite    = []string{pgTokensWrite}
+)
+
+// routes registers every endpoint the sandbox emulates.
+func (s *Sandbox) routes() {
+	mux := http.NewServeMux()
+	acct := APIPrefix + "accounts/{account_id}/"
+	handle := func(method, path string, need []string, h func(http.ResponseWriter, *http.Request, *tokenRec)) {
+		mux.Handle(method+" "+acct+path, s.endpoint(need, h))
+	}
+	handle("POST", "registrar/domain-check", needRegistrarRead, s.handleDomainCheck)
+	handle("POST", "registrar/registrations", needRegistrarAdmin, s.handleRegister)
+	handle("GET", "registrar/registrations", needRegistrarRead, s.handleListRegistrations)
+	handle("GET", "registrar/registrations/{domain}", needRegistrarRead, s.handleGetRegistration)
+	handle("GET", "registrar/registrations/{domain}/registration-status", needRegistrarRead, s.handleRegistrationStatus)
+
+	handle("PUT", "workers/scripts/{script}", needWorkersWrite, s.handlePutScript)
+	handle("GET", "workers/scripts", needWorkersRead, s.handleListScripts)
+	handle("GET", "workers/scripts/{script}", needWorkersRead, s.handleGetScript)
+	handle("DELETE", "workers/scripts/{script}", needWorkersWrite, s.handleDeleteScript)
+	handle("GET", "workers/subdomain", needWorkersRead, s.handleAccountSubdomain)
+	handle("POST", "workers/scripts/{script}/subdomain", needWorkersWrite, s.handleScriptSubdomain)
+	handle("GET", "workers/scripts/{script}/subdomain", needWorkersRead, s.handleScriptSubdomain)
+
+	handle("POST", "tokens", needTokensWrite, s.handleCreateToken)
+	handle("GET", "tokens", needTokensRead, s.handleListTokens)
+	handle("GET", "tokens/verify", nil, s.handleVerifyToken)
+	handle("GET", "tokens/permission_groups", needTokensRead, s.handlePermissionGroups)
+	handle("GET", "tokens/{token_id}", needTokensRead, s.handleGetToken)
+	handle("DELETE", "tokens/{token_id}", needTokensWrite, s.handleDeleteToken)
+
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, codeNoRoute, "No route for that URI")
+	})
+	s.mux = mux
+}
+
+// tokenJSON renders a token as the tokens endpoints do (never its value).
+func (t *tokenRec) json(now time.Time) map[string]any {
+	status := t.Status
+	if t.ExpiresOn != nil && !now.Before(*t.ExpiresOn) {
+		status = "expired"
+	}
+	pols := make([]map[string]any, 0, len(t.Policies))
+	for _, p := range t.Policies {
+		groups := make([]map[string]any, 0, len(p.PermissionGroups))
+		for _, g := range p.PermissionGroups {
+			groups = append(groups, map[string]any{"id": g.ID, "name": g.Name})
+		}
+		pols = append(pols, map[string]any{"id": p.ID, "effect": p.Effect, "permission_groups": groups, "resources": p.Resources})
+	}
+	cond := map[string]any{}
+	if len(t.Condition.RequestIP.In) > 0 || len(t.Condition.RequestIP.NotIn) > 0 {
+		ip := map[string]any{}
+		if len(t.Condition.RequestIP.In) > 0 {
+			ip["in"] = t.Condition.RequestIP.In
+		}
+		if len(t.Condition.RequestIP.NotIn) > 0 {
+			ip["not_in"] = t.Condition.RequestIP.NotIn
+		}
+		cond["request_ip"] = ip
+	}
+	out := map[string]any{
+		"id":          t.ID,
+		"name":        t.Name,
+		"status":      status,
+		"issued_on":   t.IssuedOn.Format(time.RFC3339),
+		"modified_on": t.ModifiedOn.Format(time.RFC3339),
+		"policies":    pols,
+		"condition":   cond,
+	}
+	if t.NotBefore != nil {
+		out["not_before"] = t.NotBefore.Format(time.RFC3339)
+	}
+	if t.ExpiresOn != nil {
+		out["expires_on"] = t.ExpiresOn.Format(time.RFC3339)
+	}
+	return out
+}
+
+func (s *Sandbox) handleCreateToken(w http.ResponseWriter, r *http.Request, _ *tokenRec) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	now := s.clock().UTC()
+	req, err := parseTokenCreate(body, now)
+	if err != nil {
+		writeBadBody(w, codeTokenRequest, err)
+		return
+	}
+	val, err := newTokenValue()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
+		return
+	}
+	id, err := randomHex(16)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
+		return
+	}
+	issued := now.Truncate(time.Second)
+	t := &tokenRec{
+		ID: id, Name: req.Name, Status: "active", IssuedOn: issued, ModifiedOn: issued,
+		NotBefore: req.NotBefore, ExpiresOn: req.ExpiresOn, Policies: req.Policies, Condition: req.Condition,
+		ValueSHA256: hashToken(val),
+	}
+	s.mu.Lock()
+	s.st.Tokens[id] = t
+	s.byHash[t.ValueSHA256] = id
+	if err := s.saveLocked(); err != nil {
+		delete(s.st.Tokens, id)
+		delete(s.byHash, t.ValueSHA256)
+		s.mu.Unlock()
+		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
+		return
+	}
+	res := t.json(now)
+	s.mu.Unlock()
+	res["value"] = val
+	writeResult(w, http.StatusOK, res)
+}
+
+// queryInt parses a page-style query number; cloudflare-go sends these as
+// floats, so "2" and "2.0" are both accepted, fractions are not.
+func queryInt(v string, def, lo, hi int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f != math.Trunc(f) || f < float64(lo) || f > float64(hi) {
+		return 0, fmt.Errorf("got %q; a whole number from %d to %d", v, lo, hi)
+	}
+	return int(f), nil
+}
+
+func (s *Sandbox) handleListTokens(w http.ResponseWriter, r *http.Request, _ *tokenRec) {
+	q := r.URL.Query()
+	page, err := queryInt(q.Get("page"), 1, 1, 1_000_000)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codeTokenRequest, "page: "+err.Error())
+		return
+	}
+	perPage, err := queryInt(q.Get("per_page"), 20, 5, 50)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codeTokenRequest, "per_page: "+err.Error())
+		return
+	}
+	dir := q.Get("direction")
+	if dir != "" && dir != "asc" && dir != "desc" {
+		writeError(w, http.StatusBadRequest, codeTokenRequest, fmt.Sprintf("direction: got %q; one of asc, desc", dir))
+		return
+	}
+	s.mu.Lock()
+	now := s.clock()
+	toks := make([]*tokenRec, 0, len(s.st.Tokens))
+	for _, t := range s.st.Tokens {
+		toks = append(toks, t)
+	}
+	sort.Slice(toks, func(i, j int) bool {
+		a, b := toks[i], toks[j]
+		if dir == "desc" {
+			a, b = b, a
+		}
+		if !a.IssuedOn.Equal(b.IssuedOn) {
+			return a.IssuedOn.Before(b.IssuedOn)
+		}
+		return a.ID < b.ID
+	})
+	out := []map[string]any{}
+	start := (page - 1) * perPage
+	for i := start; i >= 0 && i < len(toks) && len(out) < perPage; i++ {
+		out = append(out, toks[i].json(now))
+	}
+	total := len(toks)
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, envelope{Success: true, Result: out, ResultInfo: map[string]any{
+		"page": page, "per_page": perPage, "count": len(out), "total_count": total,
+		"total_pages": (total + perPage - 1) / perPage,
+	}})
+}
+
+func (s *Sandbox) handleGetToken(w http.ResponseWriter, r *http.Request, _ *tokenRec) {
+	id := r.PathValue("token_id")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.st.Tokens[id]
+	if t == nil {
+		writeError(w, http.StatusNotFound, codeTokenNotFound, fmt.Sprintf("token %q not found", id))
+		return
+	}
+	writeResult(w, http.StatusOK, t.json(s.clock()))
+}
+
+func (s *Sandbox) handleDeleteToken(w http.ResponseWriter, r *http.Request, _ *tokenRec) {
+	id := r.PathValue("token_id")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.st.Tokens[id]
+	if t == nil {
+		writeError(w, http.StatusNotFound, codeTokenNotFound, fmt.Sprintf("token %q not found", id))
+		return
+	}
+	delete(s.st.Tokens, id)
+	delete(s.byHash, t.ValueSHA256)
+	if err := s.saveLocked(); err != nil {
+		s.st.Tokens[id] = t
+		s.byHash[t.ValueSHA256] = id
+		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
+		return
+	}
+	writeResult(w, http.StatusOK, map[string]string{"id": id})
+}
+
+func (s *Sandbox) handleVerifyToken(w http.ResponseWriter, _ *http.Request, t *tokenRec) {
+	res := map[string]any{"id": t.ID, "status": "active"}
+	if t.ExpiresOn != nil {
+		res["expires_on"] = t.ExpiresOn.Format(time.RFC3339)
+	}
+	if t.NotBefore != nil {
+		res["not_before"] = t.NotBefore.Format(time.RFC3339)
+	}
+	writeJSON(w, http.StatusOK, envelope{
+		Success:  true,
+		Result:   res,
+		Messages: []apiMessage{{Code: 10000, Message: "This API Token is valid and active"}},
+	})
+}
+
+func (s *Sandbox) handlePermissionGroups(w http.ResponseWriter, r *http.Request, _ *tokenRec) {
+	name, scope := r.URL.Query().Get("name"), r.URL.Query().Get("scope")
+	out := []permissionGroup{}
+	for _, g := range permissionGroups {
+		if name != "" && g.Name != name {
+			continue
+		}
+		if scope != "" && g.Scopes[0] != scope {
+			continue
+		}
+		out = append(out, g)
+	}
+	writeResult(w, http.StatusOK, out)
+}
