@@ -1,0 +1,165 @@
+package approvals
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// querier is what reads need from *sql.DB and *sql.Tx alike, so one loader
+// serves both inside and outside a transaction.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+var (
+	_ querier = (*sql.DB)(nil)
+	_ querier = (*sql.Tx)(nil)
+)
+
+const requestColumns = `id, operation_id, tool, agent, team, owner, client, summary, args_json, module_json,
+	amount_micros, currency, amount_text, headroom_json, reason, policy, args_hash, irreversible, quorum,
+	state, decided_reason, decided_at, consumed_at, created_at, expires_at, result_text,
+	slack_channel, slack_ts`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanRequest(row scanner) (Request, error) {
+	var (
+		r                      Request
+		argsJSON, headroomJSON string
+		moduleJSON             sql.NullString
+		irreversible           int
+		decidedAt, consumedAt  sql.NullInt64
+		createdAt, expiresAt   int64
+	)
+	err := row.Scan(&r.ID, &r.OperationID, &r.Tool, &r.Agent, &r.Team, &r.Owner, &r.Client, &r.Summary,
+		&argsJSON, &moduleJSON, &r.AmountMicros, &r.Currency, &r.AmountText, &headroomJSON, &r.Reason,
+		&r.Policy, &r.ArgsHash, &irreversible, &r.Quorum, &r.State, &r.DecidedReason, &decidedAt,
+		&consumedAt, &createdAt, &expiresAt, &r.ResultText, &r.SlackChannel, &r.SlackTS)
+	if err != nil {
+		return Request{}, err
+	}
+	if err := json.Unmarshal([]byte(argsJSON), &r.Args); err != nil {
+		return Request{}, fmt.Errorf("decode args of %s: %w", r.ID, err)
+	}
+	if err := json.Unmarshal([]byte(headroomJSON), &r.Headroom); err != nil {
+		return Request{}, fmt.Errorf("decode headroom of %s: %w", r.ID, err)
+	}
+	if moduleJSON.Valid {
+		r.Module = &Module{}
+		if err := json.Unmarshal([]byte(moduleJSON.String), r.Module); err != nil {
+			return Request{}, fmt.Errorf("decode module of %s: %w", r.ID, err)
+		}
+	}
+	r.Irreversible = irreversible != 0
+	if decidedAt.Valid {
+		r.DecidedAt = fromNanos(decidedAt.Int64)
+	}
+	if consumedAt.Valid {
+		r.Consumed = true
+		r.ConsumedAt = fromNanos(consumedAt.Int64)
+	}
+	r.CreatedAt = fromNanos(createdAt)
+	r.ExpiresAt = fromNanos(expiresAt)
+	return r, nil
+}
+
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// loadRequest reads one request and its votes through q (the write handle, a
+// transaction, or the read pool).
+func (s *Service) loadRequest(ctx context.Context, q querier, id string) (Request, error) {
+	r, err := scanRequest(q.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM approval_requests WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Request{}, ErrNotFound
+	}
+	if err != nil {
+		return Request{}, fmt.Errorf("read request: %w", err)
+	}
+	r.Votes, err = loadVotes(ctx, q, id)
+	if err != nil {
+		return Request{}, err
+	}
+	return r, nil
+}
+
+func loadVotes(ctx context.Context, q querier, id string) ([]Vote, error) {
+	rows, err := q.QueryContext(ctx, `SELECT approver, slack_user_id, via, outcome, reason, at
+		FROM approval_votes WHERE request_id = ? ORDER BY at, rowid`, id)
+	if err != nil {
+		return nil, fmt.Errorf("read votes: %w", err)
+	}
+	defer rows.Close()
+	var out []Vote
+	for rows.Next() {
+		var v Vote
+		var at int64
+		if err := rows.Scan(&v.Approver, &v.SlackUserID, &v.Via, &v.Outcome, &v.Reason, &at); err != nil {
+			return nil, fmt.Errorf("read votes: %w", err)
+		}
+		v.At = fromNanos(at)
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read votes: %w", err)
+	}
+	return out, nil
+}
+
+func encodeRequestJSON(r Request) (args string, module sql.NullString, headroom string, err error) {
+	fields := r.Args
+	if fields == nil {
+		fields = []Field{}
+	}
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return "", module, "", fmt.Errorf("encode args: %w", err)
+	}
+	args = string(b)
+	hr := r.Headroom
+	if hr == nil {
+		hr = []string{}
+	}
+	if b, err = json.Marshal(hr); err != nil {
+		return "", module, "", fmt.Errorf("encode headroom: %w", err)
+	}
+	headroom = string(b)
+	if r.Module != nil {
+		if b, err = json.Marshal(r.Module); err != nil {
+			return "", module, "", fmt.Errorf("encode module: %w", err)
+		}
+		module = sql.NullString{String: string(b), Valid: true}
+	}
+	return args, module, headroom, nil
+}
+
+// FormatMicros renders integer micro-units as a decimal with at least two
+// decimals and no trailing zeros beyond them: 8_570_000 USD -> "8.57 USD".
+func FormatMicros(micros int64, currency string) string {
+	neg := micros < 0
+	u := uint64(micros)
+	if neg {
+		u = uint64(-(micros + 1)) + 1 // |math.MinInt64| without overflow
+	}
+	whole, frac := u/1_000_000, u%1_000_000
+	fs := fmt.Sprintf("%06d", frac)
+	fs = strings.TrimRight(fs, "0")
+	for len(fs) < 2 {
+		fs += "0"
+	}
+	out := strconv.FormatUint(whole, 10) + "." + fs
+	if neg {
+		out = "-" + out
+	}
+	if currency != "" {
+		out += " " + currency
+	}
+	return out
+}

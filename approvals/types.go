@@ -1,0 +1,193 @@
+// Package approvals holds the human approvals that irreversible tollgate
+// operations wait for: requests bound to the exact arguments and maximum amount
+// of one Operation, the votes cast on them from Slack (signed interactivity
+// endpoint or Socket Mode) or the local CLI, expiry, single-use consumption at
+// execution time, and the Slack Block Kit messages that show all of it.
+//
+// The package owns its tables (see Migrations) on the ledger's single write
+// connection and never imports ledger, authz, cloudflare, tools or server: the
+// policy check, the audit chain and the reactions to a decision arrive as
+// funcs in Options.
+package approvals
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+)
+
+// Request states.
+const (
+	StatePending   = "pending"
+	StateApproved  = "approved"
+	StateDenied    = "denied"
+	StateExpired   = "expired"
+	StateCancelled = "cancelled"
+)
+
+// Vote channels (Vote.Via, VoteInput.Via).
+const (
+	ViaSlack  = "slack"  // signed HTTP interactivity endpoint
+	ViaSocket = "socket" // Slack Socket Mode
+	ViaCLI    = "cli"    // tollgate approvals approve|deny
+)
+
+// Vote outcomes. They double as the Authorizer actions for a vote.
+const (
+	OutcomeApprove = "approve"
+	OutcomeDeny    = "deny"
+)
+
+// ActionFreeze is the Authorizer action for the Freeze agent button.
+const ActionFreeze = "freeze"
+
+// Audit event types written through Options.Audit.
+const (
+	EventRequested       = "approval.requested"        // a request was persisted
+	EventVoted           = "approval.voted"            // an accepted vote
+	EventDecided         = "approval.decided"          // the request became approved or denied
+	EventRejected        = "approval.rejected"         // a vote or click that changed nothing, with the reason
+	EventExpired         = "approval.expired"          // pending past its expiry
+	EventCancelled       = "approval.cancelled"        // cancelled (freeze)
+	EventConsumed        = "approval.consumed"         // the single use at execution
+	EventConsumeRejected = "approval.consume_rejected" // an execution the approval does not cover
+	EventFreezeRequested = "approval.freeze"           // the Freeze agent button was accepted
+	EventSlackRejected   = "slack.rejected"            // an interactivity request that failed verification
+)
+
+// Approver is a human who may vote, mapped from config.
+type Approver struct {
+	Name        string   // principal id for Cerbos and the audit trail
+	SlackUserID string   // Slack user id ("U…"), "" if the approver uses the CLI only
+	OSUser      string   // local OS user for the CLI approver, "" = Name
+	Roles       []string // Cerbos roles, e.g. approver, finance_approver
+}
+
+// Field is one normalised argument, shown in order.
+type Field struct{ Label, Value string }
+
+// Module describes a Worker module without its source.
+type Module struct {
+	Name       string
+	Size       int
+	SHA256     string
+	FirstLines string
+}
+
+// Request is one approval request, bound to one Operation's exact arguments
+// (ArgsHash) and maximum amount (AmountMicros, Currency).
+type Request struct {
+	ID            string // "apr_" + random; filled by Service.Request when empty
+	OperationID   string
+	Tool          string // register_domain | deploy_worker | any tool a policy sends for approval
+	Agent         string
+	Team          string
+	Owner         string // the human accountable for the agent (an approver name); may never vote on it
+	Client        string // "claude-code 1.2.3 (session abc)"
+	Summary       string // one line: "Register example.dev for 1 year"
+	Args          []Field
+	Module        *Module
+	AmountMicros  int64 // the bound maximum, integer micro-units
+	Currency      string
+	AmountText    string   // "8.57 USD"; derived from AmountMicros when empty
+	Headroom      []string // "team:web day — 16.43 USD left of 25.00 USD"
+	Reason        string   // the agent's stated reason
+	Policy        string   // the policy decision in words
+	ArgsHash      string   // hash of the normalised arguments
+	Irreversible  bool
+	Quorum        int    // distinct approvers required; 0 means 1
+	State         string // pending | approved | denied | expired | cancelled
+	Consumed      bool   // single use: set by Consume
+	ConsumedAt    time.Time
+	DecidedReason string
+	DecidedAt     time.Time // zero while pending
+	Votes         []Vote
+	CreatedAt     time.Time
+	ExpiresAt     time.Time
+	SlackChannel  string
+	SlackTS       string
+	ResultText    string // execution outcome shown on the message
+}
+
+// Approvals counts the distinct approve votes.
+func (r Request) Approvals() int {
+	n := 0
+	for _, v := range r.Votes {
+		if v.Outcome == OutcomeApprove {
+			n++
+		}
+	}
+	return n
+}
+
+// Vote is one accepted vote.
+type Vote struct {
+	Approver    string
+	SlackUserID string
+	Via         string // slack | socket | cli
+	Outcome     string // approve | deny
+	Reason      string
+	At          time.Time
+}
+
+// VoteInput asks Decide to record a vote. The voter is named by SlackUserID (Slack
+// clicks) or ApproverName (CLI); when both are set they must name the same approver.
+type VoteInput struct {
+	RequestID    string
+	SlackUserID  string
+	ApproverName string
+	Via          string // slack | socket | cli
+	Outcome      string // approve | deny
+	Reason       string // required in spirit for deny; stored and audited
+}
+
+// Outcome is the result of an accepted vote.
+type Outcome struct {
+	Request   Request
+	Final     bool // the request is now approved or denied
+	Approvals int  // distinct approve votes so far
+	Needed    int  // the quorum
+}
+
+// Authorizer asks the policy engine whether approver a may take action
+// (approve | deny | freeze) on request r. An error means deny (fail closed).
+type Authorizer func(ctx context.Context, a Approver, r Request, action string) (allowed bool, reason string, err error)
+
+// AuditFunc appends one event to the audit chain. tx is the caller's open
+// transaction, so the event commits with the change, or nil for a standalone
+// event. An error fails the operation.
+type AuditFunc func(ctx context.Context, tx *sql.Tx, typ, actor, operationID string, data map[string]any) error
+
+// Errors returned by Decide, Consume, Cancel and the getters; test with errors.Is.
+var (
+	ErrNotFound        = errors.New("approval request not found")
+	ErrExpired         = errors.New("approval request expired")
+	ErrAlreadyDecided  = errors.New("approval request already decided")
+	ErrNotApprover     = errors.New("not a configured approver")
+	ErrSelfApproval    = errors.New("the agent's owner may not decide its own request")
+	ErrDuplicateVote   = errors.New("this approver already voted on the request")
+	ErrCancelled       = errors.New("approval request cancelled")
+	ErrBindingMismatch = errors.New("execution does not match the approved binding")
+	ErrConsumed        = errors.New("approval already used for an execution")
+	// ErrNotApproved: Consume on a request that is pending or denied.
+	ErrNotApproved = errors.New("approval request is not approved")
+	// ErrAmountExceeded accompanies ErrBindingMismatch when the amount at
+	// execution is above the approved maximum.
+	ErrAmountExceeded = errors.New("amount above the approved maximum")
+	// ErrInvalidInput: a request or vote that is malformed; the message says what is allowed.
+	ErrInvalidInput = errors.New("invalid input")
+)
+
+// NotAllowedError reports that the policy engine refused the approver (or
+// could not be asked, which counts as a refusal).
+type NotAllowedError struct {
+	Reason string
+	cause  error
+}
+
+// Error reports the refusal with the policy's reason.
+func (e *NotAllowedError) Error() string { return "not allowed by policy: " + e.Reason }
+
+// Unwrap returns the Authorizer's error when the refusal came from one.
+func (e *NotAllowedError) Unwrap() error { return e.cause }
