@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/server"
+)
+
+func newFlagSet(name, summary string) *flag.FlagSet {
+	fs := flag.NewFlagSet("tollgate "+name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "tollgate %s: %s\n\nFlags:\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// setting is one configuration value reachable by flag, environment
+// variable and tollgate.yaml, applied in that order of precedence.
+type setting struct {
+	flag, env, usage string
+	apply            func(c *server.Config, v string) error
+	isBool           bool
+}
+
+// boolValue is a string-backed flag that may be given without a value
+// (--sandbox), as a boolean flag.
+type boolValue struct{ s *string }
+
+func (b boolValue) String() string {
+	if b.s == nil {
+		return ""
+	}
+	return *b.s
+}
+func (b boolValue) Set(v string) error { *b.s = v; return nil }
+func (b boolValue) IsBoolFlag() bool   { return true }
+
+func durationSetting(flagName, env, usage string, field func(c *server.Config) *time.Duration) setting {
+	return setting{flag: flagName, env: env, usage: usage, apply: func(c *server.Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("--%s %q: a Go duration such as 50s or 30m", flagName, v)
+		}
+		*field(c) = d
+		return nil
+	}}
+}
+
+func stringSetting(flagName, env, usage string, field func(c *server.Config) *string) setting {
+	return setting{flag: flagName, env: env, usage: usage, apply: func(c *server.Config, v string) error { *field(c) = v; return nil }}
+}
+
+func boolSetting(flagName, env, usage string, field func(c *server.Config) *bool) setting {
+	return setting{flag: flagName, env: env, usage: usage, isBool: true, apply: func(c *server.Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("--%s %q: true or false", flagName, v)
+		}
+		*field(c) = b
+		return nil
+	}}
+}
+
+var (
+	dbSetting = stringSetting("db", "TOLLGATE_DB", "SQLite database file", func(c *server.Config) *string { return &c.DB })
+
+	serveSettings = []setting{
+		stringSetting("transport", "TOLLGATE_TRANSPORT", "stdio, http (streamable HTTP on /mcp plus SSE on /sse) or sse", func(c *server.Config) *string { return &c.Transport }),
+		stringSetting("listen", "TOLLGATE_LISTEN", "HTTP listen address", func(c *server.Config) *string { return &c.Listen }),
+		dbSetting,
+		stringSetting("agent", "TOLLGATE_AGENT", "agent name for stdio sessions (and HTTP with --auth none)", func(c *server.Config) *string { return &c.Agent }),
+		stringSetting("auth", "TOLLGATE_AUTH", "tokens (agent bearer tokens on HTTP) or none (loopback or TLS only)", func(c *server.Config) *string { return &c.Auth }),
+		boolSetting("sandbox", "TOLLGATE_SANDBOX", "use the built-in Cloudflare sandbox even when credentials are set", func(c *server.Config) *bool { return &c.Cloudflare.Sandbox }),
+		stringSetting("cerbos-addr", "TOLLGATE_CERBOS_ADDR", "external Cerbos PDP (host:port or unix:/path); empty starts a managed PDP", func(c *server.Config) *string { return &c.Cerbos.Addr }),
+		stringSetting("cerbos-tls-ca", "TOLLGATE_CERBOS_TLS_CA", "CA file for an external PDP over TLS", func(c *server.Config) *string { return &c.Cerbos.TLSCA }),
+		boolSetting("cerbos-plaintext", "TOLLGATE_CERBOS_PLAINTEXT", "connect to an external TCP PDP without TLS", func(c *server.Config) *bool { return &c.Cerbos.Plaintext }),
+		stringSetting("policies", "TOLLGATE_POLICIES", "policy folder for the managed PDP", func(c *server.Config) *string { return &c.Cerbos.Policies }),
+		stringSetting("tls-cert", "TOLLGATE_TLS_CERT", "serve HTTPS with this certificate (PEM)", func(c *server.Config) *string { return &c.TLS.Cert }),
+		stringSetting("tls-key", "TOLLGATE_TLS_KEY", "key for --tls-cert (PEM)", func(c *server.Config) *string { return &c.TLS.Key }),
+		stringSetting("slack-channel", "TOLLGATE_SLACK_CHANNEL", "Slack channel for approval requests", func(c *server.Config) *string { return &c.Slack.Channel }),
+		stringSetting("slack-api-url", "TOLLGATE_SLACK_API_URL", "Slack Web API base URL (tests, proxies)", func(c *server.Config) *string { return &c.Slack.APIURL }),
+		durationSetting("approval-wait", "TOLLGATE_APPROVAL_WAIT", "how long a tool call waits for a decision", func(c *server.Config) *time.Duration { return &c.Approvals.Wait }),
+		durationSetting("approval-expiry", "TOLLGATE_APPROVAL_EXPIRY", "how long an approval request stays open", func(c *server.Config) *time.Duration { return &c.Approvals.Expiry }),
+	}
+)
+
+// configFlags registers --config and the given settings on fs.
+type configFlags struct {
+	fs       *flag.FlagSet
+	path     *string
+	settings []setting
+	values   map[string]*string
+}
+
+func addConfigFlags(fs *flag.FlagSet, settings ...setting) *configFlags {
+	cf := &configFlags{fs: fs, settings: settings, values: map[string]*string{}}
+	cf.path = fs.String("config", "tollgate.yaml", "config file (TOLLGATE_CONFIG); optional when it is the default and missing")
+	for _, s := range settings {
+		if s.isBool {
+			v := new(string)
+			fs.Var(boolValue{v}, s.flag, s.usage+" ("+s.env+")")
+			cf.values[s.flag] = v
+			continue
+		}
+		cf.values[s.flag] = fs.String(s.flag, "", s.usage+" ("+s.env+")")
+	}
+	return cf
+}
+
+// load applies, in order: embedded defaults, the config file, TOLLGATE_*
+// variables, then the flags that were given.
+func (cf *configFlags) load() (server.Config, error) {
+	set := map[string]bool{}
+	cf.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	path, explicit := *cf.path, set["config"]
+	if env := os.Getenv("TOLLGATE_CONFIG"); env != "" && !explicit {
+		path, explicit = env, true
+	}
+	cfg := server.Default()
+	if _, err := os.Stat(path); err == nil || explicit {
+		c, err := server.LoadFile(path)
+		if err != nil {
+			return cfg, err
+		}
+		cfg = c
+	}
+	for _, s := range cf.settings {
+		if v, ok := os.LookupEnv(s.env); ok && v != "" {
+			if err := s.apply(&cfg, v); err != nil {
+				return cfg, fmt.Errorf("%s: %w", s.env, err)
+			}
+		}
+	}
+	for _, s := range cf.settings {
+		if set[s.flag] {
+			if err := s.apply(&cfg, *cf.values[s.flag]); err != nil {
+				return cfg, err
+			}
+		}
+	}
+	return cfg, nil
+}
+
+// openLedger opens the database with every component's migrations.
+func openLedger(ctx context.Context, cfg server.Config, log *slog.Logger) (*ledger.DB, error) {
+	opts := []ledger.Option{ledger.WithMigrations("approvals", approvals.Migrations)}
+	if log != nil {
+		opts = append(opts, ledger.WithLogger(log.With("subsystem", "ledger")))
+	}
+	opts = append(opts, ledger.WithAutoFreeze(cfg.AutoFreeze.Blocks, cfg.AutoFreeze.Within))
+	db, err := ledger.Open(ctx, cfg.DB, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", cfg.DB, err)
+	}
+	return db, nil
+}
+
+// cliLedger is the config + ledger a CLI subcommand works on; it works while
+// a server runs on the same file.
+func cliLedger(ctx context.Context, cf *configFlags) (server.Config, *ledger.DB, error) {
+	cfg, err := cf.load()
+	if err != nil {
+		return cfg, nil, err
+	}
+	if _, err := os.Stat(cfg.DB); errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(os.Stderr, "note: %s does not exist yet; creating it\n", cfg.DB)
+	}
+	db, err := openLedger(ctx, cfg, nil)
+	return cfg, db, err
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table prints rows aligned in columns.
+func table(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+// osUser is the local identity for the CLI approver and the actor of CLI
+// changes: the account the process runs as, not an environment variable.
+func osUser() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "uid:" + strconv.Itoa(os.Getuid())
+}
+
+func cliActor() string { return "cli:" + osUser() }
+
+func fmtTime(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/socketmode"
+
+	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/cloudflare"
+	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
+	"github.com/tollgatehq/tollgate/server"
+)
+
+func runServe(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlagSet("serve", "run the MCP server")
+	cf := addConfigFlags(fs, serveSettings...)
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error (logs go to stderr)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("serve takes no arguments, got %q", fs.Args())}
+	}
+	cfg, err := cf.load()
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	// Logs always go to stderr: under stdio, stdout is the protocol.
+	log := newLogger(os.Stderr, *logLevel)
+	rt, err := start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer rt.close()
+
+	if cfg.Transport == "stdio" {
+		log.Info("serving MCP on stdio", "agent", cfg.Agent)
+		err := rt.srv.ServeStdio(ctx, os.Stdin, out)
+		if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	printConnectHelp(os.Stderr, cfg, ln.Addr().String())
+	err = rt.srv.ListenAndServe(ctx, ln)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// runtime is everything serve (and demo) starts, closed in reverse order.
+type runtime struct {
+	srv     *server.Server
+	closers []func()
+}
+
+func (r *runtime) close() {
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		r.closers[i]()
+	}
+}
+
+// start opens the ledger, starts or connects to Cerbos, picks the real
+// Cloudflare account or the sandbox, connects Slack, and starts the server.
+func start(ctx context.Context, cfg server.Config, log *slog.Logger) (rt *runtime, err error) {
+	rt = &runtime{}
+	defer func() {
+		if err != nil {
+			rt.close()
+		}
+	}()
+	db, err := openLedger(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	rt.closers = append(rt.closers, func() { _ = db.Close() })
+
+	az, err := startPolicyEngine(ctx, cfg, log, rt)
+	if err != nil {
+		return nil, err
+	}
+
+	cfCfg, err := cloudflareConfig(ctx, cfg, log, rt)
+	if err != nil {
+		return nil, err
+	}
+
+	deps := server.Deps{DB: db, Authz: az, Cloudflare: cfCfg, Logger: log, Version: version}
+	var appToken string
+	if tok := os.Getenv("SLACK_BOT_TOKEN"); tok != "" {
+		opts := []slack.Option{}
+		if cfg.Slack.APIURL != "" {
+			opts = append(opts, slack.OptionAPIURL(cfg.Slack.APIURL))
+		}
+		appToken = os.Getenv("SLACK_APP_TOKEN")
+		if appToken != "" {
+			opts = append(opts, slack.OptionAppLevelToken(appToken))
+		}
+		deps.Slack = slack.New(tok, opts...)
+		deps.SlackSigningSecret = os.Getenv("SLACK_SIGNING_SECRET")
+		if cfg.Slack.Channel == "" {
+			return nil, errors.New("SLACK_BOT_TOKEN is set but no channel: set TOLLGATE_SLACK_CHANNEL or slack.channel")
+		}
+		if deps.SlackSigningSecret == "" && appToken == "" {
+			return nil, errors.New("SLACK_BOT_TOKEN is set but neither SLACK_SIGNING_SECRET (interactivity endpoint) nor SLACK_APP_TOKEN (Socket Mode): approvals could not arrive")
+		}
+		log.Info("posting approval requests to Slack", "channel", cfg.Slack.Channel, "socket_mode", appToken != "")
+	} else {
+		log.Info("Slack not configured (no SLACK_BOT_TOKEN): approve with `tollgate approvals approve ID`")
+	}
+
+	srv, err := server.New(cfg, deps)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return nil, err
+	}
+	rt.srv = srv
+	rt.closers = append(rt.closers, srv.Close)
+	if appToken != "" {
+		sm := socketmode.New(deps.Slack)
+		go func() {
+			if err := srv.Approvals().RunSocketMode(ctx, sm); err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("slack socket mode stopped", "err", err)
+			}
+		}()
+	}
+	return rt, nil
+}
+
+func startPolicyEngine(ctx context.Context, cfg server.Config, log *slog.Logger, rt *runtime) (*authz.Client, error) {
+	addr := cfg.Cerbos.Addr
+	var opts []authz.Option
+	if cfg.Cerbos.Timeout > 0 {
+		opts = append(opts, authz.WithTimeout(cfg.Cerbos.Timeout))
+	}
+	if addr == "" {
+		m, err := authz.StartManaged(ctx, authz.ManagedConfig{PolicyDir: cfg.Cerbos.Policies, Logger: log.With("subsystem", "cerbos")})
+		if err != nil {
+			return nil, fmt.Errorf("start the managed Cerbos PDP: %w", err)
+		}
+		rt.closers = append(rt.closers, func() { _ = m.Stop() })
+		addr = m.Addr()
+		log.Info("managed Cerbos PDP ready", "policies", cfg.Cerbos.Policies, "addr", addr)
+	} else {
+		switch {
+		case cfg.Cerbos.TLSCA != "":
+			opts = append(opts, authz.WithTLS(cfg.Cerbos.TLSCA))
+		case cfg.Cerbos.Plaintext:
+			opts = append(opts, authz.WithPlaintext())
+		}
+		log.Info("using external Cerbos PDP", "addr", addr)
+	}
+	az, err := authz.NewClient(ctx, addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to Cerbos at %s: %w", addr, err)
+	}
+	rt.closers = append(rt.closers, func() { _ = az.Close() })
+	return az, nil
+}
+
+// cloudflareConfig returns the real account when CLOUDFLARE_API_TOKEN and
+// CLOUDFLARE_ACCOUNT_ID are set (and --sandbox is not), else starts the
+// in-process sandbox on loopback, its state kept beside the database.
+func cloudflareConfig(ctx context.Context, cfg server.Config, log *slog.Logger, rt *runtime) (cloudflare.Config, error) {
+	token, account := os.Getenv("CLOUDFLARE_API_TOKEN"), os.Getenv("CLOUDFLARE_ACCOUNT_ID")
+	if !cfg.Cloudflare.Sandbox && token != "" && account != "" {
+		log.Info("using the real Cloudflare account", "account", account)
+		return cloudflare.Config{APIBase: cfg.Cloudflare.APIBase, AccountID: account, ParentToken: token, TokenTTL: cfg.Cloudflare.TokenTTL, RequestIP: cfg.Cloudflare.RequestIP}, nil
+	}
+	why := "no CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID in the environment"
+	if cfg.Cloudflare.Sandbox {
+		why = "--sandbox"
+	}
+	state := filepath.Join(filepath.Dir(cfg.DB), "sandbox.json")
+	sb, err := sandbox.New(sandbox.Options{StateFile: state})
+	if err != nil {
+		return cloudflare.Config{}, fmt.Errorf("start the Cloudflare sandbox: %w", err)
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	addr, err := sandbox.Serve(sctx, "127.0.0.1:0", sb)
+	if err != nil {
+		cancel()
+		return cloudflare.Config{}, fmt.Errorf("start the Cloudflare sandbox: %w", err)
+	}
+	rt.closers = append(rt.closers, cancel)
+	log.Warn("using the built-in Cloudflare sandbox: nothing is bought or deployed for real", "why", why, "api", "http://"+addr+"/client/v4/", "state", state)
+	return cloudflare.Config{
+		APIBase: "http://" + addr + "/client/v4/", AccountID: sb.AccountID(), ParentToken: sb.ParentToken(),
+		TokenTTL: cfg.Cloudflare.TokenTTL,
+	}, nil
+}
+
+func printConnectHelp(w io.Writer, cfg server.Config, addr string) {
+	scheme := "http"
+	if cfg.TLS.Cert != "" {
+		scheme = "https"
+	}
+	base := scheme + "://" + addr
+	fmt.Fprintf(w, "\ntollgate %s is serving MCP\n", version)
+	if cfg.Transport != "sse" {
+		fmt.Fprintf(w, "  streamable HTTP  %s/mcp\n", base)
+	}
+	fmt.Fprintf(w, "  SSE              %s/sse\n", base)
+	fmt.Fprintf(w, "  health, metrics  %s/healthz  %s/metrics\n\n", base, base)
+	header := ""
+	if cfg.Auth == "tokens" {
+		header = ` --header "Authorization: Bearer $TOLLGATE_TOKEN"`
+		fmt.Fprintln(w, "HTTP needs an agent token: tollgate agents create NAME --team TEAM --roles agent  (prints it once)")
+	} else {
+		fmt.Fprintf(w, "HTTP sessions act as agent %q (auth none, loopback only)\n", cfg.Agent)
+	}
+	fmt.Fprintln(w, "Connect:")
+	fmt.Fprintf(w, "  Claude Code     claude mcp add --transport http tollgate %s/mcp%s\n", base, header)
+	fmt.Fprintf(w, "  MCP inspector   npx @modelcontextprotocol/inspector --cli %s/mcp --transport http --method tools/list\n", base)
+	fmt.Fprintln(w, `  Claude Desktop  {"mcpServers":{"tollgate":{"command":"tollgate","args":["serve","--transport","stdio"]}}}`)
+	fmt.Fprintln(w)
+}

@@ -1,0 +1,137 @@
+package server
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/ledger"
+)
+
+// ApprovalHooks are how the approvals service reaches the rest of tollgate.
+type ApprovalHooks struct {
+	Notifier      approvals.Notifier
+	SigningSecret string
+	Logger        *slog.Logger
+	Clock         func() time.Time
+	OnDecided     func(ctx context.Context, r approvals.Request)
+	OnExpired     func(ctx context.Context, r approvals.Request)
+	OnFreeze      func(ctx context.Context, agent string, by approvals.Approver) error
+}
+
+// NewApprovals builds the approvals service on the ledger's database with
+// Cerbos deciding who may approve and the ledger's chain recording every
+// vote. The server and the local approver CLI share it.
+func NewApprovals(db *ledger.DB, az *authz.Client, cfg Config, h ApprovalHooks) (*approvals.Service, error) {
+	var approvers []approvals.Approver
+	for _, a := range cfg.Approvers {
+		approvers = append(approvers, approvals.Approver{Name: a.Name, SlackUserID: a.SlackUserID, OSUser: a.OSUser, Roles: a.Roles})
+	}
+	return approvals.NewService(db.Writer(), approvals.Options{
+		Reader:        db.Reader(),
+		Approvers:     approvers,
+		Authorizer:    approvalAuthorizer(az),
+		Audit:         approvalAudit(db),
+		Notifier:      h.Notifier,
+		Clock:         h.Clock,
+		Logger:        h.Logger,
+		OnDecided:     h.OnDecided,
+		OnExpired:     h.OnExpired,
+		OnFreeze:      h.OnFreeze,
+		SigningSecret: h.SigningSecret,
+	})
+}
+
+// ApprovalsReader is the approvals service for read-only views (the CLI's
+// list and show): it can read every request and refuses every vote.
+func ApprovalsReader(db *ledger.DB, cfg Config) (*approvals.Service, error) {
+	refuse := func(context.Context, approvals.Approver, approvals.Request, string) (bool, string, error) {
+		return false, "read-only view", nil
+	}
+	return approvals.NewService(db.Writer(), approvals.Options{Reader: db.Reader(), Authorizer: refuse, Audit: approvalAudit(db)})
+}
+
+// approvalAuthorizer asks Cerbos whether an approver may act on a request
+// (resource "approval"). Anything but an explicit allow is a refusal.
+func approvalAuthorizer(az *authz.Client) approvals.Authorizer {
+	return func(ctx context.Context, a approvals.Approver, r approvals.Request, action string) (bool, string, error) {
+		attr := map[string]any{}
+		if a.SlackUserID != "" {
+			attr["slack_user_id"] = a.SlackUserID
+		}
+		p := authz.Principal{ID: a.Name, Roles: a.Roles, Attr: attr}
+		res := authz.Resource{Kind: "approval", ID: r.ID, Attr: map[string]any{
+			"requester": r.Agent, "owner": r.Owner, "team": r.Team, "amount_micros": r.AmountMicros,
+			"currency": r.Currency, "tool": r.Tool, "irreversible": r.Irreversible,
+		}}
+		d := az.Check(ctx, p, res, action)[action]
+		if d.Unavailable {
+			return false, "", errors.New("policy engine unavailable")
+		}
+		if !d.Allowed {
+			reason := "no policy rule lets " + a.Name + " " + action + " this request"
+			if len(d.Reasons) > 0 {
+				reason = d.Reasons[0]
+			}
+			return false, reason, nil
+		}
+		return true, "", nil
+	}
+}
+
+func approvalAudit(db *ledger.DB) approvals.AuditFunc {
+	return func(ctx context.Context, tx *sql.Tx, typ, actor, opID string, data map[string]any) error {
+		e := ledger.NewEvent(typ, actor, opID, data)
+		if tx != nil {
+			return db.AppendTx(ctx, tx, e)
+		}
+		return db.Append(ctx, e)
+	}
+}
+
+// Freeze is the kill switch: it freezes a scope (agent:NAME, team:NAME or
+// global), then cancels every pending approval of the principals it covers
+// and releases their holds. Operations already executing finish and settle;
+// everything else stops. It returns the operations it cancelled.
+func Freeze(ctx context.Context, db *ledger.DB, ap *approvals.Service, scope ledger.Scope, reason, by string) ([]string, error) {
+	if _, err := db.Freeze(ctx, scope, reason, by); err != nil {
+		return nil, fmt.Errorf("freeze %s: %w", scope, err)
+	}
+	q := ledger.OperationQuery{States: []ledger.State{ledger.StateReserved, ledger.StateAwaitingApproval, ledger.StateApproved}, Limit: 100}
+	if name, ok := scope.Agent(); ok {
+		q.Agent = name
+	} else if team, ok := scope.Team(); ok {
+		q.Team = team
+	}
+	var cancelled []string
+	for {
+		ops, next, err := db.ListOperations(ctx, q)
+		if err != nil {
+			return cancelled, fmt.Errorf("list operations to cancel: %w", err)
+		}
+		for _, op := range ops {
+			if req, err := ap.ByOperation(ctx, op.ID); err == nil && req.State == approvals.StatePending {
+				if err := ap.Cancel(ctx, req.ID, "frozen: "+reason, by); err != nil && !errors.Is(err, approvals.ErrAlreadyDecided) {
+					return cancelled, fmt.Errorf("cancel approval %s: %w", req.ID, err)
+				}
+			}
+			_, err := db.ReleaseFrom(ctx, op.ID, q.States, ledger.StateCancelled, "frozen", fmt.Sprintf("%s was frozen by %s: %s", scope, by, reason))
+			if errors.Is(err, ledger.ErrStateConflict) {
+				continue // it moved on (e.g. started executing) meanwhile
+			}
+			if err != nil {
+				return cancelled, fmt.Errorf("cancel %s: %w", op.ID, err)
+			}
+			cancelled = append(cancelled, op.ID)
+		}
+		if next == "" {
+			return cancelled, nil
+		}
+		q.Cursor = next
+	}
+}

@@ -1,0 +1,216 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/ledger"
+)
+
+// onDecided reacts to a final approval decision, whether it arrived in this
+// process (Slack click) or another (the CLI approver, seen by the poller).
+// The Operation's state transition is the lock: a decision acts once.
+func (p *Pipeline) onDecided(ctx context.Context, req approvals.Request) {
+	awaiting := []ledger.State{ledger.StateAwaitingApproval}
+	switch req.State {
+	case approvals.StateApproved:
+		_, err := p.db.Transition(ctx, req.OperationID, ledger.StateApproved, ledger.TransitionOpts{From: awaiting, Actor: votersActor(req)},
+			ledger.NewEvent("approval.granted", votersActor(req), req.OperationID, map[string]any{
+				"approval_id": req.ID, "approvals": req.Approvals(), "needed": max(req.Quorum, 1), "voters": voterNames(req),
+			}))
+		if errors.Is(err, ledger.ErrStateConflict) {
+			return
+		}
+		if err != nil {
+			p.internal(ctx, req.OperationID, "record approval", err)
+			return
+		}
+		p.watch.notify(req.OperationID)
+		p.goRun(func(ctx context.Context) { p.execute(ctx, req.OperationID) })
+	case approvals.StateDenied:
+		why := "denied by " + strings.Join(voterNames(req), ", ")
+		if req.DecidedReason != "" {
+			why += ": " + req.DecidedReason
+		}
+		p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateDenied, "denied_by_approver", why)
+	case approvals.StateExpired:
+		p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateExpired, "approval_expired",
+			fmt.Sprintf("no approver decided before %s; the hold is released. This is an expiry, not a denial: ask again if it is still needed", req.ExpiresAt.UTC().Format(time.RFC3339)))
+	case approvals.StateCancelled:
+		p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateCancelled, "cancelled", "approval cancelled: "+req.DecidedReason)
+	}
+}
+
+// releaseIf releases an Operation only while it is still in one of from, so
+// a late decision can never release an Operation that is already executing.
+func (p *Pipeline) releaseIf(ctx context.Context, id string, from []ledger.State, to ledger.State, code, msg string) {
+	if _, err := p.db.ReleaseFrom(ctx, id, from, to, code, msg); err != nil && !errors.Is(err, ledger.ErrStateConflict) {
+		p.log.Error("release failed", "operation", id, "to", to, "err", err)
+	}
+	p.watch.notify(id)
+}
+
+func voterNames(req approvals.Request) []string {
+	var out []string
+	for _, v := range req.Votes {
+		out = append(out, v.Approver)
+	}
+	if len(out) == 0 {
+		out = []string{"nobody"}
+	}
+	return out
+}
+
+func votersActor(req approvals.Request) string {
+	var parts []string
+	for _, v := range req.Votes {
+		parts = append(parts, v.Via+":"+v.Approver)
+	}
+	if len(parts) == 0 {
+		return "system"
+	}
+	return strings.Join(parts, ",")
+}
+
+// recover runs once on start: sweep leftover tokens, release holds of
+// Operations that never reached Cloudflare, reconcile the ones that might
+// have, and execute the ones that were approved but not started.
+func (p *Pipeline) recover(ctx context.Context, staleAfter time.Duration) error {
+	if n, err := p.broker.Sweep(ctx); err != nil {
+		p.log.Warn("token sweep failed", "err", err)
+	} else if n > 0 {
+		p.log.Info("deleted leftover tokens", "count", n)
+	}
+	rep, err := p.db.Recover(ctx, staleAfter)
+	if err != nil {
+		return fmt.Errorf("recover ledger: %w", err)
+	}
+	for _, op := range rep.Released {
+		p.log.Info("released interrupted operation", "operation", op.ID, "state", op.State)
+		if req, err := p.approvals.ByOperation(ctx, op.ID); err == nil && req.State == approvals.StatePending {
+			_ = p.approvals.Cancel(ctx, req.ID, "interrupted before execution", "system")
+		}
+	}
+	for _, op := range rep.InDoubt {
+		p.goRun(func(ctx context.Context) { p.reconcile(ctx, op.ID) })
+	}
+	for _, op := range rep.Approved {
+		p.goRun(func(ctx context.Context) { p.execute(ctx, op.ID) })
+	}
+	return nil
+}
+
+// loop keeps what other processes and the clock change moving: decisions
+// made by the CLI approver, approval expiry, and in_doubt reconciliation.
+func (p *Pipeline) loop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	reconcileEvery := 30 * time.Second
+	lastReconcile := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.pollAwaiting(ctx)
+		if time.Since(lastReconcile) >= reconcileEvery {
+			lastReconcile = time.Now()
+			p.pollInDoubt(ctx)
+		}
+		p.metrics.setPending(p.countPending(ctx))
+	}
+}
+
+func (p *Pipeline) pollAwaiting(ctx context.Context) {
+	p.eachOperation(ctx, ledger.StateAwaitingApproval, func(op ledger.Operation) {
+		req, err := p.approvals.ByOperation(ctx, op.ID)
+		switch {
+		case err == nil && req.State != approvals.StatePending:
+			p.onDecided(ctx, req)
+		case op.ExpiresAt != nil && !p.now().Before(*op.ExpiresAt):
+			// The request may be missing (a crash between the two writes) or
+			// its own expiry not yet run: the Operation's expiry is enough.
+			if err == nil {
+				if _, xerr := p.approvals.ExpireDue(ctx); xerr != nil {
+					p.log.Warn("approval expiry", "err", xerr)
+				}
+			}
+			p.releaseIf(ctx, op.ID, []ledger.State{ledger.StateAwaitingApproval}, ledger.StateExpired, "approval_expired",
+				"no approver decided before "+op.ExpiresAt.UTC().Format(time.RFC3339)+"; the hold is released")
+		}
+	})
+}
+
+func (p *Pipeline) pollInDoubt(ctx context.Context) {
+	p.eachOperation(ctx, ledger.StateInDoubt, func(op ledger.Operation) { p.reconcile(ctx, op.ID) })
+}
+
+func (p *Pipeline) eachOperation(ctx context.Context, st ledger.State, fn func(ledger.Operation)) {
+	cursor := ""
+	for {
+		ops, next, err := p.db.ListOperations(ctx, ledger.OperationQuery{States: []ledger.State{st}, Cursor: cursor, Limit: 100})
+		if err != nil {
+			p.log.Warn("list operations", "state", st, "err", err)
+			return
+		}
+		for _, op := range ops {
+			fn(op)
+		}
+		if next == "" {
+			return
+		}
+		cursor = next
+	}
+}
+
+func (p *Pipeline) countPending(ctx context.Context) int {
+	reqs, err := p.approvals.List(ctx, approvals.StatePending)
+	if err != nil {
+		return 0
+	}
+	return len(reqs)
+}
+
+// watcher wakes waiters when an Operation changes in this process; waiters
+// also poll, so changes made by other processes are seen within a second.
+type watcher struct {
+	mu   sync.Mutex
+	subs map[string]map[chan struct{}]struct{}
+}
+
+func newWatcher() *watcher { return &watcher{subs: map[string]map[chan struct{}]struct{}{}} }
+
+func (w *watcher) subscribe(id string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	w.mu.Lock()
+	if w.subs[id] == nil {
+		w.subs[id] = map[chan struct{}]struct{}{}
+	}
+	w.subs[id][ch] = struct{}{}
+	w.mu.Unlock()
+	return ch, func() {
+		w.mu.Lock()
+		delete(w.subs[id], ch)
+		if len(w.subs[id]) == 0 {
+			delete(w.subs, id)
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *watcher) notify(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for ch := range w.subs[id] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}

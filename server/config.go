@@ -1,0 +1,420 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/user"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/tools"
+)
+
+// Config is tollgate.yaml. Every field has a working default (Default), so
+// the file is optional; flags and TOLLGATE_* variables override it.
+type Config struct {
+	// Listen is the HTTP listener address for the http and sse transports.
+	Listen string `yaml:"listen"`
+	// Transport is stdio, http (streamable HTTP on /mcp plus SSE on /sse) or sse (SSE only).
+	Transport string `yaml:"transport"`
+	// DB is the SQLite file.
+	DB string `yaml:"db"`
+	// Agent is the agent stdio sessions act as (and HTTP sessions when Auth is none).
+	Agent string `yaml:"agent"`
+	// Auth is tokens (HTTP needs an agent bearer token) or none (HTTP acts as
+	// Agent; only on a loopback listener or behind TLS).
+	Auth string `yaml:"auth"`
+	// TLS serves HTTPS from these PEM files when both are set.
+	TLS TLSConfig `yaml:"tls"`
+	// AllowedHosts are extra Host/Origin names accepted besides the listener
+	// address and loopback names (DNS rebinding protection).
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// Cerbos selects the policy engine.
+	Cerbos CerbosConfig `yaml:"cerbos"`
+	// Cloudflare selects the Cloudflare account or the built-in sandbox.
+	Cloudflare CloudflareConfig `yaml:"cloudflare"`
+	// Agents are the principals tollgate knows from config.
+	Agents []AgentConfig `yaml:"agents"`
+	// Approvers are the humans who may approve, mapped from Slack ids and OS users.
+	Approvers []ApproverConfig `yaml:"approvers"`
+	// Approvals tunes waiting, expiry and quorum.
+	Approvals ApprovalsConfig `yaml:"approvals"`
+	// Slack is where approval requests are posted (tokens come from the environment).
+	Slack SlackConfig `yaml:"slack"`
+	// Budgets are applied to the ledger at start (the CLI can change them later).
+	Budgets []BudgetConfig `yaml:"budgets"`
+	// Limits are velocity limits applied at start.
+	Limits []LimitConfig `yaml:"limits"`
+	// Pricing is the price book for what has no live quote.
+	Pricing PricingConfig `yaml:"pricing"`
+	// AutoFreeze freezes an agent after Blocks budget blocks within Within.
+	AutoFreeze AutoFreezeConfig `yaml:"auto_freeze"`
+}
+
+// TLSConfig names the certificate and key for HTTPS.
+type TLSConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// CerbosConfig selects the PDP: a managed local one (Addr empty) or an external one.
+type CerbosConfig struct {
+	// Addr is host:port or unix:/path of an external PDP; empty starts the managed PDP.
+	Addr string `yaml:"addr"`
+	// Policies is the policy folder for the managed PDP.
+	Policies string `yaml:"policies"`
+	// TLSCA is the CA file for an external PDP over TLS; empty with Plaintext false uses system roots.
+	TLSCA string `yaml:"tls_ca"`
+	// Plaintext connects to an external TCP PDP without TLS.
+	Plaintext bool `yaml:"plaintext"`
+	// Timeout bounds each decision.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// CloudflareConfig selects the account; credentials come only from the environment.
+type CloudflareConfig struct {
+	// Sandbox forces the built-in emulator even when credentials are set.
+	Sandbox bool `yaml:"sandbox"`
+	// APIBase overrides the API URL (tests, proxies).
+	APIBase string `yaml:"api_base"`
+	// TokenTTL is the lifetime of each per-operation token.
+	TokenTTL time.Duration `yaml:"token_ttl"`
+	// RequestIP pins minted tokens to this client IP (condition.request_ip).
+	RequestIP string `yaml:"request_ip"`
+}
+
+// AgentConfig is one agent principal.
+type AgentConfig struct {
+	Name  string   `yaml:"name"`
+	Roles []string `yaml:"roles"`
+	Team  string   `yaml:"team"`
+	// Owner is the human accountable for the agent; they may never approve its requests.
+	Owner string `yaml:"owner"`
+	// Attributes travel to Cerbos as principal attributes (environment, trust_tier, …).
+	Attributes map[string]string `yaml:"attributes"`
+}
+
+// ApproverConfig is one human approver.
+type ApproverConfig struct {
+	Name        string   `yaml:"name"`
+	SlackUserID string   `yaml:"slack_user_id"`
+	OSUser      string   `yaml:"os_user"`
+	Roles       []string `yaml:"roles"`
+}
+
+// ApprovalsConfig tunes approvals.
+type ApprovalsConfig struct {
+	// Wait is how long a tool call blocks for a decision before returning awaiting_approval.
+	Wait time.Duration `yaml:"wait"`
+	// Expiry is how long a request stays open.
+	Expiry time.Duration `yaml:"expiry"`
+	// Quorum requires more approvers above an amount.
+	Quorum []QuorumRule `yaml:"quorum"`
+}
+
+// QuorumRule requires Approvers distinct approvers for amounts above Above.
+type QuorumRule struct {
+	Above     string `yaml:"above"`
+	Currency  string `yaml:"currency"`
+	Approvers int    `yaml:"approvers"`
+}
+
+// SlackConfig is the approval channel.
+type SlackConfig struct {
+	Channel string `yaml:"channel"`
+	// APIURL overrides the Web API base URL (tests, proxies).
+	APIURL string `yaml:"api_url"`
+}
+
+// BudgetConfig is one budget.
+type BudgetConfig struct {
+	Scope    string `yaml:"scope"`
+	Window   string `yaml:"window"`
+	Limit    string `yaml:"limit"`
+	Currency string `yaml:"currency"`
+}
+
+// LimitConfig is one velocity limit.
+type LimitConfig struct {
+	Scope  string `yaml:"scope"`
+	Action string `yaml:"action"`
+	Window string `yaml:"window"`
+	Max    int    `yaml:"max"`
+}
+
+// PricingConfig is the configured price book.
+type PricingConfig struct {
+	Workers WorkersPricingConfig `yaml:"workers"`
+}
+
+// WorkersPricingConfig is the Workers price book, as decimal strings.
+type WorkersPricingConfig struct {
+	Currency           string `yaml:"currency"`
+	MonthlyPlan        string `yaml:"monthly_plan"`
+	PerMillionRequests string `yaml:"per_million_requests"`
+	PerMillionCPUMs    string `yaml:"per_million_cpu_ms"`
+}
+
+// AutoFreezeConfig freezes an agent after repeated budget blocks.
+type AutoFreezeConfig struct {
+	Blocks int           `yaml:"blocks"`
+	Within time.Duration `yaml:"within"`
+}
+
+// DefaultAgent is the agent used when nothing is configured.
+const DefaultAgent = "local"
+
+// Default is the embedded configuration: streamable HTTP on loopback, the
+// sandbox, the managed PDP on ./cerbos-policies and one agent, local.
+func Default() Config {
+	return Config{
+		Listen:    "127.0.0.1:8787",
+		Transport: "http",
+		DB:        "./var/tollgate.db",
+		Agent:     DefaultAgent,
+		Auth:      "tokens",
+		Cerbos:    CerbosConfig{Policies: "cerbos-policies", Timeout: 2 * time.Second},
+		Cloudflare: CloudflareConfig{
+			TokenTTL: 5 * time.Minute,
+		},
+		Agents: []AgentConfig{{Name: DefaultAgent, Roles: []string{"agent"}, Team: "local"}},
+		// Whoever runs tollgate locally approves from the CLI by default.
+		Approvers: []ApproverConfig{{Name: localUser(), OSUser: localUser(), Roles: []string{"approver", "finance_approver"}}},
+		Approvals: ApprovalsConfig{
+			Wait:   50 * time.Second,
+			Expiry: 30 * time.Minute,
+		},
+		Pricing: PricingConfig{Workers: WorkersPricingConfig{
+			Currency: "USD", MonthlyPlan: "5.00", PerMillionRequests: "0.30", PerMillionCPUMs: "0.02",
+		}},
+		AutoFreeze: AutoFreezeConfig{Blocks: 5, Within: 10 * time.Minute},
+	}
+}
+
+// localUser is the account tollgate runs as.
+func localUser() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "local-approver"
+}
+
+// LoadFile reads a YAML config over the defaults. Unknown keys are errors.
+func LoadFile(path string) (Config, error) {
+	cfg := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("read config: %w", err)
+	}
+	// Lists replace the defaults rather than merging into them.
+	cfg.Agents, cfg.Approvers = nil, nil
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("parse %s: %w", path, err)
+	}
+	if len(cfg.Agents) == 0 {
+		cfg.Agents = Default().Agents
+	}
+	return cfg, nil
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	switch c.Transport {
+	case "stdio", "http", "sse":
+	default:
+		add("transport %q: use stdio, http or sse", c.Transport)
+	}
+	if c.Transport != "stdio" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			add("listen %q: want host:port (%v)", c.Listen, err)
+		}
+	}
+	switch c.Auth {
+	case "tokens", "none":
+	default:
+		add("auth %q: use tokens or none", c.Auth)
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		add("tls: set both cert and key, or neither")
+	}
+	if c.Transport != "stdio" && c.Auth == "none" && !IsLoopback(c.Listen) && c.TLS.Cert == "" {
+		add("listen %q is not loopback: serving it without agent tokens and without TLS would let anyone on the network spend; use --auth tokens or --tls-cert/--tls-key", c.Listen)
+	}
+	if c.DB == "" {
+		add("db: a SQLite file path is required")
+	}
+	seen := map[string]bool{}
+	for i, a := range c.Agents {
+		if a.Name == "" {
+			add("agents[%d]: name is required", i)
+		}
+		if seen[a.Name] {
+			add("agents[%d]: duplicate name %q", i, a.Name)
+		}
+		seen[a.Name] = true
+		if a.Team == "" {
+			add("agents[%d] %q: team is required", i, a.Name)
+		}
+		if len(a.Roles) == 0 {
+			add("agents[%d] %q: at least one role is required", i, a.Name)
+		}
+	}
+	if c.Agent != "" && !seen[c.Agent] {
+		add("agent %q is not in agents: (known: %s)", c.Agent, strings.Join(agentNames(c.Agents), ", "))
+	}
+	apprSeen := map[string]bool{}
+	for i, a := range c.Approvers {
+		if a.Name == "" {
+			add("approvers[%d]: name is required", i)
+		}
+		if apprSeen[a.Name] {
+			add("approvers[%d]: duplicate name %q", i, a.Name)
+		}
+		apprSeen[a.Name] = true
+		if len(a.Roles) == 0 {
+			add("approvers[%d] %q: at least one role is required (approver or finance_approver)", i, a.Name)
+		}
+	}
+	if c.Approvals.Wait < 0 || c.Approvals.Wait > 10*time.Minute {
+		add("approvals.wait %s: use 0 to 10m", c.Approvals.Wait)
+	}
+	if c.Approvals.Expiry < time.Minute || c.Approvals.Expiry > 7*24*time.Hour {
+		add("approvals.expiry %s: use 1m to 168h", c.Approvals.Expiry)
+	}
+	for i, q := range c.Approvals.Quorum {
+		if _, err := ledger.ParseMoney(q.Above, orUSD(q.Currency)); err != nil {
+			add("approvals.quorum[%d].above: %v", i, err)
+		}
+		if q.Approvers < 1 || q.Approvers > 10 {
+			add("approvals.quorum[%d].approvers %d: use 1 to 10", i, q.Approvers)
+		}
+	}
+	for i, b := range c.Budgets {
+		if _, err := b.Budget(); err != nil {
+			add("budgets[%d]: %v", i, err)
+		}
+	}
+	for i, l := range c.Limits {
+		if _, err := l.VelocityLimit(); err != nil {
+			add("limits[%d]: %v", i, err)
+		}
+	}
+	if _, err := c.Pricing.Workers.book(); err != nil {
+		add("pricing.workers: %v", err)
+	}
+	if c.Cloudflare.TokenTTL < time.Minute || c.Cloudflare.TokenTTL > 15*time.Minute {
+		add("cloudflare.token_ttl %s: use 1m to 15m", c.Cloudflare.TokenTTL)
+	}
+	if c.AutoFreeze.Blocks < 0 || (c.AutoFreeze.Blocks > 0 && c.AutoFreeze.Within <= 0) {
+		add("auto_freeze: blocks ≥ 0 and a positive within")
+	}
+	return errors.Join(errs...)
+}
+
+func agentNames(as []AgentConfig) []string {
+	var out []string
+	for _, a := range as {
+		out = append(out, a.Name)
+	}
+	return out
+}
+
+func orUSD(c string) string {
+	if c == "" {
+		return "USD"
+	}
+	return strings.ToUpper(c)
+}
+
+// Budget parses the configured budget.
+func (b BudgetConfig) Budget() (ledger.Budget, error) {
+	scope, err := ledger.ParseScope(b.Scope)
+	if err != nil {
+		return ledger.Budget{}, err
+	}
+	win, err := ledger.ParseWindow(b.Window)
+	if err != nil {
+		return ledger.Budget{}, err
+	}
+	lim, err := ledger.ParseMoney(b.Limit, orUSD(b.Currency))
+	if err != nil {
+		return ledger.Budget{}, fmt.Errorf("limit: %w", err)
+	}
+	return ledger.Budget{Scope: scope, Window: win, Limit: lim}, nil
+}
+
+// VelocityLimit parses the configured limit.
+func (l LimitConfig) VelocityLimit() (ledger.VelocityLimit, error) {
+	scope, err := ledger.ParseScope(l.Scope)
+	if err != nil {
+		return ledger.VelocityLimit{}, err
+	}
+	win, err := ledger.ParseWindow(l.Window)
+	if err != nil {
+		return ledger.VelocityLimit{}, err
+	}
+	if win == ledger.WindowTotal {
+		return ledger.VelocityLimit{}, fmt.Errorf("window total: velocity limits use day or month")
+	}
+	if !slices.Contains([]string{"register_domain", "deploy_worker"}, l.Action) {
+		return ledger.VelocityLimit{}, fmt.Errorf("action %q: use register_domain or deploy_worker", l.Action)
+	}
+	if l.Max < 0 {
+		return ledger.VelocityLimit{}, fmt.Errorf("max %d: use 0 or more", l.Max)
+	}
+	return ledger.VelocityLimit{Scope: scope, Action: l.Action, Window: win, Max: l.Max}, nil
+}
+
+func (w WorkersPricingConfig) book() (tools.WorkersPricing, error) {
+	cur := orUSD(w.Currency)
+	var errs []error
+	parse := func(name, v string) ledger.Money {
+		m, err := ledger.ParseMoney(v, cur)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+		return m
+	}
+	p := tools.WorkersPricing{
+		Currency:           cur,
+		MonthlyPlan:        parse("monthly_plan", w.MonthlyPlan),
+		PerMillionRequests: parse("per_million_requests", w.PerMillionRequests),
+		PerMillionCPUMs:    parse("per_million_cpu_ms", w.PerMillionCPUMs),
+	}
+	return p, errors.Join(errs...)
+}
+
+// agent returns the configured agent by name.
+func (c Config) agent(name string) (AgentConfig, bool) {
+	for _, a := range c.Agents {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return AgentConfig{}, false
+}
+
+// IsLoopback reports whether a host:port listens only on loopback.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,353 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/slacktest"
+
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
+	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/tools"
+)
+
+// The tests run the real parts: the managed Cerbos PDP on ../cerbos-policies
+// (one for the package, started on first use), a SQLite file per test, and
+// the Cloudflare sandbox on loopback driven by cloudflare-go.
+
+var sharedPDP struct {
+	once sync.Once
+	m    *authz.Managed
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if sharedPDP.m != nil {
+		_ = sharedPDP.m.Stop()
+	}
+	os.Exit(code)
+}
+
+func pdpAddr(t testing.TB) string {
+	t.Helper()
+	sharedPDP.once.Do(func() {
+		dir, err := filepath.Abs(filepath.Join("..", "cerbos-policies"))
+		if err != nil {
+			sharedPDP.err = err
+			return
+		}
+		sharedPDP.m, sharedPDP.err = authz.StartManaged(context.Background(), authz.ManagedConfig{
+			PolicyDir: dir,
+			Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		})
+	})
+	if sharedPDP.err != nil {
+		t.Fatalf("managed Cerbos PDP (run go tool task setup): %v", sharedPDP.err)
+	}
+	return sharedPDP.m.Addr()
+}
+
+// Test principals and approvers, mirrored in the policies' test fixtures.
+const (
+	webBot   = "web-bot" // team web, roles agent+deployer, owner alice
+	opsBot   = "ops-bot" // team ops, role agent, owner erin
+	reason   = "landing page for the product launch next week"
+	okModule = "export default {\n  async fetch(request) {\n    return new Response('ok');\n  },\n};\n"
+)
+
+func testConfig(dir string) Config {
+	cfg := Default()
+	cfg.DB = filepath.Join(dir, "tollgate.db")
+	cfg.Agent = webBot
+	cfg.Auth = "none"
+	cfg.Agents = []AgentConfig{
+		{Name: webBot, Team: "web", Roles: []string{"agent", "deployer"}, Owner: "alice", Attributes: map[string]string{"environment": "dev", "trust_tier": "standard"}},
+		{Name: opsBot, Team: "ops", Roles: []string{"agent"}, Owner: "erin"},
+	}
+	cfg.Approvers = []ApproverConfig{
+		{Name: "alice", SlackUserID: "U0ALICE", Roles: []string{"approver"}},
+		{Name: "bob", SlackUserID: "U0BOB", OSUser: "bob", Roles: []string{"approver"}},
+		{Name: "carol", SlackUserID: "U0CAROL", Roles: []string{"approver", "finance_approver"}},
+		{Name: "erin", SlackUserID: "U0ERIN", Roles: []string{"approver"}},
+	}
+	cfg.Approvals.Wait = 3 * time.Second
+	cfg.Slack.Channel = "C0APPROVALS"
+	return cfg
+}
+
+type testEnv struct {
+	t       *testing.T
+	cfg     Config
+	db      *ledger.DB
+	sb      *sandbox.Sandbox
+	sbHTTP  *httptest.Server
+	srv     *Server
+	az      *authz.Client
+	slack   *slacktest.Server
+	secret  string
+	logs    *syncBuffer
+	started bool
+}
+
+type envOption func(*envOptions)
+
+type envOptions struct {
+	cfg      func(*Config)
+	slack    bool
+	noStart  bool
+	sbOpts   sandbox.Options
+	ledgerOp []ledger.Option
+}
+
+func withConfig(f func(*Config)) envOption { return func(o *envOptions) { o.cfg = f } }
+func withSlack() envOption                 { return func(o *envOptions) { o.slack = true } }
+func withSandbox(so sandbox.Options) envOption {
+	return func(o *envOptions) { o.sbOpts = so }
+}
+func withLedger(opts ...ledger.Option) envOption {
+	return func(o *envOptions) { o.ledgerOp = append(o.ledgerOp, opts...) }
+}
+
+func newEnv(t *testing.T, opts ...envOption) *testEnv {
+	t.Helper()
+	var o envOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	ctx := context.Background()
+	e := &testEnv{t: t, cfg: cfg, logs: &syncBuffer{}}
+	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	db, err := ledger.Open(ctx, cfg.DB, append([]ledger.Option{ledger.WithMigrations("approvals", approvals.Migrations), ledger.WithLogger(log)}, o.ledgerOp...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.db = db
+	t.Cleanup(func() { _ = db.Close() })
+
+	e.az, err = authz.NewClient(ctx, pdpAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.az.Close() })
+
+	e.sb, err = sandbox.New(o.sbOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sbHTTP = httptest.NewServer(e.sb)
+	t.Cleanup(e.sbHTTP.Close)
+	t.Cleanup(e.sb.Close)
+
+	deps := Deps{DB: db, Authz: e.az, Logger: log, Version: "test"}
+	deps.Cloudflare.APIBase = e.sbHTTP.URL + sandbox.APIPrefix
+	deps.Cloudflare.AccountID = e.sb.AccountID()
+	deps.Cloudflare.ParentToken = e.sb.ParentToken()
+	if o.slack {
+		e.slack = slacktest.NewTestServer()
+		e.slack.Start()
+		t.Cleanup(e.slack.Stop)
+		e.secret = "8f742231b10e8888abcd99yyyzzz85a5"
+		deps.Slack = slack.New("xoxb-test-token", slack.OptionAPIURL(e.slack.GetAPIURL()))
+		deps.SlackSigningSecret = e.secret
+	}
+	e.srv, err = New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// inProcessClient is an initialised mcp-go client on the server, in process.
+func (e *testEnv) inProcessClient(t *testing.T) *client.Client {
+	t.Helper()
+	c, err := client.NewInProcessClient(e.srv.MCP())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	init.Params.ClientInfo = mcp.Implementation{Name: "tollgate-test", Version: "1"}
+	if _, err := c.Initialize(context.Background(), init); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// ctxAs is a context carrying an agent's identity for in-process calls.
+func (e *testEnv) ctxAs(agent string) context.Context {
+	a, ok := e.cfg.agent(agent)
+	if !ok {
+		e.t.Fatalf("unknown test agent %s", agent)
+	}
+	return WithPrincipal(context.Background(), principalFromConfig(a, "inprocess"))
+}
+
+// call runs a tool through the MCP server in-process as agent.
+func (e *testEnv) call(agent, tool string, args any) *mcp.CallToolResult {
+	e.t.Helper()
+	return e.callCtx(e.ctxAs(agent), tool, args)
+}
+
+func (e *testEnv) callCtx(ctx context.Context, tool string, args any) *mcp.CallToolResult {
+	e.t.Helper()
+	raw, err := json.Marshal(args)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	msg := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":%q,"arguments":%s}}`, tool, raw)
+	resp := e.srv.MCP().HandleMessage(ctx, []byte(msg))
+	b, err := json.Marshal(resp)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var env struct {
+		Result *mcp.CallToolResult `json:"result"`
+		Error  *struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
+		e.t.Fatalf("decode %s: %v", b, err)
+	}
+	if env.Error != nil {
+		e.t.Fatalf("%s: JSON-RPC error %d: %s", tool, env.Error.Code, env.Error.Message)
+	}
+	return env.Result
+}
+
+// structured decodes a result's structured content into v.
+func structured[T any](t *testing.T, res *mcp.CallToolResult) T {
+	t.Helper()
+	var v T
+	b, err := json.Marshal(res.StructuredContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("decode structured %s: %v", b, err)
+	}
+	return v
+}
+
+func text(res *mcp.CallToolResult) string {
+	var parts []string
+	for _, c := range res.Content {
+		if tc, ok := c.(mcp.TextContent); ok {
+			parts = append(parts, tc.Text)
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+// waitState polls the ledger until the operation reaches want.
+func (e *testEnv) waitState(id string, want ledger.State) ledger.Operation {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		op, err := e.db.Operation(context.Background(), id)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if op.State == want {
+			return op
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("operation %s is %s (%s: %s), want %s", id, op.State, op.ErrorCode, op.Error, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// pendingApproval returns the approval request of an operation.
+func (e *testEnv) pendingApproval(opID string) approvals.Request {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := e.srv.Approvals().ByOperation(context.Background(), opID)
+		if err == nil {
+			return r
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("no approval request for %s: %v", opID, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// approve votes as a configured approver through the CLI path.
+func (e *testEnv) approve(opID, approver string) approvals.Outcome {
+	e.t.Helper()
+	r := e.pendingApproval(opID)
+	out, err := e.srv.Approvals().Decide(context.Background(), approvals.VoteInput{RequestID: r.ID, ApproverName: approver, Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove})
+	if err != nil {
+		e.t.Fatalf("approve %s as %s: %v", r.ID, approver, err)
+	}
+	return out
+}
+
+func (e *testEnv) registrarRequests() int {
+	n := 0
+	for _, r := range e.sb.Requests() {
+		if strings.Contains(r.Path, "/registrar/") {
+			n++
+		}
+	}
+	return n
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func registerArgs(domain string) map[string]any {
+	return map[string]any{"domain": domain, "reason": reason}
+}
+
+func opView(t *testing.T, res *mcp.CallToolResult) tools.OperationView {
+	t.Helper()
+	return structured[tools.OperationView](t, res)
+}

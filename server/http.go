@@ -1,0 +1,223 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	mcpserver "github.com/mark3labs/mcp-go/server"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgatehq/tollgate/ledger"
+)
+
+// Handler is every HTTP route on the listener:
+//
+//	/mcp                 streamable HTTP (transport http)
+//	/sse, /message       legacy SSE (transports http and sse)
+//	/slack/interactions  Slack interactivity (signed)
+//	/healthz             readiness of the PDP, database and Slack
+//	/metrics             Prometheus
+//
+// MCP routes require an agent bearer token unless auth is none; every route
+// but Slack's checks Host and Origin against DNS rebinding.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	httpCtx := func(ctx context.Context, r *http.Request) context.Context {
+		if p, ok := principalFrom(r.Context()); ok {
+			return WithPrincipal(ctx, p)
+		}
+		return ctx
+	}
+	if s.cfg.Transport != "sse" {
+		streamable := mcpserver.NewStreamableHTTPServer(s.mcp,
+			mcpserver.WithEndpointPath("/mcp"),
+			mcpserver.WithStateful(true),
+			mcpserver.WithHTTPContextFunc(httpCtx),
+			mcpserver.WithStreamableHTTPLogger(s.log.With("subsystem", "mcp-http")),
+			mcpserver.WithHeartbeatInterval(20*time.Second),
+		)
+		mux.Handle("/mcp", s.authenticate(streamable))
+	}
+	sse := mcpserver.NewSSEServer(s.mcp,
+		mcpserver.WithSSEEndpoint("/sse"),
+		mcpserver.WithMessageEndpoint("/message"),
+		mcpserver.WithUseFullURLForMessageEndpoint(false),
+		mcpserver.WithSSEContextFunc(httpCtx),
+		mcpserver.WithKeepAlive(true),
+	)
+	mux.Handle("/sse", s.authenticate(sse.SSEHandler()))
+	mux.Handle("/message", s.authenticate(sse.MessageHandler()))
+	mux.HandleFunc("/healthz", s.healthz)
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+
+	guarded := s.checkHost(mux)
+	root := http.NewServeMux()
+	root.Handle("/slack/interactions", s.approvals.InteractionHandler())
+	root.Handle("/", guarded)
+	return root
+}
+
+// authenticate resolves the principal of an MCP request: the agent whose
+// bearer token it carries, or the configured agent when auth is none. A
+// missing, malformed, expired or revoked token is a 401 before any MCP
+// processing.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		transport := "http"
+		if strings.HasPrefix(r.URL.Path, "/sse") || strings.HasPrefix(r.URL.Path, "/message") {
+			transport = "sse"
+		}
+		if s.cfg.Auth == "none" {
+			a, _ := s.cfg.agent(s.cfg.Agent)
+			next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), principalFromConfig(a, transport))))
+			return
+		}
+		token, ok := bearer(r)
+		if !ok {
+			unauthorized(w, "invalid_request", "an agent bearer token is required: Authorization: Bearer tg_… (create one with tollgate agents create)")
+			return
+		}
+		agent, err := s.deps.DB.Authenticate(r.Context(), token)
+		if err != nil {
+			desc := "the token is not valid"
+			switch {
+			case errors.Is(err, ledger.ErrTokenExpired):
+				desc = "the token has expired; rotate it with tollgate agents rotate"
+			case errors.Is(err, ledger.ErrTokenRevoked):
+				desc = "the token was revoked"
+			case errors.Is(err, ledger.ErrTokenMalformed):
+				desc = "the token is malformed; tollgate tokens start with tg_"
+			}
+			s.log.Info("rejected bearer token", "reason", desc, "remote", r.RemoteAddr)
+			_ = s.deps.DB.Append(r.Context(), ledger.NewEvent("auth.rejected", "anonymous", "", map[string]any{"reason": desc, "remote": r.RemoteAddr, "path": r.URL.Path}))
+			unauthorized(w, "invalid_token", desc)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), principalFromAgent(agent, transport))))
+	})
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+func unauthorized(w http.ResponseWriter, code, desc string) {
+	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="tollgate", error=%q, error_description=%q`, code, desc))
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusUnauthorized)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+}
+
+// checkHost refuses requests whose Host or Origin is not this server, so a
+// web page cannot rebind its name to 127.0.0.1 and drive tollgate.
+func (s *Server) checkHost(next http.Handler) http.Handler {
+	allowed := s.allowedHosts()
+	ok := func(host string) bool {
+		h := strings.ToLower(host)
+		if hh, _, err := net.SplitHostPort(h); err == nil {
+			h = hh
+		}
+		return slices.Contains(allowed, strings.Trim(h, "[]"))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !ok(r.Host) {
+			http.Error(w, fmt.Sprintf("forbidden: Host %q is not this server (add it to allowed_hosts)", r.Host), http.StatusForbidden)
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			u, err := url.Parse(o)
+			if err != nil || !ok(u.Host) {
+				http.Error(w, fmt.Sprintf("forbidden: Origin %q is not this server", o), http.StatusForbidden)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) allowedHosts() []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, _, err := net.SplitHostPort(s.cfg.Listen); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+		hosts = append(hosts, strings.ToLower(h))
+	}
+	for _, h := range s.cfg.AllowedHosts {
+		hosts = append(hosts, strings.ToLower(h))
+	}
+	return hosts
+}
+
+// healthz reports readiness: 200 when the PDP and the database answer (and
+// Slack, when configured), 503 with the failing checks otherwise.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	healthy := true
+	record := func(name string, err error) {
+		if err != nil {
+			checks[name] = "error: " + err.Error()
+			healthy = false
+			return
+		}
+		checks[name] = "ok"
+	}
+	record("database", s.deps.DB.Ping(ctx))
+	record("policy_engine", s.deps.Authz.Ready(ctx))
+	if s.deps.Slack != nil {
+		_, err := s.deps.Slack.AuthTestContext(ctx)
+		record("slack", err)
+	} else {
+		checks["slack"] = "not configured (local approver)"
+	}
+	status := http.StatusOK
+	if !healthy {
+		status = http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"ok": healthy, "checks": checks, "version": s.deps.Version})
+}
+
+// ListenAndServe serves Handler on addr until ctx ends. A non-loopback
+// address is refused unless agent tokens or TLS protect it (Validate).
+func (s *Server) ListenAndServe(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	if s.cfg.TLS.Cert != "" {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if s.cfg.TLS.Cert != "" {
+			errc <- srv.ServeTLS(ln, s.cfg.TLS.Cert, s.cfg.TLS.Key)
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shut)
+	}
+}

@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tollgatehq/tollgate/cloudflare"
+	"github.com/tollgatehq/tollgate/ledger"
+)
+
+// metrics are the Prometheus series served on /metrics. A nil *metrics
+// records nothing, so tests and CLI paths need no registry.
+type metrics struct {
+	registry   *prometheus.Registry
+	toolCalls  *prometheus.CounterVec
+	decisions  *prometheus.HistogramVec
+	reserves   *prometheus.HistogramVec
+	cloudflare *prometheus.HistogramVec
+	executions *prometheus.HistogramVec
+	pending    prometheus.Gauge
+}
+
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+func newMetrics(db *ledger.DB, broker *cloudflare.Broker) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		toolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_tool_calls_total", Help: "MCP tool calls by tool and outcome (ok, error, refused).",
+		}, []string{"tool", "outcome"}),
+		decisions: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tollgate_policy_decision_seconds", Help: "Cerbos decision latency by resource kind, action and result.", Buckets: latencyBuckets,
+		}, []string{"kind", "action", "allowed"}),
+		reserves: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tollgate_budget_reserve_seconds", Help: "Budget reservation latency by outcome (reserved, blocked, error).", Buckets: latencyBuckets,
+		}, []string{"outcome"}),
+		cloudflare: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tollgate_cloudflare_request_seconds", Help: "Cloudflare API request latency by method, purpose and status.", Buckets: latencyBuckets,
+		}, []string{"method", "purpose", "status"}),
+		executions: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tollgate_execution_seconds", Help: "Execution latency of approved operations by tool and outcome.", Buckets: latencyBuckets,
+		}, []string{"tool", "outcome"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tollgate_pending_approvals", Help: "Approval requests waiting for a human.",
+		}),
+	}
+	m.registry.MustRegister(m.toolCalls, m.decisions, m.reserves, m.cloudflare, m.executions, m.pending,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_cloudflare_tokens_alive", Help: "Per-operation Cloudflare tokens minted and not yet deleted.",
+		}, func() float64 { return float64(broker.Alive()) }),
+		&spendCollector{db: db},
+		prometheus.NewGoCollector(),
+	)
+	return m
+}
+
+func (m *metrics) observeTool(tool, outcome string) {
+	if m != nil {
+		m.toolCalls.WithLabelValues(tool, outcome).Inc()
+	}
+}
+
+func (m *metrics) observeDecision(kind, action string, allowed bool, d time.Duration) {
+	if m == nil {
+		return
+	}
+	a := "false"
+	if allowed {
+		a = "true"
+	}
+	m.decisions.WithLabelValues(kind, action, a).Observe(d.Seconds())
+}
+
+func (m *metrics) observeReserve(err error, d time.Duration) {
+	if m == nil {
+		return
+	}
+	outcome := "reserved"
+	if err != nil {
+		outcome = "error"
+		if _, ok := err.(*ledger.BlockedError); ok {
+			outcome = "blocked"
+		}
+	}
+	m.reserves.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
+func (m *metrics) observeCloudflare(r cloudflare.RequestRecord) {
+	if m == nil {
+		return
+	}
+	status := "error"
+	if r.Status > 0 {
+		status = statusClass(r.Status)
+	}
+	m.cloudflare.WithLabelValues(r.Method, string(r.Purpose), status).Observe(r.Duration.Seconds())
+}
+
+func (m *metrics) observeExecution(tool string, err error, d time.Duration) {
+	if m == nil {
+		return
+	}
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.executions.WithLabelValues(tool, outcome).Observe(d.Seconds())
+}
+
+func (m *metrics) setPending(n int) {
+	if m != nil {
+		m.pending.Set(float64(n))
+	}
+}
+
+func statusClass(code int) string {
+	return string(rune('0'+code/100)) + "xx"
+}
+
+// spendCollector reports spent and held per budget from the ledger at scrape time.
+type spendCollector struct{ db *ledger.DB }
+
+var (
+	spentDesc = prometheus.NewDesc("tollgate_budget_spent", "Spent in the current window, in currency units.", []string{"scope", "window", "currency"}, nil)
+	heldDesc  = prometheus.NewDesc("tollgate_budget_held", "Held by operations in progress, in currency units.", []string{"scope", "window", "currency"}, nil)
+	limitDesc = prometheus.NewDesc("tollgate_budget_limit", "Budget limit, in currency units.", []string{"scope", "window", "currency"}, nil)
+)
+
+func (c *spendCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- spentDesc
+	ch <- heldDesc
+	ch <- limitDesc
+}
+
+func (c *spendCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	budgets, err := c.db.Budgets(ctx)
+	if err != nil {
+		return
+	}
+	var scopes []ledger.Scope
+	seen := map[ledger.Scope]bool{}
+	for _, b := range budgets {
+		if !seen[b.Scope] {
+			seen[b.Scope] = true
+			scopes = append(scopes, b.Scope)
+		}
+	}
+	if len(scopes) == 0 {
+		return
+	}
+	sts, err := c.db.BudgetStatuses(ctx, scopes...)
+	if err != nil {
+		return
+	}
+	for _, s := range sts {
+		labels := []string{string(s.Budget.Scope), string(s.Budget.Window), s.Budget.Limit.Currency}
+		ch <- prometheus.MustNewConstMetric(spentDesc, prometheus.GaugeValue, float64(s.Spent.Micros)/1e6, labels...)
+		ch <- prometheus.MustNewConstMetric(heldDesc, prometheus.GaugeValue, float64(s.Held.Micros)/1e6, labels...)
+		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(s.Budget.Limit.Micros)/1e6, labels...)
+	}
+}

@@ -1,0 +1,846 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/cloudflare"
+	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/tools"
+)
+
+// Pipeline carries every tool call through plan → authorize → reserve →
+// approve → execute → settle, writing an audit event at every step. It
+// implements tools.Runner. The Operation in the ledger is the source of
+// truth; the pipeline only ever moves it forward.
+type Pipeline struct {
+	db        *ledger.DB
+	authz     *authz.Client
+	broker    *cloudflare.Broker
+	approvals *approvals.Service
+	muts      map[string]tools.Mutation
+	cfg       Config
+	quorum    []quorumRule
+	log       *slog.Logger
+	now       func() time.Time
+	metrics   *metrics
+	watch     *watcher
+
+	// life is the server's lifetime: pipelines started by a call outlive
+	// the call (a client may disconnect while a human decides).
+	life context.Context
+	wg   sync.WaitGroup
+}
+
+var _ tools.Runner = (*Pipeline)(nil)
+
+type quorumRule struct {
+	above     ledger.Money
+	approvers int
+}
+
+// Now is the pipeline clock.
+func (p *Pipeline) Now() time.Time { return p.now() }
+
+func (p *Pipeline) caller(ctx context.Context) (Principal, ledger.ClientInfo, error) {
+	pr, ok := principalFrom(ctx)
+	if !ok {
+		return Principal{}, ledger.ClientInfo{}, &tools.ToolError{Code: "unauthenticated", Message: "no agent identity on this session; refusing"}
+	}
+	return pr, clientInfo(ctx, pr.Transport), nil
+}
+
+// decide asks Cerbos and times it. It never fails open.
+func (p *Pipeline) decide(ctx context.Context, pr authz.Principal, res authz.Resource, action string) authz.Decision {
+	start := time.Now()
+	dec, ok := p.authz.Check(ctx, pr, res, action)[action]
+	p.metrics.observeDecision(res.Kind, action, dec.Allowed, time.Since(start))
+	if !ok {
+		return authz.Decision{Action: action, Allowed: false, Unavailable: true, Reasons: []string{"policy engine unavailable: no decision for " + action}}
+	}
+	return dec
+}
+
+func decisionEvent(actor, opID string, res authz.Resource, action string, d authz.Decision) ledger.Event {
+	outputs := make([]map[string]any, 0, len(d.Outputs))
+	for _, o := range d.Outputs {
+		outputs = append(outputs, map[string]any{"source": o.Source, "value": o.Value})
+	}
+	return ledger.NewEvent("policy.decision", actor, opID, map[string]any{
+		"resource": res.Kind + ":" + res.ID, "attributes": res.Attr, "action": action,
+		"allowed": d.Allowed, "reasons": d.Reasons, "policy": d.Policy, "outputs": outputs,
+		"unavailable": d.Unavailable,
+	})
+}
+
+// Authorize implements tools.Runner for read-only tools.
+func (p *Pipeline) Authorize(ctx context.Context, res authz.Resource, action string) authz.Decision {
+	pr, ci, err := p.caller(ctx)
+	if err != nil {
+		return authz.Decision{Action: action, Reasons: []string{err.Error()}}
+	}
+	d := p.decide(ctx, pr.authzPrincipal(ci), res, action)
+	if err := p.db.Append(ctx, decisionEvent(pr.actor(), "", res, action, d)); err != nil {
+		p.log.Error("audit append failed; denying", "err", err)
+		return authz.Decision{Action: action, Reasons: []string{"audit trail unavailable; refusing to act without a record"}}
+	}
+	return d
+}
+
+// Quote implements tools.PlanEnv: a registrar domain-check under a token
+// minted for it alone.
+func (p *Pipeline) Quote(ctx context.Context, domain string) (cloudflare.DomainCheck, error) {
+	var out cloudflare.DomainCheck
+	err := p.withSession(ctx, cloudflare.PurposeQuote, "", func(s *cloudflare.Session) error {
+		checks, err := s.CheckDomains(ctx, domain)
+		if err != nil {
+			return err
+		}
+		if len(checks) != 1 {
+			return fmt.Errorf("registrar answered for %d names, asked for 1", len(checks))
+		}
+		out = checks[0]
+		return nil
+	})
+	return out, err
+}
+
+// CommitmentRecorded implements tools.PlanEnv.
+func (p *Pipeline) CommitmentRecorded(ctx context.Context, key string) (bool, error) {
+	return p.db.CommitmentRecorded(ctx, key)
+}
+
+// withSession mints a token for one purpose, audits it, runs fn, and deletes
+// the token, auditing that too. The token never outlives fn.
+func (p *Pipeline) withSession(ctx context.Context, purpose cloudflare.Purpose, opID string, fn func(*cloudflare.Session) error) error {
+	label := opID
+	if label == "" {
+		label = string(purpose)
+	}
+	s, err := p.broker.Session(ctx, purpose, label)
+	if err != nil {
+		return fmt.Errorf("mint a %s token: %w", purpose, err)
+	}
+	minted := ledger.NewEvent("token.minted", "system", opID, map[string]any{
+		"token_id": s.TokenID, "purpose": string(purpose), "expires_at": s.ExpiresAt,
+	})
+	if err := p.db.Append(ctx, minted); err != nil {
+		_ = s.Close(context.WithoutCancel(ctx))
+		return fmt.Errorf("audit token: %w", err)
+	}
+	runErr := fn(s)
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	ev := ledger.NewEvent("token.revoked", "system", opID, map[string]any{"token_id": s.TokenID, "purpose": string(purpose)})
+	if cerr := s.Close(closeCtx); cerr != nil {
+		p.log.Error("token revoke failed; the start-up sweeper will delete it", "token_id", s.TokenID, "err", cerr)
+		ev = ledger.NewEvent("token.revoke_failed", "system", opID, map[string]any{"token_id": s.TokenID, "error": cerr.Error()})
+	}
+	if aerr := p.db.Append(closeCtx, ev); aerr != nil && runErr == nil {
+		runErr = fmt.Errorf("audit token: %w", aerr)
+	}
+	return runErr
+}
+
+// Mutate implements tools.Runner.
+func (p *Pipeline) Mutate(ctx context.Context, m tools.Mutation, call tools.Call) (tools.OperationView, error) {
+	pr, ci, err := p.caller(ctx)
+	if err != nil {
+		return tools.OperationView{}, err
+	}
+	op, created, err := p.db.CreateOperation(ctx, ledger.NewOperation{
+		Agent: pr.Name, Team: pr.Team, Tool: m.Name(), Resource: call.Resource,
+		Args: call.Args, ArgsHash: call.ArgsHash, Reason: call.Reason,
+		IdempotencyKey: call.IdempotencyKey, Client: ci, Blob: call.Blob,
+	}, ledger.NewEvent("call.mutation", pr.actor(), "", map[string]any{
+		"tool": m.Name(), "args": call.Args, "reason": call.Reason, "client": ci,
+	}))
+	if errors.Is(err, ledger.ErrIdempotencyConflict) {
+		return tools.OperationView{}, &tools.ToolError{Code: "idempotency_conflict", Message: fmt.Sprintf(
+			"idempotency_key %q was already used for different arguments; an approval binds the exact arguments, so use a new key for a new request", call.IdempotencyKey)}
+	}
+	if err != nil {
+		return tools.OperationView{}, fmt.Errorf("create operation: %w", err)
+	}
+	if created {
+		p.goRun(func(ctx context.Context) { p.run(ctx, op, m, pr, ci, call.Blob) })
+	} else {
+		call.Progress(fmt.Sprintf("same call as operation %s (%s); waiting on it instead of acting twice", op.ID, op.State))
+	}
+	return p.await(ctx, op.ID, p.cfg.Approvals.Wait, call.Progress, true)
+}
+
+func (p *Pipeline) goRun(fn func(ctx context.Context)) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		fn(p.life)
+	}()
+}
+
+// run moves a new Operation from planned as far as it can go without a human.
+func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutation, pr Principal, ci ledger.ClientInfo, blob []byte) {
+	principal := pr.authzPrincipal(ci)
+	actor := pr.actor()
+	planned := []ledger.State{ledger.StatePlanned}
+
+	// A check on what the arguments alone say, so a call the policy refuses
+	// never reaches Cloudflare, not even for a price.
+	pre, err := m.PreResource(op.Args)
+	if err != nil {
+		p.end(ctx, op.ID, planned, ledger.StateFailed, "invalid_arguments", err.Error())
+		return
+	}
+	dec := p.decide(ctx, principal, pre, m.Action())
+	if !dec.Allowed {
+		p.deny(ctx, op.ID, pre, m.Action(), dec, actor)
+		return
+	}
+	preEvent := decisionEvent(actor, op.ID, pre, m.Action(), dec)
+
+	plan, err := m.Plan(ctx, p, op.Args, blob)
+	if err != nil {
+		code := "plan_failed"
+		var te *tools.ToolError
+		if errors.As(err, &te) {
+			code = te.Code
+		}
+		p.end(ctx, op.ID, planned, ledger.StateFailed, code, err.Error())
+		return
+	}
+	dec = p.decide(ctx, principal, plan.Resource, m.Action())
+	if !dec.Allowed {
+		p.deny(ctx, op.ID, plan.Resource, m.Action(), dec, actor, preEvent)
+		return
+	}
+	need := p.approvalNeed(m, op.Args, plan, dec)
+	if _, err := p.db.Transition(ctx, op.ID, ledger.StateAuthorized, ledger.TransitionOpts{From: planned, Actor: "policy"},
+		preEvent, decisionEvent(actor, op.ID, plan.Resource, m.Action(), dec),
+		ledger.NewEvent("operation.planned", "system", op.ID, map[string]any{
+			"amount": plan.Amount.String(), "basis": plan.Basis, "summary": plan.Summary,
+			"approval_required": need.Required, "approvals": need.Approvals, "why": need.Why,
+		})); err != nil {
+		p.internal(ctx, op.ID, "authorize", err)
+		return
+	}
+	p.watch.notify(op.ID)
+
+	start := time.Now()
+	op, err = p.db.Reserve(ctx, ledger.ReserveRequest{
+		OperationID: op.ID, Agent: pr.Name, Team: pr.Team, Action: m.Name(),
+		Amount: plan.Amount, Commitment: plan.Commitment,
+	})
+	p.metrics.observeReserve(err, time.Since(start))
+	p.watch.notify(op.ID)
+	var blocked *ledger.BlockedError
+	if errors.As(err, &blocked) {
+		p.alert(ctx, fmt.Sprintf(":no_entry: Blocked %s for agent %s (team %s): %s", m.Name(), pr.Name, pr.Team, blocked.Error()))
+		if blocked.AutoFroze {
+			p.alert(ctx, fmt.Sprintf(":ice_cube: Agent %s is now frozen after repeated budget blocks. Unfreeze with `tollgate unfreeze --agent %s`.", pr.Name, pr.Name))
+		}
+		return
+	}
+	if err != nil {
+		p.internal(ctx, op.ID, "reserve", err)
+		return
+	}
+
+	if need.Required {
+		p.requestApproval(ctx, op, plan, dec, need, pr, ci)
+		return
+	}
+	if _, err := p.db.Transition(ctx, op.ID, ledger.StateApproved, ledger.TransitionOpts{
+		From: []ledger.State{ledger.StateReserved}, Actor: "policy",
+	}, ledger.NewEvent("approval.not_required", "policy", op.ID, map[string]any{"why": "reversible and no policy asked for a human"})); err != nil {
+		p.internal(ctx, op.ID, "approve", err)
+		return
+	}
+	p.watch.notify(op.ID)
+	p.execute(ctx, op.ID)
+}
+
+// approvalNeed combines the hard rule (irreversible calls always need a
+// human), what policy outputs ask for, and configured quorum rules. Policy
+// can add approvals; nothing here can remove the hard rule.
+type approvalNeed struct {
+	Required  bool
+	Approvals int
+	Why       []string
+}
+
+func (p *Pipeline) approvalNeed(m tools.Mutation, args json.RawMessage, plan tools.Plan, d authz.Decision) approvalNeed {
+	n := approvalNeed{Approvals: 1}
+	if plan.Irreversible || m.AlwaysNeedsApproval(args) {
+		n.Required = true
+		n.Why = append(n.Why, "irreversible: always needs a human")
+	}
+	if pol := d.Approval(); pol.Required {
+		n.Required = true
+		n.Approvals = max(n.Approvals, pol.Approvals)
+		n.Why = append(n.Why, pol.Why...)
+	}
+	for _, q := range p.quorum {
+		if plan.Amount.Currency == q.above.Currency && plan.Amount.Micros > q.above.Micros && q.approvers > n.Approvals {
+			n.Required = true
+			n.Approvals = q.approvers
+			n.Why = append(n.Why, fmt.Sprintf("above %s needs %d approvers", q.above, q.approvers))
+		}
+	}
+	return n
+}
+
+func (p *Pipeline) requestApproval(ctx context.Context, op ledger.Operation, plan tools.Plan, d authz.Decision, need approvalNeed, pr Principal, ci ledger.ClientInfo) {
+	expires := p.now().Add(p.cfg.Approvals.Expiry)
+	op, err := p.db.Transition(ctx, op.ID, ledger.StateAwaitingApproval, ledger.TransitionOpts{
+		From: []ledger.State{ledger.StateReserved}, ExpiresAt: &expires, Actor: "system",
+	})
+	if err != nil {
+		p.internal(ctx, op.ID, "await approval", err)
+		return
+	}
+	p.watch.notify(op.ID)
+	policy := "allowed"
+	if d.Policy != "" {
+		policy += " by " + d.Policy
+	}
+	req := approvals.Request{
+		OperationID: op.ID, Tool: op.Tool, Agent: pr.Name, Team: pr.Team, Owner: pr.Owner,
+		Client: clientLabel(ci), Summary: plan.Summary, Args: plan.Fields, Module: plan.Module,
+		AmountMicros: plan.Amount.Micros, Currency: plan.Amount.Currency, AmountText: plan.Amount.String(),
+		Headroom: p.headroomLines(ctx, pr), Reason: op.Reason,
+		Policy:   policy + "; approval: " + strings.Join(need.Why, "; "),
+		ArgsHash: op.ArgsHash, Irreversible: plan.Irreversible, Quorum: need.Approvals, ExpiresAt: expires,
+	}
+	if _, err := p.approvals.Request(ctx, req); err != nil {
+		p.log.Error("approval request failed; releasing", "operation", op.ID, "err", err)
+		p.end(ctx, op.ID, []ledger.State{ledger.StateAwaitingApproval}, ledger.StateFailed, "approval_unavailable",
+			"could not record the approval request: "+err.Error())
+	}
+}
+
+func clientLabel(ci ledger.ClientInfo) string {
+	s := strings.TrimSpace(ci.Name + " " + ci.Version)
+	if s == "" {
+		s = "unknown client"
+	}
+	if ci.SessionID != "" {
+		s += " (session " + ci.SessionID + ")"
+	}
+	return s + " via " + ci.Transport
+}
+
+func (p *Pipeline) headroomLines(ctx context.Context, pr Principal) []string {
+	sts, err := p.db.BudgetStatuses(ctx, ledger.AgentScope(pr.Name), ledger.TeamScope(pr.Team), ledger.GlobalScope)
+	if err != nil {
+		return []string{"budget headroom unavailable: " + err.Error()}
+	}
+	var out []string
+	for _, s := range sts {
+		out = append(out, fmt.Sprintf("%s %s — %s left of %s", s.Budget.Scope, s.Budget.Window, s.Remaining, s.Budget.Limit))
+	}
+	if len(out) == 0 {
+		out = []string{"no budgets configured"}
+	}
+	return out
+}
+
+// deny ends a planned Operation refused by policy.
+func (p *Pipeline) deny(ctx context.Context, id string, res authz.Resource, action string, d authz.Decision, actor string, events ...ledger.Event) {
+	code := "policy_denied"
+	if d.Unavailable {
+		code = "policy_unavailable"
+	}
+	msg := strings.Join(d.Reasons, "; ")
+	if msg == "" {
+		msg = "no policy rule allows " + action
+	}
+	events = append(events, decisionEvent(actor, id, res, action, d))
+	p.end(ctx, id, []ledger.State{ledger.StatePlanned}, ledger.StateDenied, code, msg, events...)
+}
+
+// end moves an Operation that holds nothing to a terminal state.
+func (p *Pipeline) end(ctx context.Context, id string, from []ledger.State, to ledger.State, code, msg string, events ...ledger.Event) {
+	if _, err := p.db.Transition(ctx, id, to, ledger.TransitionOpts{From: from, ErrorCode: code, Error: msg, Actor: "system"}, events...); err != nil {
+		p.log.Error("end operation failed", "operation", id, "to", to, "err", err)
+	}
+	p.watch.notify(id)
+}
+
+// release moves an Operation that may hold budget to a terminal state,
+// releasing its holds.
+func (p *Pipeline) release(ctx context.Context, id string, to ledger.State, code, msg string, events ...ledger.Event) {
+	if _, err := p.db.Release(ctx, id, to, code, msg, events...); err != nil && !errors.Is(err, ledger.ErrStateConflict) {
+		p.log.Error("release failed", "operation", id, "to", to, "err", err)
+	}
+	p.watch.notify(id)
+	if req, err := p.approvals.ByOperation(ctx, id); err == nil && req.State == approvals.StatePending {
+		_ = p.approvals.Cancel(ctx, req.ID, msg, "system")
+	}
+}
+
+// internal handles a fault of tollgate itself: fail closed and release.
+func (p *Pipeline) internal(ctx context.Context, id, step string, err error) {
+	p.log.Error("pipeline fault; failing closed", "operation", id, "step", step, "err", err)
+	p.release(ctx, id, ledger.StateFailed, "internal_error", step+": "+err.Error())
+}
+
+func (p *Pipeline) alert(ctx context.Context, text string) {
+	if err := p.approvals.Notify(ctx, text); err != nil {
+		p.log.Warn("alert not delivered", "err", err)
+	}
+}
+
+// execute runs an approved Operation: consume its approval, mint a token for
+// it alone, mark it executing, call Cloudflare, revoke the token, settle.
+func (p *Pipeline) execute(ctx context.Context, id string) {
+	op, err := p.db.Operation(ctx, id)
+	if err != nil || op.State != ledger.StateApproved {
+		return
+	}
+	m, ok := p.muts[op.Tool]
+	if !ok {
+		p.release(ctx, id, ledger.StateFailed, "unknown_tool", "no executor for "+op.Tool)
+		return
+	}
+	req, err := p.approvals.ByOperation(ctx, id)
+	switch {
+	case err == nil:
+		if err := p.approvals.Consume(ctx, req.ID, op.ArgsHash, op.Quote.Micros, op.Quote.Currency); err != nil {
+			p.release(ctx, id, ledger.StateFailed, "approval_invalid", "the approval does not cover this execution: "+err.Error())
+			return
+		}
+	case errors.Is(err, approvals.ErrNotFound):
+		if m.AlwaysNeedsApproval(op.Args) {
+			p.release(ctx, id, ledger.StateFailed, "approval_missing", "irreversible operation has no approval; refusing")
+			return
+		}
+	default:
+		p.internal(ctx, id, "load approval", err)
+		return
+	}
+	var blob []byte
+	if op.BlobSHA256 != "" {
+		if blob, err = p.db.Blob(ctx, op.BlobSHA256); err != nil {
+			p.internal(ctx, id, "load module", err)
+			return
+		}
+	}
+	var out tools.Outcome
+	var execErr error
+	started := false
+	err = p.withSession(ctx, m.Purpose(), id, func(s *cloudflare.Session) error {
+		if _, err := p.db.Transition(ctx, id, ledger.StateExecuting, ledger.TransitionOpts{From: []ledger.State{ledger.StateApproved}, Actor: "system"}); err != nil {
+			return err
+		}
+		started = true
+		p.watch.notify(id)
+		start := time.Now()
+		out, execErr = m.Execute(ctx, s, tools.ExecInput{OperationID: id, Args: op.Args, Blob: blob, MaxAmount: op.Quote})
+		p.metrics.observeExecution(op.Tool, execErr, time.Since(start))
+		return nil
+	})
+	if !started {
+		p.release(ctx, id, ledger.StateFailed, "token_unavailable", "could not start the execution: "+errString(err))
+		p.finish(ctx, req.ID, "Not executed: "+errString(err))
+		return
+	}
+	if execErr != nil {
+		p.executionFailed(ctx, op, req.ID, execErr)
+		return
+	}
+	p.settle(ctx, op, req.ID, out)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "unknown error"
+	}
+	return err.Error()
+}
+
+func (p *Pipeline) settle(ctx context.Context, op ledger.Operation, reqID string, out tools.Outcome) {
+	result, err := json.Marshal(out.Result)
+	if err != nil {
+		p.log.Error("encode result", "operation", op.ID, "err", err)
+		result = json.RawMessage(`{}`)
+	}
+	if _, err := p.db.Settle(ctx, op.ID, ledger.SettleRequest{Actual: out.Charged, Result: result},
+		ledger.NewEvent("execution.succeeded", "system", op.ID, map[string]any{"summary": out.Summary})); err != nil {
+		// Cloudflare acted but the ledger did not record it: leave the
+		// Operation in_doubt so reconciliation settles it, never release.
+		p.log.Error("settle failed; marking in_doubt", "operation", op.ID, "err", err)
+		_, _ = p.db.Transition(ctx, op.ID, ledger.StateInDoubt, ledger.TransitionOpts{From: []ledger.State{ledger.StateExecuting}, Error: err.Error()})
+	}
+	p.watch.notify(op.ID)
+	p.finish(ctx, reqID, out.Summary)
+}
+
+// executionFailed decides between failed (Cloudflare certainly did not act)
+// and in_doubt (it may have): only the latter is reconciled before release.
+func (p *Pipeline) executionFailed(ctx context.Context, op ledger.Operation, reqID string, err error) {
+	var te *tools.ToolError
+	var pc *tools.PriceChangedError
+	var api *cloudflare.APIError
+	code := ""
+	switch {
+	case errors.As(err, &pc):
+		code = "price_changed"
+	case errors.As(err, &te):
+		code = te.Code
+	case errors.Is(err, tools.ErrNotAttempted):
+		code = "not_attempted"
+	case errors.As(err, &api) && api.Status >= 400 && api.Status < 500 && api.Status != 408:
+		code = "cloudflare_rejected"
+	}
+	if code != "" {
+		p.release(ctx, op.ID, ledger.StateFailed, code, err.Error(), ledger.NewEvent("execution.failed", "system", op.ID, map[string]any{"error": err.Error()}))
+		p.finish(ctx, reqID, "Failed: "+err.Error())
+		return
+	}
+	p.log.Warn("execution outcome unknown; reconciling", "operation", op.ID, "err", err)
+	if _, terr := p.db.Transition(ctx, op.ID, ledger.StateInDoubt, ledger.TransitionOpts{
+		From: []ledger.State{ledger.StateExecuting}, ErrorCode: "outcome_unknown", Error: err.Error(), Actor: "system",
+	}); terr != nil {
+		p.log.Error("mark in_doubt", "operation", op.ID, "err", terr)
+	}
+	p.watch.notify(op.ID)
+	p.finish(ctx, reqID, "Outcome unknown (Cloudflare error: "+err.Error()+"); reconciling")
+	p.goRun(func(ctx context.Context) { p.reconcile(ctx, op.ID) })
+}
+
+func (p *Pipeline) finish(ctx context.Context, reqID, text string) {
+	if reqID == "" {
+		return
+	}
+	if err := p.approvals.Finish(ctx, reqID, text); err != nil {
+		p.log.Warn("approval message not updated", "approval", reqID, "err", err)
+	}
+}
+
+// reconcile asks Cloudflare whether an in_doubt Operation took effect, then
+// settles or releases it. Errors leave it in_doubt for the next pass.
+func (p *Pipeline) reconcile(ctx context.Context, id string) {
+	op, err := p.db.Operation(ctx, id)
+	if err != nil || op.State != ledger.StateInDoubt {
+		return
+	}
+	m, ok := p.muts[op.Tool]
+	if !ok {
+		return
+	}
+	var out tools.Outcome
+	var found bool
+	err = p.withSession(ctx, cloudflare.PurposeInspect, id, func(s *cloudflare.Session) error {
+		var err error
+		out, found, err = m.Reconcile(ctx, s, tools.ExecInput{OperationID: id, Args: op.Args, MaxAmount: op.Quote})
+		return err
+	})
+	if err != nil {
+		p.log.Warn("reconcile failed; will retry", "operation", id, "err", err)
+		return
+	}
+	req, _ := p.approvals.ByOperation(ctx, id)
+	if !found {
+		p.release(ctx, id, ledger.StateFailed, "not_executed", "Cloudflare shows the operation did not take effect; nothing was charged",
+			ledger.NewEvent("reconcile.not_found", "system", id, nil))
+		p.finish(ctx, req.ID, "Did not take effect (checked with Cloudflare after an interruption)")
+		return
+	}
+	p.settle(ctx, op, req.ID, out)
+}
+
+// await follows an Operation for a tool call and returns it when it is
+// terminal, or once it has waited approvalWait for a human, or when the
+// caller goes away, reporting each state change as progress. Planning and
+// execution are not counted against approvalWait (only against
+// maxExecutionWait), so a zero wait still returns a planned Operation as
+// awaiting_approval rather than half-way through its checks.
+func (p *Pipeline) await(ctx context.Context, id string, approvalWait time.Duration, progress func(string), untilSettled bool) (tools.OperationView, error) {
+	if progress == nil {
+		progress = func(string) {}
+	}
+	ch, cancel := p.watch.subscribe(id)
+	defer cancel()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	overall := time.NewTimer(approvalWait + maxExecutionWait)
+	defer overall.Stop()
+	var approvalDeadline <-chan time.Time
+	var last ledger.State
+	first := true
+	for {
+		op, err := p.db.Operation(ctx, id)
+		if err != nil {
+			return tools.OperationView{}, fmt.Errorf("read operation: %w", err)
+		}
+		if op.State != last {
+			progress(describeState(op))
+			if !first && !untilSettled {
+				return p.view(ctx, op), nil
+			}
+			last, first = op.State, false
+		}
+		if op.State.Terminal() {
+			return p.view(ctx, op), nil
+		}
+		if op.State == ledger.StateAwaitingApproval && approvalDeadline == nil {
+			if approvalWait <= 0 {
+				return p.view(ctx, op), nil
+			}
+			t := time.NewTimer(approvalWait)
+			defer t.Stop()
+			approvalDeadline = t.C
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-approvalDeadline:
+			return p.view(ctx, op), nil
+		case <-overall.C:
+			return p.view(ctx, op), nil
+		case <-ctx.Done():
+			return p.view(context.WithoutCancel(ctx), op), nil
+		}
+	}
+}
+
+// maxExecutionWait bounds how long a call follows planning and execution
+// (a registration the registry holds for minutes, say) before returning the
+// Operation as it stands, with how to resume.
+const maxExecutionWait = 60 * time.Second
+
+func describeState(op ledger.Operation) string {
+	switch op.State {
+	case ledger.StateAwaitingApproval:
+		exp := ""
+		if op.ExpiresAt != nil {
+			exp = " (expires " + op.ExpiresAt.UTC().Format(time.RFC3339) + ")"
+		}
+		return "waiting for a human approver in Slack" + exp
+	case ledger.StateExecuting:
+		return "approved; executing at Cloudflare"
+	}
+	return "operation " + op.ID + " is " + string(op.State)
+}
+
+// view is an Operation with its approval.
+func (p *Pipeline) view(ctx context.Context, op ledger.Operation) tools.OperationView {
+	v := tools.ViewOf(op)
+	if req, err := p.approvals.ByOperation(ctx, op.ID); err == nil {
+		av := &tools.ApprovalView{ID: req.ID, State: req.State, Approvals: req.Approvals(), Needed: max(req.Quorum, 1), ExpiresAt: req.ExpiresAt, Reason: req.DecidedReason}
+		for _, vote := range req.Votes {
+			av.DecidedBy = append(av.DecidedBy, vote.Approver+" ("+vote.Outcome+" via "+vote.Via+")")
+		}
+		v.Approval = av
+	}
+	return v
+}
+
+// Operation implements tools.Runner.
+func (p *Pipeline) Operation(ctx context.Context, id string, wait time.Duration) (tools.OperationView, error) {
+	pr, ci, err := p.caller(ctx)
+	if err != nil {
+		return tools.OperationView{}, err
+	}
+	op, err := p.db.Operation(ctx, id)
+	notFound := &tools.ToolError{Code: "not_found", Message: fmt.Sprintf("no operation %s that you can read", id)}
+	if errors.Is(err, ledger.ErrNotFound) {
+		return tools.OperationView{}, notFound
+	}
+	if err != nil {
+		return tools.OperationView{}, fmt.Errorf("read operation: %w", err)
+	}
+	res := operationResource(op)
+	d := p.decide(ctx, pr.authzPrincipal(ci), res, "read")
+	if err := p.db.Append(ctx, decisionEvent(pr.actor(), op.ID, res, "read", d)); err != nil {
+		return tools.OperationView{}, &tools.ToolError{Code: "audit_unavailable", Message: "audit trail unavailable; refusing"}
+	}
+	if !d.Allowed {
+		if d.Unavailable {
+			return tools.OperationView{}, tools.PolicyDenied("read", res, d)
+		}
+		return tools.OperationView{}, notFound
+	}
+	if wait > 0 && !op.State.Terminal() {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		_, err := p.await(wctx, id, wait, nil, false)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			return tools.OperationView{}, err
+		}
+		if op, err = p.db.Operation(ctx, id); err != nil {
+			return tools.OperationView{}, fmt.Errorf("read operation: %w", err)
+		}
+	}
+	v := p.view(ctx, op)
+	hist, err := p.db.History(ctx, id)
+	if err == nil {
+		for _, e := range hist {
+			v.History = append(v.History, historyEntry(e))
+		}
+	}
+	return v, nil
+}
+
+func operationResource(op ledger.Operation) authz.Resource {
+	return authz.Resource{Kind: "operation", ID: op.ID, Attr: map[string]any{
+		"agent": op.Agent, "team": op.Team, "tool": op.Tool, "state": string(op.State),
+	}}
+}
+
+func historyEntry(e ledger.Event) tools.HistoryEntry {
+	h := tools.HistoryEntry{At: e.At, Event: e.Type, Actor: e.Actor}
+	var data map[string]any
+	if json.Unmarshal(e.Data, &data) == nil {
+		switch e.Type {
+		case "operation.state":
+			h.Note = fmt.Sprintf("%v → %v", data["from"], data["to"])
+			if msg, _ := data["error"].(string); msg != "" {
+				h.Note += ": " + msg
+			}
+		case "policy.decision":
+			h.Note = fmt.Sprintf("%v %v: allowed=%v", data["action"], data["resource"], data["allowed"])
+		default:
+			if s, _ := data["summary"].(string); s != "" {
+				h.Note = s
+			}
+		}
+	}
+	return h
+}
+
+// Operations implements tools.Runner. Each operation on the page is
+// checked with Cerbos in one batch; the caller sees only what it may read.
+func (p *Pipeline) Operations(ctx context.Context, q tools.ListOperationsArgs) (tools.OperationList, error) {
+	pr, ci, err := p.caller(ctx)
+	if err != nil {
+		return tools.OperationList{}, err
+	}
+	lq := ledger.OperationQuery{Agent: pr.Name, Cursor: q.Cursor, Limit: q.Limit}
+	if q.Status != "" {
+		lq.States = []ledger.State{ledger.State(q.Status)}
+	}
+	ops, next, err := p.db.ListOperations(ctx, lq)
+	if err != nil {
+		return tools.OperationList{}, &tools.ToolError{Code: "bad_cursor", Message: "could not list operations: " + err.Error()}
+	}
+	checks := make([]authz.Check, len(ops))
+	for i, op := range ops {
+		checks[i] = authz.Check{Resource: operationResource(op), Actions: []string{"read"}}
+	}
+	var decisions [][]authz.Decision
+	if len(checks) > 0 {
+		decisions = p.authz.CheckBatch(ctx, pr.authzPrincipal(ci), checks)
+	}
+	out := tools.OperationList{Operations: []tools.OperationView{}, NextCursor: next}
+	for i, op := range ops {
+		if i < len(decisions) && len(decisions[i]) == 1 && decisions[i][0].Allowed {
+			out.Operations = append(out.Operations, tools.ViewOf(op))
+		}
+	}
+	return out, nil
+}
+
+// Estimate implements tools.Runner: plan, the policy decision for the real
+// action, budget headroom and approval need, all without side effects.
+func (p *Pipeline) Estimate(ctx context.Context, m tools.Mutation, call tools.Call) (tools.EstimateResult, error) {
+	pr, ci, err := p.caller(ctx)
+	if err != nil {
+		return tools.EstimateResult{}, err
+	}
+	pre, err := m.PreResource(call.Args)
+	if err != nil {
+		return tools.EstimateResult{}, err
+	}
+	if d := p.Authorize(ctx, pre, "estimate"); !d.Allowed {
+		return tools.EstimateResult{}, tools.PolicyDenied("estimate", pre, d)
+	}
+	plan, err := m.Plan(ctx, p, call.Args, call.Blob)
+	if err != nil {
+		return tools.EstimateResult{}, err
+	}
+	real := p.decide(ctx, pr.authzPrincipal(ci), plan.Resource, m.Action())
+	if err := p.db.Append(ctx, decisionEvent(pr.actor(), "", plan.Resource, m.Action(), real)); err != nil {
+		return tools.EstimateResult{}, &tools.ToolError{Code: "audit_unavailable", Message: "audit trail unavailable; refusing"}
+	}
+	sts, blocked, err := p.db.CheckBudget(ctx, ledger.ReserveRequest{
+		Agent: pr.Name, Team: pr.Team, Action: m.Name(), Amount: plan.Amount, Commitment: plan.Commitment,
+	})
+	if err != nil {
+		return tools.EstimateResult{}, fmt.Errorf("check budget: %w", err)
+	}
+	need := p.approvalNeed(m, call.Args, plan, real)
+	res := tools.EstimateResult{
+		Action:         m.Name(),
+		Resource:       call.Resource,
+		Amount:         tools.AmountOf(plan.Amount),
+		Breakdown:      plan.Breakdown,
+		Basis:          plan.Basis,
+		QuoteExpiresAt: plan.QuoteExpiresAt,
+		Policy:         tools.PolicyView{Allowed: real.Allowed, Reasons: real.Reasons},
+		Budgets:        []tools.BudgetView{},
+		WouldBlock:     blocked != nil,
+		Approval:       tools.ApprovalNeed{Required: need.Required, Why: strings.Join(need.Why, "; ")},
+	}
+	if need.Required {
+		res.Approval.Approvals = need.Approvals
+	}
+	if blocked != nil {
+		res.BlockReason = blocked.Error()
+	}
+	for _, s := range sts {
+		b := tools.BudgetViewOf(s)
+		fits := s.Remaining.Currency == plan.Amount.Currency && s.Remaining.Micros >= plan.Amount.Micros
+		b.Fits = &fits
+		res.Budgets = append(res.Budgets, b)
+	}
+	return res, nil
+}
+
+// SpendStatus implements tools.Runner.
+func (p *Pipeline) SpendStatus(ctx context.Context) (tools.SpendStatusResult, error) {
+	pr, _, err := p.caller(ctx)
+	if err != nil {
+		return tools.SpendStatusResult{}, err
+	}
+	res := authz.Resource{Kind: "spend", ID: pr.Name, Attr: map[string]any{"agent": pr.Name, "team": pr.Team}}
+	if d := p.Authorize(ctx, res, "read"); !d.Allowed {
+		return tools.SpendStatusResult{}, tools.PolicyDenied("read", res, d)
+	}
+	scopes := []ledger.Scope{ledger.AgentScope(pr.Name), ledger.TeamScope(pr.Team), ledger.GlobalScope}
+	out := tools.SpendStatusResult{Agent: pr.Name, Team: pr.Team, Budgets: []tools.BudgetView{}, Limits: []tools.LimitView{}, Frozen: []tools.FreezeView{}}
+	sts, err := p.db.BudgetStatuses(ctx, scopes...)
+	if err != nil {
+		return out, fmt.Errorf("budgets: %w", err)
+	}
+	for _, s := range sts {
+		out.Budgets = append(out.Budgets, tools.BudgetViewOf(s))
+	}
+	for _, action := range []string{"register_domain", "deploy_worker"} {
+		ls, err := p.db.LimitStatuses(ctx, action, scopes...)
+		if err != nil {
+			return out, fmt.Errorf("limits: %w", err)
+		}
+		for _, l := range ls {
+			out.Limits = append(out.Limits, tools.LimitView{Scope: string(l.Limit.Scope), Action: l.Limit.Action, Window: string(l.Limit.Window), Max: l.Limit.Max, Used: l.Count, ResetsAt: l.ResetsAt})
+		}
+	}
+	fs, err := p.db.Freezes(ctx)
+	if err != nil {
+		return out, fmt.Errorf("freezes: %w", err)
+	}
+	for _, f := range fs {
+		if f.Scope == ledger.GlobalScope || f.Scope == scopes[0] || f.Scope == scopes[1] {
+			out.Frozen = append(out.Frozen, tools.FreezeView{Scope: string(f.Scope), Reason: f.Reason, By: f.By, At: f.At, Auto: f.Auto})
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,348 @@
+// Package server is tollgate's MCP server: the transports (stdio, streamable
+// HTTP, SSE), principal resolution, the HTTP routes, and the pipeline that
+// carries every tool call through policy, budget, approval and execution.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+	"github.com/slack-go/slack"
+
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/cloudflare"
+	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/tools"
+)
+
+// Deps are the running parts the server wires together.
+type Deps struct {
+	DB    *ledger.DB
+	Authz *authz.Client
+	// Cloudflare configures the token broker (real account or sandbox); the
+	// server adds its own request observer for audit and metrics.
+	Cloudflare cloudflare.Config
+	// Slack is the Web API client for approval messages; nil means no Slack
+	// (the local CLI approver still works).
+	Slack *slack.Client
+	// SlackSigningSecret verifies POST /slack/interactions.
+	SlackSigningSecret string
+	Logger             *slog.Logger
+	Clock              func() time.Time
+	Version            string
+}
+
+// Server is a running tollgate.
+type Server struct {
+	cfg       Config
+	deps      Deps
+	log       *slog.Logger
+	mcp       *mcpserver.MCPServer
+	pipe      *Pipeline
+	broker    *cloudflare.Broker
+	approvals *approvals.Service
+	metrics   *metrics
+
+	stop     context.CancelFunc
+	loopDone sync.WaitGroup
+}
+
+// New builds a server from a validated config and its parts.
+func New(cfg Config, d Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.DB == nil || d.Authz == nil {
+		return nil, errors.New("server: ledger and policy engine are required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Clock == nil {
+		d.Clock = func() time.Time { return time.Now().UTC() }
+	}
+	s := &Server{cfg: cfg, deps: d, log: d.Logger}
+
+	book, err := cfg.Pricing.Workers.book()
+	if err != nil {
+		return nil, err
+	}
+	var quorum []quorumRule
+	for _, q := range cfg.Approvals.Quorum {
+		above, _ := ledger.ParseMoney(q.Above, orUSD(q.Currency))
+		quorum = append(quorum, quorumRule{above: above, approvers: q.Approvers})
+	}
+
+	cfCfg := d.Cloudflare
+	cfCfg.Logger = d.Logger.With("subsystem", "cloudflare")
+	if cfCfg.TokenTTL == 0 {
+		cfCfg.TokenTTL = cfg.Cloudflare.TokenTTL
+	}
+	cfCfg.Observer = s.observeCloudflare
+	if s.broker, err = cloudflare.NewBroker(cfCfg); err != nil {
+		return nil, fmt.Errorf("cloudflare: %w", err)
+	}
+	s.metrics = newMetrics(d.DB, s.broker)
+
+	life, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.pipe = &Pipeline{
+		db: d.DB, authz: d.Authz, broker: s.broker, cfg: cfg, quorum: quorum,
+		muts:    tools.Mutations(tools.Config{Workers: book, MaxWait: cfg.Approvals.Wait}),
+		log:     d.Logger.With("subsystem", "pipeline"),
+		now:     d.Clock,
+		metrics: s.metrics,
+		watch:   newWatcher(),
+		life:    life,
+	}
+
+	var notifier approvals.Notifier
+	if d.Slack != nil && cfg.Slack.Channel != "" {
+		notifier = approvals.NewSlackNotifier(d.Slack, cfg.Slack.Channel)
+	}
+	s.approvals, err = NewApprovals(d.DB, d.Authz, cfg, ApprovalHooks{
+		Notifier:      notifier,
+		SigningSecret: d.SlackSigningSecret,
+		Logger:        d.Logger.With("subsystem", "approvals"),
+		Clock:         d.Clock,
+		OnDecided:     s.pipe.onDecided,
+		OnExpired:     s.pipe.onDecided,
+		OnFreeze: func(ctx context.Context, agent string, by approvals.Approver) error {
+			_, err := Freeze(ctx, d.DB, s.approvals, ledger.AgentScope(agent), "frozen from Slack by "+by.Name, "slack:"+by.Name)
+			return err
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.pipe.approvals = s.approvals
+
+	s.mcp = mcpserver.NewMCPServer("tollgate", d.Version,
+		mcpserver.WithTitle("tollgate: guarded Cloudflare provisioning"),
+		mcpserver.WithInstructions(instructions),
+		mcpserver.WithToolCapabilities(false),
+		mcpserver.WithTaskCapabilities(true, true, true),
+		mcpserver.WithRecovery(),
+		mcpserver.WithToolHandlerMiddleware(s.auditCalls),
+	)
+	s.mcp.AddTools(tools.All(s.pipe, tools.Config{Workers: book, MaxWait: cfg.Approvals.Wait})...)
+	return s, nil
+}
+
+const instructions = `tollgate gives you guarded access to Cloudflare: check_domain and estimate_cost are free and read-only; ` +
+	`register_domain and deploy_worker spend money or change production, are checked against policy and budgets, and ` +
+	`irreversible ones wait for a human approver. Always give a specific reason. If a call returns status ` +
+	`awaiting_approval, resume with get_operation (wait_seconds up to 50) instead of calling again with new arguments.`
+
+// MCP is the underlying MCP server (for in-process clients).
+func (s *Server) MCP() *mcpserver.MCPServer { return s.mcp }
+
+// Pipeline returns the pipeline (for tests and benchmarks).
+func (s *Server) Pipeline() *Pipeline { return s.pipe }
+
+// Approvals returns the approvals service.
+func (s *Server) Approvals() *approvals.Service { return s.approvals }
+
+// Start recovers from any crash and starts the background loops: approval
+// expiry and Slack retries, CLI decisions, in_doubt reconciliation.
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.applyConfig(ctx); err != nil {
+		return err
+	}
+	if err := s.pipe.recover(ctx, time.Minute); err != nil {
+		return err
+	}
+	run := func(name string, fn func(context.Context) error) {
+		s.loopDone.Add(1)
+		go func() {
+			defer s.loopDone.Done()
+			if err := fn(s.pipe.life); err != nil && !errors.Is(err, context.Canceled) {
+				s.log.Error("background loop stopped", "loop", name, "err", err)
+			}
+		}()
+	}
+	run("approvals", s.approvals.Run)
+	run("pipeline", func(ctx context.Context) error { s.pipe.loop(ctx, time.Second); return nil })
+	return nil
+}
+
+// Close stops the background loops and waits for running pipelines to reach
+// a safe point (they write every step, so an interruption is recoverable).
+func (s *Server) Close() {
+	s.stop()
+	s.loopDone.Wait()
+	done := make(chan struct{})
+	go func() { s.pipe.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		s.log.Warn("pipelines still running at shutdown; start-up recovery will finish them")
+	}
+}
+
+// applyConfig writes configured budgets and limits into the ledger, auditing
+// only what changed.
+func (s *Server) applyConfig(ctx context.Context) error {
+	existing, err := s.deps.DB.Budgets(ctx)
+	if err != nil {
+		return fmt.Errorf("read budgets: %w", err)
+	}
+	for _, bc := range s.cfg.Budgets {
+		b, _ := bc.Budget()
+		same := false
+		for _, e := range existing {
+			if e.Scope == b.Scope && e.Window == b.Window && e.Limit == b.Limit {
+				same = true
+			}
+		}
+		if !same {
+			if err := s.deps.DB.SetBudget(ctx, b, "config"); err != nil {
+				return fmt.Errorf("apply budget %s %s: %w", b.Scope, b.Window, err)
+			}
+		}
+	}
+	limits, err := s.deps.DB.Limits(ctx)
+	if err != nil {
+		return fmt.Errorf("read limits: %w", err)
+	}
+	for _, lc := range s.cfg.Limits {
+		l, _ := lc.VelocityLimit()
+		same := false
+		for _, e := range limits {
+			if e == l {
+				same = true
+			}
+		}
+		if !same {
+			if err := s.deps.DB.SetLimit(ctx, l, "config"); err != nil {
+				return fmt.Errorf("apply limit: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// ServeStdio serves one MCP session on in/out as the configured agent.
+// Logs never go to out: it belongs to the protocol.
+func (s *Server) ServeStdio(ctx context.Context, in io.Reader, out io.Writer) error {
+	a, ok := s.cfg.agent(s.cfg.Agent)
+	if !ok {
+		return fmt.Errorf("agent %q is not configured", s.cfg.Agent)
+	}
+	p := principalFromConfig(a, "stdio")
+	srv := mcpserver.NewStdioServer(s.mcp)
+	srv.SetErrorLogger(log.New(slogWriter{s.log}, "", 0))
+	srv.SetContextFunc(func(ctx context.Context) context.Context { return WithPrincipal(ctx, p) })
+	return srv.Listen(ctx, in, out)
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(b []byte) (int, error) {
+	w.l.Warn("mcp stdio", "msg", string(b))
+	return len(b), nil
+}
+
+// observeCloudflare records every Cloudflare request in the audit trail and
+// metrics. An audit failure fails the request (closed).
+func (s *Server) observeCloudflare(ctx context.Context, r cloudflare.RequestRecord) error {
+	s.metrics.observeCloudflare(r)
+	opID := ""
+	if len(r.Label) > 3 && r.Label[:3] == "op_" {
+		opID = r.Label
+	}
+	return s.deps.DB.Append(ctx, ledger.NewEvent("cloudflare.request", "system", opID, map[string]any{
+		"method": r.Method, "path": r.Path, "status": r.Status, "cf_ray": r.CFRay,
+		"purpose": string(r.Purpose), "token_id": r.TokenID, "duration_ms": r.Duration.Milliseconds(), "error": r.Err,
+	}))
+}
+
+// auditCalls records every tool call and its outcome, and counts them. If
+// the call cannot be recorded it is refused: no action without a record.
+func (s *Server) auditCalls(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		pr, ok := principalFrom(ctx)
+		if !ok {
+			s.metrics.observeTool(req.Params.Name, "refused")
+			return mcp.NewToolResultError("no agent identity on this session; refusing"), nil
+		}
+		ci := clientInfo(ctx, pr.Transport)
+		if err := s.deps.DB.Append(ctx, ledger.NewEvent("call.received", pr.actor(), "", map[string]any{
+			"tool": req.Params.Name, "args": redactArgs(req), "client": ci, "team": pr.Team,
+		})); err != nil {
+			s.log.Error("audit append failed; refusing call", "tool", req.Params.Name, "err", err)
+			s.metrics.observeTool(req.Params.Name, "refused")
+			return mcp.NewToolResultError("the audit trail is unavailable, so tollgate refuses to act; try again later"), nil
+		}
+		res, err := next(ctx, req)
+		outcome := "ok"
+		data := map[string]any{"tool": req.Params.Name}
+		switch {
+		case err != nil:
+			outcome = "error"
+			data["error"] = err.Error()
+		case res != nil && res.IsError:
+			outcome = "refused"
+			data["error"] = resultText(res)
+		}
+		data["outcome"] = outcome
+		if aerr := s.deps.DB.Append(context.WithoutCancel(ctx), ledger.NewEvent("call.result", pr.actor(), "", data)); aerr != nil {
+			s.log.Error("audit append failed", "tool", req.Params.Name, "err", aerr)
+		}
+		s.metrics.observeTool(req.Params.Name, outcome)
+		return res, err
+	}
+}
+
+func resultText(res *mcp.CallToolResult) string {
+	for _, c := range res.Content {
+		if t, ok := c.(mcp.TextContent); ok {
+			if len(t.Text) > 500 {
+				return t.Text[:500] + "…"
+			}
+			return t.Text
+		}
+	}
+	return ""
+}
+
+// redactArgs is the call's arguments for the audit trail: a Worker module is
+// replaced by its size (the Operation records its sha256), long strings are cut.
+func redactArgs(req mcp.CallToolRequest) any {
+	var m map[string]any
+	raw := req.Params.RawArguments
+	if len(raw) == 0 {
+		b, _ := json.Marshal(req.Params.Arguments)
+		raw = b
+	}
+	if json.Unmarshal(raw, &m) != nil {
+		return map[string]any{"unparsable_bytes": len(raw)}
+	}
+	var walk func(map[string]any)
+	walk = func(m map[string]any) {
+		for k, v := range m {
+			switch t := v.(type) {
+			case string:
+				if k == "module" {
+					m[k] = fmt.Sprintf("<module: %d bytes>", len(t))
+				} else if len(t) > 600 {
+					m[k] = t[:600] + "…"
+				}
+			case map[string]any:
+				walk(t)
+			}
+		}
+	}
+	walk(m)
+	return m
+}

@@ -1,0 +1,331 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/cloudflare"
+	"github.com/tollgatehq/tollgate/ledger"
+)
+
+const (
+	deployWorkerName = "deploy_worker"
+	// MaxModuleBytes is the largest Worker module tollgate accepts.
+	MaxModuleBytes = 1 << 20
+	previewSuffix  = "-preview"
+	moduleName     = "worker.js"
+)
+
+var (
+	scriptNameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	compatDateRE   = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}$`)
+	esmExportRE    = regexp.MustCompile(`(?m)^\s*export\s+(default\b|\{|async\s+function|function|class|const|let|var)`)
+	environmentSet = []string{"preview", "production"}
+)
+
+// DeployWorkerArgs are the arguments of deploy_worker.
+type DeployWorkerArgs struct {
+	ScriptName        string `json:"script_name" jsonschema:"the Worker's name; must start with your team's prefix under the default policy"`
+	Module            string `json:"module" jsonschema:"the Worker source as one ES module (export default { async fetch(request, env, ctx) { ... } })"`
+	CompatibilityDate string `json:"compatibility_date" jsonschema:"the Workers runtime compatibility date, YYYY-MM-DD, not in the future"`
+	Environment       string `json:"environment" jsonschema:"preview deploys <script_name>-preview on workers.dev; production deploys <script_name> and needs human approval"`
+	Reason            string `json:"reason" jsonschema:"why you are deploying this; shown to the human who approves production deploys"`
+	IdempotencyKey    string `json:"idempotency_key,omitempty" jsonschema:"reuse the same key to retry safely: the same key never deploys twice"`
+}
+
+// deployArgs are the normalised arguments an Operation is bound to. The
+// module itself is stored once, by hash, beside the Operation.
+type deployArgs struct {
+	ScriptName        string `json:"script_name"`
+	Environment       string `json:"environment"`
+	CompatibilityDate string `json:"compatibility_date"`
+	DeployedName      string `json:"deployed_name"`
+	ModuleSHA256      string `json:"module_sha256"`
+	ModuleSize        int    `json:"module_size"`
+}
+
+// DeployResult is what a successful deploy returns.
+type DeployResult struct {
+	ScriptName   string    `json:"script_name"`
+	DeployedName string    `json:"deployed_name"`
+	Environment  string    `json:"environment"`
+	Etag         string    `json:"etag"`
+	VersionID    string    `json:"version_id,omitempty"`
+	URL          string    `json:"url,omitempty"`
+	ModifiedOn   time.Time `json:"modified_on,omitzero"`
+	ModuleSHA256 string    `json:"module_sha256"`
+}
+
+// DeployWorker is the deploy_worker tool. Production deploys always wait for
+// a human approval; preview deploys run unless policy asks for approval.
+func DeployWorker(r Runner, cfg Config) Tool {
+	m := deployWorker{cfg: cfg}
+	tool := mcp.NewTool(deployWorkerName,
+		mcp.WithToolTitle("Deploy a Cloudflare Worker"),
+		mcp.WithDescription("Uploads one ES-module Worker script (at most 1 MiB). environment=preview deploys "+
+			"<script_name>-preview with a workers.dev URL and costs nothing; environment=production deploys "+
+			"<script_name>, replaces what is live, and waits for a human approver in Slack. The first production deploy "+
+			"of a month holds the Workers Paid plan's monthly price against your budgets; usage is billed by "+
+			"Cloudflare per request and CPU time. If no decision arrives within the wait, the result has status "+
+			"awaiting_approval and an operation_id: call get_operation with it later."),
+		withInput[DeployWorkerArgs](deploySchema),
+		withOutput[OperationView](),
+		mcp.WithReadOnlyHintAnnotation(false),
+		mcp.WithDestructiveHintAnnotation(true),
+		mcp.WithIdempotentHintAnnotation(true),
+		mcp.WithOpenWorldHintAnnotation(true),
+		mcp.WithTaskSupport(mcp.TaskSupportOptional),
+	)
+	return Tool{Tool: tool, Handler: mutationHandler(r, m)}
+}
+
+func deploySchema(p map[string]*jsonschema.Schema) {
+	p["script_name"].Pattern = scriptNameRE.String()
+	p["module"].MinLength, p["module"].MaxLength = ptr(1), ptr(MaxModuleBytes)
+	p["compatibility_date"].Pattern = compatDateRE.String()
+	p["environment"].Enum = []any{"preview", "production"}
+	reasonAndKeySchema(p)
+}
+
+type deployWorker struct{ cfg Config }
+
+var _ Mutation = deployWorker{}
+
+func (deployWorker) Name() string                { return deployWorkerName }
+func (deployWorker) Action() string              { return "deploy" }
+func (deployWorker) Purpose() cloudflare.Purpose { return cloudflare.PurposeDeploy }
+
+func (m deployWorker) normalize(raw json.RawMessage, estimate bool, now time.Time) (Call, error) {
+	a, err := decodeArgs[DeployWorkerArgs](raw)
+	if err != nil && (!estimate || !onlyMissing(err, "reason")) {
+		return Call{}, err
+	}
+	var errs InputErrors
+	name := strings.TrimSpace(a.ScriptName)
+	if !scriptNameRE.MatchString(name) {
+		errs = append(errs, inputErr("script_name", "1-63 characters: lower-case letters, digits and hyphens, starting with a letter or digit", "%q is not a valid Worker name", truncate(name, 80)))
+	}
+	env := a.Environment
+	switch env {
+	case "preview", "production":
+	default:
+		errs = append(errs, inputErr("environment", strings.Join(environmentSet, " or "), "%q is not an environment", truncate(env, 40)))
+	}
+	deployed := name
+	if env == "preview" {
+		deployed = name + previewSuffix
+		if len(deployed) > 63 && scriptNameRE.MatchString(name) {
+			errs = append(errs, inputErr("script_name", "at most 55 characters for preview deploys", "%q plus %q is longer than 63 characters", name, previewSuffix))
+		}
+	}
+	if e := checkCompatDate(a.CompatibilityDate, now); e != nil {
+		errs = append(errs, e)
+	}
+	if e := checkModule(a.Module); e != nil {
+		errs = append(errs, e)
+	}
+	if e := checkReason(a.Reason, estimate); e != nil {
+		errs = append(errs, e)
+	}
+	if e := checkKey(a.IdempotencyKey); e != nil {
+		errs = append(errs, e)
+	}
+	if len(errs) > 0 {
+		return Call{}, errs
+	}
+	module := []byte(a.Module)
+	sum := sha256.Sum256(module)
+	args, hash, err := canonicalHash(deployArgs{
+		ScriptName: name, Environment: env, CompatibilityDate: a.CompatibilityDate, DeployedName: deployed,
+		ModuleSHA256: hex.EncodeToString(sum[:]), ModuleSize: len(module),
+	})
+	if err != nil {
+		return Call{}, err
+	}
+	return Call{
+		Tool: deployWorkerName, Args: args, ArgsHash: hash, Resource: "worker_script:" + name,
+		Reason: a.Reason, IdempotencyKey: a.IdempotencyKey, Blob: module,
+	}, nil
+}
+
+func checkCompatDate(s string, now time.Time) *InputError {
+	const allowed = "a date YYYY-MM-DD that is not in the future"
+	if !compatDateRE.MatchString(s) {
+		return inputErr("compatibility_date", allowed, "%q is not a date in the form YYYY-MM-DD", truncate(s, 40))
+	}
+	d, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		return inputErr("compatibility_date", allowed, "%q is not a real date", s)
+	}
+	if d.After(now.UTC().Truncate(24 * time.Hour)) {
+		return inputErr("compatibility_date", allowed, "%s is in the future", s)
+	}
+	return nil
+}
+
+func checkModule(src string) *InputError {
+	const allowed = "one ES module of at most 1 MiB (1048576 bytes) of UTF-8 with an export, e.g. export default { async fetch(request) { return new Response('ok') } }"
+	switch {
+	case len(src) == 0:
+		return inputErr("module", allowed, "is empty")
+	case len(src) > MaxModuleBytes:
+		return inputErr("module", allowed, "is %d bytes, over the limit of %d", len(src), MaxModuleBytes)
+	case !utf8.ValidString(src):
+		return inputErr("module", allowed, "is not valid UTF-8")
+	case strings.ContainsRune(src, 0):
+		return inputErr("module", allowed, "contains NUL bytes")
+	case !esmExportRE.MatchString(src):
+		return inputErr("module", allowed, "has no export statement, so it is not an ES module Worker")
+	}
+	return nil
+}
+
+func (deployWorker) decode(raw json.RawMessage) (deployArgs, error) {
+	var a deployArgs
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return a, fmt.Errorf("stored deploy_worker arguments: %w", err)
+	}
+	return a, nil
+}
+
+func (m deployWorker) PreResource(raw json.RawMessage) (authz.Resource, error) {
+	a, err := m.decode(raw)
+	if err != nil {
+		return authz.Resource{}, err
+	}
+	return authz.Resource{Kind: "worker_script", ID: a.ScriptName, Attr: map[string]any{
+		"environment": a.Environment, "size_bytes": a.ModuleSize, "module_sha256": a.ModuleSHA256,
+	}}, nil
+}
+
+// commitmentKey names the once-a-month Workers plan charge.
+func commitmentKey(now time.Time) string {
+	return "workers-paid-plan:" + now.UTC().Format("2006-01")
+}
+
+func (m deployWorker) Plan(ctx context.Context, env PlanEnv, raw json.RawMessage, blob []byte) (Plan, error) {
+	a, err := m.decode(raw)
+	if err != nil {
+		return Plan{}, err
+	}
+	res, _ := m.PreResource(raw)
+	book := m.cfg.Workers
+	zero := ledger.Money{Currency: book.Currency}
+	p := Plan{
+		Resource:       res,
+		Amount:         zero,
+		Basis:          "configured price book",
+		QuoteExpiresAt: env.Now().Add(m.cfg.QuoteTTL),
+		Irreversible:   a.Environment == "production",
+		Summary:        fmt.Sprintf("Deploy Worker %s to %s (%d bytes)", a.DeployedName, a.Environment, a.ModuleSize),
+		Fields: []approvals.Field{
+			{Label: "Script", Value: a.DeployedName},
+			{Label: "Environment", Value: a.Environment},
+			{Label: "Compatibility date", Value: a.CompatibilityDate},
+		},
+		Module: moduleSummary(blob, a),
+	}
+	usage := []CostLine{
+		{Item: "requests", Amount: AmountOf(book.PerMillionRequests), Note: "per million, billed by Cloudflare on use; not reserved"},
+		{Item: "CPU time", Amount: AmountOf(book.PerMillionCPUMs), Note: "per million CPU-milliseconds, billed on use; not reserved"},
+	}
+	if a.Environment != "production" {
+		p.Breakdown = append([]CostLine{{Item: "preview deploy", Amount: AmountOf(zero), Note: "previews commit no plan charge"}}, usage...)
+		return p, nil
+	}
+	key := commitmentKey(env.Now())
+	done, err := env.CommitmentRecorded(ctx, key)
+	if err != nil {
+		return Plan{}, fmt.Errorf("look up the monthly plan commitment: %w", err)
+	}
+	if done {
+		p.Breakdown = append([]CostLine{{Item: "Workers Paid plan, " + env.Now().UTC().Format("January 2006"), Amount: AmountOf(zero), Note: "already committed this month"}}, usage...)
+		return p, nil
+	}
+	p.Amount = book.MonthlyPlan
+	p.Commitment = &ledger.Commitment{Key: key, Amount: book.MonthlyPlan}
+	p.Breakdown = append([]CostLine{{Item: "Workers Paid plan, " + env.Now().UTC().Format("January 2006"), Amount: AmountOf(book.MonthlyPlan), Note: "committed once a month, on the first production deploy"}}, usage...)
+	return p, nil
+}
+
+// moduleSummary is the module as an approver sees it: size, hash and the
+// first lines (the approvals package truncates them to Slack's limits).
+func moduleSummary(src []byte, a deployArgs) *approvals.Module {
+	lines := bytes.SplitN(src, []byte("\n"), moduleSummaryLines+1)
+	if len(lines) > moduleSummaryLines {
+		lines = lines[:moduleSummaryLines]
+	}
+	return &approvals.Module{Name: moduleName, Size: a.ModuleSize, SHA256: a.ModuleSHA256, FirstLines: string(bytes.Join(lines, []byte("\n")))}
+}
+
+const moduleSummaryLines = 12
+
+// AlwaysNeedsApproval is true for production: it replaces what is live.
+func (m deployWorker) AlwaysNeedsApproval(raw json.RawMessage) bool {
+	a, err := m.decode(raw)
+	return err != nil || a.Environment != "preview"
+}
+
+func (m deployWorker) Execute(ctx context.Context, s *cloudflare.Session, in ExecInput) (Outcome, error) {
+	a, err := m.decode(in.Args)
+	if err != nil {
+		return Outcome{}, err
+	}
+	sum := sha256.Sum256(in.Blob)
+	if hex.EncodeToString(sum[:]) != a.ModuleSHA256 || len(in.Blob) != a.ModuleSize {
+		return Outcome{}, fmt.Errorf("%w: stored module does not match the approved sha256 %s; refusing to deploy", ErrNotAttempted, a.ModuleSHA256)
+	}
+	dep, err := s.DeployWorker(ctx, cloudflare.DeployParams{
+		ScriptName: a.DeployedName, Module: in.Blob, ModuleName: moduleName,
+		CompatibilityDate: a.CompatibilityDate, WorkersDev: a.Environment == "preview",
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	res := DeployResult{
+		ScriptName: a.ScriptName, DeployedName: dep.ScriptName, Environment: a.Environment,
+		Etag: dep.Etag, VersionID: dep.ID, URL: dep.URL, ModifiedOn: dep.ModifiedOn, ModuleSHA256: a.ModuleSHA256,
+	}
+	summary := fmt.Sprintf("Deployed %s (etag %s)", dep.ScriptName, truncate(dep.Etag, 16))
+	if dep.URL != "" {
+		summary += " at " + dep.URL
+	}
+	return Outcome{Result: res, Charged: in.MaxAmount, Summary: summary}, nil
+}
+
+func (m deployWorker) Reconcile(ctx context.Context, s *cloudflare.Session, in ExecInput) (Outcome, bool, error) {
+	a, err := m.decode(in.Args)
+	if err != nil {
+		return Outcome{}, false, err
+	}
+	sc, err := s.GetWorker(ctx, a.DeployedName)
+	if errors.Is(err, cloudflare.ErrNotFound) {
+		return Outcome{}, false, nil
+	}
+	if err != nil {
+		return Outcome{}, false, err
+	}
+	if sc.ModuleSHA256 != a.ModuleSHA256 {
+		// Something else is live under that name: this deploy did not land.
+		return Outcome{}, false, nil
+	}
+	res := DeployResult{
+		ScriptName: a.ScriptName, DeployedName: sc.ScriptName, Environment: a.Environment,
+		Etag: sc.Etag, ModifiedOn: sc.ModifiedOn, ModuleSHA256: sc.ModuleSHA256,
+	}
+	return Outcome{Result: res, Charged: in.MaxAmount, Summary: "Deployed " + sc.ScriptName + " (found after restart)"}, true, nil
+}

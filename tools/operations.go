@@ -1,0 +1,248 @@
+package tools
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/tollgatehq/tollgate/ledger"
+)
+
+// normalizer is implemented by the mutating tools: it turns raw arguments
+// into a Call. estimate relaxes what only the real call needs (a reason).
+type normalizer interface {
+	Mutation
+	normalize(raw json.RawMessage, estimate bool, now time.Time) (Call, error)
+}
+
+// mutationHandler is the MCP handler shared by the mutating tools.
+func mutationHandler(r Runner, m normalizer) server.ToolHandlerFunc {
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		call, err := m.normalize(rawArguments(req), false, r.Now())
+		if err != nil {
+			return errorResult(err)
+		}
+		call.Progress = progressReporter(ctx, req)
+		view, err := r.Mutate(ctx, m, call)
+		if err != nil {
+			return errorResult(err)
+		}
+		return operationResult(view)
+	}
+}
+
+// operationResult is an Operation as a tool result: an error result (still
+// carrying the structured Operation) when it ended without succeeding.
+func operationResult(v OperationView) (*mcp.CallToolResult, error) {
+	text, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode operation: %w", err)
+	}
+	switch ledger.State(v.Status) {
+	case ledger.StateFailed, ledger.StateDenied, ledger.StateExpired, ledger.StateCancelled:
+		res := mcp.NewToolResultError(fmt.Sprintf("Operation %s %s (%s): %s\n\n%s", v.OperationID, v.Status, v.ErrorCode, v.Error, text))
+		res.StructuredContent = v
+		return res, nil
+	}
+	return mcp.NewToolResultStructured(v, string(text)), nil
+}
+
+const estimateCostName = "estimate_cost"
+
+// EstimateCostArgs are the arguments of estimate_cost.
+type EstimateCostArgs struct {
+	Action string          `json:"action" jsonschema:"the tool you are considering: register_domain or deploy_worker"`
+	Params json.RawMessage `json:"params" jsonschema:"the arguments you would pass to that tool (reason and idempotency_key may be left out)"`
+}
+
+// EstimateCost is the read-only estimate_cost tool: price, policy decision,
+// budget headroom and approval need for a call, with no side effects.
+func EstimateCost(r Runner, cfg Config) Tool {
+	muts := map[string]normalizer{
+		registerDomainName: registerDomain{cfg: cfg},
+		deployWorkerName:   deployWorker{cfg: cfg},
+	}
+	tool := mcp.NewTool(estimateCostName,
+		mcp.WithToolTitle("Estimate a call's cost, policy decision and approval need"),
+		mcp.WithDescription("Tells you, without buying, reserving or deploying anything, what register_domain or "+
+			"deploy_worker would do with these arguments: the amount it would spend (from the registrar's live quote or "+
+			"the configured Workers price book) with a breakdown, whether policy allows it and why not, the headroom in "+
+			"every budget that applies and whether the call would be blocked, and whether a human must approve it. "+
+			"Free and read-only."),
+		withInput[EstimateCostArgs](func(p map[string]*jsonschema.Schema) {
+			p["action"].Enum = []any{registerDomainName, deployWorkerName}
+			p["params"].Type, p["params"].Types = "object", nil
+		}),
+		withOutput[EstimateResult](),
+		mcp.WithReadOnlyHintAnnotation(true),
+		mcp.WithDestructiveHintAnnotation(false),
+		mcp.WithIdempotentHintAnnotation(true),
+		mcp.WithOpenWorldHintAnnotation(true),
+	)
+	return Tool{Tool: tool, Handler: typed(func(ctx context.Context, _ mcp.CallToolRequest, a EstimateCostArgs) (EstimateResult, error) {
+		m, call, err := normalizeEstimate(muts, a, r.Now())
+		if err != nil {
+			return EstimateResult{}, err
+		}
+		return r.Estimate(ctx, m, call)
+	})}
+}
+
+// normalizeEstimate resolves the action and normalises its params as that
+// tool would, naming nested problems params.<field>.
+func normalizeEstimate(muts map[string]normalizer, a EstimateCostArgs, now time.Time) (normalizer, Call, error) {
+	m, ok := muts[a.Action]
+	if !ok {
+		return nil, Call{}, inputErr("action", registerDomainName+" or "+deployWorkerName, "%q is not a tool that costs money", truncate(a.Action, 40))
+	}
+	call, err := m.normalize(a.Params, true, now)
+	if err != nil {
+		return nil, Call{}, prefixInput("params.", err)
+	}
+	call.Progress = func(string) {}
+	return m, call, nil
+}
+
+// prefixInput qualifies field names of nested arguments ("params.years").
+func prefixInput(prefix string, err error) error {
+	switch e := err.(type) {
+	case *InputError:
+		c := *e
+		c.Field = prefix + c.Field
+		return &c
+	case InputErrors:
+		out := make(InputErrors, len(e))
+		for i, one := range e {
+			c := *one
+			c.Field = prefix + strings.TrimPrefix(c.Field, prefix)
+			out[i] = &c
+		}
+		return out
+	}
+	return err
+}
+
+const getOperationName = "get_operation"
+
+// GetOperationArgs are the arguments of get_operation.
+type GetOperationArgs struct {
+	OperationID string `json:"operation_id" jsonschema:"the operation_id a register_domain or deploy_worker call returned"`
+	WaitSeconds int    `json:"wait_seconds,omitempty" jsonschema:"wait up to this many seconds for the operation to change state (long poll); 0 returns at once"`
+}
+
+// GetOperation is the read-only get_operation tool.
+func GetOperation(r Runner, cfg Config) Tool {
+	maxWait := int(cfg.MaxWait / time.Second)
+	tool := mcp.NewTool(getOperationName,
+		mcp.WithToolTitle("Get an operation's state and result"),
+		mcp.WithDescription("Returns one of your operations: its state (e.g. awaiting_approval, succeeded, denied, "+
+			"expired), the arguments it is bound to, the amount reserved and charged, the approval's progress, its "+
+			"history, and the Cloudflare result or the error. With wait_seconds it waits for the operation to change "+
+			"before answering, so you can resume a call that was waiting for a human. Read-only."),
+		withInput[GetOperationArgs](func(p map[string]*jsonschema.Schema) {
+			p["operation_id"].Pattern = `^op_[a-z2-7]{26}$`
+			p["wait_seconds"].Minimum, p["wait_seconds"].Maximum = ptr(0.0), ptr(float64(maxWait))
+			p["wait_seconds"].Default = json.RawMessage("0")
+		}),
+		withOutput[OperationView](),
+		mcp.WithReadOnlyHintAnnotation(true),
+		mcp.WithDestructiveHintAnnotation(false),
+		mcp.WithIdempotentHintAnnotation(true),
+		mcp.WithOpenWorldHintAnnotation(false),
+	)
+	return Tool{Tool: tool, Handler: typed(func(ctx context.Context, _ mcp.CallToolRequest, a GetOperationArgs) (OperationView, error) {
+		var errs InputErrors
+		if !strings.HasPrefix(a.OperationID, "op_") || len(a.OperationID) > 64 {
+			errs = append(errs, inputErr("operation_id", "an id like op_abc… from a register_domain or deploy_worker result", "%q is not an operation id", truncate(a.OperationID, 70)))
+		}
+		if a.WaitSeconds < 0 || a.WaitSeconds > maxWait {
+			errs = append(errs, inputErr("wait_seconds", fmt.Sprintf("0 to %d", maxWait), "%d is out of range", a.WaitSeconds))
+		}
+		if len(errs) > 0 {
+			return OperationView{}, errs
+		}
+		return r.Operation(ctx, a.OperationID, time.Duration(a.WaitSeconds)*time.Second)
+	})}
+}
+
+const listOperationsName = "list_operations"
+
+// ListOperationsArgs are the arguments of list_operations.
+type ListOperationsArgs struct {
+	Status string `json:"status,omitempty" jsonschema:"only operations in this state"`
+	Cursor string `json:"cursor,omitempty" jsonschema:"next_cursor from the previous page"`
+	Limit  int    `json:"limit,omitempty" jsonschema:"page size"`
+}
+
+var operationStates = []any{"planned", "authorized", "reserved", "awaiting_approval", "approved", "executing", "succeeded", "failed", "denied", "expired", "cancelled", "in_doubt"}
+
+// ListOperations is the read-only list_operations tool.
+func ListOperations(r Runner) Tool {
+	tool := mcp.NewTool(listOperationsName,
+		mcp.WithToolTitle("List your recent operations"),
+		mcp.WithDescription("Lists the operations you started, newest first, paginated (limit up to 100, default 20; "+
+			"pass next_cursor as cursor for the next page), optionally only those in one state such as "+
+			"awaiting_approval. Read-only."),
+		withInput[ListOperationsArgs](func(p map[string]*jsonschema.Schema) {
+			p["status"].Enum = operationStates
+			p["limit"].Minimum, p["limit"].Maximum = ptr(1.0), ptr(100.0)
+			p["limit"].Default = json.RawMessage("20")
+			p["cursor"].MaxLength = ptr(200)
+		}),
+		withOutput[OperationList](),
+		mcp.WithReadOnlyHintAnnotation(true),
+		mcp.WithDestructiveHintAnnotation(false),
+		mcp.WithIdempotentHintAnnotation(true),
+		mcp.WithOpenWorldHintAnnotation(false),
+	)
+	return Tool{Tool: tool, Handler: typed(func(ctx context.Context, _ mcp.CallToolRequest, a ListOperationsArgs) (OperationList, error) {
+		var errs InputErrors
+		if a.Status != "" && !slices.Contains(operationStates, any(a.Status)) {
+			errs = append(errs, inputErr("status", "one of planned, authorized, reserved, awaiting_approval, approved, executing, succeeded, failed, denied, expired, cancelled, in_doubt", "%q is not a state", truncate(a.Status, 40)))
+		}
+		if a.Limit < 0 || a.Limit > 100 {
+			errs = append(errs, inputErr("limit", "1 to 100", "%d is out of range", a.Limit))
+		}
+		if len(a.Cursor) > 200 {
+			errs = append(errs, inputErr("cursor", "the next_cursor of a previous page", "is too long"))
+		}
+		if len(errs) > 0 {
+			return OperationList{}, errs
+		}
+		if a.Limit == 0 {
+			a.Limit = 20
+		}
+		return r.Operations(ctx, a)
+	})}
+}
+
+const spendStatusName = "spend_status"
+
+// SpendStatusArgs are the (empty) arguments of spend_status.
+type SpendStatusArgs struct{}
+
+// SpendStatus is the read-only spend_status tool.
+func SpendStatus(r Runner) Tool {
+	tool := mcp.NewTool(spendStatusName,
+		mcp.WithToolTitle("Show your budgets, limits and freezes"),
+		mcp.WithDescription("Shows every budget that applies to you (your agent, your team, global): limit, spent, "+
+			"held by operations in progress, remaining and when each window resets; your velocity limits and how much "+
+			"of each is used; and any freeze that stops your spending. Read-only."),
+		withInput[SpendStatusArgs](nil),
+		withOutput[SpendStatusResult](),
+		mcp.WithReadOnlyHintAnnotation(true),
+		mcp.WithDestructiveHintAnnotation(false),
+		mcp.WithIdempotentHintAnnotation(true),
+		mcp.WithOpenWorldHintAnnotation(false),
+	)
+	return Tool{Tool: tool, Handler: typed(func(ctx context.Context, _ mcp.CallToolRequest, _ SpendStatusArgs) (SpendStatusResult, error) {
+		return r.SpendStatus(ctx)
+	})}
+}

@@ -1,0 +1,204 @@
+// Package tools defines tollgate's MCP tools: their typed arguments and
+// schemas, input normalisation, and, for the tools that change the world,
+// how to plan (price and policy resource) and execute them. The pipeline that
+// carries a call through policy, budget, approval and execution lives in the
+// server package, which implements Runner.
+package tools
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/cloudflare"
+	"github.com/tollgatehq/tollgate/ledger"
+)
+
+// Runner is the pipeline behind the tools. The server implements it; tools
+// only decode, normalise, and shape results.
+type Runner interface {
+	PlanEnv
+	// Authorize asks the policy engine whether the caller may perform action on
+	// res, and records the decision in the audit trail. It fails closed.
+	Authorize(ctx context.Context, res authz.Resource, action string) authz.Decision
+	// Estimate plans m without side effects: price, policy decision for the
+	// real action, budget headroom and whether approval would be needed.
+	Estimate(ctx context.Context, m Mutation, call Call) (EstimateResult, error)
+	// Mutate carries a mutating call through the whole pipeline and returns
+	// the Operation as it stands when the call returns.
+	Mutate(ctx context.Context, m Mutation, call Call) (OperationView, error)
+	// Operation returns one of the caller's operations, waiting up to wait for
+	// it to leave a non-terminal state.
+	Operation(ctx context.Context, id string, wait time.Duration) (OperationView, error)
+	// Operations lists the caller's operations, newest first.
+	Operations(ctx context.Context, q ListOperationsArgs) (OperationList, error)
+	// SpendStatus reports the caller's budgets, limits and freezes.
+	SpendStatus(ctx context.Context) (SpendStatusResult, error)
+}
+
+// PlanEnv is what a Mutation may consult while planning.
+type PlanEnv interface {
+	// Quote runs a registrar domain-check under a token minted for it alone.
+	Quote(ctx context.Context, domain string) (cloudflare.DomainCheck, error)
+	// CommitmentRecorded reports whether a once-per-key charge was already settled.
+	CommitmentRecorded(ctx context.Context, key string) (bool, error)
+	// Now is the pipeline's clock.
+	Now() time.Time
+}
+
+// Call is one normalised mutating call, ready to become an Operation.
+type Call struct {
+	Tool           string
+	Args           json.RawMessage // canonical normalised arguments (no Worker source)
+	ArgsHash       string          // sha256 over Args, the approval binding
+	Resource       string          // "domain:example.dev"
+	Reason         string
+	IdempotencyKey string
+	Blob           []byte // Worker module source, stored content-addressed
+	// Progress reports a human-readable step to the client while the call
+	// waits (MCP progress notifications); never nil.
+	Progress func(message string)
+}
+
+// Mutation is a tool that changes something at Cloudflare: it can be
+// planned, executed with a scoped token, and reconciled after a crash.
+type Mutation interface {
+	// Name is the tool name, e.g. "register_domain".
+	Name() string
+	// Action is the Cerbos action for the real call, e.g. "register".
+	Action() string
+	// Purpose selects the permission groups of the token minted to execute.
+	Purpose() cloudflare.Purpose
+	// PreResource is the policy resource built from the arguments alone, so
+	// a call the policy refuses never reaches Cloudflare, not even for a price.
+	PreResource(args json.RawMessage) (authz.Resource, error)
+	// Plan prices the call and builds its policy resource and approval view.
+	Plan(ctx context.Context, env PlanEnv, args json.RawMessage, blob []byte) (Plan, error)
+	// AlwaysNeedsApproval is the hard rule no policy can lift: true for
+	// irreversible calls (every registration, every production deploy).
+	AlwaysNeedsApproval(args json.RawMessage) bool
+	// Execute performs the call with a session minted for it alone. It
+	// re-checks the price first and refuses to spend above MaxAmount. Errors
+	// that wrap ErrNotAttempted mean Cloudflare was not asked to change anything.
+	Execute(ctx context.Context, s *cloudflare.Session, in ExecInput) (Outcome, error)
+	// Reconcile asks Cloudflare whether an interrupted execution took
+	// effect. found=false means it did not and the hold can be released.
+	Reconcile(ctx context.Context, s *cloudflare.Session, in ExecInput) (out Outcome, found bool, err error)
+}
+
+// Plan is everything the pipeline needs to authorize, reserve and ask for approval.
+type Plan struct {
+	Resource       authz.Resource
+	Amount         ledger.Money       // the maximum this call may spend
+	Commitment     *ledger.Commitment // a once-per-period charge included in Amount
+	Breakdown      []CostLine
+	Basis          string // "live registrar quote" or "configured price book"
+	QuoteExpiresAt time.Time
+	// Irreversible calls always wait for a human, whatever the policy says.
+	Irreversible bool
+	// Summary is one line for humans: "Register example.dev for 1 year".
+	Summary string
+	Fields  []approvals.Field
+	Module  *approvals.Module
+}
+
+// ExecInput is a stored Operation as an executor sees it.
+type ExecInput struct {
+	OperationID string
+	Args        json.RawMessage
+	Blob        []byte
+	MaxAmount   ledger.Money
+}
+
+// Outcome is what an execution achieved and what it cost.
+type Outcome struct {
+	Result  any
+	Charged ledger.Money
+	Summary string // one line for the approval message and the audit trail
+}
+
+// ErrNotAttempted marks an execution error raised before any request that
+// could change something at Cloudflare, so the Operation can fail outright
+// instead of becoming in_doubt.
+var ErrNotAttempted = errors.New("nothing was changed at Cloudflare")
+
+// Tool is one MCP tool: its definition and handler.
+type Tool = server.ServerTool
+
+// All returns every tool, in the order they are listed to clients.
+func All(r Runner, cfg Config) []Tool {
+	cfg = cfg.withDefaults()
+	return []Tool{
+		CheckDomain(r),
+		EstimateCost(r, cfg),
+		RegisterDomain(r, cfg),
+		DeployWorker(r, cfg),
+		GetOperation(r, cfg),
+		ListOperations(r),
+		SpendStatus(r),
+	}
+}
+
+// Mutations returns the mutating tools by name, for the server's executor
+// and crash recovery (which rebuild calls from stored Operations).
+func Mutations(cfg Config) map[string]Mutation {
+	cfg = cfg.withDefaults()
+	return map[string]Mutation{
+		registerDomainName: registerDomain{cfg: cfg},
+		deployWorkerName:   deployWorker{cfg: cfg},
+	}
+}
+
+// Config carries the settings tools need.
+type Config struct {
+	// Workers is the price book for Worker deploys.
+	Workers WorkersPricing
+	// MaxWait caps how long get_operation may long-poll.
+	MaxWait time.Duration
+	// QuoteTTL is how long a price quote is presented as valid.
+	QuoteTTL time.Duration
+}
+
+// WorkersPricing is the configured price book for Workers (Cloudflare bills
+// Workers by plan and usage, so there is no live quote to ask for).
+type WorkersPricing struct {
+	Currency           string
+	MonthlyPlan        ledger.Money // committed once per month on the first production deploy
+	PerMillionRequests ledger.Money
+	PerMillionCPUMs    ledger.Money
+}
+
+// DefaultWorkersPricing is Cloudflare's published Workers Paid price book.
+func DefaultWorkersPricing() WorkersPricing {
+	must := func(s string) ledger.Money {
+		m, err := ledger.ParseMoney(s, "USD")
+		if err != nil {
+			panic(err)
+		}
+		return m
+	}
+	return WorkersPricing{
+		Currency:           "USD",
+		MonthlyPlan:        must("5.00"),
+		PerMillionRequests: must("0.30"),
+		PerMillionCPUMs:    must("0.02"),
+	}
+}
+
+func (c Config) withDefaults() Config {
+	if c.Workers.Currency == "" {
+		c.Workers = DefaultWorkersPricing()
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 50 * time.Second
+	}
+	if c.QuoteTTL <= 0 {
+		c.QuoteTTL = 5 * time.Minute
+	}
+	return c
+}

@@ -1,0 +1,215 @@
+package tools
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+var testNow = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+const okModule = "export default { async fetch() { return new Response('ok') } }"
+
+func TestRegisterDomainArguments(t *testing.T) {
+	t.Parallel()
+	m := registerDomain{cfg: Config{}.withDefaults()}
+	reason := "landing page for the product launch"
+	cases := []struct {
+		name     string
+		args     string
+		estimate bool
+		want     registerArgs
+		errHas   []string
+	}{
+		{name: "minimal", args: `{"domain":"example.dev","reason":"` + reason + `"}`, want: registerArgs{Domain: "example.dev", Years: 1}},
+		{name: "uppercase and trailing dot", args: `{"domain":"EXAMPLE.Dev.","reason":"` + reason + `","years":2,"auto_renew":true}`, want: registerArgs{Domain: "example.dev", Years: 2, AutoRenew: true}},
+		{name: "idn", args: `{"domain":"bücher.dev","reason":"` + reason + `"}`, want: registerArgs{Domain: "xn--bcher-kva.dev", Years: 1}},
+		{name: "estimate without reason", args: `{"domain":"example.dev"}`, estimate: true, want: registerArgs{Domain: "example.dev", Years: 1}},
+		{name: "homoglyph", args: `{"domain":"gооgle.com","reason":"` + reason + `"}`, errHas: []string{"domain:", "mixes Latin and Cyrillic"}},
+		{name: "empty label", args: `{"domain":"a..com","reason":"` + reason + `"}`, errHas: []string{"empty label"}},
+		{name: "public suffix", args: `{"domain":"co.uk","reason":"` + reason + `"}`, errHas: []string{"public suffix"}},
+		{name: "64-char label", args: `{"domain":"` + strings.Repeat("x", 64) + `.com","reason":"` + reason + `"}`, errHas: []string{"over the limit of 63"}},
+		{name: "unknown field", args: `{"domain":"example.dev","reason":"` + reason + `","price":1}`, errHas: []string{"price: unknown argument", "Allowed: domain, years, auto_renew, reason, idempotency_key"}},
+		{name: "wrong type years", args: `{"domain":"example.dev","reason":"` + reason + `","years":"2"}`, errHas: []string{"years: got a string", "an integer"}},
+		{name: "fractional years", args: `{"domain":"example.dev","reason":"` + reason + `","years":1.5}`, errHas: []string{"years: got the fractional number 1.5"}},
+		{name: "years out of range", args: `{"domain":"example.dev","reason":"` + reason + `","years":11}`, errHas: []string{"years: 11 is out of range", "1 to 10"}},
+		{name: "zero years", args: `{"domain":"example.dev","reason":"` + reason + `","years":0}`, errHas: []string{"years: 0 is out of range"}},
+		{name: "wrong type domain", args: `{"domain":42,"reason":"` + reason + `"}`, errHas: []string{"domain: got a number", "a string"}},
+		{name: "missing reason", args: `{"domain":"example.dev"}`, errHas: []string{"reason: is required"}},
+		{name: "short reason", args: `{"domain":"example.dev","reason":"cheap"}`, errHas: []string{"reason: 5 characters", "10 to 500"}},
+		{name: "long reason", args: `{"domain":"example.dev","reason":"` + strings.Repeat("r", 501) + `"}`, errHas: []string{"reason: 501 characters"}},
+		{name: "bad key", args: `{"domain":"example.dev","reason":"` + reason + `","idempotency_key":"a b"}`, errHas: []string{"idempotency_key:", "A-Z a-z 0-9"}},
+		{name: "not an object", args: `["example.dev"]`, errHas: []string{"arguments must be a JSON object"}},
+		{name: "several problems at once", args: `{"domain":"a..com","reason":"x","years":99}`, errHas: []string{"domain:", "years:", "reason:"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			call, err := m.normalize(json.RawMessage(tc.args), tc.estimate, testNow)
+			if len(tc.errHas) > 0 {
+				if err == nil {
+					t.Fatalf("accepted %s as %s", tc.args, call.Args)
+				}
+				if !IsInputError(err) {
+					t.Fatalf("error %T is not an input error: %v", err, err)
+				}
+				for _, want := range tc.errHas {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q does not contain %q", err, want)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got registerArgs
+			if err := json.Unmarshal(call.Args, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("normalised to %+v, want %+v", got, tc.want)
+			}
+			if call.Resource != "domain:"+tc.want.Domain || len(call.ArgsHash) != 64 {
+				t.Fatalf("resource %q hash %q", call.Resource, call.ArgsHash)
+			}
+		})
+	}
+}
+
+func TestRegisterDomainHashBindsNormalisedArguments(t *testing.T) {
+	t.Parallel()
+	m := registerDomain{}
+	a, err := m.normalize(json.RawMessage(`{"domain":"EXAMPLE.dev.","reason":"one reason for it"}`), false, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.normalize(json.RawMessage(`{"domain":"example.dev","years":1,"reason":"another reason entirely"}`), false, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := m.normalize(json.RawMessage(`{"domain":"example.dev","years":2,"reason":"one reason for it"}`), false, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ArgsHash != b.ArgsHash {
+		t.Fatal("equal normalised arguments must bind to the same hash (the reason is not an argument)")
+	}
+	if a.ArgsHash == c.ArgsHash {
+		t.Fatal("different terms must not share a binding")
+	}
+}
+
+func TestDeployWorkerArguments(t *testing.T) {
+	t.Parallel()
+	m := deployWorker{cfg: Config{}.withDefaults()}
+	reason := "ship the reviewed landing page"
+	args := func(over map[string]any) string {
+		base := map[string]any{"script_name": "web-app", "module": okModule, "compatibility_date": "2025-01-01", "environment": "preview", "reason": reason}
+		for k, v := range over {
+			if v == nil {
+				delete(base, k)
+			} else {
+				base[k] = v
+			}
+		}
+		b, _ := json.Marshal(base)
+		return string(b)
+	}
+	cases := []struct {
+		name   string
+		args   string
+		deploy string
+		errHas []string
+	}{
+		{name: "preview", args: args(nil), deploy: "web-app-preview"},
+		{name: "production", args: args(map[string]any{"environment": "production"}), deploy: "web-app"},
+		{name: "2 MiB module", args: args(map[string]any{"module": "export default {}\n" + strings.Repeat("/", 2<<20)}), errHas: []string{"module: is 2097170 bytes, over the limit of 1048576"}},
+		{name: "empty module", args: args(map[string]any{"module": ""}), errHas: []string{"module: is empty"}},
+		{name: "not an ES module", args: args(map[string]any{"module": "addEventListener('fetch', e => e.respondWith(new Response('x')))"}), errHas: []string{"no export statement"}},
+		{name: "upper-case name", args: args(map[string]any{"script_name": "Web-App"}), errHas: []string{"script_name:", "lower-case letters"}},
+		{name: "name too long", args: args(map[string]any{"script_name": strings.Repeat("a", 64)}), errHas: []string{"script_name:"}},
+		{name: "preview suffix too long", args: args(map[string]any{"script_name": strings.Repeat("a", 60)}), errHas: []string{"at most 55 characters for preview"}},
+		{name: "bad environment", args: args(map[string]any{"environment": "staging"}), errHas: []string{`environment: "staging" is not an environment`, "preview or production"}},
+		{name: "bad date", args: args(map[string]any{"compatibility_date": "2025-13-01"}), errHas: []string{"compatibility_date:", "not a real date"}},
+		{name: "future date", args: args(map[string]any{"compatibility_date": "2030-01-01"}), errHas: []string{"in the future"}},
+		{name: "date format", args: args(map[string]any{"compatibility_date": "01/02/2025"}), errHas: []string{"YYYY-MM-DD"}},
+		{name: "unknown field", args: args(map[string]any{"routes": []string{"x"}}), errHas: []string{"routes: unknown argument"}},
+		{name: "wrong type", args: args(map[string]any{"module": 7}), errHas: []string{"module: got a number"}},
+		{name: "missing fields", args: `{"script_name":"web-app"}`, errHas: []string{"module: is required", "environment: is required", "reason: is required", "compatibility_date: is required"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			call, err := m.normalize(json.RawMessage(tc.args), false, testNow)
+			if len(tc.errHas) > 0 {
+				if err == nil || !IsInputError(err) {
+					t.Fatalf("want an input error, got %v", err)
+				}
+				for _, want := range tc.errHas {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q does not contain %q", err, want)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got deployArgs
+			if err := json.Unmarshal(call.Args, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.DeployedName != tc.deploy || got.ModuleSize != len(okModule) || len(got.ModuleSHA256) != 64 {
+				t.Fatalf("normalised %+v", got)
+			}
+			if strings.Contains(string(call.Args), "fetch") {
+				t.Fatal("the module source must not be stored in the arguments")
+			}
+			if string(call.Blob) != okModule {
+				t.Fatal("the module travels as the blob")
+			}
+		})
+	}
+}
+
+func TestEstimateCostArguments(t *testing.T) {
+	t.Parallel()
+	muts := map[string]normalizer{registerDomainName: registerDomain{}, deployWorkerName: deployWorker{}}
+	for _, tc := range []struct{ args, want string }{
+		{`{"action":"delete_zone","params":{}}`, `action: "delete_zone" is not a tool that costs money`},
+		{`{"action":"register_domain","params":{"domain":"a..com"}}`, `params.domain:`},
+		{`{"action":"register_domain","params":{"domain":"example.dev","yearz":1}}`, `params.yearz: unknown argument`},
+		{`{"action":"register_domain"}`, `params: is required`},
+		{`{"action":"deploy_worker","params":{"script_name":"web-app","module":"x","compatibility_date":"2025-01-01","environment":"preview"}}`, `params.module: has no export statement`},
+	} {
+		a, err := decodeArgs[EstimateCostArgs](json.RawMessage(tc.args))
+		if err == nil {
+			_, _, err = normalizeEstimate(muts, a, testNow)
+		}
+		if err == nil || !IsInputError(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v does not contain %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func FuzzDecodeRegisterArgs(f *testing.F) {
+	for _, s := range []string{`{}`, `{"domain":"example.dev","reason":"0123456789"}`, `{"years":1e400}`, `[]`, `null`, `{"domain":{"x":1}}`, `{"domain":"a","domain":"b"}`} {
+		f.Add(s)
+	}
+	m := registerDomain{}
+	f.Fuzz(func(t *testing.T, raw string) {
+		call, err := m.normalize(json.RawMessage(raw), false, testNow)
+		if err != nil {
+			if !IsInputError(err) {
+				t.Fatalf("non-input error %T: %v", err, err)
+			}
+			return
+		}
+		var a registerArgs
+		if json.Unmarshal(call.Args, &a) != nil || a.Years < 1 || a.Years > 10 {
+			t.Fatalf("accepted invalid %s as %s", raw, call.Args)
+		}
+	})
+}
