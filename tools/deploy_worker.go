@@ -64,7 +64,6 @@ type DeployResult struct {
 	DeployedName string    `json:"deployed_name"`
 	Environment  string    `json:"environment"`
 	Etag         string    `json:"etag"`
-	VersionID    string    `json:"version_id,omitempty"`
 	URL          string    `json:"url,omitempty"`
 	ModifiedOn   time.Time `json:"modified_on,omitzero"`
 	ModuleSHA256 string    `json:"module_sha256"`
@@ -298,7 +297,7 @@ func (m deployWorker) Execute(ctx context.Context, s *cloudflare.Session, in Exe
 	}
 	res := DeployResult{
 		ScriptName: a.ScriptName, DeployedName: dep.ScriptName, Environment: a.Environment,
-		Etag: dep.Etag, VersionID: dep.ID, URL: dep.URL, ModifiedOn: dep.ModifiedOn, ModuleSHA256: a.ModuleSHA256,
+		Etag: dep.Etag, URL: dep.URL, ModifiedOn: dep.ModifiedOn, ModuleSHA256: a.ModuleSHA256,
 	}
 	summary := fmt.Sprintf("Deployed %s (etag %s)", dep.ScriptName, truncate(dep.Etag, 16))
 	if dep.URL != "" {

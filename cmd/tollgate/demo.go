@@ -79,7 +79,7 @@ agent: demo-agent
 agents:
   - name: demo-agent
     team: web
-    roles: [agent]
+    roles: [agent, deployer]
     owner: alice          # alice answers for this agent, so she may never approve its requests
     attributes: {environment: dev, trust_tier: standard}
 approvers:
@@ -147,6 +147,10 @@ func (d *demo) run() error {
 	init.Params.ClientInfo = mcp.Implementation{Name: "tollgate-demo", Version: version}
 	ictx, cancel := context.WithTimeout(d.ctx, 60*time.Second)
 	defer cancel()
+	// Start wires the notification handler (the transport is already running).
+	if err := d.cli.Start(ictx); err != nil {
+		return err
+	}
 	res, err := d.cli.Initialize(ictx, init)
 	if err != nil {
 		return fmt.Errorf("initialize (server log: %s): %w", logPath, err)
@@ -178,11 +182,12 @@ func (d *demo) run() error {
 
 	d.heading("Register a domain: the call pauses until a human approves")
 	d.say("   (in ~3 s the demo approves it as bob with the local approver CLI, as a person would in Slack)")
-	approved := d.approveSoon("register_domain", 3*time.Second)
+	approved, stop := d.approveSoon("register_domain", 3*time.Second)
 	v, err := d.call("register_domain", map[string]any{
 		"domain": "tollgate-demo.dev", "reason": "Landing page for the tollgate demo, needed for the launch post", "idempotency_key": "demo-register-1",
 	})
 	if err != nil {
+		stop()
 		return err
 	}
 	if err := <-approved; err != nil {
@@ -210,22 +215,29 @@ func (d *demo) run() error {
 	}
 
 	d.heading("Deploy the same Worker to production: approval, then the month's plan commitment")
-	approved = d.approveSoon("deploy_worker", 3*time.Second)
-	if _, err := d.call("deploy_worker", map[string]any{
+	approved, stop = d.approveSoon("deploy_worker", 3*time.Second)
+	_, err = d.call("deploy_worker", map[string]any{
 		"script_name": "web-hello", "module": demoModule, "compatibility_date": "2025-01-01", "environment": "production",
 		"reason": "Ship the reviewed landing page Worker", "idempotency_key": "demo-deploy-prod-1",
-	}); err != nil {
+	})
+	stop()
+	if err != nil {
 		return err
 	}
 	if err := <-approved; err != nil {
 		return err
 	}
 
-	d.heading("Budget rails: a 10-year registration would not fit the team's 30.00 USD day budget")
-	if _, err := d.call("estimate_cost", map[string]any{"action": "register_domain", "params": map[string]any{"domain": "tollgate-launch.dev", "years": 10}}); err != nil {
+	d.heading("Budget rails: another domain would not fit what is left of the team's 30.00 USD day budget")
+	if _, err := d.call("estimate_cost", map[string]any{"action": "register_domain", "params": map[string]any{"domain": "tollgate-launch.app"}}); err != nil {
 		return err
 	}
-	if _, err := d.call("register_domain", map[string]any{"domain": "tollgate-launch.dev", "years": 10, "reason": "Long-term brand protection for the launch"}); err != nil {
+	if _, err := d.call("register_domain", map[string]any{"domain": "tollgate-launch.app", "reason": "Second landing page for the launch campaign"}); err != nil {
+		return err
+	}
+
+	d.heading("Policy rails: agents may not buy ten years at once")
+	if _, err := d.call("register_domain", map[string]any{"domain": "tollgate-brand.dev", "years": 10, "reason": "Long-term brand protection for the launch"}); err != nil {
 		return err
 	}
 
@@ -303,7 +315,20 @@ func compact(tool string, v map[string]any) string {
 	case "estimate_cost":
 		return pick("amount", "basis", "policy", "would_block", "block_reason", "approval")
 	case "spend_status":
-		return pick("agent", "team", "budgets", "limits", "frozen")
+		var lines []string
+		for _, key := range []string{"budgets", "limits"} {
+			items, _ := v[key].([]any)
+			for _, it := range items {
+				m, _ := it.(map[string]any)
+				if key == "budgets" {
+					lines = append(lines, fmt.Sprintf("\n     budget %v %v: spent %v, held %v, remaining %v of %v", m["scope"], m["window"],
+						display(m["spent"]), display(m["held"]), display(m["remaining"]), display(m["limit"])))
+				} else {
+					lines = append(lines, fmt.Sprintf("\n     limit %v %v per %v: %v of %v used", m["scope"], m["action"], m["window"], m["used"], m["max"]))
+				}
+			}
+		}
+		return fmt.Sprintf("agent %v (team %v), frozen: %v%s", v["agent"], v["team"], v["frozen"], strings.Join(lines, ""))
 	case "list_operations":
 		var lines []string
 		ops, _ := v["operations"].([]any)
@@ -316,21 +341,29 @@ func compact(tool string, v map[string]any) string {
 	return pick("operation_id", "status", "resource", "quote", "charged", "result", "error")
 }
 
+func display(v any) any {
+	if m, ok := v.(map[string]any); ok {
+		return m["display"]
+	}
+	return v
+}
+
 // approveSoon waits, finds the pending request for tool, and approves it as
 // bob through `tollgate approvals approve`, printing what it runs.
-func (d *demo) approveSoon(tool string, after time.Duration) <-chan error {
+func (d *demo) approveSoon(tool string, after time.Duration) (<-chan error, func()) {
 	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(d.ctx)
 	go func() {
 		select {
 		case <-time.After(after):
-		case <-d.ctx.Done():
-			done <- d.ctx.Err()
+		case <-ctx.Done():
+			done <- nil
 			return
 		}
 		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) {
+		for time.Now().Before(deadline) && ctx.Err() == nil {
 			var list bytes.Buffer
-			c := exec.CommandContext(d.ctx, d.self, "approvals", "list", "--json", "--config", d.cfgPath(), "--db", d.dbPath())
+			c := exec.CommandContext(ctx, d.self, "approvals", "list", "--json", "--config", d.cfgPath(), "--db", d.dbPath())
 			c.Stdout = &list
 			if err := c.Run(); err != nil {
 				done <- fmt.Errorf("approvals list: %w", err)
@@ -349,9 +382,13 @@ func (d *demo) approveSoon(tool string, after time.Duration) <-chan error {
 			}
 			time.Sleep(300 * time.Millisecond)
 		}
+		if ctx.Err() != nil {
+			done <- nil
+			return
+		}
 		done <- errors.New("no pending approval request appeared")
 	}()
-	return done
+	return done, cancel
 }
 
 // cmd runs a tollgate CLI subcommand on the demo's config and database.
