@@ -145,7 +145,7 @@ func TestCheckReturnsOutputSources(t *testing.T) {
 func TestCheckSeveralActionsOneResource(t *testing.T) {
 	t.Parallel()
 	c := sharedClient(t)
-	r := Resource{Kind: "domain", ID: "noquote.dev", Attr: map[string]any{"tld": "dev", "sld": "noquote"}}
+	r := Resource{Kind: "domain", ID: "noquote.xyz", Attr: map[string]any{"tld": "xyz", "sld": "noquote"}}
 	got := c.Check(context.Background(), webAgent(), r, "check", "estimate", "register", "check")
 	if len(got) != 3 {
 		t.Fatalf("got %d decisions, want 3 distinct actions: %v", len(got), got)
@@ -154,7 +154,8 @@ func TestCheckSeveralActionsOneResource(t *testing.T) {
 		t.Errorf("check/estimate should be allowed: %v / %v", got["check"], got["estimate"])
 	}
 	reg := got["register"]
-	want := "registering noquote.dev needs a full quote (years, auto_renew, price_micros, currency, tier); price it first"
+	// Before it is priced, a registration is judged on its terms alone.
+	want := "extension .xyz is not on the allowlist: dev, app, com"
 	if reg.Allowed || len(reg.Reasons) == 0 || reg.Reasons[0] != want {
 		t.Errorf("register = %v, want denied with %q", reg, want)
 	}
