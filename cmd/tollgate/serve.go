@@ -14,6 +14,7 @@ import (
 	"github.com/slack-go/slack/socketmode"
 
 	"github.com/tollgatehq/tollgate/authz"
+	policies "github.com/tollgatehq/tollgate/cerbos-policies"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
 	"github.com/tollgatehq/tollgate/server"
@@ -78,8 +79,10 @@ func (r *runtime) close() {
 
 // start opens the ledger, starts or connects to Cerbos, picks the real
 // Cloudflare account or the sandbox, connects Slack, and starts the server.
-func start(ctx context.Context, cfg server.Config, log *slog.Logger) (rt *runtime, err error) {
-	rt = &runtime{}
+func start(ctx context.Context, cfg server.Config, log *slog.Logger) (_ *runtime, err error) {
+	// rt is not the named result: every failure returns nil, and the deferred
+	// cleanup must still close what was started before it.
+	rt := &runtime{}
 	defer func() {
 		if err != nil {
 			rt.close()
@@ -152,13 +155,17 @@ func startPolicyEngine(ctx context.Context, cfg server.Config, log *slog.Logger,
 		opts = append(opts, authz.WithTimeout(cfg.Cerbos.Timeout))
 	}
 	if addr == "" {
-		m, err := authz.StartManaged(ctx, authz.ManagedConfig{PolicyDir: cfg.Cerbos.Policies, Logger: log.With("subsystem", "cerbos")})
+		dir, err := policyDir(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		m, err := authz.StartManaged(ctx, authz.ManagedConfig{PolicyDir: dir, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("start the managed Cerbos PDP: %w", err)
 		}
 		rt.closers = append(rt.closers, func() { _ = m.Stop() })
 		addr = m.Addr()
-		log.Info("managed Cerbos PDP ready", "policies", cfg.Cerbos.Policies, "addr", addr)
+		log.Info("managed Cerbos PDP ready", "policies", dir, "addr", addr)
 	} else {
 		switch {
 		case cfg.Cerbos.TLSCA != "":
@@ -174,6 +181,25 @@ func startPolicyEngine(ctx context.Context, cfg server.Config, log *slog.Logger,
 	}
 	rt.closers = append(rt.closers, func() { _ = az.Close() })
 	return az, nil
+}
+
+// policyDir is the folder the managed PDP serves. When the default folder is
+// not here (tollgate started outside a checkout, e.g. from Claude Desktop),
+// the built-in default policies are written beside the database and used.
+func policyDir(cfg server.Config, log *slog.Logger) (string, error) {
+	dir := cfg.Cerbos.Policies
+	if _, err := os.Stat(dir); err == nil || dir != server.Default().Cerbos.Policies {
+		return dir, nil
+	}
+	out := filepath.Join(filepath.Dir(cfg.DB), "default-policies")
+	if err := os.RemoveAll(out); err != nil {
+		return "", err
+	}
+	if err := os.CopyFS(out, policies.FS); err != nil {
+		return "", fmt.Errorf("write the built-in policies to %s: %w", out, err)
+	}
+	log.Warn("no ./cerbos-policies here: using the built-in default policies; point --policies at your own folder to change them", "dir", out)
+	return out, nil
 }
 
 // cloudflareConfig returns the real account when CLOUDFLARE_API_TOKEN and
