@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -107,12 +108,20 @@ type testEnv struct {
 
 type envOption func(*envOptions)
 
+// withPDP points the env at a PDP of the test's own instead of the shared one.
+func withPDP(addr string) envOption { return func(o *envOptions) { o.pdpAddr = addr } }
+
 type envOptions struct {
+	pdpAddr  string
 	cfg      func(*Config)
 	slack    bool
 	noStart  bool
 	sbOpts   sandbox.Options
 	ledgerOp []ledger.Option
+	// clock, slackBinders and sbWrap: see withClock, withSlackBinders, withSandboxHandler.
+	clock        func() time.Time
+	slackBinders []slacktest.Binder
+	sbWrap       func(http.Handler) http.Handler
 }
 
 func withConfig(f func(*Config)) envOption { return func(o *envOptions) { o.cfg = f } }
@@ -122,6 +131,56 @@ func withSandbox(so sandbox.Options) envOption {
 }
 func withLedger(opts ...ledger.Option) envOption {
 	return func(o *envOptions) { o.ledgerOp = append(o.ledgerOp, opts...) }
+}
+
+// withClock makes now the server's clock (Deps.Clock: approval expiry, the
+// pipeline, the Slack message's relative times) and the ledger's. Slack's
+// signature window and the sandbox's token expiry stay on the wall clock,
+// as they are in production.
+func withClock(now func() time.Time) envOption {
+	return func(o *envOptions) {
+		o.clock = now
+		o.ledgerOp = append(o.ledgerOp, ledger.WithClock(now))
+	}
+}
+
+// withSlackBinders turns Slack on and customises slacktest's Web API server
+// (slacktest.Binder handlers registered first win over its defaults).
+func withSlackBinders(b ...slacktest.Binder) envOption {
+	return func(o *envOptions) {
+		o.slack = true
+		o.slackBinders = append(o.slackBinders, b...)
+	}
+}
+
+// withSandboxHandler wraps the sandbox's HTTP handler, e.g. to observe the
+// Cloudflare API responses tollgate receives.
+func withSandboxHandler(wrap func(http.Handler) http.Handler) envOption {
+	return func(o *envOptions) { o.sbWrap = wrap }
+}
+
+// manualClock is a clock a test moves by hand, so expiry needs no sleeping.
+type manualClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newManualClock() *manualClock {
+	return &manualClock{t: time.Now().UTC().Truncate(time.Second)}
+}
+
+// Now is the clock's current time.
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward by d.
+func (c *manualClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 func newEnv(t *testing.T, opts ...envOption) *testEnv {
@@ -146,7 +205,11 @@ func newEnv(t *testing.T, opts ...envOption) *testEnv {
 	e.db = db
 	t.Cleanup(func() { _ = db.Close() })
 
-	e.az, err = authz.NewClient(ctx, pdpAddr(t))
+	addr := o.pdpAddr
+	if addr == "" {
+		addr = pdpAddr(t)
+	}
+	e.az, err = authz.NewClient(ctx, addr, authz.WithTimeout(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,16 +219,20 @@ func newEnv(t *testing.T, opts ...envOption) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.sbHTTP = httptest.NewServer(e.sb)
+	var sbHandler http.Handler = e.sb
+	if o.sbWrap != nil {
+		sbHandler = o.sbWrap(e.sb)
+	}
+	e.sbHTTP = httptest.NewServer(sbHandler)
 	t.Cleanup(e.sbHTTP.Close)
 	t.Cleanup(e.sb.Close)
 
-	deps := Deps{DB: db, Authz: e.az, Logger: log, Version: "test"}
+	deps := Deps{DB: db, Authz: e.az, Logger: log, Version: "test", Clock: o.clock}
 	deps.Cloudflare.APIBase = e.sbHTTP.URL + sandbox.APIPrefix
 	deps.Cloudflare.AccountID = e.sb.AccountID()
 	deps.Cloudflare.ParentToken = e.sb.ParentToken()
 	if o.slack {
-		e.slack = slacktest.NewTestServer()
+		e.slack = slacktest.NewTestServer(o.slackBinders...)
 		e.slack.Start()
 		t.Cleanup(e.slack.Stop)
 		e.secret = "8f742231b10e8888abcd99yyyzzz85a5"
