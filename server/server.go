@@ -53,8 +53,10 @@ type Server struct {
 	approvals *approvals.Service
 	metrics   *metrics
 
-	stop     context.CancelFunc
-	loopDone sync.WaitGroup
+	stopLoops context.CancelFunc // background loops: stopped first on Close
+	loops     context.Context
+	stop      context.CancelFunc // the pipelines' lifetime: cancelled last
+	loopDone  sync.WaitGroup
 }
 
 // New builds a server from a validated config and its parts.
@@ -96,6 +98,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 
 	life, stop := context.WithCancel(context.Background())
 	s.stop = stop
+	s.loops, s.stopLoops = context.WithCancel(life)
 	s.pipe = &Pipeline{
 		db: d.DB, authz: d.Authz, broker: s.broker, cfg: cfg, quorum: quorum,
 		muts:    tools.Mutations(tools.Config{Workers: book, MaxWait: cfg.Approvals.Wait}),
@@ -159,14 +162,14 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.applyConfig(ctx); err != nil {
 		return err
 	}
-	if err := s.pipe.recover(ctx, time.Minute); err != nil {
+	if err := s.pipe.recover(ctx, staleAfter); err != nil {
 		return err
 	}
 	run := func(name string, fn func(context.Context) error) {
 		s.loopDone.Add(1)
 		go func() {
 			defer s.loopDone.Done()
-			if err := fn(s.pipe.life); err != nil && !errors.Is(err, context.Canceled) {
+			if err := fn(s.loops); err != nil && !errors.Is(err, context.Canceled) {
 				s.log.Error("background loop stopped", "loop", name, "err", err)
 			}
 		}()
@@ -176,10 +179,12 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the background loops and waits for running pipelines to reach
-// a safe point (they write every step, so an interruption is recoverable).
+// Close stops the background loops, gives running pipelines up to 10 s to
+// finish (an execution in flight should settle, not be cut off), then
+// cancels what is left. Every step is written down, so anything interrupted
+// is recovered on the next start.
 func (s *Server) Close() {
-	s.stop()
+	s.stopLoops()
 	s.loopDone.Wait()
 	done := make(chan struct{})
 	go func() { s.pipe.wg.Wait(); close(done) }()
@@ -188,6 +193,7 @@ func (s *Server) Close() {
 	case <-time.After(10 * time.Second):
 		s.log.Warn("pipelines still running at shutdown; start-up recovery will finish them")
 	}
+	s.stop()
 }
 
 // applyConfig writes configured budgets and limits into the ledger, auditing
