@@ -133,9 +133,36 @@
 // # Faults
 //
 // Faults add latency, answer a fraction of requests 500 (code 10013) or 429
-// (code 971, Retry-After: 1), hang until the client gives up, limited to
-// paths containing PathContains. FailAfterEffect makes the 500s happen after
-// the change was made. Randomness comes from Seed.
+// (code 971, Retry-After: 1), or hang until the client gives up, limited to
+// paths containing PathContains and to requests of Method (both optional).
+// FailAfterEffect makes the 500s, and the hang, happen after the change was
+// made and persisted: the client sees an error, or nothing, for a request
+// that took effect. Hanging reports how many requests a hang holds; Close
+// releases them with a 503 (changing the faults does not). Randomness comes
+// from Seed.
+//
+// # Fault admin endpoint
+//
+// With Options.Admin (always on in `tollgate sandbox`), a process that does
+// not share memory with the sandbox can change its faults at run time, e.g.
+// a crash test that hangs one call, kills its client and clears the fault
+// before a restart. It answers loopback clients only (403 otherwise), sits
+// outside the API prefix, and is neither logged as an API request nor
+// subject to faults:
+//
+//	GET  /__sandbox/faults   {"faults":{...},"hanging":N}
+//	POST /__sandbox/faults   replace the faults with the body; {} clears them
+//
+// The body (and the "faults" object) has the fields latency (Go duration,
+// 0 to 10m), error_rate and rate_limit_rate (0..1, sum at most 1), hang,
+// path_contains, method and fail_after_effect; unknown fields are a 400
+// naming them. For example, to hang the token DELETE that follows a call:
+//
+//	curl -s -X POST http://127.0.0.1:8788/__sandbox/faults \
+//	  -d '{"hang":true,"method":"DELETE","path_contains":"/tokens/"}'
+//
+// `tollgate sandbox` also takes the initial faults as flags (--hang-path,
+// --hang-method, --error-rate, --fail-after-effect, …; see --help).
 //
 // # State
 //

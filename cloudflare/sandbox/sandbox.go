@@ -14,10 +14,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,6 +43,10 @@ type Options struct {
 	// Logger receives one debug line per request (never a token value).
 	// Default: discard.
 	Logger *slog.Logger
+	// Admin serves the fault admin endpoint (AdminFaultsPath) to loopback
+	// clients, so a test can change faults in a sandbox running in another
+	// process. Off by default: an embedded sandbox has no use for it.
+	Admin bool
 }
 
 // Faults make the sandbox misbehave on purpose, for tests of timeouts,
@@ -58,9 +64,15 @@ type Faults struct {
 	// PathContains limits the faults to request paths containing it; ""
 	// matches every path.
 	PathContains string
-	// FailAfterEffect injects the ErrorRate 500s after the request was
-	// handled: the change is made but the client sees an error, the case a
-	// blindly retried POST would double.
+	// Method limits the faults to requests with this HTTP method (compared
+	// case-insensitively, e.g. DELETE); "" matches every method. With
+	// PathContains it singles out one call, such as the token DELETE that
+	// follows a registration.
+	Method string
+	// FailAfterEffect injects the ErrorRate 500s, and Hang, after the request
+	// was handled: the change is made (and persisted) but the client sees an
+	// error, or no answer at all — the cases a blindly retried POST would
+	// double and a crash mid-call leaves in doubt.
 	FailAfterEffect bool
 }
 
@@ -131,6 +143,9 @@ type Sandbox struct {
 	requests []RequestLog
 	hook     func(*http.Request)
 	log      *slog.Logger
+	admin    bool
+	// hanging counts requests held by the Hang fault right now.
+	hanging atomic.Int64
 
 	mux       *http.ServeMux
 	closed    chan struct{}
@@ -151,6 +166,7 @@ func New(opts Options) (*Sandbox, error) {
 		seed:    uint64(opts.Seed),
 		rng:     mrand.New(mrand.NewPCG(uint64(opts.Seed), 0x70119a7e)),
 		log:     opts.Logger,
+		admin:   opts.Admin,
 		closed:  make(chan struct{}),
 	}
 	if s.clock == nil {
@@ -259,8 +275,26 @@ func checkFaults(f Faults) error {
 	if f.Latency < 0 {
 		errs = append(errs, fmt.Errorf("sandbox faults: Latency %v is negative", f.Latency))
 	}
+	if f.Method != "" && !methodRE.MatchString(f.Method) {
+		errs = append(errs, fmt.Errorf("sandbox faults: Method %q is not an HTTP method; use e.g. GET, POST, PUT or DELETE, or empty for all", f.Method))
+	}
 	return errors.Join(errs...)
 }
+
+// methodRE is an HTTP method as the faults accept it: letters only.
+var methodRE = regexp.MustCompile(`^[A-Za-z]{1,16}$`)
+
+// Faults returns the fault configuration in force.
+func (s *Sandbox) Faults() Faults {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.faults
+}
+
+// Hanging is the number of requests the Hang fault holds right now: a test
+// waits for it to know a call is stuck mid-flight before acting (killing
+// the client, say). A held request stops counting when its client goes away.
+func (s *Sandbox) Hanging() int { return int(s.hanging.Load()) }
 
 // SetPrice sets the yearly registration and renewal price of an extension
 // (e.g. "com", "co.uk"), for "the price rose" tests. The extension becomes
@@ -420,6 +454,11 @@ type reqInfo struct {
 // ServeHTTP handles one API request: it stamps a cf-ray, runs the OnRequest
 // hook, routes, and logs the outcome.
 func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.admin && strings.HasPrefix(r.URL.Path, adminPrefix) {
+		// Not an API call: no cf-ray, no hook, no fault, not in the request log.
+		s.serveAdmin(w, r)
+		return
+	}
 	s.mu.Lock()
 	s.rays++
 	ray := rayID(s.seed, s.rays)
@@ -491,7 +530,7 @@ func rayID(seed, n uint64) string {
 // hold at least one; nil means any valid token of the account.
 func (s *Sandbox) endpoint(need []string, h func(http.ResponseWriter, *http.Request, *tokenRec)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		failAfter, done := s.injectFaults(w, r)
+		after, done := s.injectFaults(w, r)
 		if done {
 			return
 		}
@@ -499,31 +538,45 @@ func (s *Sandbox) endpoint(need []string, h func(http.ResponseWriter, *http.Requ
 		if !ok {
 			return
 		}
-		if !failAfter {
+		if after == afterNothing {
 			h(w, r, tok)
 			return
 		}
 		// Let the handler make its change, then throw its answer away.
 		rec := httptest.NewRecorder()
 		h(rec, r, tok)
+		if after == afterHang {
+			s.hang(w, r)
+			return
+		}
 		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
 	}
 }
 
+// afterEffect is what a FailAfterEffect fault does once the handler ran.
+type afterEffect int
+
+const (
+	afterNothing afterEffect = iota // answer normally
+	afterFail                       // answer 500
+	afterHang                       // never answer
+)
+
 // injectFaults applies the configured faults. done reports that a response
-// was written (or the client is gone); failAfter asks for a 500 after the
-// handler ran.
-func (s *Sandbox) injectFaults(w http.ResponseWriter, r *http.Request) (failAfter, done bool) {
+// was written (or the client is gone); after asks for a 500 or a hang once
+// the handler has made its change.
+func (s *Sandbox) injectFaults(w http.ResponseWriter, r *http.Request) (after afterEffect, done bool) {
 	s.mu.Lock()
 	f := s.faults
-	match := f.PathContains == "" || strings.Contains(r.URL.Path, f.PathContains)
+	match := (f.PathContains == "" || strings.Contains(r.URL.Path, f.PathContains)) &&
+		(f.Method == "" || strings.EqualFold(f.Method, r.Method))
 	var u float64
 	if match && (f.ErrorRate > 0 || f.RateLimitRate > 0) {
 		u = s.rng.Float64()
 	}
 	s.mu.Unlock()
 	if !match {
-		return false, false
+		return afterNothing, false
 	}
 	if f.Latency > 0 {
 		t := time.NewTimer(f.Latency)
@@ -531,31 +584,45 @@ func (s *Sandbox) injectFaults(w http.ResponseWriter, r *http.Request) (failAfte
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
-			return false, true
+			return afterNothing, true
 		}
 	}
 	if f.Hang {
-		select {
-		case <-r.Context().Done():
-			return false, true
-		case <-s.closed:
-			writeError(w, http.StatusServiceUnavailable, codeUnknownError, msgUnknownError)
-			return false, true
+		if f.FailAfterEffect {
+			return afterHang, false
 		}
+		s.hang(w, r)
+		return afterNothing, true
 	}
 	switch {
 	case u < f.RateLimitRate:
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, codeRateLimited, msgRateLimited)
-		return false, true
+		return afterNothing, true
 	case u < f.RateLimitRate+f.ErrorRate:
 		if f.FailAfterEffect {
-			return true, false
+			return afterFail, false
 		}
 		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
-		return false, true
+		return afterNothing, true
 	}
-	return false, false
+	return afterNothing, false
+}
+
+// hang holds a request without answering until its client goes away, or
+// answers 503 when the sandbox closes.
+func (s *Sandbox) hang(w http.ResponseWriter, r *http.Request) {
+	s.hanging.Add(1)
+	defer s.hanging.Add(-1)
+	// net/http notices a client that went away (and cancels the request's
+	// context) only once the body has been read: drain it, or a killed
+	// client's request would be held until Close.
+	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, maxBodyBytes))
+	select {
+	case <-r.Context().Done():
+	case <-s.closed:
+		writeError(w, http.StatusServiceUnavailable, codeUnknownError, msgUnknownError)
+	}
 }
 
 // authenticate checks the bearer token the way Cloudflare does: header

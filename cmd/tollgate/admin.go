@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -34,12 +36,22 @@ func subcommand(group string, args []string, verbs map[string]func([]string) err
 
 func runSandbox(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlagSet("sandbox", "run the Cloudflare API emulator alone")
-	listen := fs.String("listen", "127.0.0.1:8788", "listen address")
+	listen := fs.String("listen", "127.0.0.1:8788", "listen address (loopback only; port 0 picks one)")
 	state := fs.String("state", "", "persist state in this JSON file (default: memory only)")
+	faults := sandboxFaultFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	sb, err := sandbox.New(sandbox.Options{StateFile: *state})
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("sandbox takes no arguments, got %q", fs.Args())}
+	}
+	f, err := faults()
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	// The fault admin endpoint is always on here: the sandbox binds loopback
+	// only, and tests in other processes need to change faults mid-run.
+	sb, err := sandbox.New(sandbox.Options{StateFile: *state, Faults: f, Admin: true})
 	if err != nil {
 		return err
 	}
@@ -50,9 +62,55 @@ func runSandbox(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "Cloudflare API sandbox on http://%s/client/v4/\n", addr)
 	fmt.Fprintf(out, "  account id    %s\n", sb.AccountID())
 	fmt.Fprintf(out, "  parent token  %s   (may only create, list and delete account tokens)\n", sb.ParentToken())
+	fmt.Fprintf(out, "  faults        http://%s%s   (GET to read, POST JSON to replace, {} to clear; loopback only)\n", addr, sandbox.AdminFaultsPath)
+	if f != (sandbox.Faults{}) {
+		b, _ := json.Marshal(f.JSON())
+		fmt.Fprintf(out, "  active faults %s\n", b)
+	}
 	fmt.Fprintf(out, "\nTry:\n  curl -s -H \"Authorization: Bearer %s\" http://%s/client/v4/accounts/%s/tokens/permission_groups\n", sb.ParentToken(), addr, sb.AccountID())
 	<-ctx.Done()
 	return nil
+}
+
+// sandboxFaultFlags registers the initial-fault flags of `tollgate sandbox`
+// and returns a func that builds (and validates) the faults they describe.
+func sandboxFaultFlags(fs *flag.FlagSet) func() (sandbox.Faults, error) {
+	latency := fs.Duration("latency", 0, "add this latency to matching requests")
+	errorRate := fs.Float64("error-rate", 0, "answer this fraction (0..1) of matching requests 500")
+	rateLimit := fs.Float64("rate-limit-rate", 0, "answer this fraction (0..1) of matching requests 429")
+	hang := fs.Bool("hang", false, "hold matching requests without answering until the client gives up")
+	path := fs.String("fault-path", "", "limit faults to request paths containing this")
+	method := fs.String("fault-method", "", "limit faults to this HTTP method")
+	hangPath := fs.String("hang-path", "", "shorthand for --hang --fault-path PATH")
+	hangMethod := fs.String("hang-method", "", "shorthand for --hang --fault-method METHOD")
+	afterEffect := fs.Bool("fail-after-effect", false, "make the change before answering 500 or hanging")
+	return func() (sandbox.Faults, error) {
+		f := sandbox.Faults{
+			Latency: *latency, ErrorRate: *errorRate, RateLimitRate: *rateLimit, Hang: *hang,
+			PathContains: *path, Method: strings.ToUpper(*method), FailAfterEffect: *afterEffect,
+		}
+		if *hangPath != "" {
+			if *path != "" && *path != *hangPath {
+				return f, fmt.Errorf("--hang-path %q and --fault-path %q disagree; the faults take one path filter", *hangPath, *path)
+			}
+			f.Hang, f.PathContains = true, *hangPath
+		}
+		if *hangMethod != "" {
+			if *method != "" && !strings.EqualFold(*method, *hangMethod) {
+				return f, fmt.Errorf("--hang-method %q and --fault-method %q disagree; the faults take one method filter", *hangMethod, *method)
+			}
+			f.Hang, f.Method = true, strings.ToUpper(*hangMethod)
+		}
+		// The admin endpoint's parser validates exactly as a POST would.
+		b, err := json.Marshal(f.JSON())
+		if err != nil {
+			return f, err
+		}
+		if _, err := sandbox.ParseFaults(b); err != nil {
+			return f, err
+		}
+		return f, nil
+	}
 }
 
 // ---- budget and limit
