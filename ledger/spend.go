@@ -502,7 +502,9 @@ func (db *DB) Settle(ctx context.Context, id string, s SettleRequest, events ...
 		if _, err := tx.ExecContext(ctx, `DELETE FROM holds WHERE operation_id = ?`, id); err != nil {
 			return fmt.Errorf("delete holds: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE operations SET charged_micros = ? WHERE id = ?`, charged.Micros, id); err != nil {
+		// A success has no error: an in_doubt detour's "outcome unknown" stays
+		// in the history, not on the settled operation an agent reads.
+		if _, err := tx.ExecContext(ctx, `UPDATE operations SET charged_micros = ?, error_code = '', error = '' WHERE id = ?`, charged.Micros, id); err != nil {
 			return fmt.Errorf("record charge: %w", err)
 		}
 		data["charged"] = charged

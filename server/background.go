@@ -119,6 +119,7 @@ func (p *Pipeline) loop(ctx context.Context, every time.Duration) {
 		case <-t.C:
 		}
 		p.pollAwaiting(ctx)
+		p.releaseStale(ctx)
 		if time.Since(lastReconcile) >= reconcileEvery {
 			lastReconcile = time.Now()
 			p.pollInDoubt(ctx)
@@ -143,8 +144,57 @@ func (p *Pipeline) pollAwaiting(ctx context.Context) {
 			}
 			p.releaseIf(ctx, op.ID, []ledger.State{ledger.StateAwaitingApproval}, ledger.StateExpired, "approval_expired",
 				"no approver decided before "+op.ExpiresAt.UTC().Format(time.RFC3339)+"; the hold is released")
+		case errors.Is(err, approvals.ErrNotFound) && !op.UpdatedAt.After(p.now().Add(-staleAfter)):
+			// The process that asked stopped between recording
+			// awaiting_approval and recording the approval request, so no
+			// human was ever asked and none can answer: release it now
+			// rather than hold the budget until it expires. staleAfter
+			// leaves another process's pipeline time to write the request.
+			if _, mine := p.running.Load(op.ID); mine {
+				return
+			}
+			p.releaseIf(ctx, op.ID, []ledger.State{ledger.StateAwaitingApproval}, ledger.StateFailed, "interrupted",
+				"tollgate stopped before the approval request was recorded, so no approver was asked; nothing was charged, retry the call")
 		}
 	})
+}
+
+// staleAfter is how long an Operation may sit in planned, authorized or
+// reserved, with no pipeline of this process running it, before it counts
+// as left behind by a process that stopped: nothing in those states has
+// reached Cloudflare, so it is failed and its hold released.
+const staleAfter = time.Minute
+
+// releaseStale fails and releases the Operations a stopped process left in
+// planned, authorized or reserved once they have not moved for staleAfter.
+// Recover does this once on start for those already stale then; without
+// this pass an Operation interrupted less than staleAfter before a restart
+// (a supervisor restarts at once) would keep its hold forever. The release
+// re-checks the state it saw inside its transaction, so an Operation that
+// moved on meanwhile (another process's pipeline) is left alone.
+func (p *Pipeline) releaseStale(ctx context.Context) {
+	cutoff := p.now().Add(-staleAfter)
+	for _, st := range []ledger.State{ledger.StatePlanned, ledger.StateAuthorized, ledger.StateReserved} {
+		p.eachOperation(ctx, st, func(op ledger.Operation) {
+			if op.UpdatedAt.After(cutoff) {
+				return
+			}
+			if _, mine := p.running.Load(op.ID); mine {
+				return
+			}
+			_, err := p.db.ReleaseFrom(ctx, op.ID, []ledger.State{st}, ledger.StateFailed, "interrupted",
+				fmt.Sprintf("no tollgate process moved the operation on for %s after it was %s (the process that ran it stopped), and nothing had reached Cloudflare; nothing was charged, retry the call", staleAfter, st))
+			switch {
+			case errors.Is(err, ledger.ErrStateConflict):
+				return // it moved on meanwhile
+			case err != nil:
+				p.log.Error("release stale operation", "operation", op.ID, "err", err)
+				return
+			}
+			p.log.Info("released interrupted operation", "operation", op.ID, "state", st)
+			p.watch.notify(op.ID)
+		})
+	}
 }
 
 func (p *Pipeline) pollInDoubt(ctx context.Context) {

@@ -38,6 +38,10 @@ type Pipeline struct {
 	// the call (a client may disconnect while a human decides).
 	life context.Context
 	wg   sync.WaitGroup
+	// running holds the ids of the Operations whose run (planned →
+	// reserved → approval) is in progress in this process, so the stale
+	// sweep never takes one for a crash leftover.
+	running sync.Map
 }
 
 var _ tools.Runner = (*Pipeline)(nil)
@@ -171,11 +175,22 @@ func (p *Pipeline) Mutate(ctx context.Context, m tools.Mutation, call tools.Call
 		return tools.OperationView{}, fmt.Errorf("create operation: %w", err)
 	}
 	if created {
-		p.goRun(func(ctx context.Context) { p.run(ctx, op, m, pr, ci, call.Blob) })
+		p.running.Store(op.ID, struct{}{})
+		p.goRun(func(ctx context.Context) {
+			defer p.running.Delete(op.ID)
+			p.run(ctx, op, m, pr, ci, call.Blob)
+		})
 	} else {
 		call.Progress(fmt.Sprintf("same call as operation %s (%s); waiting on it instead of acting twice", op.ID, op.State))
 	}
-	return p.await(ctx, op.ID, p.cfg.Approvals.Wait, call.Progress, true)
+	wait := p.cfg.Approvals.Wait
+	if w := taskWindowFrom(ctx); w != nil {
+		// A task is polled, not held open: it follows the Operation until a
+		// human decides, and tasks/get reports what it waits for.
+		w.bind(op.ID)
+		wait = taskApprovalWait(p.cfg.Approvals.Expiry)
+	}
+	return p.await(ctx, op.ID, wait, call.Progress, true)
 }
 
 func (p *Pipeline) goRun(fn func(ctx context.Context)) {
@@ -191,6 +206,22 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 	principal := pr.authzPrincipal(ci)
 	actor := pr.actor()
 	planned := []ledger.State{ledger.StatePlanned}
+
+	// A frozen principal is refused at once: no token is minted and nothing,
+	// not even a price quote, reaches Cloudflare. Reserve checks again
+	// atomically, for a freeze that lands while this call plans.
+	if f, err := p.db.FrozenFor(ctx, pr.Name, pr.Team); err != nil {
+		p.end(ctx, op.ID, planned, ledger.StateFailed, "internal_error", "read freezes: "+err.Error())
+		return
+	} else if f != nil {
+		b := &ledger.BlockedError{Kind: ledger.BlockFrozen, Scope: f.Scope, Freeze: f}
+		p.end(ctx, op.ID, planned, ledger.StateDenied, b.Code(), b.Error(),
+			ledger.NewEvent(ledger.EventBudgetBlocked, actor, op.ID, map[string]any{
+				"kind": b.Kind, "scope": f.Scope, "code": b.Code(), "message": b.Error(), "flagged": true, "action": m.Name(),
+			}))
+		p.alert(ctx, fmt.Sprintf(":no_entry: Blocked %s for agent %s (team %s): %s", m.Name(), pr.Name, pr.Team, b.Error()))
+		return
+	}
 
 	// A check on what the arguments alone say, so a call the policy refuses
 	// never reaches Cloudflare, not even for a price.
@@ -321,7 +352,7 @@ func (p *Pipeline) requestApproval(ctx context.Context, op ledger.Operation, pla
 	}
 	if _, err := p.approvals.Request(ctx, req); err != nil {
 		p.log.Error("approval request failed; releasing", "operation", op.ID, "err", err)
-		p.end(ctx, op.ID, []ledger.State{ledger.StateAwaitingApproval}, ledger.StateFailed, "approval_unavailable",
+		p.releaseIf(ctx, op.ID, []ledger.State{ledger.StateAwaitingApproval}, ledger.StateFailed, "approval_unavailable",
 			"could not record the approval request: "+err.Error())
 	}
 }
@@ -414,6 +445,15 @@ func (p *Pipeline) execute(ctx context.Context, id string) {
 	switch {
 	case err == nil:
 		if err := p.approvals.Consume(ctx, req.ID, op.ArgsHash, op.Quote.Micros, op.Quote.Currency); err != nil {
+			if errors.Is(err, approvals.ErrConsumed) {
+				// Only an execution of this very operation consumes its
+				// approval, and one that got past executing would have moved
+				// it on: that execution stopped with the process, before
+				// Cloudflare. The approval stays single-use: fail closed.
+				p.release(ctx, id, ledger.StateFailed, "interrupted",
+					"tollgate stopped after using this operation's single-use approval and before anything reached Cloudflare; nothing was charged, ask again")
+				return
+			}
 			p.release(ctx, id, ledger.StateFailed, "approval_invalid", "the approval does not cover this execution: "+err.Error())
 			return
 		}
@@ -684,10 +724,27 @@ func (p *Pipeline) Operation(ctx context.Context, id string, wait time.Duration)
 	hist, err := p.db.History(ctx, id)
 	if err == nil {
 		for _, e := range hist {
+			if operationRead(e) {
+				continue
+			}
 			v.History = append(v.History, historyEntry(e))
 		}
 	}
 	return v, nil
+}
+
+// operationRead reports whether e is the audited decision of a read of the
+// operation itself. Reads stay in the audit trail but are not the
+// operation's story: an agent polling get_operation would otherwise grow
+// every answer by one history entry per poll.
+func operationRead(e ledger.Event) bool {
+	if e.Type != "policy.decision" {
+		return false
+	}
+	var d struct {
+		Resource string `json:"resource"`
+	}
+	return json.Unmarshal(e.Data, &d) == nil && strings.HasPrefix(d.Resource, "operation:")
 }
 
 func operationResource(op ledger.Operation) authz.Resource {

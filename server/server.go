@@ -111,7 +111,8 @@ func New(cfg Config, d Deps) (*Server, error) {
 
 	var notifier approvals.Notifier
 	if d.Slack != nil && cfg.Slack.Channel != "" {
-		notifier = approvals.NewSlackNotifier(d.Slack, cfg.Slack.Channel)
+		// The message's "expires in" must count on the clock that expires it.
+		notifier = approvals.NewSlackNotifier(d.Slack, cfg.Slack.Channel, approvals.WithNotifierClock(d.Clock))
 	}
 	s.approvals, err = NewApprovals(d.DB, d.Authz, cfg, ApprovalHooks{
 		Notifier:      notifier,
@@ -130,12 +131,19 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.pipe.approvals = s.approvals
 
+	tasks := newTaskWindows(d.DB)
+	hooks := &mcpserver.Hooks{}
+	tasks.addHooks(hooks)
 	s.mcp = mcpserver.NewMCPServer("tollgate", d.Version,
 		mcpserver.WithTitle("tollgate: guarded Cloudflare provisioning"),
 		mcpserver.WithInstructions(instructions),
 		mcpserver.WithToolCapabilities(false),
 		mcpserver.WithTaskCapabilities(true, true, true),
+		mcpserver.WithHooks(hooks),
 		mcpserver.WithRecovery(),
+		// Outermost, so a task call is detached from its request before
+		// anything (the audit included) runs on it.
+		mcpserver.WithToolHandlerMiddleware(tasks.detach(life)),
 		mcpserver.WithToolHandlerMiddleware(s.auditCalls),
 	)
 	s.mcp.AddTools(tools.All(s.pipe, tools.Config{Workers: book, MaxWait: cfg.Approvals.Wait})...)
