@@ -40,6 +40,7 @@ func commands() []command {
 		{"audit", "verify, export or show the hash-chained audit trail", runAudit},
 		{"freeze", "stop an agent, a team or everything from spending", runFreeze},
 		{"unfreeze", "lift a freeze", runUnfreeze},
+		{"load", "drive a server over streamable HTTP and report calls/s and latency", runLoad},
 		{"version", "print version, commit and build date", runVersion},
 	}
 }

@@ -1,0 +1,493 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// loadSampleArgs are the arguments used for the read-only tools when --args
+// is not given. get_operation has none: it needs an existing operation id.
+var loadSampleArgs = map[string]string{
+	"estimate_cost":   `{"action":"register_domain","params":{"domain":"load-test.dev"}}`,
+	"check_domain":    `{"domain":"load-test.dev"}`,
+	"list_operations": `{"limit":20}`,
+	"spend_status":    `{}`,
+}
+
+// loadOptions is one load run.
+type loadOptions struct {
+	URL           string
+	Token         string
+	Clients       int
+	Duration      time.Duration
+	Timeout       time.Duration
+	Tool          string
+	Args          map[string]any
+	AllowMutating bool
+	// Warn receives notes for the operator (a refused probe call, say).
+	Warn io.Writer
+}
+
+// loadReport is what a run measured. Latencies cover every call that got an
+// answer, error results included; failed calls have none.
+type loadReport struct {
+	URL         string   `json:"url"`
+	Tool        string   `json:"tool"`
+	Clients     int      `json:"clients"`
+	DurationS   float64  `json:"duration_s"`
+	Calls       int      `json:"calls"`
+	OK          int      `json:"ok"`
+	ToolErrors  int      `json:"tool_errors"`
+	Errors      int      `json:"errors"`
+	CallsPerS   float64  `json:"calls_per_s"`
+	P50Ms       float64  `json:"p50_ms"`
+	P90Ms       float64  `json:"p90_ms"`
+	P99Ms       float64  `json:"p99_ms"`
+	MaxMs       float64  `json:"max_ms"`
+	FirstErrors []string `json:"first_errors,omitempty"`
+}
+
+// runLoad is `tollgate load`: a fixed number of MCP clients call one tool
+// back to back over streamable HTTP for a fixed time, then it prints
+// calls/s, latency percentiles and errors. It exits non-zero when any call
+// failed (an error result from the tool is an answer, counted apart).
+func runLoad(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlagSet("load", "drive a tollgate server over streamable HTTP with concurrent MCP clients and report calls/s and latency")
+	rawURL := fs.String("url", "http://127.0.0.1:8787/mcp", "streamable HTTP endpoint of the server")
+	clients := fs.Int("clients", 8, "concurrent MCP clients, each with its own session and connection (1-1024)")
+	duration := fs.Duration("duration", 10*time.Second, "how long to start new calls; the run then stops by itself")
+	timeout := fs.Duration("timeout", 30*time.Second, "timeout of each call")
+	tool := fs.String("tool", "estimate_cost", "the tool to call")
+	rawArgs := fs.String("args", "", "the tool's arguments as a JSON object (default: a sample for "+strings.Join(slices.Sorted(maps.Keys(loadSampleArgs)), ", ")+")")
+	token := fs.String("token", "", "agent bearer token, for a server with --auth tokens (TOLLGATE_TOKEN)")
+	allowMutating := fs.Bool("allow-mutating", false, "allow a tool that is not read-only: each call may spend money and wait for an approval")
+	spawn := fs.Bool("spawn", false, "start a throwaway tollgate serve (sandbox, auth none, temporary database, loopback) for the run and stop it afterwards; --url is ignored")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("load takes no arguments, got %q", fs.Args())}
+	}
+	if *token == "" {
+		*token = os.Getenv("TOLLGATE_TOKEN")
+	}
+	o := loadOptions{
+		URL: *rawURL, Token: *token, Clients: *clients, Duration: *duration, Timeout: *timeout,
+		Tool: *tool, AllowMutating: *allowMutating, Warn: os.Stderr,
+	}
+	var argsErr error
+	o.Args, argsErr = loadArgs(*tool, *rawArgs)
+	if err := errors.Join(argsErr, o.validate(!*spawn)); err != nil {
+		return usageError{err.Error()}
+	}
+	if *spawn {
+		srv, err := spawnServer(ctx, os.Stderr)
+		if err != nil {
+			return err
+		}
+		defer srv.stop()
+		o.URL = srv.url
+	}
+	rep, err := runLoadTest(ctx, o)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if err := printJSON(out, rep); err != nil {
+			return err
+		}
+	} else {
+		printLoadReport(out, rep)
+	}
+	if rep.Errors > 0 {
+		return fmt.Errorf("%d of %d calls failed (first: %s)", rep.Errors, rep.Calls, rep.FirstErrors[0])
+	}
+	return nil
+}
+
+// loadArgs is --args as a JSON object, or the tool's sample arguments.
+func loadArgs(tool, raw string) (map[string]any, error) {
+	if raw == "" {
+		sample, ok := loadSampleArgs[tool]
+		if !ok {
+			return nil, fmt.Errorf("--args is required for tool %q: there are sample arguments only for %s", tool, strings.Join(slices.Sorted(maps.Keys(loadSampleArgs)), ", "))
+		}
+		raw = sample
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(raw), &m); err != nil || m == nil {
+		return nil, fmt.Errorf("--args must be a JSON object such as '{\"domain\":\"example.dev\"}'; got %.80q", raw)
+	}
+	return m, nil
+}
+
+// validate reports every problem at once, each with what is allowed. The
+// URL is not checked when the run starts its own server.
+func (o loadOptions) validate(checkURL bool) error {
+	var errs []error
+	if u, err := url.Parse(o.URL); checkURL && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+		errs = append(errs, fmt.Errorf("--url %q: an http:// or https:// URL of the server's streamable HTTP endpoint, e.g. http://127.0.0.1:8787/mcp", o.URL))
+	}
+	if o.Clients < 1 || o.Clients > 1024 {
+		errs = append(errs, fmt.Errorf("--clients %d: from 1 to 1024", o.Clients))
+	}
+	if o.Duration <= 0 || o.Duration > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("--duration %s: a positive Go duration up to 24h, e.g. 10s", o.Duration))
+	}
+	if o.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--timeout %s: a positive Go duration, e.g. 30s", o.Timeout))
+	}
+	if strings.TrimSpace(o.Tool) == "" {
+		errs = append(errs, errors.New("--tool: the name of a tool the server lists, e.g. estimate_cost"))
+	}
+	return errors.Join(errs...)
+}
+
+// runLoadTest connects the clients, checks the tool, then has every client
+// call it back to back until the duration is over. Calls in flight at the
+// end finish (within their timeout) and count; a cancelled ctx stops early
+// and reports what was measured.
+func runLoadTest(ctx context.Context, o loadOptions) (loadReport, error) {
+	if o.Warn == nil {
+		o.Warn = io.Discard
+	}
+	rep := loadReport{URL: o.URL, Tool: o.Tool, Clients: o.Clients}
+	conns := make([]*client.Client, 0, o.Clients)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for i := range o.Clients {
+		c, err := loadClient(ctx, o)
+		if err != nil {
+			return rep, fmt.Errorf("connect client %d of %d to %s: %w", i+1, o.Clients, o.URL, err)
+		}
+		conns = append(conns, c)
+	}
+	if err := checkLoadTool(ctx, conns[0], o); err != nil {
+		return rep, err
+	}
+	// One probe call, so a refusal is visible before the numbers are.
+	pctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	res, err := loadCall(pctx, conns[0], o)
+	cancel()
+	if err != nil {
+		return rep, fmt.Errorf("probe call to %s: %w", o.Tool, err)
+	}
+	if res.IsError {
+		fmt.Fprintf(o.Warn, "note: %s answers with an error result, so the run measures that refusal: %s\n", o.Tool, loadClip(loadResultText(res), 300))
+	}
+
+	var (
+		mu        sync.Mutex
+		lat       []time.Duration
+		firstErrs []string
+		workers   sync.WaitGroup
+	)
+	start := time.Now()
+	end := start.Add(o.Duration)
+	for _, c := range conns {
+		workers.Go(func() {
+			var mine []time.Duration
+			ok, toolErrs, errs := 0, 0, 0
+			for ctx.Err() == nil && time.Now().Before(end) {
+				cctx, cancel := context.WithTimeout(ctx, o.Timeout)
+				t0 := time.Now()
+				res, err := loadCall(cctx, c, o)
+				d := time.Since(t0)
+				cancel()
+				switch {
+				case err != nil && ctx.Err() != nil:
+					// Interrupted by the operator: not a failure of the server.
+				case err != nil:
+					errs++
+					mu.Lock()
+					if len(firstErrs) < 3 && !slices.Contains(firstErrs, loadClip(err.Error(), 200)) {
+						firstErrs = append(firstErrs, loadClip(err.Error(), 200))
+					}
+					mu.Unlock()
+				case res.IsError:
+					toolErrs++
+					mine = append(mine, d)
+				default:
+					ok++
+					mine = append(mine, d)
+				}
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			rep.OK += ok
+			rep.ToolErrors += toolErrs
+			rep.Errors += errs
+			mu.Unlock()
+		})
+	}
+	workers.Wait()
+	elapsed := time.Since(start)
+
+	rep.DurationS = loadRound(elapsed.Seconds(), 3)
+	rep.Calls = rep.OK + rep.ToolErrors + rep.Errors
+	rep.CallsPerS = loadRound(float64(rep.Calls)/elapsed.Seconds(), 1)
+	rep.FirstErrors = firstErrs
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		ms := func(d time.Duration) float64 { return loadRound(float64(d.Nanoseconds())/1e6, 2) }
+		rep.P50Ms = ms(nearestRank(lat, 0.50))
+		rep.P90Ms = ms(nearestRank(lat, 0.90))
+		rep.P99Ms = ms(nearestRank(lat, 0.99))
+		rep.MaxMs = ms(lat[len(lat)-1])
+	}
+	return rep, nil
+}
+
+// loadClient is one initialised MCP client with its own connection pool, as
+// a separate agent would have: the shared default transport keeps only two
+// idle connections per host, and the clients would reconnect on every call.
+func loadClient(ctx context.Context, o loadOptions) (*client.Client, error) {
+	hc := &http.Client{Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		MaxIdleConnsPerHost: 2,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}}
+	opts := []transport.StreamableHTTPCOption{transport.WithHTTPBasicClient(hc)}
+	if o.Token != "" {
+		opts = append(opts, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + o.Token}))
+	}
+	c, err := client.NewStreamableHttpClient(o.URL, opts...)
+	if err != nil {
+		return nil, err
+	}
+	ictx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	if err := c.Start(ictx); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	init.Params.ClientInfo = mcp.Implementation{Name: "tollgate-load", Version: version}
+	if _, err := c.Initialize(ictx, init); err != nil {
+		_ = c.Close()
+		var authErr *transport.AuthorizationRequiredError
+		if errors.As(err, &authErr) {
+			return nil, fmt.Errorf("the server wants a valid agent bearer token: pass --token or set TOLLGATE_TOKEN (tollgate agents create NAME prints one): %w", err)
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// checkLoadTool refuses an unknown tool, and a tool that is not read-only
+// unless the operator asked for it: load on register_domain buys domains.
+func checkLoadTool(ctx context.Context, c *client.Client, o loadOptions) error {
+	lctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	list, err := c.ListTools(lctx, mcp.ListToolsRequest{})
+	if err != nil {
+		return fmt.Errorf("list tools: %w", err)
+	}
+	var names []string
+	for _, t := range list.Tools {
+		names = append(names, t.Name)
+		if t.Name != o.Tool {
+			continue
+		}
+		readOnly := t.Annotations.ReadOnlyHint != nil && *t.Annotations.ReadOnlyHint
+		if !readOnly && !o.AllowMutating {
+			return usageError{fmt.Sprintf("tool %q is not read-only: every call may spend money and wait for a human approval; pass --allow-mutating to load it anyway", o.Tool)}
+		}
+		return nil
+	}
+	return usageError{fmt.Sprintf("the server has no tool %q; it lists: %s", o.Tool, strings.Join(names, ", "))}
+}
+
+func loadCall(ctx context.Context, c *client.Client, o loadOptions) (*mcp.CallToolResult, error) {
+	req := mcp.CallToolRequest{}
+	req.Params.Name = o.Tool
+	req.Params.Arguments = o.Args
+	return c.CallTool(ctx, req)
+}
+
+// nearestRank is the p-th percentile of sorted samples (nearest rank).
+func nearestRank(sorted []time.Duration, p float64) time.Duration {
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func loadRound(v float64, places int) float64 {
+	f := math.Pow(10, float64(places))
+	return math.Round(v*f) / f
+}
+
+func loadClip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func loadResultText(res *mcp.CallToolResult) string {
+	var parts []string
+	for _, c := range res.Content {
+		if t, ok := c.(mcp.TextContent); ok {
+			parts = append(parts, t.Text)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func printLoadReport(w io.Writer, r loadReport) {
+	fmt.Fprintf(w, "tollgate load: %s with %d clients for %.1fs against %s\n", r.Tool, r.Clients, r.DurationS, r.URL)
+	ms := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) + "ms" }
+	_ = table(w, []string{"CALLS", "OK", "TOOL_ERRORS", "ERRORS", "CALLS/S", "P50", "P90", "P99", "MAX"}, [][]string{{
+		strconv.Itoa(r.Calls), strconv.Itoa(r.OK), strconv.Itoa(r.ToolErrors), strconv.Itoa(r.Errors),
+		strconv.FormatFloat(r.CallsPerS, 'f', 1, 64), ms(r.P50Ms), ms(r.P90Ms), ms(r.P99Ms), ms(r.MaxMs),
+	}})
+	for _, e := range r.FirstErrors {
+		fmt.Fprintf(w, "error: %s\n", e)
+	}
+}
+
+// spawnedServer is a throwaway `tollgate serve` for one load run.
+type spawnedServer struct {
+	url  string
+	cmd  *exec.Cmd
+	dir  string
+	done chan struct{}
+	log  string
+}
+
+// spawnServer starts this binary's `serve` on a free loopback port with the
+// sandbox, auth none and a database in a temporary folder, and waits until
+// /healthz says the policy engine and the database are ready.
+func spawnServer(ctx context.Context, note io.Writer) (*spawnedServer, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "tollgate-load-")
+	if err != nil {
+		return nil, err
+	}
+	s := &spawnedServer{dir: dir, done: make(chan struct{}), log: filepath.Join(dir, "server.log")}
+	fail := func(err error) (*spawnedServer, error) {
+		s.stop()
+		return nil, err
+	}
+	// The run's own config, so a tollgate.yaml in the working folder cannot
+	// change who the load runs as.
+	cfg := "agent: load-agent\nagents:\n  - {name: load-agent, team: load, roles: [agent]}\n"
+	cfgPath := filepath.Join(dir, "tollgate.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return fail(err)
+	}
+	addr, err := freeLoopbackAddr()
+	if err != nil {
+		return fail(err)
+	}
+	logFile, err := os.Create(s.log)
+	if err != nil {
+		return fail(err)
+	}
+	defer logFile.Close()
+	s.cmd = exec.Command(self, "serve", "--transport", "http", "--listen", addr, "--auth", "none", "--sandbox",
+		"--config", cfgPath, "--db", filepath.Join(dir, "tollgate.db"), "--log-level", "warn")
+	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
+	if err := s.cmd.Start(); err != nil {
+		return fail(fmt.Errorf("start tollgate serve: %w", err))
+	}
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	fmt.Fprintf(note, "started tollgate serve on %s (sandbox, auth none, database in %s)\n", addr, dir)
+
+	health := "http://" + addr + "/healthz"
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, health, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				s.url = "http://" + addr + "/mcp"
+				return s, nil
+			}
+		}
+		select {
+		case <-s.done:
+			return fail(fmt.Errorf("tollgate serve exited before it was ready:\n%s", loadTail(s.log, 20)))
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fail(fmt.Errorf("tollgate serve was not ready within 60s (%s):\n%s", health, loadTail(s.log, 20)))
+		}
+	}
+}
+
+// stop interrupts the server as Ctrl-C would (it drains and stops its
+// Cerbos PDP), kills it if it has not exited in 15 s, and removes its folder.
+func (s *spawnedServer) stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-s.done:
+		case <-time.After(15 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+	}
+	_ = os.RemoveAll(s.dir)
+}
+
+// freeLoopbackAddr asks the kernel for a free port. Another process could
+// take it before serve binds it; serve then fails clearly and the run stops.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free loopback port: %w", err)
+	}
+	addr := ln.Addr().String()
+	return addr, ln.Close()
+}
+
+// loadTail is the last n lines of a file, for start-up errors.
+func loadTail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+)
+
+// The load generator is tested against a real mcp-go streamable HTTP server
+// with tools whose behaviour the test controls, so every figure it reports
+// can be checked against what the server saw.
+
+type loadTarget struct {
+	url   string
+	calls map[string]*atomic.Int64
+}
+
+// newLoadTarget serves echo (read-only), refuse (read-only, error result),
+// flaky (read-only, fails every call after the first) and buy (destructive).
+// With token set, requests without "Bearer token" get a 401.
+func newLoadTarget(t *testing.T, token string) *loadTarget {
+	t.Helper()
+	lt := &loadTarget{calls: map[string]*atomic.Int64{}}
+	s := mcpserver.NewMCPServer("load-target", "1", mcpserver.WithToolCapabilities(false))
+	add := func(name string, readOnly bool, h func(n int64) (*mcp.CallToolResult, error)) {
+		n := &atomic.Int64{}
+		lt.calls[name] = n
+		s.AddTool(mcp.NewTool(name, mcp.WithReadOnlyHintAnnotation(readOnly), mcp.WithString("domain")),
+			func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) { return h(n.Add(1)) })
+	}
+	add("echo", true, func(int64) (*mcp.CallToolResult, error) { return mcp.NewToolResultText("ok"), nil })
+	add("refuse", true, func(int64) (*mcp.CallToolResult, error) { return mcp.NewToolResultError("policy says no"), nil })
+	add("flaky", true, func(n int64) (*mcp.CallToolResult, error) {
+		if n > 1 {
+			return nil, errors.New("backend down")
+		}
+		return mcp.NewToolResultText("ok"), nil
+	})
+	add("buy", false, func(int64) (*mcp.CallToolResult, error) { return mcp.NewToolResultText("bought"), nil })
+
+	var h http.Handler = mcpserver.NewStreamableHTTPServer(s)
+	if token != "" {
+		next := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "Bearer "+token {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="test"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	hs := httptest.NewServer(h)
+	t.Cleanup(hs.Close)
+	lt.url = hs.URL + "/mcp"
+	return lt
+}
+
+func loadOpts(url, tool string) loadOptions {
+	return loadOptions{URL: url, Clients: 3, Duration: 150 * time.Millisecond, Timeout: 5 * time.Second, Tool: tool, Args: map[string]any{"domain": "x.dev"}}
+}
+
+func TestLoadCountsEveryCall(t *testing.T) {
+	t.Parallel()
+	lt := newLoadTarget(t, "")
+	rep, err := runLoadTest(context.Background(), loadOpts(lt.url, "echo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Calls == 0 || rep.OK != rep.Calls || rep.Errors != 0 || rep.ToolErrors != 0 {
+		t.Fatalf("report %+v: want only successful calls", rep)
+	}
+	// The server saw every reported call plus the probe.
+	if got := lt.calls["echo"].Load(); got != int64(rep.Calls)+1 {
+		t.Fatalf("server handled %d calls, report says %d (+1 probe)", got, rep.Calls)
+	}
+	if rep.P50Ms <= 0 || rep.P50Ms > rep.P90Ms || rep.P90Ms > rep.P99Ms || rep.P99Ms > rep.MaxMs {
+		t.Fatalf("percentiles out of order: %+v", rep)
+	}
+	if rep.CallsPerS <= 0 || rep.DurationS < 0.15 || rep.Clients != 3 || rep.Tool != "echo" {
+		t.Fatalf("report %+v", rep)
+	}
+	var out bytes.Buffer
+	printLoadReport(&out, rep)
+	for _, want := range []string{"CALLS/S", "P99", "echo with 3 clients"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report text lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestLoadSeparatesToolErrorsFromFailures(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		tool      string
+		wantTool  bool // error results counted as tool errors
+		wantFails bool // failed calls counted as errors
+	}{
+		{tool: "refuse", wantTool: true},
+		{tool: "flaky", wantFails: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.tool, func(t *testing.T) {
+			t.Parallel()
+			lt := newLoadTarget(t, "")
+			var warn bytes.Buffer
+			o := loadOpts(lt.url, tc.tool)
+			o.Warn = &warn
+			rep, err := runLoadTest(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Calls == 0 || rep.OK != 0 {
+				t.Fatalf("report %+v: want no successful timed call", rep)
+			}
+			if tc.wantTool && (rep.ToolErrors != rep.Calls || !strings.Contains(warn.String(), "policy says no")) {
+				t.Fatalf("report %+v, warning %q: want every call a tool error, and the refusal shown", rep, warn.String())
+			}
+			if tc.wantFails && (rep.Errors != rep.Calls || len(rep.FirstErrors) != 1 || !strings.Contains(rep.FirstErrors[0], "backend down")) {
+				t.Fatalf("report %+v: want every call failed, with the cause once", rep)
+			}
+		})
+	}
+}
+
+func TestLoadRefusesUnknownAndMutatingTools(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, tool    string
+		allowMutating bool
+		wantErr       string
+	}{
+		{name: "unknown", tool: "nope", wantErr: "no tool \"nope\"; it lists: "},
+		{name: "mutating", tool: "buy", wantErr: "pass --allow-mutating"},
+		{name: "mutating allowed", tool: "buy", allowMutating: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			lt := newLoadTarget(t, "")
+			o := loadOpts(lt.url, tc.tool)
+			o.AllowMutating = tc.allowMutating
+			rep, err := runLoadTest(context.Background(), o)
+			if tc.wantErr == "" {
+				if err != nil || rep.OK == 0 || lt.calls["buy"].Load() != int64(rep.Calls)+1 {
+					t.Fatalf("want a run, got %+v %v", rep, err)
+				}
+				return
+			}
+			var ue usageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want a usage error containing %q", err, tc.wantErr)
+			}
+			if n := lt.calls["buy"].Load(); n != 0 {
+				t.Fatalf("a refused run still called buy %d times", n)
+			}
+		})
+	}
+}
+
+func TestLoadSendsTheBearerToken(t *testing.T) {
+	t.Parallel()
+	lt := newLoadTarget(t, "tg_secret-value")
+	o := loadOpts(lt.url, "echo")
+	_, err := runLoadTest(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "--token or set TOLLGATE_TOKEN") {
+		t.Fatalf("without a token: %v, want advice on --token", err)
+	}
+	if strings.Contains(err.Error(), "tg_secret-value") {
+		t.Fatal("the error leaks the token")
+	}
+	o.Token = "tg_secret-value"
+	rep, err := runLoadTest(context.Background(), o)
+	if err != nil || rep.OK == 0 {
+		t.Fatalf("with the token: %+v %v", rep, err)
+	}
+}
+
+func TestLoadStopsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	lt := newLoadTarget(t, "")
+	o := loadOpts(lt.url, "echo")
+	o.Duration = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	rep, err := runLoadTest(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Calls == 0 || rep.Errors != 0 || rep.DurationS > 60 {
+		t.Fatalf("report %+v: want the calls made before the interrupt, none counted as failures", rep)
+	}
+}
+
+func TestLoadOptionsAndArgs(t *testing.T) {
+	t.Parallel()
+	good := loadOptions{URL: "http://127.0.0.1:8787/mcp", Clients: 8, Duration: 10 * time.Second, Timeout: 30 * time.Second, Tool: "estimate_cost"}
+	tests := []struct {
+		name     string
+		edit     func(*loadOptions)
+		checkURL bool
+		want     []string
+	}{
+		{name: "defaults", edit: func(*loadOptions) {}, checkURL: true},
+		{name: "every problem at once", checkURL: true, edit: func(o *loadOptions) {
+			o.URL, o.Clients, o.Duration, o.Timeout, o.Tool = "ftp://x", 0, -time.Second, 0, " "
+		}, want: []string{"--url \"ftp://x\": an http:// or https:// URL", "--clients 0: from 1 to 1024", "--duration -1s: a positive", "--timeout 0s: a positive", "--tool: the name"}},
+		{name: "too many clients", checkURL: true, edit: func(o *loadOptions) { o.Clients = 5000 }, want: []string{"--clients 5000: from 1 to 1024"}},
+		{name: "url ignored when spawning", edit: func(o *loadOptions) { o.URL = "" }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o := good
+			tc.edit(&o)
+			err := o.validate(tc.checkURL)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+
+	argTests := []struct {
+		tool, raw, wantErr, wantKey string
+	}{
+		{tool: "estimate_cost", wantKey: "action"},
+		{tool: "check_domain", wantKey: "domain"},
+		{tool: "get_operation", wantErr: "--args is required for tool \"get_operation\""},
+		{tool: "get_operation", raw: `{"operation_id":"op_x"}`, wantKey: "operation_id"},
+		{tool: "echo", raw: `[1,2]`, wantErr: "must be a JSON object"},
+		{tool: "echo", raw: `null`, wantErr: "must be a JSON object"},
+		{tool: "echo", raw: `{"a":`, wantErr: "must be a JSON object"},
+	}
+	for _, tc := range argTests {
+		m, err := loadArgs(tc.tool, tc.raw)
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("loadArgs(%s, %q) = %v, want error %q", tc.tool, tc.raw, err, tc.wantErr)
+		case tc.wantErr == "" && (err != nil || m[tc.wantKey] == nil):
+			t.Errorf("loadArgs(%s, %q) = %v %v, want key %s", tc.tool, tc.raw, m, err, tc.wantKey)
+		}
+	}
+}
+
+func TestNearestRank(t *testing.T) {
+	t.Parallel()
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	tests := []struct {
+		samples []time.Duration
+		p       float64
+		want    time.Duration
+	}{
+		{ms(7), 0.99, 7 * time.Millisecond},
+		{ms(1, 2, 3, 4), 0.50, 2 * time.Millisecond},
+		{ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0.90, 9 * time.Millisecond},
+		{ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0.99, 10 * time.Millisecond},
+		{ms(1, 2, 3), 0, 1 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		if got := nearestRank(tc.samples, tc.p); got != tc.want {
+			t.Errorf("nearestRank(%v, %v) = %v, want %v", tc.samples, tc.p, got, tc.want)
+		}
+	}
+}
