@@ -47,7 +47,10 @@ func runOrphanHelper() int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	m, err := StartManaged(context.Background(), ManagedConfig{
 		PolicyDir: os.Getenv("TOLLGATE_AUTHZ_HELPER_POLICIES"),
-		Logger:    log,
+		// A temp dir of its own: other test processes sweep stale dirs in
+		// the shared one and would remove this one before the test looks.
+		TempDir: os.Getenv("TOLLGATE_AUTHZ_HELPER_TMP"),
+		Logger:  log,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)

@@ -339,6 +339,7 @@ func TestManagedNoOrphanOnSIGKILL(t *testing.T) {
 		helperEnv+"=1",
 		EnvCerbosBin+"="+cerbosBin(t),
 		"TOLLGATE_AUTHZ_HELPER_POLICIES="+repoPolicies(t),
+		"TOLLGATE_AUTHZ_HELPER_TMP="+t.TempDir(),
 	)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()

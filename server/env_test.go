@@ -122,6 +122,8 @@ type envOptions struct {
 	clock        func() time.Time
 	slackBinders []slacktest.Binder
 	sbWrap       func(http.Handler) http.Handler
+	// beforeStart: see withBeforeStart.
+	beforeStart []func(*ledger.DB)
 }
 
 func withConfig(f func(*Config)) envOption { return func(o *envOptions) { o.cfg = f } }
@@ -157,6 +159,13 @@ func withSlackBinders(b ...slacktest.Binder) envOption {
 // Cloudflare API responses tollgate receives.
 func withSandboxHandler(wrap func(http.Handler) http.Handler) envOption {
 	return func(o *envOptions) { o.sbWrap = wrap }
+}
+
+// withBeforeStart runs fn on the opened ledger before the server is built and
+// started, e.g. to leave behind the rows a crashed process would have left
+// for Start's recovery to find.
+func withBeforeStart(fn func(db *ledger.DB)) envOption {
+	return func(o *envOptions) { o.beforeStart = append(o.beforeStart, fn) }
 }
 
 // manualClock is a clock a test moves by hand, so expiry needs no sleeping.
@@ -204,6 +213,9 @@ func newEnv(t *testing.T, opts ...envOption) *testEnv {
 	}
 	e.db = db
 	t.Cleanup(func() { _ = db.Close() })
+	for _, fn := range o.beforeStart {
+		fn(db)
+	}
 
 	addr := o.pdpAddr
 	if addr == "" {

@@ -1,0 +1,403 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
+	"github.com/tollgatehq/tollgate/ledger"
+)
+
+// The execution errors that leave the outcome unknown (a 5xx, or no answer,
+// after the request was sent) must end in_doubt and be settled or released
+// only once Cloudflare has been asked what happened: never released while
+// the money may be spent, never charged twice.
+
+// spend is a scope's day budget figures in micros.
+func spend(t *testing.T, e *testEnv, scope string) (spent, held int64) {
+	t.Helper()
+	sts, err := e.db.BudgetStatuses(context.Background(), ledger.Scope(scope))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sts {
+		if s.Budget.Window == ledger.WindowDay {
+			return s.Spent.Micros, s.Held.Micros
+		}
+	}
+	t.Fatalf("no day budget for %s: %+v", scope, sts)
+	return 0, 0
+}
+
+// eventCount counts an operation's audit events of one type.
+func eventCount(t *testing.T, e *testEnv, opID, typ string) int {
+	t.Helper()
+	n := 0
+	if err := e.db.Events(context.Background(), ledger.EventQuery{OperationID: opID}, func(ev ledger.Event) error {
+		if ev.Type == typ {
+			n++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// passedThrough reports whether the operation's history shows the move
+// from → to.
+func passedThrough(t *testing.T, e *testEnv, opID string, from, to ledger.State) bool {
+	t.Helper()
+	hist, err := e.db.History(context.Background(), opID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range hist {
+		var d struct{ From, To string }
+		if ev.Type == "operation.state" && json.Unmarshal(ev.Data, &d) == nil && d.From == string(from) && d.To == string(to) {
+			return true
+		}
+	}
+	return false
+}
+
+// sandboxCalls counts the sandbox requests with this method whose path
+// contains part.
+func sandboxCalls(e *testEnv, method, part string) int {
+	n := 0
+	for _, r := range e.sb.Requests() {
+		if r.Method == method && strings.Contains(r.Path, part) {
+			n++
+		}
+	}
+	return n
+}
+
+// reconcileAttempted waits until a reconcile session of the operation has
+// finished (its inspect token is revoked).
+func reconcileAttempted(t *testing.T, e *testEnv, opID string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		done := false
+		_ = e.db.Events(context.Background(), ledger.EventQuery{OperationID: opID}, func(ev ledger.Event) error {
+			done = done || (ev.Type == "token.revoked" && strings.Contains(string(ev.Data), `"purpose":"inspect"`))
+			return nil
+		})
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reconcile attempt for %s", opID)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const dayBudget = "100.00"
+
+func withWebBudget() envOption {
+	return withConfig(func(c *Config) {
+		c.Approvals.Wait = 0
+		c.Budgets = []BudgetConfig{{Scope: "team:web", Window: "day", Limit: dayBudget}}
+	})
+}
+
+func TestRegistrationInDoubtIsReconciled(t *testing.T) {
+	t.Parallel()
+	const price = 12_180_000 // .dev in the sandbox
+	tests := []struct {
+		name   string
+		faults sandbox.Faults
+		// clearThenPoll: the fault also fails the reconcile's own reads, so
+		// the first pass leaves the operation in_doubt; the fault is then
+		// cleared and the next pass (run here, twice at once) decides it.
+		clearThenPoll bool
+		want          ledger.State
+		registered    bool
+	}{
+		{"registered, answer lost", sandbox.Faults{FailAfterEffect: true, ErrorRate: 1, PathContains: "registrations", Method: "POST"},
+			false, ledger.StateSucceeded, true},
+		{"registered, reads fail too until cleared", sandbox.Faults{FailAfterEffect: true, ErrorRate: 1, PathContains: "registrations"},
+			true, ledger.StateSucceeded, true},
+		{"500 before effect", sandbox.Faults{ErrorRate: 1, PathContains: "registrations", Method: "POST"},
+			false, ledger.StateFailed, false},
+		{"500 before effect, reads fail too until cleared", sandbox.Faults{ErrorRate: 1, PathContains: "registrations"},
+			true, ledger.StateFailed, false},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, withWebBudget())
+			domain := []string{"doubt-a.dev", "doubt-b.dev", "doubt-c.dev", "doubt-d.dev"}[i]
+			v := opView(t, e.call(webBot, "register_domain", registerArgs(domain)))
+			if v.Status != "awaiting_approval" {
+				t.Fatalf("status %s: %s", v.Status, v.Error)
+			}
+			e.sb.SetFaults(tc.faults)
+			e.approve(v.OperationID, "bob")
+			e.waitState(v.OperationID, ledger.StateInDoubt)
+
+			if tc.clearThenPoll {
+				reconcileAttempted(t, e, v.OperationID)
+				// Still unknown: the money stays held, nothing is charged yet.
+				if op, _ := e.db.Operation(context.Background(), v.OperationID); op.State != ledger.StateInDoubt {
+					t.Fatalf("a failed reconcile moved the operation to %s (%s)", op.State, op.Error)
+				}
+				if spent, held := spend(t, e, "team:web"); spent != 0 || held != price {
+					t.Fatalf("while in_doubt: spent %d held %d, want 0 and %d", spent, held, price)
+				}
+				e.sb.SetFaults(sandbox.Faults{})
+				var wg sync.WaitGroup
+				for range 2 {
+					wg.Go(func() { e.srv.Pipeline().pollInDoubt(context.Background()) })
+				}
+				wg.Wait()
+			}
+			op := e.waitState(v.OperationID, tc.want)
+			if !passedThrough(t, e, v.OperationID, ledger.StateExecuting, ledger.StateInDoubt) {
+				t.Fatal("the operation did not pass through in_doubt")
+			}
+			spent, held := spend(t, e, "team:web")
+			if held != 0 {
+				t.Fatalf("held %d after reconciliation, want 0", held)
+			}
+			regs := e.sb.Registrations()
+			if got := len(regs) == 1 && regs[0].Domain == domain; got != tc.registered || (!tc.registered && len(regs) != 0) {
+				t.Fatalf("sandbox registrations %+v, registered want %v", regs, tc.registered)
+			}
+			if n := sandboxCalls(e, "POST", "/registrar/registrations"); n != 1 {
+				t.Fatalf("%d registration POSTs, want exactly 1 (a billable POST is never retried)", n)
+			}
+			settled := eventCount(t, e, v.OperationID, ledger.EventBudgetSettled)
+			released := eventCount(t, e, v.OperationID, ledger.EventBudgetReleased)
+			if tc.registered {
+				if op.Charged == nil || op.Charged.Micros != price || spent != price || settled != 1 || released != 0 {
+					t.Fatalf("charged %+v spent %d settled %d released %d; want one charge of %d", op.Charged, spent, settled, released, price)
+				}
+				// The detour is history; the success itself carries no error.
+				if op.ErrorCode != "" || op.Error != "" {
+					t.Fatalf("succeeded with error %s: %s", op.ErrorCode, op.Error)
+				}
+			} else {
+				if op.ErrorCode != "not_executed" || op.Charged != nil || spent != 0 || settled != 0 || released != 1 {
+					t.Fatalf("%s %q charged %+v spent %d settled %d released %d; want released, nothing charged", op.ErrorCode, op.Error, op.Charged, spent, settled, released)
+				}
+			}
+			if rep, err := e.db.Verify(context.Background()); err != nil || !rep.OK {
+				t.Fatalf("audit chain: %+v %v", rep, err)
+			}
+		})
+	}
+}
+
+func TestDeployInDoubtIsReconciled(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		environment string
+		deployed    string
+		charge      int64 // the Workers plan commitment on the month's first production deploy
+	}{
+		{"preview", "preview", "web-doubt-preview", 0},
+		{"production", "production", "web-doubt", 5_000_000},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, withWebBudget())
+			e.sb.SetFaults(sandbox.Faults{FailAfterEffect: true, ErrorRate: 1, PathContains: "/workers/scripts/", Method: http.MethodPut})
+			res := e.call(webBot, "deploy_worker", map[string]any{
+				"script_name": "web-doubt", "module": okModule, "compatibility_date": "2025-01-01",
+				"environment": tc.environment, "reason": reason,
+			})
+			if res.IsError {
+				t.Fatal(text(res))
+			}
+			v := opView(t, res)
+			if tc.environment == "production" {
+				e.approve(v.OperationID, "bob")
+			}
+			op := e.waitState(v.OperationID, ledger.StateSucceeded)
+			if !passedThrough(t, e, v.OperationID, ledger.StateExecuting, ledger.StateInDoubt) {
+				t.Fatal("the deploy did not pass through in_doubt")
+			}
+			scripts := e.sb.Scripts()
+			sum := sha256.Sum256([]byte(okModule))
+			if len(scripts) != 1 || scripts[0].Name != tc.deployed || scripts[0].ModuleSHA256 != hex.EncodeToString(sum[:]) {
+				t.Fatalf("sandbox scripts %+v", scripts)
+			}
+			if n := sandboxCalls(e, http.MethodPut, "/workers/scripts/"); n != 1 {
+				t.Fatalf("%d uploads, want 1 (a 5xx upload is not retried)", n)
+			}
+			spent, held := spend(t, e, "team:web")
+			if op.Charged == nil || op.Charged.Micros != tc.charge || spent != tc.charge || held != 0 {
+				t.Fatalf("charged %+v spent %d held %d, want %d once and nothing held", op.Charged, spent, held, tc.charge)
+			}
+			if n := eventCount(t, e, v.OperationID, ledger.EventBudgetSettled); n != 1 || op.ErrorCode != "" {
+				t.Fatalf("%d settlements (want 1), error code %q", n, op.ErrorCode)
+			}
+			if !strings.Contains(string(op.Result), tc.deployed) {
+				t.Fatalf("result %s does not name the script", op.Result)
+			}
+		})
+	}
+}
+
+// TestRecoverStaleAfter pins what start-up does with Operations a crashed
+// process left before anything reached Cloudflare (planned, authorized,
+// reserved): those idle for staleAfter (one minute) are failed and released
+// at once; younger ones are left for a minute, since another process might
+// still be moving them, and then released by the background sweep — so a
+// restart right after a crash leaves no hold behind. The same goes for an
+// Operation left awaiting_approval without its approval request (the crash
+// fell between the two writes): nobody can approve it, so it does not hold
+// budget until it expires. A pipeline this process is running is never
+// taken for a leftover, however long it takes.
+func TestRecoverStaleAfter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := newManualClock()
+	const amount = 12_180_000
+	seeded := map[string]string{} // name -> operation id
+	seed := func(db *ledger.DB, name string, to ledger.State) {
+		args, _ := json.Marshal(map[string]any{"domain": name + ".dev", "years": 1, "auto_renew": false})
+		sum := sha256.Sum256(args)
+		op, _, err := db.CreateOperation(ctx, ledger.NewOperation{
+			Agent: webBot, Team: "web", Tool: "register_domain", Resource: "domain:" + name + ".dev",
+			Args: args, ArgsHash: hex.EncodeToString(sum[:]), Reason: reason,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if to != ledger.StatePlanned {
+			if _, err := db.Transition(ctx, op.ID, ledger.StateAuthorized, ledger.TransitionOpts{From: []ledger.State{ledger.StatePlanned}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if to == ledger.StateReserved || to == ledger.StateAwaitingApproval {
+			if _, err := db.Reserve(ctx, ledger.ReserveRequest{OperationID: op.ID, Action: "register_domain",
+				Amount: ledger.Money{Micros: amount, Currency: "USD"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if to == ledger.StateAwaitingApproval {
+			// The crash came before the approval request was written.
+			exp := clk.Now().Add(30 * time.Minute)
+			if _, err := db.Transition(ctx, op.ID, ledger.StateAwaitingApproval, ledger.TransitionOpts{From: []ledger.State{ledger.StateReserved}, ExpiresAt: &exp}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		seeded[name] = op.ID
+	}
+	budget, _ := BudgetConfig{Scope: "team:web", Window: "day", Limit: dayBudget}.Budget()
+	e := newEnv(t, withClock(clk.Now), withWebBudget(), withBeforeStart(func(db *ledger.DB) {
+		if err := db.SetBudget(ctx, budget, "test"); err != nil {
+			t.Fatal(err)
+		}
+		// Left by a process that crashed two minutes before this start...
+		seed(db, "old-planned", ledger.StatePlanned)
+		seed(db, "old-authorized", ledger.StateAuthorized)
+		seed(db, "old-reserved", ledger.StateReserved)
+		seed(db, "old-awaiting", ledger.StateAwaitingApproval)
+		clk.Advance(2 * time.Minute)
+		// ...and by one that crashed just before it (a supervisor restart).
+		seed(db, "new-planned", ledger.StatePlanned)
+		seed(db, "new-authorized", ledger.StateAuthorized)
+		seed(db, "new-reserved", ledger.StateReserved)
+		seed(db, "new-awaiting", ledger.StateAwaitingApproval)
+		clk.Advance(10 * time.Second)
+	}))
+	state := func(name string) ledger.Operation {
+		op, err := e.db.Operation(ctx, seeded[name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return op
+	}
+	for _, name := range []string{"old-planned", "old-authorized", "old-reserved"} {
+		if op := state(name); op.State != ledger.StateFailed || op.ErrorCode != "interrupted" {
+			t.Errorf("%s is %s (%s) after start, want failed/interrupted", name, op.State, op.ErrorCode)
+		}
+	}
+	// The old orphaned approval goes on the background loop's first pass.
+	if op := e.waitState(seeded["old-awaiting"], ledger.StateFailed); op.ErrorCode != "interrupted" || !strings.Contains(op.Error, "no approver was asked") {
+		t.Errorf("old-awaiting: %s %q", op.ErrorCode, op.Error)
+	}
+	for _, name := range []string{"new-planned", "new-authorized", "new-reserved", "new-awaiting"} {
+		if op := state(name); op.State.Terminal() {
+			t.Errorf("%s was released at start although it moved %s ago (another process may own it)", name, 10*time.Second)
+		}
+	}
+	if _, held := spend(t, e, "team:web"); held != 2*amount {
+		t.Fatalf("held %d at start, want the two young reservations' %d", held, 2*amount)
+	}
+
+	// A pipeline of this process, held in planning by a slow registrar.
+	release := make(chan struct{})
+	var hold sync.Once
+	e.sb.OnRequest(func(r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/domain-check") {
+			<-release
+		}
+	})
+	defer hold.Do(func() { close(release) })
+	type result struct{ status, id string }
+	done := make(chan result, 1)
+	go func() {
+		v := opView(t, e.call(webBot, "register_domain", registerArgs("slow-quote.dev")))
+		done <- result{v.Status, v.OperationID}
+	}()
+	var live string
+	deadline := time.Now().Add(10 * time.Second)
+	for live == "" {
+		ops, _, err := e.db.ListOperations(ctx, ledger.OperationQuery{States: []ledger.State{ledger.StatePlanned}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, op := range ops {
+			if op.Resource == "domain:slow-quote.dev" {
+				live = op.ID
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the live operation never appeared")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// A minute later every leftover is released by the sweep; the live
+	// pipeline is not, although it has not moved for as long.
+	clk.Advance(staleAfter)
+	for _, name := range []string{"new-planned", "new-authorized", "new-reserved", "new-awaiting"} {
+		op := e.waitState(seeded[name], ledger.StateFailed)
+		if op.ErrorCode != "interrupted" || !strings.Contains(op.Error, "nothing was charged") {
+			t.Errorf("%s: %s %q", name, op.ErrorCode, op.Error)
+		}
+	}
+	if _, held := spend(t, e, "team:web"); held != 0 {
+		t.Fatalf("held %d after the sweep, want 0", held)
+	}
+	if op, _ := e.db.Operation(ctx, live); op.State != ledger.StatePlanned {
+		t.Fatalf("the live pipeline's operation was swept: %s (%s)", op.State, op.Error)
+	}
+	hold.Do(func() { close(release) })
+	got := <-done
+	if got.id != live || got.status != "awaiting_approval" {
+		t.Fatalf("the live call ended %+v, want awaiting_approval on %s", got, live)
+	}
+	// Nothing of this reached Cloudflare, so nothing was registered.
+	if n := len(e.sb.Registrations()); n != 0 {
+		t.Fatalf("%d registrations", n)
+	}
+	if rep, err := e.db.Verify(ctx); err != nil || !rep.OK {
+		t.Fatalf("audit chain: %+v %v", rep, err)
+	}
+}
