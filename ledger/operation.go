@@ -138,6 +138,8 @@ var (
 	ErrNotFound            = errors.New("not found")
 	ErrIdempotencyConflict = errors.New("idempotency key already used with different arguments")
 	ErrStateConflict       = errors.New("operation state conflict")
+	// ErrServerRunning: another server holds the database's server lock.
+	ErrServerRunning = errors.New("another tollgate server is using this database")
 )
 
 // StateConflictError says why an operation could not move: its actual state was

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/ledger"
@@ -250,5 +251,40 @@ func TestSlackFreezeButton(t *testing.T) {
 	}
 	if n := len(e.sb.Registrations()); n != 0 {
 		t.Fatalf("registered: %d", n)
+	}
+}
+
+// TestAutoFreezeCancelsPendingApprovals: repeated budget blocks freeze the
+// agent, and like a manual freeze that cancels its pending approvals and
+// releases their holds.
+func TestAutoFreezeCancelsPendingApprovals(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t,
+		withLedger(ledger.WithAutoFreeze(2, 10*time.Minute)),
+		withConfig(func(c *Config) {
+			c.Approvals.Wait = 0
+			c.Budgets = []BudgetConfig{{Scope: "team:web", Window: "day", Limit: "15.00"}}
+		}))
+	pending := opView(t, e.call(webBot, "register_domain", registerArgs("first-fits.dev")))
+	if pending.Status != "awaiting_approval" {
+		t.Fatalf("first call: %+v", pending)
+	}
+	for _, d := range []string{"second-blocked.dev", "third-blocked.dev"} {
+		if v := opView(t, e.call(webBot, "register_domain", registerArgs(d))); v.ErrorCode != "budget_exceeded" {
+			t.Fatalf("%s: %+v, want a budget block", d, v)
+		}
+	}
+	op := e.waitState(pending.OperationID, ledger.StateCancelled)
+	if op.ErrorCode != "frozen" {
+		t.Fatalf("pending operation ended %s (%s), want cancelled by the freeze", op.State, op.ErrorCode)
+	}
+	assertHeld(t, e, "team:web", 0)
+	r := e.pendingApproval(pending.OperationID)
+	if r.State != "cancelled" {
+		t.Fatalf("approval %s, want cancelled", r.State)
+	}
+	fz, err := e.db.FrozenFor(context.Background(), webBot, "web")
+	if err != nil || fz == nil || !fz.Auto {
+		t.Fatalf("want an automatic freeze of web-bot, got %+v %v", fz, err)
 	}
 }

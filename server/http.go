@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	mcpserver "github.com/mark3labs/mcp-go/server"
@@ -87,6 +88,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		agent, err := s.deps.DB.Authenticate(r.Context(), token)
+		if err == nil && !s.sessionBelongsTo(r, agent.Name) {
+			// Answer as if the session did not exist: its id is not a secret
+			// of this agent's, and nothing about it should leak.
+			http.Error(w, "session not found", http.StatusNotFound)
+			return
+		}
 		if err != nil {
 			desc := "the token is not valid"
 			switch {
@@ -98,12 +105,71 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				desc = "the token is malformed; tollgate tokens start with tg_"
 			}
 			s.log.Info("rejected bearer token", "reason", desc, "remote", r.RemoteAddr)
-			_ = s.deps.DB.Append(r.Context(), ledger.NewEvent("auth.rejected", "anonymous", "", map[string]any{"reason": desc, "remote": r.RemoteAddr, "path": r.URL.Path}))
+			// Refusals are audited, but an unauthenticated client must not be
+			// able to grow the chain without bound: past the rate, only the
+			// number skipped is recorded with the next audited refusal.
+			if ok, skipped := s.rejections.allow(time.Now()); ok {
+				_ = s.deps.DB.Append(r.Context(), ledger.NewEvent("auth.rejected", "anonymous", "", map[string]any{
+					"reason": desc, "remote": r.RemoteAddr, "path": r.URL.Path, "unaudited_before": skipped,
+				}))
+			}
 			unauthorized(w, "invalid_token", desc)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), principalFromAgent(agent, transport))))
 	})
+}
+
+// bindSessions records which agent opened each MCP session.
+func (s *Server) bindSessions(h *mcpserver.Hooks) {
+	h.AddOnRegisterSession(func(ctx context.Context, sess mcpserver.ClientSession) {
+		if p, ok := principalFrom(ctx); ok {
+			s.sessions.Store(sess.SessionID(), p.Name)
+		}
+	})
+	h.AddOnUnregisterSession(func(_ context.Context, sess mcpserver.ClientSession) {
+		s.sessions.Delete(sess.SessionID())
+	})
+}
+
+// sessionBelongsTo reports whether the MCP session a request names (if any)
+// was opened by agent.
+func (s *Server) sessionBelongsTo(r *http.Request, agent string) bool {
+	id := r.Header.Get("Mcp-Session-Id")
+	if id == "" {
+		id = r.URL.Query().Get("sessionId")
+	}
+	if id == "" {
+		return true
+	}
+	owner, ok := s.sessions.Load(id)
+	return !ok || owner == agent
+}
+
+// rateLimit allows a burst of events per second and counts the rest.
+type rateLimit struct {
+	mu      sync.Mutex
+	second  int64
+	n       int
+	skipped int
+}
+
+const auditedRejectionsPerSecond = 100
+
+func (l *rateLimit) allow(now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sec := now.Unix(); sec != l.second {
+		l.second, l.n = sec, 0
+	}
+	if l.n >= auditedRejectionsPerSecond {
+		l.skipped++
+		return false, 0
+	}
+	l.n++
+	skipped := l.skipped
+	l.skipped = 0
+	return true, skipped
 }
 
 func bearer(r *http.Request) (string, bool) {

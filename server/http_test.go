@@ -172,11 +172,15 @@ func TestHTTPAuthMatrix(t *testing.T) {
 		ok     bool
 		code   string // the error in WWW-Authenticate
 		desc   string // a word of the error description
+		// foreign: a valid token of another agent than the one that opened
+		// the sessions, so it may open its own but not drive theirs (404).
+		foreign bool
 	}
 	refused := func(name, header, code, desc string) authCase {
 		return authCase{name: name, header: header, code: code, desc: desc}
 	}
 	allowed := func(name, header string) authCase { return authCase{name: name, header: header, ok: true} }
+	other := func(name, header string) authCase { return authCase{name: name, header: header, ok: true, foreign: true} }
 
 	phases := []struct {
 		name    string
@@ -194,19 +198,19 @@ func TestHTTPAuthMatrix(t *testing.T) {
 			refused("revoked", "Bearer "+revoked, "invalid_token", "revoked"),
 			allowed("good", "Bearer "+good),
 			allowed("lower-case scheme", "bearer "+good),
-			allowed("short-lived before expiry", "Bearer "+shortLived),
-			allowed("rotated old at rotation", "Bearer "+rotatedOld),
-			allowed("rotated new", "Bearer "+rotatedNew),
+			other("short-lived before expiry", "Bearer "+shortLived),
+			other("rotated old at rotation", "Bearer "+rotatedOld),
+			other("rotated new", "Bearer "+rotatedNew),
 		}},
 		{"within the overlap", 5 * time.Minute, []authCase{
-			allowed("rotated old within overlap", "Bearer "+rotatedOld),
-			allowed("rotated new", "Bearer "+rotatedNew),
+			other("rotated old within overlap", "Bearer "+rotatedOld),
+			other("rotated new", "Bearer "+rotatedNew),
 		}},
 		{"after the overlap and the short ttl", 2 * time.Hour, []authCase{
 			refused("expired", "Bearer "+shortLived, "invalid_token", "expired"),
 			refused("rotated old after overlap", "Bearer "+rotatedOld, "invalid_token", "expired"),
 			refused("revoked stays revoked", "Bearer "+revoked, "invalid_token", "revoked"),
-			allowed("rotated new", "Bearer "+rotatedNew),
+			other("rotated new", "Bearer "+rotatedNew),
 			allowed("good", "Bearer "+good),
 		}},
 	}
@@ -248,6 +252,12 @@ func TestHTTPAuthMatrix(t *testing.T) {
 				for _, rq := range requests {
 					a := rq.do()
 					resp, body := a.resp, a.body
+					if tc.ok && tc.foreign && strings.HasSuffix(rq.route, "tools/call") {
+						if resp.StatusCode != http.StatusNotFound {
+							t.Errorf("%s on another agent's session: %s, want 404: %s", rq.route, resp.Status, body)
+						}
+						continue
+					}
 					if tc.ok {
 						if resp.StatusCode/100 != 2 {
 							t.Errorf("%s: %s, want success: %s", rq.route, resp.Status, body)
@@ -273,7 +283,7 @@ func TestHTTPAuthMatrix(t *testing.T) {
 					}
 				}
 			})
-			if tc.ok {
+			if tc.ok && !tc.foreign {
 				wantReceived += 2 // the tools/call on /mcp and on /message
 			} else if tc.code == "invalid_token" {
 				wantRejected += 4
@@ -744,4 +754,51 @@ func BenchmarkHTTPBearerAuth(b *testing.B) {
 	b.Run("malformed_token", func(b *testing.B) {
 		run(b, "tokens", func(string) string { return "Bearer tg_short" }, http.StatusUnauthorized)
 	})
+}
+
+// TestSessionsAreBoundToTheirAgent: an MCP session opened with one agent's
+// token cannot be driven with another agent's token, on either transport.
+func TestSessionsAreBoundToTheirAgent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.Auth = "tokens" }))
+	ctx := context.Background()
+	web, err := e.db.CreateAgent(ctx, ledger.Agent{Name: webBot, Team: "web", Roles: []string{"agent"}}, time.Hour, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := e.db.CreateAgent(ctx, ledger.Agent{Name: opsBot, Team: "ops", Roles: []string{"agent"}}, time.Hour, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := trServeHTTP(t, e)
+
+	init := trPost(t, base+"/mcp", "Bearer "+web, "", trInitBody)
+	_ = init.Body.Close()
+	sid := init.Header.Get("Mcp-Session-Id")
+	if init.StatusCode != http.StatusOK || sid == "" {
+		t.Fatalf("initialize: %s %q", init.Status, sid)
+	}
+	before := trCountEvents(t, e, "call.received")
+	hijack := trPost(t, base+"/mcp", "Bearer "+ops, sid, trCallBody)
+	_ = hijack.Body.Close()
+	if hijack.StatusCode != http.StatusNotFound {
+		t.Fatalf("another agent's token on web-bot's session: %s, want 404", hijack.Status)
+	}
+	own := trPost(t, base+"/mcp", "Bearer "+web, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	_ = own.Body.Close()
+	if own.StatusCode >= 300 {
+		t.Fatalf("the owner's own session: %s", own.Status)
+	}
+
+	sseResp, endpoint, cancel := trOpenSSE(t, base, "Bearer "+web)
+	defer cancel()
+	defer sseResp.Body.Close()
+	r := trPost(t, base+endpoint, "Bearer "+ops, "", trInitBody)
+	_ = r.Body.Close()
+	if r.StatusCode != http.StatusNotFound {
+		t.Fatalf("another agent's token on web-bot's SSE session: %s, want 404", r.Status)
+	}
+	if got := trCountEvents(t, e, "call.received"); got != before {
+		t.Fatalf("a hijacked call reached the MCP server (%d new call.received)", got-before)
+	}
 }

@@ -275,7 +275,16 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 	if errors.As(err, &blocked) {
 		p.alert(ctx, fmt.Sprintf(":no_entry: Blocked %s for agent %s (team %s): %s", m.Name(), pr.Name, pr.Team, blocked.Error()))
 		if blocked.AutoFroze {
-			p.alert(ctx, fmt.Sprintf(":ice_cube: Agent %s is now frozen after repeated budget blocks. Unfreeze with `tollgate unfreeze --agent %s`.", pr.Name, pr.Name))
+			// The same kill switch as a manual freeze: its pending approvals
+			// are cancelled and their holds released, not left to expire.
+			cancelled, ferr := Freeze(ctx, p.db, p.approvals, ledger.AgentScope(pr.Name), "repeated budget blocks", "system")
+			if ferr != nil {
+				p.log.Error("auto-freeze follow-up failed", "agent", pr.Name, "err", ferr)
+			}
+			for _, id := range cancelled {
+				p.watch.notify(id)
+			}
+			p.alert(ctx, fmt.Sprintf(":ice_cube: Agent %s is now frozen after repeated budget blocks; %d pending operation(s) cancelled. Unfreeze with `tollgate unfreeze --agent %s`.", pr.Name, len(cancelled), pr.Name))
 		}
 		return
 	}

@@ -53,6 +53,13 @@ type Server struct {
 	approvals *approvals.Service
 	metrics   *metrics
 
+	// sessions maps an MCP session id to the agent that opened it, so a
+	// session cannot be driven with another agent's token.
+	sessions sync.Map
+	// rejections limits how many refused bearer tokens are audited.
+	rejections rateLimit
+
+	unlock    func()             // the database's server lock, held from Start to Close
 	stopLoops context.CancelFunc // background loops: stopped first on Close
 	loops     context.Context
 	stop      context.CancelFunc // the pipelines' lifetime: cancelled last
@@ -134,6 +141,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	tasks := newTaskWindows(d.DB)
 	hooks := &mcpserver.Hooks{}
 	tasks.addHooks(hooks)
+	s.bindSessions(hooks)
 	s.mcp = mcpserver.NewMCPServer("tollgate", d.Version,
 		mcpserver.WithTitle("tollgate: guarded Cloudflare provisioning"),
 		mcpserver.WithInstructions(instructions),
@@ -167,6 +175,11 @@ func (s *Server) Approvals() *approvals.Service { return s.approvals }
 // Start recovers from any crash and starts the background loops: approval
 // expiry and Slack retries, CLI decisions, in_doubt reconciliation.
 func (s *Server) Start(ctx context.Context) error {
+	unlock, err := s.deps.DB.LockServer()
+	if err != nil {
+		return err
+	}
+	s.unlock = unlock
 	if err := s.applyConfig(ctx); err != nil {
 		return err
 	}
@@ -202,6 +215,9 @@ func (s *Server) Close() {
 		s.log.Warn("pipelines still running at shutdown; start-up recovery will finish them")
 	}
 	s.stop()
+	if s.unlock != nil {
+		s.unlock()
+	}
 }
 
 // applyConfig writes configured budgets and limits into the ledger, auditing

@@ -57,6 +57,9 @@ func runServe(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	if host, _, _ := net.SplitHostPort(cfg.Listen); (host == "" || host == "0.0.0.0" || host == "::") && len(cfg.AllowedHosts) == 0 {
+		log.Warn("listening on every interface, but only loopback names pass the Host check: add the names clients use to allowed_hosts", "listen", cfg.Listen)
+	}
 	printConnectHelp(os.Stderr, cfg, ln.Addr().String())
 	err = rt.srv.ListenAndServe(ctx, ln)
 	if errors.Is(err, context.Canceled) {
