@@ -180,7 +180,9 @@ func TestHTTPAuthMatrix(t *testing.T) {
 		return authCase{name: name, header: header, code: code, desc: desc}
 	}
 	allowed := func(name, header string) authCase { return authCase{name: name, header: header, ok: true} }
-	other := func(name, header string) authCase { return authCase{name: name, header: header, ok: true, foreign: true} }
+	other := func(name, header string) authCase {
+		return authCase{name: name, header: header, ok: true, foreign: true}
+	}
 
 	phases := []struct {
 		name    string
