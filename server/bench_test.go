@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -24,13 +23,10 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/slack-go/slack"
-	"github.com/slack-go/slack/slacktest"
 
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
-	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/tools"
 )
@@ -40,67 +36,10 @@ import (
 // percentiles with b.ReportMetric. Figures are for the README; nothing here
 // asserts a duration.
 
-// benchEnvOptions are the few knobs the benchmarks need.
-type benchEnvOptions struct {
-	slack bool
-	cfg   func(*Config)
-}
-
-// newBenchEnv is newEnv for benchmarks: the same wiring (shared managed PDP,
-// SQLite temp file, sandbox over loopback, optional slacktest), but on
-// testing.TB and with logs discarded, so log formatting is not measured. It
-// takes its own small options rather than envOption, so an option added to
-// newEnv is never silently ignored here. The returned env has no *testing.T:
-// use the bench helpers below, not e.call and friends.
-func newBenchEnv(tb testing.TB, o benchEnvOptions) *testEnv {
+// newBenchEnv is newEnv for benchmarks, with the server's logs discarded.
+func newBenchEnv(tb testing.TB, opts ...envOption) *testEnv {
 	tb.Helper()
-	cfg := testConfig(tb.TempDir())
-	if o.cfg != nil {
-		o.cfg(&cfg)
-	}
-	ctx := context.Background()
-	e := &testEnv{cfg: cfg, logs: &syncBuffer{}}
-	log := slog.New(slog.DiscardHandler)
-
-	db, err := ledger.Open(ctx, cfg.DB, ledger.WithMigrations("approvals", approvals.Migrations), ledger.WithLogger(log))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	e.db = db
-	tb.Cleanup(func() { _ = db.Close() })
-
-	if e.az, err = authz.NewClient(ctx, pdpAddr(tb)); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = e.az.Close() })
-
-	if e.sb, err = sandbox.New(sandbox.Options{}); err != nil {
-		tb.Fatal(err)
-	}
-	e.sbHTTP = httptest.NewServer(e.sb)
-	tb.Cleanup(e.sbHTTP.Close)
-	tb.Cleanup(e.sb.Close)
-
-	deps := Deps{DB: db, Authz: e.az, Logger: log, Version: "bench"}
-	deps.Cloudflare.APIBase = e.sbHTTP.URL + sandbox.APIPrefix
-	deps.Cloudflare.AccountID = e.sb.AccountID()
-	deps.Cloudflare.ParentToken = e.sb.ParentToken()
-	if o.slack {
-		e.slack = slacktest.NewTestServer()
-		e.slack.Start()
-		tb.Cleanup(e.slack.Stop)
-		e.secret = "8f742231b10e8888abcd99yyyzzz85a5"
-		deps.Slack = slack.New("xoxb-test-token", slack.OptionAPIURL(e.slack.GetAPIURL()))
-		deps.SlackSigningSecret = e.secret
-	}
-	if e.srv, err = New(cfg, deps); err != nil {
-		tb.Fatal(err)
-	}
-	if err := e.srv.Start(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(e.srv.Close)
-	return e
+	return newEnv(tb, append([]envOption{withQuietLogs()}, opts...)...)
 }
 
 // benchInProcessClient is an initialised mcp-go client on the server, in process.
@@ -234,7 +173,7 @@ var benchEstimateArgs = map[string]map[string]any{
 // result's JSON. register_domain adds a live quote under a minted token;
 // deploy_worker prices from the configured book.
 func BenchmarkEstimateCostInProcess(b *testing.B) {
-	e := newBenchEnv(b, benchEnvOptions{})
+	e := newBenchEnv(b)
 	c := benchInProcessClient(b, e)
 	ctx := e.ctxAs(webBot)
 	for _, action := range []string{"register_domain", "deploy_worker"} {
@@ -261,7 +200,7 @@ func BenchmarkEstimateCostInProcess(b *testing.B) {
 // each its own MCP session and connection, against httptest.NewServer on the
 // server's real handler (auth none, Host/Origin checks, audit middleware).
 func BenchmarkEstimateCostStreamableHTTP(b *testing.B) {
-	e := newBenchEnv(b, benchEnvOptions{})
+	e := newBenchEnv(b)
 	hs := httptest.NewServer(e.srv.Handler())
 	b.Cleanup(hs.Close)
 	args := benchEstimateArgs["register_domain"]
@@ -325,7 +264,7 @@ func BenchmarkEstimateCostStreamableHTTP(b *testing.B) {
 //	check_batch        that CheckBatch alone
 //	checks_one_by_one  the same 20 decisions as 20 Checks, what batching saves
 func BenchmarkPolicyCheckOverhead(b *testing.B) {
-	e := newBenchEnv(b, benchEnvOptions{cfg: func(c *Config) { c.Approvals.Wait = 0 }})
+	e := newBenchEnv(b, withConfig(func(c *Config) { c.Approvals.Wait = 0 }))
 	c := benchInProcessClient(b, e)
 	ctx := e.ctxAs(webBot)
 	const page = 20
@@ -561,7 +500,7 @@ type benchClickRig struct {
 
 func newBenchClickRig(b *testing.B) *benchClickRig {
 	b.Helper()
-	e := newBenchEnv(b, benchEnvOptions{slack: true, cfg: func(c *Config) { c.Approvals.Wait = 30 * time.Second }})
+	e := newBenchEnv(b, withSlack(), withConfig(func(c *Config) { c.Approvals.Wait = 30 * time.Second }))
 	r := &benchClickRig{e: e, http: httptest.NewServer(e.srv.Handler())}
 	b.Cleanup(r.http.Close)
 	r.mcp = benchHTTPClient(b, r.http.URL+"/mcp")
@@ -658,7 +597,7 @@ func (r *benchClickRig) postClick(body, ts, sig string) (*http.Response, error) 
 // Reusing a session across executions is not available by design, so the
 // overhead is with_session against preview_deploy.
 func BenchmarkExecutionTokenOverhead(b *testing.B) {
-	e := newBenchEnv(b, benchEnvOptions{})
+	e := newBenchEnv(b)
 	ctx := context.Background()
 	b.Run("mint_revoke", func(b *testing.B) {
 		var lat benchLatencies

@@ -93,17 +93,16 @@ func testConfig(dir string) Config {
 }
 
 type testEnv struct {
-	t       *testing.T
-	cfg     Config
-	db      *ledger.DB
-	sb      *sandbox.Sandbox
-	sbHTTP  *httptest.Server
-	srv     *Server
-	az      *authz.Client
-	slack   *slacktest.Server
-	secret  string
-	logs    *syncBuffer
-	started bool
+	t      testing.TB
+	cfg    Config
+	db     *ledger.DB
+	sb     *sandbox.Sandbox
+	sbHTTP *httptest.Server
+	srv    *Server
+	az     *authz.Client
+	slack  *slacktest.Server
+	secret string
+	logs   *syncBuffer
 }
 
 type envOption func(*envOptions)
@@ -115,7 +114,7 @@ type envOptions struct {
 	pdpAddr  string
 	cfg      func(*Config)
 	slack    bool
-	noStart  bool
+	quiet    bool
 	sbOpts   sandbox.Options
 	ledgerOp []ledger.Option
 	// clock, slackBinders and sbWrap: see withClock, withSlackBinders, withSandboxHandler.
@@ -127,7 +126,10 @@ type envOptions struct {
 }
 
 func withConfig(f func(*Config)) envOption { return func(o *envOptions) { o.cfg = f } }
-func withSlack() envOption                 { return func(o *envOptions) { o.slack = true } }
+
+// withQuietLogs discards the server's logs (benchmarks).
+func withQuietLogs() envOption { return func(o *envOptions) { o.quiet = true } }
+func withSlack() envOption     { return func(o *envOptions) { o.slack = true } }
 func withSandbox(so sandbox.Options) envOption {
 	return func(o *envOptions) { o.sbOpts = so }
 }
@@ -192,7 +194,7 @@ func (c *manualClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-func newEnv(t *testing.T, opts ...envOption) *testEnv {
+func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
 	var o envOptions
 	for _, f := range opts {
@@ -206,6 +208,9 @@ func newEnv(t *testing.T, opts ...envOption) *testEnv {
 	ctx := context.Background()
 	e := &testEnv{t: t, cfg: cfg, logs: &syncBuffer{}}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if o.quiet {
+		log = slog.New(slog.DiscardHandler)
+	}
 
 	db, err := ledger.Open(ctx, cfg.DB, append([]ledger.Option{ledger.WithMigrations("approvals", approvals.Migrations), ledger.WithLogger(log)}, o.ledgerOp...)...)
 	if err != nil {

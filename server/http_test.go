@@ -690,7 +690,7 @@ func TestConfigRefusesAnOpenListenerWithoutProtection(t *testing.T) {
 // token (each refusal also appends an auth.rejected audit event).
 func BenchmarkHTTPBearerAuth(b *testing.B) {
 	run := func(b *testing.B, auth string, header func(good string) string, wantStatus int) {
-		e := newBenchEnv(b, benchEnvOptions{cfg: func(c *Config) { c.Auth = auth }})
+		e := newBenchEnv(b, withConfig(func(c *Config) { c.Auth = auth }))
 		good := ""
 		if auth == "tokens" {
 			var err error

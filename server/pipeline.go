@@ -265,7 +265,7 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 	p.watch.notify(op.ID)
 
 	start := time.Now()
-	op, err = p.db.Reserve(ctx, ledger.ReserveRequest{
+	reserved, err := p.db.Reserve(ctx, ledger.ReserveRequest{
 		OperationID: op.ID, Agent: pr.Name, Team: pr.Team, Action: m.Name(),
 		Amount: plan.Amount, Commitment: plan.Commitment,
 	})
@@ -294,7 +294,7 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 	}
 
 	if need.Required {
-		p.requestApproval(ctx, op, plan, dec, need, pr, ci)
+		p.requestApproval(ctx, reserved, plan, dec, need, pr, ci)
 		return
 	}
 	if _, err := p.db.Transition(ctx, op.ID, ledger.StateApproved, ledger.TransitionOpts{
@@ -339,10 +339,9 @@ func (p *Pipeline) approvalNeed(m tools.Mutation, args json.RawMessage, plan too
 
 func (p *Pipeline) requestApproval(ctx context.Context, op ledger.Operation, plan tools.Plan, d authz.Decision, need approvalNeed, pr Principal, ci ledger.ClientInfo) {
 	expires := p.now().Add(p.cfg.Approvals.Expiry)
-	op, err := p.db.Transition(ctx, op.ID, ledger.StateAwaitingApproval, ledger.TransitionOpts{
+	if _, err := p.db.Transition(ctx, op.ID, ledger.StateAwaitingApproval, ledger.TransitionOpts{
 		From: []ledger.State{ledger.StateReserved}, ExpiresAt: &expires, Actor: "system",
-	})
-	if err != nil {
+	}); err != nil {
 		p.internal(ctx, op.ID, "await approval", err)
 		return
 	}
@@ -497,7 +496,9 @@ func (p *Pipeline) execute(ctx context.Context, id string) {
 		return nil
 	})
 	if !started {
-		p.release(ctx, id, ledger.StateFailed, "token_unavailable", "could not start the execution: "+errString(err))
+		// Only from approved: if the transition lost a race, the Operation
+		// is someone else's to finish.
+		p.releaseIf(ctx, id, []ledger.State{ledger.StateApproved}, ledger.StateFailed, "token_unavailable", "could not start the execution: "+errString(err))
 		p.finish(ctx, req.ID, "Not executed: "+errString(err))
 		return
 	}

@@ -343,6 +343,8 @@ func TestInspectorCLI(t *testing.T) {
 // must pass with no failure or warning. The rest of the suite exercises
 // features and fixture tools tollgate does not have, which
 // testdata/conformance-baseline.yaml lists with the reason for each.
+var interopTimestamp = regexp.MustCompile(`-\d{4}-\d{2}-\d{2}T.*$`)
+
 var interopMustPass = []string{"server-initialize", "ping", "tools-list", "server-sse-multiple-streams", "dns-rebinding-protection"}
 
 // TestConformanceSuite runs the MCP conformance suite's server scenarios
@@ -382,10 +384,9 @@ func TestConformanceSuite(t *testing.T) {
 		if err := json.Unmarshal(raw, &checks); err != nil {
 			t.Fatalf("%s/checks.json: %v", d.Name(), err)
 		}
-		name := strings.TrimPrefix(d.Name(), "server-")
-		if i := strings.LastIndex(name, "-20"); i > 0 { // strip the timestamp suffix
-			name = name[:i]
-		}
+		// Strip the run's timestamp suffix (-2026-11-22T01-20-…); its
+		// minutes may themselves read "-20", so match the whole date.
+		name := interopTimestamp.ReplaceAllString(strings.TrimPrefix(d.Name(), "server-"), "")
 		results[name] = append(results[name], checks...)
 	}
 	for _, sc := range interopMustPass {
