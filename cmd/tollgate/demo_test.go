@@ -1,0 +1,51 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemoRunsEndToEnd keeps the showcase honest: `tollgate demo` must walk
+// through every step against the real parts and end with an intact chain.
+func TestDemoRunsEndToEnd(t *testing.T) {
+	t.Parallel()
+	bin := tollgateBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	policies, err := filepath.Abs(filepath.Join("..", "..", "cerbos-policies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, bin, "demo", "--dir", t.TempDir())
+	cmd.Env = append(cmd.Environ(), "TOLLGATE_POLICIES="+policies)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("tollgate demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"registrable=true",                                    // check_domain
+		"extension .xyz is not on the allowlist",              // a policy deny
+		"waiting for a human approver",                        // the call pauses
+		"approved by bob",                                     // the local approver
+		"status=succeeded  resource=domain:tollgate-demo.dev", // the registration
+		"same call as operation",                              // idempotency
+		"web-hello-preview.tollgate-sandbox.workers.dev",      // preview deploy
+		"resource=worker_script:web-hello  quote=5.00 USD",    // the monthly commitment
+		"budget_exceeded",                                     // the budget rail
+		"agents may register for at most 5 years",             // the policy rail
+		"audit chain intact",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("demo output:\n%s", out)
+	}
+}
