@@ -234,6 +234,12 @@ func (s *Service) ApproverForOSUser(user string) (Approver, bool) {
 	return a, ok
 }
 
+// ApproverByName returns the configured approver with this name.
+func (s *Service) ApproverByName(name string) (Approver, bool) {
+	a, ok := s.byName[strings.ToLower(name)]
+	return a, ok
+}
+
 // newRequestID returns "apr_" + 26 lower-case base32 characters (128 random bits).
 func newRequestID() string {
 	var b [16]byte

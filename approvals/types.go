@@ -58,56 +58,59 @@ const (
 
 // Approver is a human who may vote, mapped from config.
 type Approver struct {
-	Name        string   // principal id for Cerbos and the audit trail
-	SlackUserID string   // Slack user id ("U…"), "" if the approver uses the CLI only
-	OSUser      string   // local OS user for the CLI approver, "" = Name
-	Roles       []string // Cerbos roles, e.g. approver, finance_approver
+	Name        string   `json:"name"`                    // principal id for Cerbos and the audit trail
+	SlackUserID string   `json:"slack_user_id,omitempty"` // Slack user id ("U…"), "" if the approver uses the CLI only
+	OSUser      string   `json:"os_user,omitempty"`       // local OS user for the CLI approver, "" = Name
+	Roles       []string `json:"roles"`                   // Cerbos roles, e.g. approver, finance_approver
 }
 
 // Field is one normalised argument, shown in order.
-type Field struct{ Label, Value string }
+type Field struct {
+	Label string `json:"label"`
+	Value string `json:"value"`
+}
 
 // Module describes a Worker module without its source.
 type Module struct {
-	Name       string
-	Size       int
-	SHA256     string
-	FirstLines string
+	Name       string `json:"name"`
+	Size       int    `json:"size"`
+	SHA256     string `json:"sha256"`
+	FirstLines string `json:"first_lines"`
 }
 
 // Request is one approval request, bound to one Operation's exact arguments
 // (ArgsHash) and maximum amount (AmountMicros, Currency).
 type Request struct {
-	ID            string // "apr_" + random; filled by Service.Request when empty
-	OperationID   string
-	Tool          string // register_domain | deploy_worker | any tool a policy sends for approval
-	Agent         string
-	Team          string
-	Owner         string // the human accountable for the agent (an approver name); may never vote on it
-	Client        string // "claude-code 1.2.3 (session abc)"
-	Summary       string // one line: "Register example.dev for 1 year"
-	Args          []Field
-	Module        *Module
-	AmountMicros  int64 // the bound maximum, integer micro-units
-	Currency      string
-	AmountText    string   // "8.57 USD"; derived from AmountMicros when empty
-	Headroom      []string // "team:web day — 16.43 USD left of 25.00 USD"
-	Reason        string   // the agent's stated reason
-	Policy        string   // the policy decision in words
-	ArgsHash      string   // hash of the normalised arguments
-	Irreversible  bool
-	Quorum        int    // distinct approvers required; 0 means 1
-	State         string // pending | approved | denied | expired | cancelled
-	Consumed      bool   // single use: set by Consume
-	ConsumedAt    time.Time
-	DecidedReason string
-	DecidedAt     time.Time // zero while pending
-	Votes         []Vote
-	CreatedAt     time.Time
-	ExpiresAt     time.Time
-	SlackChannel  string
-	SlackTS       string
-	ResultText    string // execution outcome shown on the message
+	ID            string    `json:"id"` // "apr_" + random; filled by Service.Request when empty
+	OperationID   string    `json:"operation_id"`
+	Tool          string    `json:"tool"` // register_domain | deploy_worker | any tool a policy sends for approval
+	Agent         string    `json:"agent"`
+	Team          string    `json:"team"`
+	Owner         string    `json:"owner,omitempty"` // the human accountable for the agent (an approver name); may never vote on it
+	Client        string    `json:"client"`          // "claude-code 1.2.3 (session abc)"
+	Summary       string    `json:"summary"`         // one line: "Register example.dev for 1 year"
+	Args          []Field   `json:"args"`
+	Module        *Module   `json:"module,omitempty"`
+	AmountMicros  int64     `json:"amount_micros"` // the bound maximum, integer micro-units
+	Currency      string    `json:"currency"`
+	AmountText    string    `json:"amount_text"` // "8.57 USD"; derived from AmountMicros when empty
+	Headroom      []string  `json:"headroom"`    // "team:web day — 16.43 USD left of 25.00 USD"
+	Reason        string    `json:"reason"`      // the agent's stated reason
+	Policy        string    `json:"policy"`      // the policy decision in words
+	ArgsHash      string    `json:"args_hash"`   // hash of the normalised arguments
+	Irreversible  bool      `json:"irreversible"`
+	Quorum        int       `json:"quorum"`   // distinct approvers required; 0 means 1
+	State         string    `json:"state"`    // pending | approved | denied | expired | cancelled
+	Consumed      bool      `json:"consumed"` // single use: set by Consume
+	ConsumedAt    time.Time `json:"consumed_at,omitzero"`
+	DecidedReason string    `json:"decided_reason,omitempty"`
+	DecidedAt     time.Time `json:"decided_at,omitzero"` // zero while pending
+	Votes         []Vote    `json:"votes"`
+	CreatedAt     time.Time `json:"created_at"`
+	ExpiresAt     time.Time `json:"expires_at"`
+	SlackChannel  string    `json:"slack_channel,omitempty"`
+	SlackTS       string    `json:"slack_ts,omitempty"`
+	ResultText    string    `json:"result_text,omitempty"` // execution outcome shown on the message
 }
 
 // Approvals counts the distinct approve votes.
@@ -123,12 +126,12 @@ func (r Request) Approvals() int {
 
 // Vote is one accepted vote.
 type Vote struct {
-	Approver    string
-	SlackUserID string
-	Via         string // slack | socket | cli
-	Outcome     string // approve | deny
-	Reason      string
-	At          time.Time
+	Approver    string    `json:"approver"`
+	SlackUserID string    `json:"slack_user_id,omitempty"`
+	Via         string    `json:"via"`     // slack | socket | cli
+	Outcome     string    `json:"outcome"` // approve | deny
+	Reason      string    `json:"reason,omitempty"`
+	At          time.Time `json:"at"`
 }
 
 // VoteInput asks Decide to record a vote. The voter is named by SlackUserID (Slack

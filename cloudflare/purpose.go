@@ -62,6 +62,7 @@ var operationPurposes = map[string][]Purpose{
 	"check domains":    {PurposeQuote, PurposeRegister},
 	"register":         {PurposeRegister},
 	"get registration": {PurposeRegister, PurposeInspect},
+	"workflow status":  {PurposeRegister, PurposeInspect},
 	"deploy worker":    {PurposeDeploy},
 	"get worker":       {PurposeDeploy, PurposeInspect},
 }

@@ -246,6 +246,12 @@ func (s *Session) Register(ctx context.Context, p RegisterParams) (*Registration
 	for !ws.Completed && ws.State != registrar.WorkflowStatusStateActionRequired {
 		s.b.log.LogAttrs(ctx, slog.LevelDebug, "registration workflow pending",
 			slog.String(logDomain, domain), slog.String(logState, string(ws.State)), slog.Duration(logWait, interval))
+		// The session's token expires in minutes: stop before it does, and
+		// leave the outcome to reconciliation rather than let a refused poll
+		// look like a refusal of the registration itself.
+		if !s.b.cfg.Clock().Add(interval + pollTokenMargin).Before(s.ExpiresAt) {
+			return nil, fmt.Errorf("%s %s: workflow still %s when the operation's token was about to expire: %w", op, domain, ws.State, ErrInDoubt)
+		}
 		if err := sleep(ctx, interval); err != nil {
 			return nil, fmt.Errorf("%s %s: workflow %s when polling stopped: %w: %w", op, domain, ws.State, ErrInDoubt, err)
 		}
@@ -271,6 +277,10 @@ func (s *Session) Register(ctx context.Context, p RegisterParams) (*Registration
 	}
 	return s.registrationFromWorkflow(ctx, svc, domain, ws), nil
 }
+
+// pollTokenMargin is how much token lifetime a registration poll leaves
+// unused, so the last poll is never refused for an expired token.
+const pollTokenMargin = 30 * time.Second
 
 // checkSelfLink logs when links.self is not this domain's
 // registration-status. The link is never requested as given: polling uses
@@ -379,6 +389,32 @@ func (s *Session) GetRegistration(ctx context.Context, domain string) (*Registra
 	out := &Registration{}
 	fillRegistration(out, reg)
 	return out, nil
+}
+
+// Workflow is a registration workflow as reconciliation needs it.
+type Workflow struct {
+	// State is pending, in_progress, action_required, blocked, succeeded or failed.
+	State     string
+	Completed bool
+}
+
+// RegistrationWorkflow returns a domain's registration workflow, for
+// reconciling a registration that was still pending. Missing → ErrNotFound.
+// Needs PurposeRegister or PurposeInspect.
+func (s *Session) RegistrationWorkflow(ctx context.Context, domain string) (*Workflow, error) {
+	const op = "workflow status"
+	if err := s.ready(op); err != nil {
+		return nil, err
+	}
+	domain = canonical(domain)
+	if domain == "" {
+		return nil, fmt.Errorf("%s: domain is empty; give a fully qualified name such as example.com", op)
+	}
+	ws, err := s.pollStatus(ctx, registrar.NewRegistrarService(s.opts()...), domain)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", op, domain, err)
+	}
+	return &Workflow{State: string(ws.State), Completed: ws.Completed}, nil
 }
 
 // DeployParams is one Worker upload.

@@ -85,7 +85,19 @@ func approvalAuthorizer(az *authz.Client) approvals.Authorizer {
 }
 
 func approvalAudit(db *ledger.DB) approvals.AuditFunc {
+	// Unsigned requests to /slack/interactions are audited, but anyone can
+	// send them: past the rate only their number is recorded.
+	var forged rateLimit
 	return func(ctx context.Context, tx *sql.Tx, typ, actor, opID string, data map[string]any) error {
+		if typ == approvals.EventSlackRejected {
+			ok, skipped := forged.allow(time.Now())
+			if !ok {
+				return nil
+			}
+			if skipped > 0 {
+				data["unaudited_before"] = skipped
+			}
+		}
 		e := ledger.NewEvent(typ, actor, opID, data)
 		if tx != nil {
 			return db.AppendTx(ctx, tx, e)
@@ -109,15 +121,20 @@ func Freeze(ctx context.Context, db *ledger.DB, ap *approvals.Service, scope led
 		q.Team = team
 	}
 	var cancelled []string
+	var errs []error
 	for {
 		ops, next, err := db.ListOperations(ctx, q)
 		if err != nil {
-			return cancelled, fmt.Errorf("list operations to cancel: %w", err)
+			return cancelled, errors.Join(append(errs, fmt.Errorf("list operations to cancel: %w", err))...)
 		}
 		for _, op := range ops {
+			// The kill switch goes on through every operation: a request that
+			// expired or was decided meanwhile does not stop the rest.
 			if req, err := ap.ByOperation(ctx, op.ID); err == nil && req.State == approvals.StatePending {
-				if err := ap.Cancel(ctx, req.ID, "frozen: "+reason, by); err != nil && !errors.Is(err, approvals.ErrAlreadyDecided) {
-					return cancelled, fmt.Errorf("cancel approval %s: %w", req.ID, err)
+				if err := ap.Cancel(ctx, req.ID, "frozen: "+reason, by); err != nil &&
+					!errors.Is(err, approvals.ErrAlreadyDecided) && !errors.Is(err, approvals.ErrExpired) &&
+					!errors.Is(err, approvals.ErrCancelled) && !errors.Is(err, approvals.ErrNotFound) {
+					errs = append(errs, fmt.Errorf("cancel approval %s: %w", req.ID, err))
 				}
 			}
 			_, err := db.ReleaseFrom(ctx, op.ID, q.States, ledger.StateCancelled, "frozen", fmt.Sprintf("%s was frozen by %s: %s", scope, by, reason))
@@ -125,12 +142,13 @@ func Freeze(ctx context.Context, db *ledger.DB, ap *approvals.Service, scope led
 				continue // it moved on (e.g. started executing) meanwhile
 			}
 			if err != nil {
-				return cancelled, fmt.Errorf("cancel %s: %w", op.ID, err)
+				errs = append(errs, fmt.Errorf("cancel %s: %w", op.ID, err))
+				continue
 			}
 			cancelled = append(cancelled, op.ID)
 		}
 		if next == "" {
-			return cancelled, nil
+			return cancelled, errors.Join(errs...)
 		}
 		q.Cursor = next
 	}

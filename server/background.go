@@ -197,8 +197,19 @@ func (p *Pipeline) releaseStale(ctx context.Context) {
 	}
 }
 
+// pollInDoubt reconciles in_doubt Operations off the loop (a slow
+// Cloudflare must not stall approvals and releases), one pass per
+// Operation at a time.
 func (p *Pipeline) pollInDoubt(ctx context.Context) {
-	p.eachOperation(ctx, ledger.StateInDoubt, func(op ledger.Operation) { p.reconcile(ctx, op.ID) })
+	p.eachOperation(ctx, ledger.StateInDoubt, func(op ledger.Operation) {
+		if _, busy := p.reconciling.LoadOrStore(op.ID, struct{}{}); busy {
+			return
+		}
+		p.goRun(func(ctx context.Context) {
+			defer p.reconciling.Delete(op.ID)
+			p.reconcile(ctx, op.ID)
+		})
+	})
 }
 
 func (p *Pipeline) eachOperation(ctx context.Context, st ledger.State, fn func(ledger.Operation)) {

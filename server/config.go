@@ -63,6 +63,10 @@ type Config struct {
 type TLSConfig struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+	// ClientCA requires client certificates signed by this CA (PEM): the only
+	// way to serve auth none beyond loopback, since TLS alone says nothing
+	// about who connects.
+	ClientCA string `yaml:"client_ca"`
 }
 
 // CerbosConfig selects the PDP: a managed local one (Addr empty) or an external one.
@@ -169,6 +173,10 @@ type AutoFreezeConfig struct {
 	Within time.Duration `yaml:"within"`
 }
 
+// ReservedAttributes are principal attributes tollgate sets itself; an
+// agent's free-form attributes may not name them.
+var ReservedAttributes = []string{"team", "owner", "transport", "client_name", "client_version", "session_id"}
+
 // DefaultAgent is the agent used when nothing is configured.
 const DefaultAgent = "local"
 
@@ -249,8 +257,11 @@ func (c Config) Validate() error {
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		add("tls: set both cert and key, or neither")
 	}
-	if c.Transport != "stdio" && c.Auth == "none" && !IsLoopback(c.Listen) && c.TLS.Cert == "" {
-		add("listen %q is not loopback: serving it without agent tokens and without TLS would let anyone on the network spend; use --auth tokens or --tls-cert/--tls-key", c.Listen)
+	if c.Transport != "stdio" && c.Auth == "none" && !IsLoopback(c.Listen) && (c.TLS.Cert == "" || c.TLS.ClientCA == "") {
+		add("listen %q is not loopback: serving it without agent tokens would let anyone on the network spend; use --auth tokens, or TLS with client certificates (--tls-cert, --tls-key and --tls-client-ca)", c.Listen)
+	}
+	if c.TLS.ClientCA != "" && c.TLS.Cert == "" {
+		add("tls.client_ca needs tls.cert and tls.key")
 	}
 	if c.DB == "" {
 		add("db: a SQLite file path is required")
@@ -269,6 +280,11 @@ func (c Config) Validate() error {
 		}
 		if len(a.Roles) == 0 {
 			add("agents[%d] %q: at least one role is required", i, a.Name)
+		}
+		for k := range a.Attributes {
+			if slices.Contains(ReservedAttributes, k) {
+				add("agents[%d] %q: attribute %q is set by tollgate itself (from team, owner or the MCP session); remove it", i, a.Name, k)
+			}
 		}
 	}
 	if c.Agent != "" && !seen[c.Agent] {

@@ -3,12 +3,14 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -269,6 +271,18 @@ func (s *Server) ListenAndServe(ctx context.Context, ln net.Listener) error {
 	}
 	if s.cfg.TLS.Cert != "" {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		if s.cfg.TLS.ClientCA != "" {
+			pem, err := os.ReadFile(s.cfg.TLS.ClientCA)
+			if err != nil {
+				return fmt.Errorf("read client CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("client CA %s holds no PEM certificate", s.cfg.TLS.ClientCA)
+			}
+			srv.TLSConfig.ClientCAs = pool
+			srv.TLSConfig.ClientAuth = tls.RequireAndVerifyClientCert
+		}
 	}
 	errc := make(chan error, 1)
 	go func() {

@@ -632,27 +632,31 @@ func TestConfigRefusesAnOpenListenerWithoutProtection(t *testing.T) {
 		transport string
 		listen    string
 		auth      string
-		tls       bool
+		tls       string // "", "server" (cert only) or "mutual" (with a client CA)
 		wantErr   bool
 	}{
-		{"all interfaces, no auth, no tls", "http", "0.0.0.0:8787", "none", false, true},
-		{"lan address, no auth, no tls", "http", "192.168.1.10:8787", "none", false, true},
-		{"ipv6 any, no auth, no tls", "sse", "[::]:8787", "none", false, true},
-		{"empty host means every interface", "http", ":8787", "none", false, true},
-		{"all interfaces with tokens", "http", "0.0.0.0:8787", "tokens", false, false},
-		{"all interfaces with tls", "http", "0.0.0.0:8787", "none", true, false},
-		{"loopback, no auth", "http", "127.0.0.1:8787", "none", false, false},
-		{"localhost, no auth", "http", "localhost:8787", "none", false, false},
-		{"ipv6 loopback, no auth", "http", "[::1]:8787", "none", false, false},
-		{"stdio never listens", "stdio", "0.0.0.0:8787", "none", false, false},
+		{"all interfaces, no auth, no tls", "http", "0.0.0.0:8787", "none", "", true},
+		{"lan address, no auth, no tls", "http", "192.168.1.10:8787", "none", "", true},
+		{"ipv6 any, no auth, no tls", "sse", "[::]:8787", "none", "", true},
+		{"empty host means every interface", "http", ":8787", "none", "", true},
+		{"all interfaces with tokens", "http", "0.0.0.0:8787", "tokens", "", false},
+		{"all interfaces, server tls only: encrypts, does not authenticate", "http", "0.0.0.0:8787", "none", "server", true},
+		{"all interfaces with client certificates", "http", "0.0.0.0:8787", "none", "mutual", false},
+		{"loopback, no auth", "http", "127.0.0.1:8787", "none", "", false},
+		{"localhost, no auth", "http", "localhost:8787", "none", "", false},
+		{"ipv6 loopback, no auth", "http", "[::1]:8787", "none", "", false},
+		{"stdio never listens", "stdio", "0.0.0.0:8787", "none", "", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := testConfig(t.TempDir())
 			cfg.Transport, cfg.Listen, cfg.Auth = tc.transport, tc.listen, tc.auth
-			if tc.tls {
+			switch tc.tls {
+			case "server":
 				cfg.TLS = TLSConfig{Cert: "cert.pem", Key: "key.pem"}
+			case "mutual":
+				cfg.TLS = TLSConfig{Cert: "cert.pem", Key: "key.pem", ClientCA: "clients.pem"}
 			}
 			err := cfg.Validate()
 			if !tc.wantErr {
@@ -664,7 +668,7 @@ func TestConfigRefusesAnOpenListenerWithoutProtection(t *testing.T) {
 			if err == nil {
 				t.Fatal("Validate accepted an unprotected non-loopback listener")
 			}
-			for _, want := range []string{tc.listen, "not loopback", "--auth tokens", "--tls-cert"} {
+			for _, want := range []string{tc.listen, "not loopback", "--auth tokens", "--tls-client-ca"} {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("error %q does not mention %q", err, want)
 				}

@@ -42,6 +42,8 @@ type Pipeline struct {
 	// reserved → approval) is in progress in this process, so the stale
 	// sweep never takes one for a crash leftover.
 	running sync.Map
+	// reconciling holds the in_doubt Operations being reconciled.
+	reconciling sync.Map
 }
 
 var _ tools.Runner = (*Pipeline)(nil)
@@ -103,7 +105,7 @@ func (p *Pipeline) Authorize(ctx context.Context, res authz.Resource, action str
 // minted for it alone.
 func (p *Pipeline) Quote(ctx context.Context, domain string) (cloudflare.DomainCheck, error) {
 	var out cloudflare.DomainCheck
-	err := p.withSession(ctx, cloudflare.PurposeQuote, "", func(s *cloudflare.Session) error {
+	err := p.withSession(ctx, cloudflare.PurposeQuote, operationFrom(ctx), func(s *cloudflare.Session) error {
 		checks, err := s.CheckDomains(ctx, domain)
 		if err != nil {
 			return err
@@ -122,6 +124,19 @@ func (p *Pipeline) CommitmentRecorded(ctx context.Context, key string) (bool, er
 	return p.db.CommitmentRecorded(ctx, key)
 }
 
+type operationKey struct{}
+
+// withOperation marks ctx as working for an Operation, so what happens on
+// its behalf (the plan-time quote) lands in its audit story.
+func withOperation(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, operationKey{}, id)
+}
+
+func operationFrom(ctx context.Context) string {
+	id, _ := ctx.Value(operationKey{}).(string)
+	return id
+}
+
 // withSession mints a token for one purpose, audits it, runs fn, and deletes
 // the token, auditing that too. The token never outlives fn.
 func (p *Pipeline) withSession(ctx context.Context, purpose cloudflare.Purpose, opID string, fn func(*cloudflare.Session) error) error {
@@ -135,6 +150,7 @@ func (p *Pipeline) withSession(ctx context.Context, purpose cloudflare.Purpose, 
 	}
 	minted := ledger.NewEvent("token.minted", "system", opID, map[string]any{
 		"token_id": s.TokenID, "purpose": string(purpose), "expires_at": s.ExpiresAt,
+		"permission_groups": s.PermissionGroups, "resources": "this account only", "request_ip": p.cfg.Cloudflare.RequestIP,
 	})
 	if err := p.db.Append(ctx, minted); err != nil {
 		_ = s.Close(context.WithoutCancel(ctx))
@@ -203,6 +219,7 @@ func (p *Pipeline) goRun(fn func(ctx context.Context)) {
 
 // run moves a new Operation from planned as far as it can go without a human.
 func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutation, pr Principal, ci ledger.ClientInfo, blob []byte) {
+	ctx = withOperation(ctx, op.ID)
 	principal := pr.authzPrincipal(ci)
 	actor := pr.actor()
 	planned := []ledger.State{ledger.StatePlanned}
@@ -328,10 +345,13 @@ func (p *Pipeline) approvalNeed(m tools.Mutation, args json.RawMessage, plan too
 		n.Why = append(n.Why, pol.Why...)
 	}
 	for _, q := range p.quorum {
-		if plan.Amount.Currency == q.above.Currency && plan.Amount.Micros > q.above.Micros && q.approvers > n.Approvals {
+		// An amount in another currency cannot be compared without a rate,
+		// so the rule applies: fail closed.
+		above := plan.Amount.Currency != q.above.Currency || plan.Amount.Micros > q.above.Micros
+		if above && !plan.Amount.IsZero() && q.approvers > n.Approvals {
 			n.Required = true
 			n.Approvals = q.approvers
-			n.Why = append(n.Why, fmt.Sprintf("above %s needs %d approvers", q.above, q.approvers))
+			n.Why = append(n.Why, fmt.Sprintf("above %s (or in another currency) needs %d approvers", q.above, q.approvers))
 		}
 	}
 	return n
@@ -449,6 +469,16 @@ func (p *Pipeline) execute(ctx context.Context, id string) {
 		p.release(ctx, id, ledger.StateFailed, "unknown_tool", "no executor for "+op.Tool)
 		return
 	}
+	// A freeze that landed after the approval still stops the execution:
+	// nothing has reached Cloudflare yet.
+	if f, err := p.db.FrozenFor(ctx, op.Agent, op.Team); err != nil || f != nil {
+		msg := "freezes unreadable; refusing"
+		if f != nil {
+			msg = fmt.Sprintf("%s is frozen (%s): not executed", f.Scope, f.Reason)
+		}
+		p.releaseIf(ctx, id, []ledger.State{ledger.StateApproved}, ledger.StateCancelled, "frozen", msg)
+		return
+	}
 	req, err := p.approvals.ByOperation(ctx, id)
 	switch {
 	case err == nil:
@@ -539,8 +569,14 @@ func (p *Pipeline) executionFailed(ctx context.Context, op ledger.Operation, req
 	var te *tools.ToolError
 	var pc *tools.PriceChangedError
 	var api *cloudflare.APIError
+	var wf *cloudflare.WorkflowError
 	code := ""
 	switch {
+	case errors.Is(err, cloudflare.ErrInDoubt):
+		// May have acted, whatever else the error says (a refused status
+		// poll after an accepted registration): ask before releasing.
+	case errors.As(err, &wf) && wf.State == "failed":
+		code = "registry_rejected"
 	case errors.As(err, &pc):
 		code = "price_changed"
 	case errors.As(err, &te):
@@ -674,7 +710,7 @@ func describeState(op ledger.Operation) string {
 		if op.ExpiresAt != nil {
 			exp = " (expires " + op.ExpiresAt.UTC().Format(time.RFC3339) + ")"
 		}
-		return "waiting for a human approver in Slack" + exp
+		return "waiting for a human approver (Slack, or tollgate approvals approve)" + exp
 	case ledger.StateExecuting:
 		return "approved; executing at Cloudflare"
 	}
@@ -791,7 +827,10 @@ func (p *Pipeline) Operations(ctx context.Context, q tools.ListOperationsArgs) (
 	if err != nil {
 		return tools.OperationList{}, err
 	}
-	lq := ledger.OperationQuery{Agent: pr.Name, Cursor: q.Cursor, Limit: q.Limit}
+	lq := ledger.OperationQuery{Agent: pr.Name, Cursor: q.Cursor}
+	if q.Limit != nil {
+		lq.Limit = *q.Limit
+	}
 	if q.Status != "" {
 		lq.States = []ledger.State{ledger.State(q.Status)}
 	}

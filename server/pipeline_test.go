@@ -328,3 +328,63 @@ func TestProgressNotificationsWhileWaiting(t *testing.T) {
 		t.Fatalf("progress notifications %q do not say what the call waits for", joined)
 	}
 }
+
+// TestListOperationsPagesThroughTheTool pages through list_operations and
+// shows only the caller's own operations.
+func TestListOperationsPagesThroughTheTool(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.Approvals.Wait = 0 }))
+	for _, d := range []string{"page-one.dev", "page-two.dev", "page-three.dev"} {
+		e.call(webBot, "register_domain", registerArgs(d))
+	}
+	e.call(opsBot, "register_domain", registerArgs("not-yours.dev"))
+	first := structured[tools.OperationList](t, e.call(webBot, "list_operations", map[string]any{"limit": 2}))
+	if len(first.Operations) != 2 || first.NextCursor == "" {
+		t.Fatalf("first page %+v", first)
+	}
+	second := structured[tools.OperationList](t, e.call(webBot, "list_operations", map[string]any{"limit": 2, "cursor": first.NextCursor}))
+	if len(second.Operations) != 1 || second.NextCursor != "" {
+		t.Fatalf("second page %+v", second)
+	}
+	seen := map[string]bool{}
+	for _, op := range append(first.Operations, second.Operations...) {
+		if seen[op.OperationID] || op.Resource == "domain:not-yours.dev" {
+			t.Fatalf("duplicate or foreign operation %s %s", op.OperationID, op.Resource)
+		}
+		seen[op.OperationID] = true
+	}
+	bad := e.call(webBot, "list_operations", map[string]any{"cursor": "not-a-cursor"})
+	if !bad.IsError {
+		t.Fatalf("a bad cursor was accepted: %s", text(bad))
+	}
+	// Another agent's operation is "not found", not "forbidden".
+	theirs := structured[tools.OperationList](t, e.call(opsBot, "list_operations", map[string]any{})).Operations[0].OperationID
+	res := e.call(webBot, "get_operation", map[string]any{"operation_id": theirs})
+	if !res.IsError || !strings.Contains(text(res), "no operation") {
+		t.Fatalf("reading another agent's operation: %s", text(res))
+	}
+}
+
+// TestPriceDependentDenyOnlyReads: a refusal that needs the price (here the
+// 50 USD ceiling) costs one read-only quote and nothing else: no
+// registration, no token left alive.
+func TestPriceDependentDenyOnlyReads(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	res := e.call(webBot, "register_domain", map[string]any{"domain": "pricey.app", "years": 4, "reason": reason})
+	v := opView(t, res)
+	if v.Status != "denied" || !strings.Contains(v.Error, "above the per-registration ceiling") {
+		t.Fatalf("want a price-ceiling deny, got %+v", v)
+	}
+	for _, r := range e.sb.Requests() {
+		if strings.Contains(r.Path, "/registrar/registrations") {
+			t.Fatalf("a denied call reached the registration endpoint: %s %s", r.Method, r.Path)
+		}
+	}
+	for _, tok := range e.sb.LiveTokens() {
+		if strings.HasPrefix(tok.Name, "tollgate:") {
+			t.Fatalf("token %s outlived the quote", tok.Name)
+		}
+	}
+	requireEvents(t, e, v.OperationID, "token.minted", "cloudflare.request", "token.revoked", "policy.decision")
+}

@@ -61,10 +61,13 @@ func clientInfo(ctx context.Context, transport string) ledger.ClientInfo {
 // authzPrincipal is the Cerbos principal: roles and attributes from config or
 // the agent's credential; client name, version and session for audit.
 func (p Principal) authzPrincipal(ci ledger.ClientInfo) authz.Principal {
-	attr := map[string]any{"team": p.Team, "transport": p.Transport}
+	attr := map[string]any{}
 	for k, v := range p.Attributes {
 		attr[k] = v
 	}
+	// Identity comes from the agent record, never from free-form attributes.
+	attr["team"], attr["transport"] = p.Team, p.Transport
+	delete(attr, "owner")
 	if p.Owner != "" {
 		attr["owner"] = p.Owner
 	}

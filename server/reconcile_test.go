@@ -404,3 +404,60 @@ func TestRecoverStaleAfter(t *testing.T) {
 		t.Fatalf("audit chain: %+v %v", rep, err)
 	}
 }
+
+// TestRefusedStatusPollIsInDoubtNotFailed: a registration Cloudflare
+// accepted (202) whose status polls are then refused must not be released as
+// "rejected": the registration may still complete. It goes in_doubt and is
+// settled once reconciliation finds it.
+func TestRefusedStatusPollIsInDoubtNotFailed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withWebBudget())
+	v := opView(t, e.call(webBot, "register_domain", registerArgs("slow-launch.dev")))
+	e.sb.SetFaults(sandbox.Faults{RateLimitRate: 1, PathContains: "registration-status"})
+	e.approve(v.OperationID, "bob")
+	deadline := time.Now().Add(20 * time.Second)
+	for !passedThrough(t, e, v.OperationID, ledger.StateExecuting, ledger.StateInDoubt) {
+		if op, _ := e.db.Operation(context.Background(), v.OperationID); op.State == ledger.StateFailed {
+			t.Fatalf("released as %s: %s, although Cloudflare accepted the registration", op.ErrorCode, op.Error)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("never went in_doubt")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.sb.SetFaults(sandbox.Faults{})
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		e.srv.Pipeline().pollInDoubt(context.Background())
+		op, _ := e.db.Operation(context.Background(), v.OperationID)
+		if op.State == ledger.StateSucceeded {
+			if op.Charged == nil || op.Charged.Micros != 12_180_000 {
+				t.Fatalf("charged %+v", op.Charged)
+			}
+			return
+		}
+		if op.State.Terminal() || time.Now().After(deadline) {
+			t.Fatalf("ended %s (%s: %s), want succeeded once the registration is active", op.State, op.ErrorCode, op.Error)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestWorkersDevFailureAfterUploadStillSettles: the code went live, so the
+// deploy is settled as a success with a warning, never released as failed.
+func TestWorkersDevFailureAfterUploadStillSettles(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.sb.SetFaults(sandbox.Faults{RateLimitRate: 1, PathContains: "/subdomain", Method: "POST"})
+	res := e.call(webBot, "deploy_worker", map[string]any{
+		"script_name": "web-partial", "module": okModule, "compatibility_date": "2025-01-01",
+		"environment": "preview", "reason": reason,
+	})
+	v := opView(t, res)
+	if v.Status != "succeeded" || !strings.Contains(string(v.Result), "workers.dev URL could not be enabled") {
+		t.Fatalf("want a success carrying a warning, got %s %s: %s", v.Status, v.Error, v.Result)
+	}
+	if scripts := e.sb.Scripts(); len(scripts) != 1 || scripts[0].Name != "web-partial-preview" {
+		t.Fatalf("sandbox scripts %+v", scripts)
+	}
+}

@@ -183,6 +183,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.applyConfig(ctx); err != nil {
 		return err
 	}
+	if err := s.approvals.PublishApprovers(ctx); err != nil {
+		return err
+	}
 	if err := s.pipe.recover(ctx, staleAfter); err != nil {
 		return err
 	}

@@ -67,6 +67,7 @@ type DeployResult struct {
 	URL          string    `json:"url,omitempty"`
 	ModifiedOn   time.Time `json:"modified_on,omitzero"`
 	ModuleSHA256 string    `json:"module_sha256"`
+	Warning      string    `json:"warning,omitempty" jsonschema:"something that went wrong after the code went live"`
 }
 
 // DeployWorker is the deploy_worker tool. Production deploys always wait for
@@ -123,6 +124,11 @@ func (m deployWorker) normalize(raw json.RawMessage, estimate bool, now time.Tim
 	case "preview", "production":
 	default:
 		errs = append(errs, inputErr("environment", strings.Join(environmentSet, " or "), "%q is not an environment", truncate(env, 40)))
+	}
+	if strings.HasSuffix(name, previewSuffix) {
+		// <name>-preview is where previews of <name> live: a Worker of that
+		// name could be overwritten by a preview, without approval.
+		errs = append(errs, inputErr("script_name", "a name not ending in -preview (previews of NAME are deployed as NAME-preview)", "%q ends in %s", name, previewSuffix))
 	}
 	deployed := name
 	if env == "preview" {
@@ -292,16 +298,25 @@ func (m deployWorker) Execute(ctx context.Context, s *cloudflare.Session, in Exe
 		ScriptName: a.DeployedName, Module: in.Blob, ModuleName: moduleName,
 		CompatibilityDate: a.CompatibilityDate, WorkersDev: a.Environment == "preview",
 	})
-	if err != nil {
+	warning := ""
+	switch {
+	case err != nil && dep != nil:
+		// The code is live; only the workers.dev route failed. That is a
+		// deploy that happened, and must be settled as one.
+		warning = "uploaded, but the workers.dev URL could not be enabled: " + err.Error()
+	case err != nil:
 		return Outcome{}, err
 	}
 	res := DeployResult{
 		ScriptName: a.ScriptName, DeployedName: dep.ScriptName, Environment: a.Environment,
-		Etag: dep.Etag, URL: dep.URL, ModifiedOn: dep.ModifiedOn, ModuleSHA256: a.ModuleSHA256,
+		Etag: dep.Etag, URL: dep.URL, ModifiedOn: dep.ModifiedOn, ModuleSHA256: a.ModuleSHA256, Warning: warning,
 	}
 	summary := fmt.Sprintf("Deployed %s (etag %s)", dep.ScriptName, truncate(dep.Etag, 16))
 	if dep.URL != "" {
 		summary += " at " + dep.URL
+	}
+	if warning != "" {
+		summary += "; " + warning
 	}
 	return Outcome{Result: res, Charged: in.MaxAmount, Summary: summary}, nil
 }

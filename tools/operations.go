@@ -172,13 +172,16 @@ func GetOperation(r Runner, cfg Config) Tool {
 	})}
 }
 
-const listOperationsName = "list_operations"
+const (
+	listOperationsName = "list_operations"
+	defaultPageSize    = 20
+)
 
 // ListOperationsArgs are the arguments of list_operations.
 type ListOperationsArgs struct {
 	Status string `json:"status,omitempty" jsonschema:"only operations in this state"`
 	Cursor string `json:"cursor,omitempty" jsonschema:"next_cursor from the previous page"`
-	Limit  int    `json:"limit,omitempty" jsonschema:"page size"`
+	Limit  *int   `json:"limit,omitempty" jsonschema:"page size"`
 }
 
 var operationStates = []any{"planned", "authorized", "reserved", "awaiting_approval", "approved", "executing", "succeeded", "failed", "denied", "expired", "cancelled", "in_doubt"}
@@ -192,6 +195,7 @@ func ListOperations(r Runner) Tool {
 			"awaiting_approval. Read-only."),
 		withInput[ListOperationsArgs](func(p map[string]*jsonschema.Schema) {
 			p["status"].Enum = operationStates
+			p["limit"].Type, p["limit"].Types = "integer", nil
 			p["limit"].Minimum, p["limit"].Maximum = ptr(1.0), ptr(100.0)
 			p["limit"].Default = json.RawMessage("20")
 			p["cursor"].MaxLength = ptr(200)
@@ -207,17 +211,16 @@ func ListOperations(r Runner) Tool {
 		if a.Status != "" && !slices.Contains(operationStates, any(a.Status)) {
 			errs = append(errs, inputErr("status", "one of planned, authorized, reserved, awaiting_approval, approved, executing, succeeded, failed, denied, expired, cancelled, in_doubt", "%q is not a state", truncate(a.Status, 40)))
 		}
-		if a.Limit < 0 || a.Limit > 100 {
-			errs = append(errs, inputErr("limit", "1 to 100", "%d is out of range", a.Limit))
+		if a.Limit == nil {
+			a.Limit = ptr(defaultPageSize)
+		} else if *a.Limit < 1 || *a.Limit > 100 {
+			errs = append(errs, inputErr("limit", "1 to 100", "%d is out of range", *a.Limit))
 		}
 		if len(a.Cursor) > 200 {
 			errs = append(errs, inputErr("cursor", "the next_cursor of a previous page", "is too long"))
 		}
 		if len(errs) > 0 {
 			return OperationList{}, errs
-		}
-		if a.Limit == 0 {
-			a.Limit = 20
 		}
 		return r.Operations(ctx, a)
 	})}

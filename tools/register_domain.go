@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -305,6 +306,26 @@ func (m registerDomain) Reconcile(ctx context.Context, s *cloudflare.Session, in
 	if err != nil {
 		return Outcome{}, false, err
 	}
+	if reg.Status == "registration_pending" {
+		// Accepted but not finished: the workflow says how it ended.
+		wf, err := s.RegistrationWorkflow(ctx, d.FQDN)
+		switch {
+		case errors.Is(err, cloudflare.ErrNotFound):
+			return Outcome{}, false, nil
+		case err != nil:
+			return Outcome{}, false, err
+		case wf.State == "failed":
+			return Outcome{}, false, nil
+		case wf.State != "succeeded":
+			return Outcome{}, false, fmt.Errorf("registration of %s is still %s; will ask again", d.FQDN, wf.State)
+		}
+		if reg, err = s.GetRegistration(ctx, d.FQDN); err != nil {
+			return Outcome{}, false, err
+		}
+	}
+	if reg.Status != "active" {
+		return Outcome{}, false, fmt.Errorf("registration of %s is %s; will ask again", d.FQDN, reg.Status)
+	}
 	// The registrar's charge is not readable after the fact; the reserved
 	// amount is what was approved and what the price re-check allowed.
 	return m.outcome(d, reg, in.MaxAmount), true, nil
@@ -322,10 +343,16 @@ func checkReason(reason string, optional bool) *InputError {
 }
 
 func checkKey(key string) *InputError {
-	if key == "" || idempotencyKeyRE.MatchString(key) {
+	const allowed = "1-128 characters from A-Z a-z 0-9 . _ : -, not starting with auto:"
+	switch {
+	case key == "":
 		return nil
+	case strings.HasPrefix(key, "auto:"):
+		return inputErr("idempotency_key", allowed, "the auto: prefix is reserved for keys tollgate derives")
+	case !idempotencyKeyRE.MatchString(key):
+		return inputErr("idempotency_key", allowed, "%q is not a valid key", truncate(key, 40))
 	}
-	return inputErr("idempotency_key", "1-128 characters from A-Z a-z 0-9 . _ : -", "%q is not a valid key", truncate(key, 40))
+	return nil
 }
 
 // onlyMissing reports whether err is exactly "field is required" for field.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -131,7 +132,7 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, true)
 			if err != nil {
 				return err
 			}
@@ -149,7 +150,7 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, false)
 			if err != nil {
 				return err
 			}
@@ -186,7 +187,7 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, false)
 			if err != nil {
 				return err
 			}
@@ -217,7 +218,7 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, true)
 			if err != nil {
 				return err
 			}
@@ -273,7 +274,7 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, true)
 			if err != nil {
 				return err
 			}
@@ -291,7 +292,7 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, false)
 			if err != nil {
 				return err
 			}
@@ -325,7 +326,7 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, true)
 			if err != nil {
 				return err
 			}
@@ -338,6 +339,9 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 // ---- freeze
 
 func runFreeze(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) > 0 && args[0] == "list" {
+		return listFreezes(ctx, args[1:], out)
+	}
 	fs := newFlagSet("freeze", "deny every mutating call of an agent, a team or everyone, cancel their pending approvals and release their holds")
 	cf := addConfigFlags(fs, dbSetting)
 	agent := fs.String("agent", "", "freeze this agent")
@@ -354,16 +358,17 @@ func runFreeze(ctx context.Context, args []string, out io.Writer) error {
 	if strings.TrimSpace(*reason) == "" {
 		return usageError{"--reason is required"}
 	}
-	cfg, db, err := cliLedger(ctx, cf)
+	cfg, db, err := cliLedger(ctx, cf, true)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	ap, closeAP, err := cliApprovals(ctx, cfg, db)
+	// The kill switch must work when the policy engine does not: cancelling
+	// pending approvals needs no policy decision.
+	ap, err := server.ApprovalsReader(db, cfg)
 	if err != nil {
 		return err
 	}
-	defer closeAP()
 	cancelled, err := server.Freeze(ctx, db, ap, scope, *reason, cliActor())
 	if err != nil {
 		return err
@@ -373,6 +378,35 @@ func runFreeze(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintln(out, "  cancelled", id)
 	}
 	return nil
+}
+
+func listFreezes(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlagSet("freeze list", "list active freezes")
+	cf := addConfigFlags(fs, dbSetting)
+	asJSON := fs.Bool("json", false, "print as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	_, db, err := cliLedger(ctx, cf, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	fz, err := db.Freezes(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if fz == nil {
+			fz = []ledger.Freeze{}
+		}
+		return printJSON(out, fz)
+	}
+	var t [][]string
+	for _, f := range fz {
+		t = append(t, []string{string(f.Scope), f.By, fmtTime(&f.At), strconv.FormatBool(f.Auto), f.Reason})
+	}
+	return table(out, []string{"SCOPE", "BY", "AT", "AUTO", "REASON"}, t)
 }
 
 func runUnfreeze(ctx context.Context, args []string, out io.Writer) error {
@@ -388,7 +422,7 @@ func runUnfreeze(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, db, err := cliLedger(ctx, cf)
+	_, db, err := cliLedger(ctx, cf, true)
 	if err != nil {
 		return err
 	}
@@ -431,8 +465,8 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 			owner := fs.String("owner", "", "the human accountable for the agent (an approver name); never approves its requests")
 			ttl := fs.Duration("ttl", 24*time.Hour, "token lifetime")
 			attrs := fs.String("attr", "", "extra principal attributes, k=v,k=v (e.g. environment=prod,trust_tier=high)")
-			name, rest := leadingArg(args)
-			if err := fs.Parse(rest); err != nil {
+			name, err := parseNamed(fs, args)
+			if err != nil {
 				return err
 			}
 			if name == "" || *team == "" {
@@ -442,7 +476,7 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, true)
 			if err != nil {
 				return err
 			}
@@ -462,7 +496,7 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, false)
 			if err != nil {
 				return err
 			}
@@ -502,14 +536,14 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 			cf := addConfigFlags(fs, dbSetting)
 			ttl := fs.Duration("ttl", 24*time.Hour, "new token lifetime")
 			overlap := fs.Duration("overlap", 10*time.Minute, "how long the old tokens keep working")
-			name, rest := leadingArg(args)
-			if err := fs.Parse(rest); err != nil {
+			name, err := parseNamed(fs, args)
+			if err != nil {
 				return err
 			}
 			if name == "" {
 				return usageError{"usage: tollgate agents rotate NAME [--ttl 24h] [--overlap 10m]"}
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, true)
 			if err != nil {
 				return err
 			}
@@ -525,14 +559,14 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 		"revoke": func(args []string) error {
 			fs := newFlagSet("agents revoke NAME", "revoke every token of an agent at once")
 			cf := addConfigFlags(fs, dbSetting)
-			name, rest := leadingArg(args)
-			if err := fs.Parse(rest); err != nil {
+			name, err := parseNamed(fs, args)
+			if err != nil {
 				return err
 			}
 			if name == "" {
 				return usageError{"usage: tollgate agents revoke NAME"}
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, true)
 			if err != nil {
 				return err
 			}
@@ -546,12 +580,24 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 	}, []string{"create", "list", "rotate", "revoke"})
 }
 
-// leadingArg splits "NAME --flags..." so a positional name may come first.
-func leadingArg(args []string) (string, []string) {
+// parseNamed parses flags around one positional argument (an agent name, an
+// approval or operation id), which may come before or after them.
+func parseNamed(fs *flag.FlagSet, args []string) (string, error) {
+	name := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		return args[0], args[1:]
+		name, args = args[0], args[1:]
 	}
-	return "", args
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	rest := fs.Args()
+	if name == "" && len(rest) > 0 {
+		name, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return "", usageError{fmt.Sprintf("unexpected arguments %q", rest)}
+	}
+	return name, nil
 }
 
 func splitList(s string) []string {
@@ -570,6 +616,9 @@ func parseAttrs(s string) (map[string]string, error) {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
 			return nil, fmt.Errorf("--attr %q: want key=value", kv)
+		}
+		if slices.Contains(server.ReservedAttributes, k) {
+			return nil, fmt.Errorf("--attr %s: set by tollgate itself (use --team / --owner)", k)
 		}
 		out[k] = v
 	}

@@ -18,6 +18,18 @@ import (
 // no external one is configured). A running server sees the decision within
 // a second and executes the operation.
 func cliApprovals(ctx context.Context, cfg server.Config, db *ledger.DB) (*approvals.Service, func(), error) {
+	// Who may vote is what the serving tollgate was configured with, not
+	// whatever tollgate.yaml this command happens to find.
+	stored, err := approvals.StoredApprovers(ctx, db.Reader())
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(stored) > 0 {
+		cfg.Approvers = nil
+		for _, a := range stored {
+			cfg.Approvers = append(cfg.Approvers, server.ApproverConfig{Name: a.Name, SlackUserID: a.SlackUserID, OSUser: a.OSUser, Roles: a.Roles})
+		}
+	}
 	log := newLogger(io.Discard, "error")
 	rt := &runtime{}
 	az, err := startPolicyEngine(ctx, cfg, log, rt)
@@ -43,7 +55,7 @@ func runApprovals(ctx context.Context, args []string, out io.Writer) error {
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			cfg, db, err := cliLedger(ctx, cf)
+			cfg, db, err := cliLedger(ctx, cf, false)
 			if err != nil {
 				return err
 			}
@@ -76,14 +88,14 @@ func runApprovals(ctx context.Context, args []string, out io.Writer) error {
 			fs := newFlagSet("approvals show ID", "show one approval request in full")
 			cf := addConfigFlags(fs, dbSetting)
 			asJSON := fs.Bool("json", false, "print as JSON")
-			id, rest := leadingArg(args)
-			if err := fs.Parse(rest); err != nil {
+			id, err := parseNamed(fs, args)
+			if err != nil {
 				return err
 			}
 			if id == "" {
 				return usageError{"usage: tollgate approvals show ID"}
 			}
-			cfg, db, err := cliLedger(ctx, cf)
+			cfg, db, err := cliLedger(ctx, cf, false)
 			if err != nil {
 				return err
 			}
@@ -113,8 +125,8 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 		stringSetting("policies", "TOLLGATE_POLICIES", "policy folder for the managed PDP", func(c *server.Config) *string { return &c.Cerbos.Policies }))
 	as := fs.String("as", "", "approver name (must be mapped to your OS user in approvers:)")
 	reason := fs.String("reason", "", "why (required to deny)")
-	id, rest := leadingArg(args)
-	if err := fs.Parse(rest); err != nil {
+	id, err := parseNamed(fs, args)
+	if err != nil {
 		return err
 	}
 	if id == "" {
@@ -123,7 +135,7 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 	if outcome == approvals.OutcomeDeny && strings.TrimSpace(*reason) == "" {
 		return usageError{"--reason is required to deny"}
 	}
-	cfg, db, err := cliLedger(ctx, cf)
+	cfg, db, err := cliLedger(ctx, cf, false)
 	if err != nil {
 		return err
 	}
@@ -137,14 +149,14 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 	user := osUser()
 	me, ok := ap.ApproverForOSUser(user)
 	if *as != "" {
-		a, found := approverByName(cfg, *as)
+		a, found := ap.ApproverByName(*as)
 		if !found {
 			return fmt.Errorf("%q is not a configured approver", *as)
 		}
 		if a.OSUser != user && !(a.OSUser == "" && a.Name == user) {
 			return fmt.Errorf("approver %q is mapped to OS user %q, and you are %q", a.Name, a.OSUser, user)
 		}
-		me, ok = approvals.Approver{Name: a.Name, SlackUserID: a.SlackUserID, OSUser: a.OSUser, Roles: a.Roles}, true
+		me, ok = a, true
 	}
 	if !ok {
 		return fmt.Errorf("OS user %q is not mapped to an approver (add os_user: %s to an entry under approvers: in tollgate.yaml)", user, user)
@@ -166,15 +178,6 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 	}
 	fmt.Fprintf(out, "%s %s by %s; a running tollgate server acts on it within a second\n", id, res.Request.State, me.Name)
 	return nil
-}
-
-func approverByName(cfg server.Config, name string) (server.ApproverConfig, bool) {
-	for _, a := range cfg.Approvers {
-		if a.Name == name {
-			return a, true
-		}
-	}
-	return server.ApproverConfig{}, false
 }
 
 func printRequest(out io.Writer, r approvals.Request) {

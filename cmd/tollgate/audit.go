@@ -21,7 +21,7 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, false)
 			if err != nil {
 				return err
 			}
@@ -64,7 +64,7 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 				}
 				q.Since = t
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, false)
 			if err != nil {
 				return err
 			}
@@ -76,14 +76,14 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 			fs := newFlagSet("audit show OPERATION_ID", "print one operation's story as a timeline")
 			cf := addConfigFlags(fs, dbSetting)
 			asJSON := fs.Bool("json", false, "print as JSON")
-			id, rest := leadingArg(args)
-			if err := fs.Parse(rest); err != nil {
+			id, err := parseNamed(fs, args)
+			if err != nil {
 				return err
 			}
 			if id == "" {
 				return usageError{"usage: tollgate audit show OPERATION_ID"}
 			}
-			_, db, err := cliLedger(ctx, cf)
+			_, db, err := cliLedger(ctx, cf, false)
 			if err != nil {
 				return err
 			}

@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/server"
 )
 
 // run invokes a subcommand in process against a database, returning stdout.
@@ -126,5 +129,73 @@ func TestAgentsAndAuditCLI(t *testing.T) {
 	}
 	if _, err := run(t, db, "audit", "export", "--format", "csv"); err == nil {
 		t.Error("an unsupported export format was accepted")
+	}
+}
+
+// TestLocalApproverUsesTheServersApprovers: the CLI decides who may vote from
+// the approvers the server published, so running it without the server's
+// tollgate.yaml (where the built-in default would make the OS user an
+// approver) cannot approve anything.
+func TestLocalApproverUsesTheServersApprovers(t *testing.T) {
+	t.Setenv("TOLLGATE_CONFIG", "")
+	ctx := context.Background()
+	db := filepath.Join(t.TempDir(), "t.db")
+	l, err := ledger.Open(ctx, db, ledger.WithMigrations("approvals", approvals.Migrations))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := server.Default()
+	cfg.DB = db
+	cfg.Approvers = []server.ApproverConfig{{Name: "carol", OSUser: "carol-not-you", Roles: []string{"approver"}}}
+	pub, err := server.NewApprovals(l, nil, cfg, server.ApprovalHooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.PublishApprovers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	req, err := pub.Request(ctx, approvals.Request{
+		OperationID: "op_aaaaaaaaaaaaaaaaaaaaaaaaaa", Tool: "register_domain", Agent: "local", Team: "local",
+		Summary: "Register x.dev", AmountMicros: 12_180_000, Currency: "USD", ArgsHash: strings.Repeat("a", 64),
+		Irreversible: true, Quorum: 1, ExpiresAt: time.Now().Add(time.Hour),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = l.Close()
+	out, err := run(t, db, "approvals", "approve", req.ID)
+	if err == nil || !strings.Contains(err.Error(), "not mapped to an approver") {
+		t.Fatalf("approve without the server's config: %v\n%s", err, out)
+	}
+}
+
+// TestFreezeWorksWithoutThePolicyEngine: the kill switch must not depend on
+// the thing that might be broken; freeze list shows it, unfreeze lifts it.
+func TestFreezeWorksWithoutThePolicyEngine(t *testing.T) {
+	t.Setenv("TOLLGATE_CONFIG", "")
+	t.Setenv("TOLLGATE_CERBOS_BIN", "/nonexistent/cerbos")
+	db := filepath.Join(t.TempDir(), "t.db")
+	out := mustRun(t, db, "freeze", "--agent", "web-bot", "--reason", "runaway loop")
+	if !strings.Contains(out, "agent:web-bot frozen") {
+		t.Fatalf("freeze: %s", out)
+	}
+	var fz []ledger.Freeze
+	if err := json.Unmarshal([]byte(mustRun(t, db, "freeze", "list", "--json")), &fz); err != nil || len(fz) != 1 || fz[0].Reason != "runaway loop" {
+		t.Fatalf("freeze list: %+v %v", fz, err)
+	}
+	mustRun(t, db, "unfreeze", "--agent", "web-bot")
+	if out := mustRun(t, db, "freeze", "list"); strings.Contains(out, "web-bot") {
+		t.Fatalf("still frozen after unfreeze:\n%s", out)
+	}
+	if _, err := run(t, db, "freeze", "--agent", "a", "--team", "b", "--reason", "x"); err == nil {
+		t.Error("two scopes at once were accepted")
+	}
+	// Read-only commands refuse a database that does not exist.
+	if _, err := run(t, filepath.Join(t.TempDir(), "typo.db"), "audit", "verify"); err == nil || !strings.Contains(err.Error(), "no database at") {
+		t.Errorf("audit verify on a missing database: %v", err)
+	}
+	// A positional id may follow the flags.
+	if _, err := run(t, db, "audit", "show", "op_doesnotexist"); err == nil || strings.Contains(err.Error(), "usage") {
+		t.Errorf("audit show with the id after the flags: %v", err)
 	}
 }

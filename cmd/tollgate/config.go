@@ -94,6 +94,7 @@ var (
 		stringSetting("policies", "TOLLGATE_POLICIES", "policy folder for the managed PDP", func(c *server.Config) *string { return &c.Cerbos.Policies }),
 		stringSetting("tls-cert", "TOLLGATE_TLS_CERT", "serve HTTPS with this certificate (PEM)", func(c *server.Config) *string { return &c.TLS.Cert }),
 		stringSetting("tls-key", "TOLLGATE_TLS_KEY", "key for --tls-cert (PEM)", func(c *server.Config) *string { return &c.TLS.Key }),
+		stringSetting("tls-client-ca", "TOLLGATE_TLS_CLIENT_CA", "require client certificates signed by this CA (PEM)", func(c *server.Config) *string { return &c.TLS.ClientCA }),
 		stringSetting("slack-channel", "TOLLGATE_SLACK_CHANNEL", "Slack channel for approval requests", func(c *server.Config) *string { return &c.Slack.Channel }),
 		stringSetting("slack-api-url", "TOLLGATE_SLACK_API_URL", "Slack Web API base URL (tests, proxies)", func(c *server.Config) *string { return &c.Slack.APIURL }),
 		durationSetting("approval-wait", "TOLLGATE_APPROVAL_WAIT", "how long a tool call waits for a decision", func(c *server.Config) *time.Duration { return &c.Approvals.Wait }),
@@ -173,13 +174,18 @@ func openLedger(ctx context.Context, cfg server.Config, log *slog.Logger) (*ledg
 }
 
 // cliLedger is the config + ledger a CLI subcommand works on; it works while
-// a server runs on the same file.
-func cliLedger(ctx context.Context, cf *configFlags) (server.Config, *ledger.DB, error) {
+// a server runs on the same file. Commands that only read (or that act on
+// what a server recorded) refuse a database that does not exist, since a
+// wrong --db would otherwise show an empty, freshly created one.
+func cliLedger(ctx context.Context, cf *configFlags, create bool) (server.Config, *ledger.DB, error) {
 	cfg, err := cf.load()
 	if err != nil {
 		return cfg, nil, err
 	}
 	if _, err := os.Stat(cfg.DB); errors.Is(err, fs.ErrNotExist) {
+		if !create {
+			return cfg, nil, fmt.Errorf("no database at %s (is --db or TOLLGATE_DB right?)", cfg.DB)
+		}
 		fmt.Fprintf(os.Stderr, "note: %s does not exist yet; creating it\n", cfg.DB)
 	}
 	db, err := openLedger(ctx, cfg, nil)

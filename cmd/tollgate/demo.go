@@ -42,12 +42,10 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *dir == "" {
+	temporary := *dir == ""
+	if temporary {
 		if *dir, err = os.MkdirTemp("", "tollgate-demo-"); err != nil {
 			return err
-		}
-		if !*keep {
-			defer os.RemoveAll(*dir)
 		}
 	}
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
@@ -57,7 +55,15 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if err := d.writeConfig(); err != nil {
 		return err
 	}
-	return d.run()
+	err = d.run()
+	switch {
+	case err != nil && temporary:
+		// Keep what explains the failure (the server's log, the database).
+		fmt.Fprintf(out, "\nthe demo failed; its files are kept in %s\n", *dir)
+	case temporary && !*keep:
+		_ = os.RemoveAll(*dir)
+	}
+	return err
 }
 
 type demo struct {
@@ -67,6 +73,10 @@ type demo struct {
 	dir  string
 	cli  *client.Client
 	step int
+	// progressToken is the current call's; progress is printed for it only.
+	mu            sync.Mutex
+	progressToken string
+	outMu         sync.Mutex // say is called from several goroutines
 }
 
 func (d *demo) cfgPath() string { return filepath.Join(d.dir, "tollgate.yaml") }
@@ -98,6 +108,8 @@ approvals:
 }
 
 func (d *demo) say(format string, args ...any) {
+	d.outMu.Lock()
+	defer d.outMu.Unlock()
 	fmt.Fprintf(d.out, format+"\n", args...)
 }
 
@@ -117,29 +129,33 @@ func (d *demo) run() error {
 	defer logFile.Close()
 
 	d.heading("Start tollgate serve over stdio and connect as an MCP client")
-	policies, err := filepath.Abs("cerbos-policies")
-	if err != nil {
-		return err
+	serveArgs := []string{"serve", "--transport", "stdio", "--sandbox", "--config", d.cfgPath(), "--db", d.dbPath()}
+	// The checkout's policies when run from it; otherwise serve uses the
+	// ones built into the binary (TOLLGATE_POLICIES still wins).
+	if _, err := os.Stat("cerbos-policies"); err == nil {
+		policies, err := filepath.Abs("cerbos-policies")
+		if err != nil {
+			return err
+		}
+		serveArgs = append(serveArgs, "--policies", policies)
 	}
-	if env := os.Getenv("TOLLGATE_POLICIES"); env != "" {
-		policies = env
-	}
-	serveArgs := []string{"serve", "--transport", "stdio", "--sandbox", "--config", d.cfgPath(), "--db", d.dbPath(), "--policies", policies}
 	d.say("$ tollgate %s", strings.Join(serveArgs, " "))
 	d.cli, err = client.NewStdioMCPClientWithOptions(d.self, os.Environ(), serveArgs, transport.WithCommandStderrWriter(logFile))
 	if err != nil {
 		return err
 	}
 	defer d.cli.Close()
-	var progressMu sync.Mutex
 	d.cli.OnNotification(func(n mcp.JSONRPCNotification) {
 		if n.Method != "notifications/progress" {
 			return
 		}
-		if msg, ok := n.Params.AdditionalFields["message"].(string); ok {
-			progressMu.Lock()
+		msg, ok := n.Params.AdditionalFields["message"].(string)
+		d.mu.Lock()
+		current := d.progressToken
+		d.mu.Unlock()
+		// Only the current call's progress: a late one of the last call is noise.
+		if ok && fmt.Sprint(n.Params.AdditionalFields["progressToken"]) == current {
 			d.say("   … %s", msg)
-			progressMu.Unlock()
 		}
 	})
 	init := mcp.InitializeRequest{}
@@ -263,7 +279,11 @@ func (d *demo) call(name string, args map[string]any) (map[string]any, error) {
 	req := mcp.CallToolRequest{}
 	req.Params.Name = name
 	req.Params.Arguments = args
-	req.Params.Meta = &mcp.Meta{ProgressToken: name + "-" + fmt.Sprint(d.step)}
+	token := fmt.Sprintf("%s-%d-%d", name, d.step, time.Now().UnixNano())
+	d.mu.Lock()
+	d.progressToken = token
+	d.mu.Unlock()
+	req.Params.Meta = &mcp.Meta{ProgressToken: token}
 	ctx, cancel := context.WithTimeout(d.ctx, 2*time.Minute)
 	defer cancel()
 	res, err := d.cli.CallTool(ctx, req)

@@ -18,12 +18,15 @@ func TestDemoRunsEndToEnd(t *testing.T) {
 	bin := tollgateBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	policies, err := filepath.Abs(filepath.Join("..", "..", "cerbos-policies"))
+	cerbos, err := filepath.Abs(filepath.Join("..", "..", ".tools", "bin", "cerbos"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Run from a folder that is not the checkout, as a user of the binary
+	// would: the demo must fall back to the policies built into it.
 	cmd := exec.CommandContext(ctx, bin, "demo", "--dir", t.TempDir())
-	cmd.Env = append(cmd.Environ(), "TOLLGATE_POLICIES="+policies)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(cmd.Environ(), "TOLLGATE_CERBOS_BIN="+cerbos, "TOLLGATE_POLICIES=")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("tollgate demo: %v\n%s", err, out)

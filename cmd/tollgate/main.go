@@ -38,7 +38,7 @@ func commands() []command {
 		{"limit", "set, list or delete velocity limits", runLimit},
 		{"agents", "create, list, rotate or revoke agent bearer tokens", runAgents},
 		{"audit", "verify, export or show the hash-chained audit trail", runAudit},
-		{"freeze", "stop an agent, a team or everything from spending", runFreeze},
+		{"freeze", "stop an agent, a team or everything from spending (freeze list shows them)", runFreeze},
 		{"unfreeze", "lift a freeze", runUnfreeze},
 		{"load", "drive a server over streamable HTTP and report calls/s and latency", runLoad},
 		{"version", "print version, commit and build date", runVersion},

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -195,14 +197,34 @@ func policyDir(cfg server.Config, log *slog.Logger) (string, error) {
 		return dir, nil
 	}
 	out := filepath.Join(filepath.Dir(cfg.DB), "default-policies")
-	if err := os.RemoveAll(out); err != nil {
-		return "", err
-	}
-	if err := os.CopyFS(out, policies.FS); err != nil {
+	if err := syncPolicies(out); err != nil {
 		return "", fmt.Errorf("write the built-in policies to %s: %w", out, err)
 	}
 	log.Warn("no ./cerbos-policies here: using the built-in default policies; point --policies at your own folder to change them", "dir", out)
 	return out, nil
+}
+
+// syncPolicies writes the built-in policies into dir, touching only the
+// files that differ, so a PDP already watching dir (a running server, while a
+// CLI command starts its own) never sees the folder vanish.
+func syncPolicies(dir string) error {
+	return fs.WalkDir(policies.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dir, path)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o700)
+		}
+		want, err := fs.ReadFile(policies.FS, path)
+		if err != nil {
+			return err
+		}
+		if have, err := os.ReadFile(target); err == nil && bytes.Equal(have, want) {
+			return nil
+		}
+		return os.WriteFile(target, want, 0o600)
+	})
 }
 
 // cloudflareConfig returns the real account when CLOUDFLARE_API_TOKEN and
@@ -215,8 +237,13 @@ func cloudflareConfig(ctx context.Context, cfg server.Config, log *slog.Logger, 
 		return cloudflare.Config{APIBase: cfg.Cloudflare.APIBase, AccountID: account, ParentToken: token, TokenTTL: cfg.Cloudflare.TokenTTL, RequestIP: cfg.Cloudflare.RequestIP}, nil
 	}
 	why := "no CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID in the environment"
-	if cfg.Cloudflare.Sandbox {
+	switch {
+	case cfg.Cloudflare.Sandbox:
 		why = "--sandbox"
+	case token != "" && account == "":
+		why = "CLOUDFLARE_API_TOKEN is set but CLOUDFLARE_ACCOUNT_ID is not: set both to use the real account"
+	case token == "" && account != "":
+		why = "CLOUDFLARE_ACCOUNT_ID is set but CLOUDFLARE_API_TOKEN is not: set both to use the real account"
 	}
 	state := filepath.Join(filepath.Dir(cfg.DB), "sandbox.json")
 	sb, err := sandbox.New(sandbox.Options{StateFile: state})
