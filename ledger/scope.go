@@ -52,9 +52,6 @@ const (
 	WindowTotal Window = "total"
 )
 
-// windows is the order statuses are reported in.
-var windows = []Window{WindowDay, WindowMonth, WindowTotal}
-
 // ParseWindow parses "day", "month" or "total".
 func ParseWindow(s string) (Window, error) {
 	switch w := Window(s); w {

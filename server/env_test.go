@@ -115,7 +115,6 @@ type envOptions struct {
 	cfg      func(*Config)
 	slack    bool
 	quiet    bool
-	sbOpts   sandbox.Options
 	ledgerOp []ledger.Option
 	// clock, slackBinders and sbWrap: see withClock, withSlackBinders, withSandboxHandler.
 	clock        func() time.Time
@@ -130,9 +129,6 @@ func withConfig(f func(*Config)) envOption { return func(o *envOptions) { o.cfg 
 // withQuietLogs discards the server's logs (benchmarks).
 func withQuietLogs() envOption { return func(o *envOptions) { o.quiet = true } }
 func withSlack() envOption     { return func(o *envOptions) { o.slack = true } }
-func withSandbox(so sandbox.Options) envOption {
-	return func(o *envOptions) { o.sbOpts = so }
-}
 func withLedger(opts ...ledger.Option) envOption {
 	return func(o *envOptions) { o.ledgerOp = append(o.ledgerOp, opts...) }
 }
@@ -232,7 +228,7 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	}
 	t.Cleanup(func() { _ = e.az.Close() })
 
-	e.sb, err = sandbox.New(o.sbOpts)
+	e.sb, err = sandbox.New(sandbox.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

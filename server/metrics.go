@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
@@ -51,7 +52,7 @@ func newMetrics(db *ledger.DB, broker *cloudflare.Broker) *metrics {
 			Name: "tollgate_cloudflare_tokens_alive", Help: "Per-operation Cloudflare tokens minted and not yet deleted.",
 		}, func() float64 { return float64(broker.Alive()) }),
 		&spendCollector{db: db},
-		prometheus.NewGoCollector(),
+		collectors.NewGoCollector(),
 	)
 	return m
 }

@@ -132,8 +132,7 @@ func TestPreviewDeployRunsWithoutApproval(t *testing.T) {
 	if v.Status != "succeeded" {
 		t.Fatalf("status %s: %s", v.Status, v.Error)
 	}
-	var dr tools.DeployResult
-	dr = structured[tools.DeployResult](t, &mcp.CallToolResult{StructuredContent: v.Result})
+	dr := structured[tools.DeployResult](t, &mcp.CallToolResult{StructuredContent: v.Result})
 	if dr.DeployedName != "web-landing-preview" || !strings.HasSuffix(dr.URL, ".workers.dev") || dr.Etag == "" {
 		t.Fatalf("deploy result %+v", dr)
 	}
