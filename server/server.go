@@ -108,7 +108,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	s.loops, s.stopLoops = context.WithCancel(life)
 	s.pipe = &Pipeline{
 		db: d.DB, authz: d.Authz, broker: s.broker, cfg: cfg, quorum: quorum,
-		muts:    tools.Mutations(tools.Config{Workers: book, MaxWait: cfg.Approvals.Wait}),
+		muts:    tools.Mutations(tools.Config{Workers: book}),
 		log:     d.Logger.With("subsystem", "pipeline"),
 		now:     d.Clock,
 		metrics: s.metrics,
@@ -154,7 +154,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		mcpserver.WithToolHandlerMiddleware(tasks.detach(life)),
 		mcpserver.WithToolHandlerMiddleware(s.auditCalls),
 	)
-	s.mcp.AddTools(tools.All(s.pipe, tools.Config{Workers: book, MaxWait: cfg.Approvals.Wait})...)
+	s.mcp.AddTools(tools.All(s.pipe, tools.Config{Workers: book})...)
 	return s, nil
 }
 

@@ -131,6 +131,9 @@ func prefixInput(prefix string, err error) error {
 
 const getOperationName = "get_operation"
 
+// MaxOperationWait caps how long get_operation may long-poll.
+const MaxOperationWait = 50 * time.Second
+
 // GetOperationArgs are the arguments of get_operation.
 type GetOperationArgs struct {
 	OperationID string `json:"operation_id" jsonschema:"the operation_id a register_domain or deploy_worker call returned"`
@@ -138,8 +141,8 @@ type GetOperationArgs struct {
 }
 
 // GetOperation is the read-only get_operation tool.
-func GetOperation(r Runner, cfg Config) Tool {
-	maxWait := int(cfg.MaxWait / time.Second)
+func GetOperation(r Runner) Tool {
+	maxWait := int(MaxOperationWait / time.Second)
 	tool := mcp.NewTool(getOperationName,
 		mcp.WithToolTitle("Get an operation's state and result"),
 		mcp.WithDescription("Returns one of your operations: its state (e.g. awaiting_approval, succeeded, denied, "+

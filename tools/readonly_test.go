@@ -19,7 +19,7 @@ func TestReadOnlyToolsRefuseBadInput(t *testing.T) {
 	cfg := Config{}.withDefaults()
 	r := clockOnly{}
 	byName := map[string]Tool{}
-	for _, tl := range []Tool{CheckDomain(r), GetOperation(r, cfg), ListOperations(r), SpendStatus(r), EstimateCost(r, cfg)} {
+	for _, tl := range []Tool{CheckDomain(r), GetOperation(r), ListOperations(r), SpendStatus(r), EstimateCost(r, cfg)} {
 		byName[tl.Tool.Name] = tl
 	}
 	cases := []struct {

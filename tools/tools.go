@@ -138,7 +138,7 @@ func All(r Runner, cfg Config) []Tool {
 		EstimateCost(r, cfg),
 		RegisterDomain(r, cfg),
 		DeployWorker(r, cfg),
-		GetOperation(r, cfg),
+		GetOperation(r),
 		ListOperations(r),
 		SpendStatus(r),
 	}
@@ -158,8 +158,6 @@ func Mutations(cfg Config) map[string]Mutation {
 type Config struct {
 	// Workers is the price book for Worker deploys.
 	Workers WorkersPricing
-	// MaxWait caps how long get_operation may long-poll.
-	MaxWait time.Duration
 	// QuoteTTL is how long a price quote is presented as valid.
 	QuoteTTL time.Duration
 }
@@ -193,9 +191,6 @@ func DefaultWorkersPricing() WorkersPricing {
 func (c Config) withDefaults() Config {
 	if c.Workers.Currency == "" {
 		c.Workers = DefaultWorkersPricing()
-	}
-	if c.MaxWait <= 0 {
-		c.MaxWait = 50 * time.Second
 	}
 	if c.QuoteTTL <= 0 {
 		c.QuoteTTL = 5 * time.Minute
