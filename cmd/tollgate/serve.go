@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -286,6 +287,19 @@ func printConnectHelp(w io.Writer, cfg server.Config, addr string) {
 	fmt.Fprintln(w, "Connect:")
 	fmt.Fprintf(w, "  Claude Code     claude mcp add --transport http tollgate %s/mcp%s\n", base, header)
 	fmt.Fprintf(w, "  MCP inspector   npx @modelcontextprotocol/inspector --cli %s/mcp --transport http --method tools/list\n", base)
-	fmt.Fprintln(w, `  Claude Desktop  {"mcpServers":{"tollgate":{"command":"tollgate","args":["serve","--transport","stdio"]}}}`)
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "tollgate"
+	}
+	// A stdio server is a server of its own, so it gets a database of its own
+	// (one server per database); to share this one, connect over HTTP.
+	db, err := filepath.Abs(filepath.Join(filepath.Dir(cfg.DB), "stdio.db"))
+	if err != nil {
+		db = "stdio.db"
+	}
+	desktop, _ := json.Marshal(map[string]any{"mcpServers": map[string]any{"tollgate": map[string]any{
+		"command": exe, "args": []string{"serve", "--transport", "stdio", "--agent", cfg.Agent, "--db", db},
+	}}})
+	fmt.Fprintf(w, "  Claude Desktop  %s\n", desktop)
 	fmt.Fprintln(w)
 }
