@@ -132,16 +132,13 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf, true)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			if err := db.SetBudget(ctx, b, cliActor()); err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "budget %s %s set to %s\n", b.Scope, b.Window, b.Limit)
-			return nil
+			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+				if err := db.SetBudget(ctx, b, cliActor()); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "budget %s %s set to %s\n", b.Scope, b.Window, b.Limit)
+				return nil
+			})
 		},
 		"list": func(args []string) error {
 			fs := newFlagSet("budget list", "list budgets with their current spend")
@@ -150,30 +147,27 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			_, db, err := cliLedger(ctx, cf, false)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			budgets, err := db.Budgets(ctx)
-			if err != nil {
-				return err
-			}
-			var scopes []ledger.Scope
-			seen := map[ledger.Scope]bool{}
-			for _, b := range budgets {
-				if !seen[b.Scope] {
-					seen[b.Scope] = true
-					scopes = append(scopes, b.Scope)
-				}
-			}
-			sts := []ledger.BudgetStatus{}
-			if len(scopes) > 0 {
-				if sts, err = db.BudgetStatuses(ctx, scopes...); err != nil {
+			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+				budgets, err := db.Budgets(ctx)
+				if err != nil {
 					return err
 				}
-			}
-			return printBudgets(out, sts, *asJSON)
+				var scopes []ledger.Scope
+				seen := map[ledger.Scope]bool{}
+				for _, b := range budgets {
+					if !seen[b.Scope] {
+						seen[b.Scope] = true
+						scopes = append(scopes, b.Scope)
+					}
+				}
+				sts := []ledger.BudgetStatus{}
+				if len(scopes) > 0 {
+					if sts, err = db.BudgetStatuses(ctx, scopes...); err != nil {
+						return err
+					}
+				}
+				return printBudgets(out, sts, *asJSON)
+			})
 		},
 		"show": func(args []string) error {
 			fs := newFlagSet("budget show", "show one scope's budgets: spent, held, remaining, resets at")
@@ -187,20 +181,17 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf, false)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			sts, err := db.BudgetStatuses(ctx, sc)
-			if err != nil {
-				return err
-			}
-			if len(sts) == 0 && !*asJSON {
-				fmt.Fprintf(out, "no budgets for %s\n", sc)
-				return nil
-			}
-			return printBudgets(out, sts, *asJSON)
+			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+				sts, err := db.BudgetStatuses(ctx, sc)
+				if err != nil {
+					return err
+				}
+				if len(sts) == 0 && !*asJSON {
+					fmt.Fprintf(out, "no budgets for %s\n", sc)
+					return nil
+				}
+				return printBudgets(out, sts, *asJSON)
+			})
 		},
 		"delete": func(args []string) error {
 			fs := newFlagSet("budget delete", "delete a budget")
@@ -218,12 +209,9 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf, true)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			return db.DeleteBudget(ctx, sc, w, cliActor())
+			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+				return db.DeleteBudget(ctx, sc, w, cliActor())
+			})
 		},
 	}, []string{"set", "list", "show", "delete"})
 }
@@ -274,16 +262,13 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf, true)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			if err := db.SetLimit(ctx, l, cliActor()); err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "limit %s %s per %s set to %d\n", l.Scope, l.Action, l.Window, l.Max)
-			return nil
+			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+				if err := db.SetLimit(ctx, l, cliActor()); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "limit %s %s per %s set to %d\n", l.Scope, l.Action, l.Window, l.Max)
+				return nil
+			})
 		},
 		"list": func(args []string) error {
 			fs := newFlagSet("limit list", "list velocity limits")
@@ -292,26 +277,23 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			_, db, err := cliLedger(ctx, cf, false)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			ls, err := db.Limits(ctx)
-			if err != nil {
-				return err
-			}
-			if *asJSON {
-				if ls == nil {
-					ls = []ledger.VelocityLimit{}
+			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+				ls, err := db.Limits(ctx)
+				if err != nil {
+					return err
 				}
-				return printJSON(out, ls)
-			}
-			var t [][]string
-			for _, l := range ls {
-				t = append(t, []string{string(l.Scope), l.Action, string(l.Window), strconv.Itoa(l.Max)})
-			}
-			return table(out, []string{"SCOPE", "ACTION", "WINDOW", "MAX"}, t)
+				if *asJSON {
+					if ls == nil {
+						ls = []ledger.VelocityLimit{}
+					}
+					return printJSON(out, ls)
+				}
+				var t [][]string
+				for _, l := range ls {
+					t = append(t, []string{string(l.Scope), l.Action, string(l.Window), strconv.Itoa(l.Max)})
+				}
+				return table(out, []string{"SCOPE", "ACTION", "WINDOW", "MAX"}, t)
+			})
 		},
 		"delete": func(args []string) error {
 			fs := newFlagSet("limit delete", "delete a velocity limit")
@@ -326,12 +308,9 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf, true)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			return db.DeleteLimit(ctx, l.Scope, l.Action, l.Window, cliActor())
+			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+				return db.DeleteLimit(ctx, l.Scope, l.Action, l.Window, cliActor())
+			})
 		},
 	}, []string{"set", "list", "delete"})
 }
@@ -358,26 +337,23 @@ func runFreeze(ctx context.Context, args []string, out io.Writer) error {
 	if strings.TrimSpace(*reason) == "" {
 		return usageError{"--reason is required"}
 	}
-	cfg, db, err := cliLedger(ctx, cf, true)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	// The kill switch must work when the policy engine does not: cancelling
-	// pending approvals needs no policy decision.
-	ap, err := server.ApprovalsReader(db, cfg)
-	if err != nil {
-		return err
-	}
-	cancelled, err := server.Freeze(ctx, db, ap, scope, *reason, cliActor())
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "%s frozen; %d pending operation(s) cancelled and their holds released\n", scope, len(cancelled))
-	for _, id := range cancelled {
-		fmt.Fprintln(out, "  cancelled", id)
-	}
-	return nil
+	return onLedger(ctx, cf, true, func(cfg server.Config, db *ledger.DB) error {
+		// The kill switch must work when the policy engine does not: cancelling
+		// pending approvals needs no policy decision.
+		ap, err := server.ApprovalsReader(db, cfg)
+		if err != nil {
+			return err
+		}
+		cancelled, err := server.Freeze(ctx, db, ap, scope, *reason, cliActor())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s frozen; %d pending operation(s) cancelled and their holds released\n", scope, len(cancelled))
+		for _, id := range cancelled {
+			fmt.Fprintln(out, "  cancelled", id)
+		}
+		return nil
+	})
 }
 
 func listFreezes(ctx context.Context, args []string, out io.Writer) error {
@@ -387,26 +363,23 @@ func listFreezes(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	_, db, err := cliLedger(ctx, cf, false)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	fz, err := db.Freezes(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		if fz == nil {
-			fz = []ledger.Freeze{}
+	return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+		fz, err := db.Freezes(ctx)
+		if err != nil {
+			return err
 		}
-		return printJSON(out, fz)
-	}
-	var t [][]string
-	for _, f := range fz {
-		t = append(t, []string{string(f.Scope), f.By, fmtTime(&f.At), strconv.FormatBool(f.Auto), f.Reason})
-	}
-	return table(out, []string{"SCOPE", "BY", "AT", "AUTO", "REASON"}, t)
+		if *asJSON {
+			if fz == nil {
+				fz = []ledger.Freeze{}
+			}
+			return printJSON(out, fz)
+		}
+		var t [][]string
+		for _, f := range fz {
+			t = append(t, []string{string(f.Scope), f.By, fmtTime(&f.At), strconv.FormatBool(f.Auto), f.Reason})
+		}
+		return table(out, []string{"SCOPE", "BY", "AT", "AUTO", "REASON"}, t)
+	})
 }
 
 func runUnfreeze(ctx context.Context, args []string, out io.Writer) error {
@@ -422,16 +395,13 @@ func runUnfreeze(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, db, err := cliLedger(ctx, cf, true)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if err := db.Unfreeze(ctx, scope, cliActor()); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "%s unfrozen\n", scope)
-	return nil
+	return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+		if err := db.Unfreeze(ctx, scope, cliActor()); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s unfrozen\n", scope)
+		return nil
+	})
 }
 
 func freezeScope(agent, team string, all bool) (ledger.Scope, error) {
@@ -476,18 +446,15 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			_, db, err := cliLedger(ctx, cf, true)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			tok, err := db.CreateAgent(ctx, ledger.Agent{Name: name, Team: *team, Owner: *owner, Roles: splitList(*roles), Attributes: attributes}, *ttl, cliActor())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "agent %s created (team %s, roles %s); its token, shown only now, expires in %s:\n", name, *team, *roles, *ttl)
-			fmt.Fprintln(out, tok)
-			return nil
+			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+				tok, err := db.CreateAgent(ctx, ledger.Agent{Name: name, Team: *team, Owner: *owner, Roles: splitList(*roles), Attributes: attributes}, *ttl, cliActor())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "agent %s created (team %s, roles %s); its token, shown only now, expires in %s:\n", name, *team, *roles, *ttl)
+				fmt.Fprintln(out, tok)
+				return nil
+			})
 		},
 		"list": func(args []string) error {
 			fs := newFlagSet("agents list", "list agents and their tokens (never the secrets)")
@@ -496,40 +463,37 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			_, db, err := cliLedger(ctx, cf, false)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			as, err := db.Agents(ctx)
-			if err != nil {
-				return err
-			}
-			if *asJSON {
-				if as == nil {
-					as = []ledger.AgentInfo{}
+			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+				as, err := db.Agents(ctx)
+				if err != nil {
+					return err
 				}
-				return printJSON(out, as)
-			}
-			var t [][]string
-			for _, a := range as {
-				for _, tk := range a.Tokens {
-					state := "valid"
-					switch {
-					case tk.RevokedAt != nil:
-						state = "revoked"
-					case time.Now().After(tk.ExpiresAt):
-						state = "expired"
-					case tk.OverlapUntil != nil:
-						state = "rotated, valid until " + fmtTime(tk.OverlapUntil)
+				if *asJSON {
+					if as == nil {
+						as = []ledger.AgentInfo{}
 					}
-					t = append(t, []string{a.Agent.Name, a.Agent.Team, strings.Join(a.Agent.Roles, ","), tk.Prefix + "…", fmtTime(&tk.ExpiresAt), state})
+					return printJSON(out, as)
 				}
-				if len(a.Tokens) == 0 {
-					t = append(t, []string{a.Agent.Name, a.Agent.Team, strings.Join(a.Agent.Roles, ","), "-", "-", "no token"})
+				var t [][]string
+				for _, a := range as {
+					for _, tk := range a.Tokens {
+						state := "valid"
+						switch {
+						case tk.RevokedAt != nil:
+							state = "revoked"
+						case time.Now().After(tk.ExpiresAt):
+							state = "expired"
+						case tk.OverlapUntil != nil:
+							state = "rotated, valid until " + fmtTime(tk.OverlapUntil)
+						}
+						t = append(t, []string{a.Agent.Name, a.Agent.Team, strings.Join(a.Agent.Roles, ","), tk.Prefix + "…", fmtTime(&tk.ExpiresAt), state})
+					}
+					if len(a.Tokens) == 0 {
+						t = append(t, []string{a.Agent.Name, a.Agent.Team, strings.Join(a.Agent.Roles, ","), "-", "-", "no token"})
+					}
 				}
-			}
-			return table(out, []string{"AGENT", "TEAM", "ROLES", "TOKEN", "EXPIRES", "STATE"}, t)
+				return table(out, []string{"AGENT", "TEAM", "ROLES", "TOKEN", "EXPIRES", "STATE"}, t)
+			})
 		},
 		"rotate": func(args []string) error {
 			fs := newFlagSet("agents rotate NAME", "issue a new token; old ones stay valid for --overlap")
@@ -543,18 +507,15 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 			if name == "" {
 				return usageError{"usage: tollgate agents rotate NAME [--ttl 24h] [--overlap 10m]"}
 			}
-			_, db, err := cliLedger(ctx, cf, true)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			tok, err := db.RotateAgentToken(ctx, name, *ttl, *overlap, cliActor())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "new token for %s (old tokens valid for %s more):\n", name, *overlap)
-			fmt.Fprintln(out, tok)
-			return nil
+			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+				tok, err := db.RotateAgentToken(ctx, name, *ttl, *overlap, cliActor())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "new token for %s (old tokens valid for %s more):\n", name, *overlap)
+				fmt.Fprintln(out, tok)
+				return nil
+			})
 		},
 		"revoke": func(args []string) error {
 			fs := newFlagSet("agents revoke NAME", "revoke every token of an agent at once")
@@ -566,16 +527,13 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 			if name == "" {
 				return usageError{"usage: tollgate agents revoke NAME"}
 			}
-			_, db, err := cliLedger(ctx, cf, true)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			if err := db.RevokeAgent(ctx, name, cliActor()); err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "every token of %s revoked\n", name)
-			return nil
+			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+				if err := db.RevokeAgent(ctx, name, cliActor()); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "every token of %s revoked\n", name)
+				return nil
+			})
 		},
 	}, []string{"create", "list", "rotate", "revoke"})
 }

@@ -55,34 +55,31 @@ func runApprovals(ctx context.Context, args []string, out io.Writer) error {
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			cfg, db, err := cliLedger(ctx, cf, false)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			ap, err := server.ApprovalsReader(db, cfg)
-			if err != nil {
-				return err
-			}
-			var states []string
-			if *state != "all" {
-				states = []string{*state}
-			}
-			reqs, err := ap.List(ctx, states...)
-			if err != nil {
-				return err
-			}
-			if *asJSON {
-				if reqs == nil {
-					reqs = []approvals.Request{}
+			return onLedger(ctx, cf, false, func(cfg server.Config, db *ledger.DB) error {
+				ap, err := server.ApprovalsReader(db, cfg)
+				if err != nil {
+					return err
 				}
-				return printJSON(out, reqs)
-			}
-			var t [][]string
-			for _, r := range reqs {
-				t = append(t, []string{r.ID, r.State, r.Agent, r.Summary, r.AmountText, fmt.Sprintf("%d/%d", r.Approvals(), max(r.Quorum, 1)), r.ExpiresAt.UTC().Format(time.RFC3339)})
-			}
-			return table(out, []string{"ID", "STATE", "AGENT", "SUMMARY", "AMOUNT", "VOTES", "EXPIRES"}, t)
+				var states []string
+				if *state != "all" {
+					states = []string{*state}
+				}
+				reqs, err := ap.List(ctx, states...)
+				if err != nil {
+					return err
+				}
+				if *asJSON {
+					if reqs == nil {
+						reqs = []approvals.Request{}
+					}
+					return printJSON(out, reqs)
+				}
+				var t [][]string
+				for _, r := range reqs {
+					t = append(t, []string{r.ID, r.State, r.Agent, r.Summary, r.AmountText, fmt.Sprintf("%d/%d", r.Approvals(), max(r.Quorum, 1)), r.ExpiresAt.UTC().Format(time.RFC3339)})
+				}
+				return table(out, []string{"ID", "STATE", "AGENT", "SUMMARY", "AMOUNT", "VOTES", "EXPIRES"}, t)
+			})
 		},
 		"show": func(args []string) error {
 			fs := newFlagSet("approvals show ID", "show one approval request in full")
@@ -95,24 +92,21 @@ func runApprovals(ctx context.Context, args []string, out io.Writer) error {
 			if id == "" {
 				return usageError{"usage: tollgate approvals show ID"}
 			}
-			cfg, db, err := cliLedger(ctx, cf, false)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			ap, err := server.ApprovalsReader(db, cfg)
-			if err != nil {
-				return err
-			}
-			r, err := ap.Get(ctx, id)
-			if err != nil {
-				return fmt.Errorf("approval %s: %w", id, err)
-			}
-			if *asJSON {
-				return printJSON(out, r)
-			}
-			printRequest(out, r)
-			return nil
+			return onLedger(ctx, cf, false, func(cfg server.Config, db *ledger.DB) error {
+				ap, err := server.ApprovalsReader(db, cfg)
+				if err != nil {
+					return err
+				}
+				r, err := ap.Get(ctx, id)
+				if err != nil {
+					return fmt.Errorf("approval %s: %w", id, err)
+				}
+				if *asJSON {
+					return printJSON(out, r)
+				}
+				printRequest(out, r)
+				return nil
+			})
 		},
 		"approve": func(args []string) error { return vote(ctx, args, out, approvals.OutcomeApprove) },
 		"deny":    func(args []string) error { return vote(ctx, args, out, approvals.OutcomeDeny) },
@@ -135,49 +129,46 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 	if outcome == approvals.OutcomeDeny && strings.TrimSpace(*reason) == "" {
 		return usageError{"--reason is required to deny"}
 	}
-	cfg, db, err := cliLedger(ctx, cf, false)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	ap, closeAP, err := cliApprovals(ctx, cfg, db)
-	if err != nil {
-		return err
-	}
-	defer closeAP()
+	return onLedger(ctx, cf, false, func(cfg server.Config, db *ledger.DB) error {
+		ap, closeAP, err := cliApprovals(ctx, cfg, db)
+		if err != nil {
+			return err
+		}
+		defer closeAP()
 
-	user := osUser()
-	me, ok := ap.ApproverForOSUser(user)
-	if *as != "" {
-		a, found := ap.ApproverByName(*as)
-		if !found {
-			return fmt.Errorf("%q is not a configured approver", *as)
+		user := osUser()
+		me, ok := ap.ApproverForOSUser(user)
+		if *as != "" {
+			a, found := ap.ApproverByName(*as)
+			if !found {
+				return fmt.Errorf("%q is not a configured approver", *as)
+			}
+			if a.OSUser != user && !(a.OSUser == "" && a.Name == user) {
+				return fmt.Errorf("approver %q is mapped to OS user %q, and you are %q", a.Name, a.OSUser, user)
+			}
+			me, ok = a, true
 		}
-		if a.OSUser != user && !(a.OSUser == "" && a.Name == user) {
-			return fmt.Errorf("approver %q is mapped to OS user %q, and you are %q", a.Name, a.OSUser, user)
+		if !ok {
+			return fmt.Errorf("OS user %q is not mapped to an approver (add os_user: %s to an entry under approvers: in tollgate.yaml)", user, user)
 		}
-		me, ok = a, true
-	}
-	if !ok {
-		return fmt.Errorf("OS user %q is not mapped to an approver (add os_user: %s to an entry under approvers: in tollgate.yaml)", user, user)
-	}
-	res, err := ap.Decide(ctx, approvals.VoteInput{RequestID: id, ApproverName: me.Name, Via: approvals.ViaCLI, Outcome: outcome, Reason: *reason})
-	if err != nil {
-		var na *approvals.NotAllowedError
-		switch {
-		case errors.As(err, &na):
-			return fmt.Errorf("not allowed: %s", na.Reason)
-		case errors.Is(err, approvals.ErrExpired):
-			return fmt.Errorf("%s has expired; nothing was decided", id)
+		res, err := ap.Decide(ctx, approvals.VoteInput{RequestID: id, ApproverName: me.Name, Via: approvals.ViaCLI, Outcome: outcome, Reason: *reason})
+		if err != nil {
+			var na *approvals.NotAllowedError
+			switch {
+			case errors.As(err, &na):
+				return fmt.Errorf("not allowed: %s", na.Reason)
+			case errors.Is(err, approvals.ErrExpired):
+				return fmt.Errorf("%s has expired; nothing was decided", id)
+			}
+			return err
 		}
-		return err
-	}
-	if !res.Final {
-		fmt.Fprintf(out, "%s: your approval is recorded (%d of %d); waiting for more approvers\n", id, res.Approvals, res.Needed)
+		if !res.Final {
+			fmt.Fprintf(out, "%s: your approval is recorded (%d of %d); waiting for more approvers\n", id, res.Approvals, res.Needed)
+			return nil
+		}
+		fmt.Fprintf(out, "%s %s by %s; a running tollgate server acts on it within a second\n", id, res.Request.State, me.Name)
 		return nil
-	}
-	fmt.Fprintf(out, "%s %s by %s; a running tollgate server acts on it within a second\n", id, res.Request.State, me.Name)
-	return nil
+	})
 }
 
 func printRequest(out io.Writer, r approvals.Request) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/server"
 )
 
 func runAudit(ctx context.Context, args []string, out io.Writer) error {
@@ -21,28 +22,25 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			_, db, err := cliLedger(ctx, cf, false)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			rep, err := db.Verify(ctx)
-			if err != nil {
-				return err
-			}
-			if *asJSON {
-				if err := printJSON(out, rep); err != nil {
+			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+				rep, err := db.Verify(ctx)
+				if err != nil {
 					return err
 				}
-			} else if rep.OK {
-				fmt.Fprintf(out, "audit chain intact: %d events verified\n", rep.Checked)
-			} else {
-				fmt.Fprintf(out, "audit chain BROKEN at event %d: %s (%d events checked before it)\n", rep.BrokenSeq, rep.Reason, rep.Checked)
-			}
-			if !rep.OK {
-				return errors.New("audit chain verification failed")
-			}
-			return nil
+				if *asJSON {
+					if err := printJSON(out, rep); err != nil {
+						return err
+					}
+				} else if rep.OK {
+					fmt.Fprintf(out, "audit chain intact: %d events verified\n", rep.Checked)
+				} else {
+					fmt.Fprintf(out, "audit chain BROKEN at event %d: %s (%d events checked before it)\n", rep.BrokenSeq, rep.Reason, rep.Checked)
+				}
+				if !rep.OK {
+					return errors.New("audit chain verification failed")
+				}
+				return nil
+			})
 		},
 		"export": func(args []string) error {
 			fs := newFlagSet("audit export", "stream audit events as JSON lines")
@@ -64,13 +62,10 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 				}
 				q.Since = t
 			}
-			_, db, err := cliLedger(ctx, cf, false)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			enc := json.NewEncoder(out)
-			return db.Events(ctx, q, func(e ledger.Event) error { return enc.Encode(e) })
+			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+				enc := json.NewEncoder(out)
+				return db.Events(ctx, q, func(e ledger.Event) error { return enc.Encode(e) })
+			})
 		},
 		"show": func(args []string) error {
 			fs := newFlagSet("audit show OPERATION_ID", "print one operation's story as a timeline")
@@ -83,33 +78,30 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 			if id == "" {
 				return usageError{"usage: tollgate audit show OPERATION_ID"}
 			}
-			_, db, err := cliLedger(ctx, cf, false)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			op, err := db.Operation(ctx, id)
-			if err != nil {
-				return fmt.Errorf("operation %s: %w", id, err)
-			}
-			var events []ledger.Event
-			if err := db.Events(ctx, ledger.EventQuery{OperationID: id}, func(e ledger.Event) error {
-				events = append(events, e)
-				return nil
-			}); err != nil {
-				return err
-			}
-			if *asJSON {
-				return printJSON(out, map[string]any{"operation": op, "events": events})
-			}
-			fmt.Fprintf(out, "%s  %s %s by agent %s (team %s)  now %s\n", op.ID, op.Tool, op.Resource, op.Agent, op.Team, op.State)
-			fmt.Fprintf(out, "reason: %s\n\n", op.Reason)
-			var t [][]string
-			start := op.CreatedAt
-			for _, e := range events {
-				t = append(t, []string{e.At.UTC().Format("15:04:05.000"), "+" + e.At.Sub(start).Round(time.Millisecond).String(), e.Type, e.Actor, summarize(e)})
-			}
-			return table(out, []string{"TIME", "ELAPSED", "EVENT", "ACTOR", "DETAIL"}, t)
+			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+				op, err := db.Operation(ctx, id)
+				if err != nil {
+					return fmt.Errorf("operation %s: %w", id, err)
+				}
+				var events []ledger.Event
+				if err := db.Events(ctx, ledger.EventQuery{OperationID: id}, func(e ledger.Event) error {
+					events = append(events, e)
+					return nil
+				}); err != nil {
+					return err
+				}
+				if *asJSON {
+					return printJSON(out, map[string]any{"operation": op, "events": events})
+				}
+				fmt.Fprintf(out, "%s  %s %s by agent %s (team %s)  now %s\n", op.ID, op.Tool, op.Resource, op.Agent, op.Team, op.State)
+				fmt.Fprintf(out, "reason: %s\n\n", op.Reason)
+				var t [][]string
+				start := op.CreatedAt
+				for _, e := range events {
+					t = append(t, []string{e.At.UTC().Format("15:04:05.000"), "+" + e.At.Sub(start).Round(time.Millisecond).String(), e.Type, e.Actor, summarize(e)})
+				}
+				return table(out, []string{"TIME", "ELAPSED", "EVENT", "ACTOR", "DETAIL"}, t)
+			})
 		},
 	}, []string{"verify", "export", "show"})
 }

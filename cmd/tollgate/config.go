@@ -192,6 +192,17 @@ func cliLedger(ctx context.Context, cf *configFlags, create bool) (server.Config
 	return cfg, db, err
 }
 
+// onLedger opens the configured database for a subcommand, runs fn on it
+// and closes it.
+func onLedger(ctx context.Context, cf *configFlags, create bool, fn func(cfg server.Config, db *ledger.DB) error) error {
+	cfg, db, err := cliLedger(ctx, cf, create)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return fn(cfg, db)
+}
+
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
