@@ -57,6 +57,10 @@ type Config struct {
 	Pricing PricingConfig `yaml:"pricing"`
 	// AutoFreeze freezes an agent after Blocks budget blocks within Within.
 	AutoFreeze AutoFreezeConfig `yaml:"auto_freeze"`
+	// QuotesPerMinute caps each agent's registrar price checks (check_domain,
+	// estimate_cost and planning): each mints a token and calls Cloudflare, and
+	// a runaway agent must not use up the account's API rate limit. 0 = no cap.
+	QuotesPerMinute int `yaml:"quotes_per_minute"`
 }
 
 // TLSConfig names the certificate and key for HTTPS.
@@ -203,7 +207,8 @@ func Default() Config {
 		Pricing: PricingConfig{Workers: WorkersPricingConfig{
 			Currency: "USD", MonthlyPlan: "5.00", PerMillionRequests: "0.30", PerMillionCPUMs: "0.02",
 		}},
-		AutoFreeze: AutoFreezeConfig{Blocks: 5, Within: 10 * time.Minute},
+		AutoFreeze:      AutoFreezeConfig{Blocks: 5, Within: 10 * time.Minute},
+		QuotesPerMinute: 60,
 	}
 }
 
@@ -332,6 +337,9 @@ func (c Config) Validate() error {
 	}
 	if c.Cloudflare.TokenTTL < time.Minute || c.Cloudflare.TokenTTL > 15*time.Minute {
 		add("cloudflare.token_ttl %s: use 1m to 15m", c.Cloudflare.TokenTTL)
+	}
+	if c.QuotesPerMinute < 0 {
+		add("quotes_per_minute %d: use 0 (no cap) or more", c.QuotesPerMinute)
 	}
 	if c.AutoFreeze.Blocks < 0 || (c.AutoFreeze.Blocks > 0 && c.AutoFreeze.Within <= 0) {
 		add("auto_freeze: blocks ≥ 0 and a positive within")

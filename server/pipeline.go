@@ -44,6 +44,42 @@ type Pipeline struct {
 	running sync.Map
 	// reconciling holds the in_doubt Operations being reconciled.
 	reconciling sync.Map
+	quotes      quoteLimiter
+}
+
+// quoteLimiter is a token bucket per agent for registrar price checks.
+type quoteLimiter struct {
+	perMinute int
+	mu        sync.Mutex
+	buckets   map[string]*quoteBucket
+}
+
+type quoteBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (l *quoteLimiter) allow(agent string, now time.Time) bool {
+	if l.perMinute <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buckets == nil {
+		l.buckets = map[string]*quoteBucket{}
+	}
+	b := l.buckets[agent]
+	if b == nil {
+		b = &quoteBucket{tokens: float64(l.perMinute), last: now}
+		l.buckets[agent] = b
+	}
+	b.tokens = min(float64(l.perMinute), b.tokens+now.Sub(b.last).Minutes()*float64(l.perMinute))
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 var _ tools.Runner = (*Pipeline)(nil)
@@ -105,6 +141,10 @@ func (p *Pipeline) Authorize(ctx context.Context, res authz.Resource, action str
 // minted for it alone.
 func (p *Pipeline) Quote(ctx context.Context, domain string) (cloudflare.DomainCheck, error) {
 	var out cloudflare.DomainCheck
+	if pr, ok := principalFrom(ctx); ok && !p.quotes.allow(pr.Name, p.now()) {
+		return out, &tools.ToolError{Code: "rate_limited", Message: fmt.Sprintf(
+			"price check refused: at most %d registrar price checks a minute per agent; wait a moment, or reuse the price you already have", p.cfg.QuotesPerMinute)}
+	}
 	err := p.withSession(ctx, cloudflare.PurposeQuote, operationFrom(ctx), func(s *cloudflare.Session) error {
 		checks, err := s.CheckDomains(ctx, domain)
 		if err != nil {

@@ -387,3 +387,27 @@ func TestPriceDependentDenyOnlyReads(t *testing.T) {
 	}
 	requireEvents(t, e, v.OperationID, "token.minted", "cloudflare.request", "token.revoked", "policy.decision")
 }
+
+// TestPriceChecksAreRateLimitedPerAgent: a runaway agent cannot turn price
+// checks into an unbounded stream of minted tokens and Cloudflare calls.
+func TestPriceChecksAreRateLimitedPerAgent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.QuotesPerMinute = 3 }))
+	for i := range 3 {
+		if res := e.call(webBot, "check_domain", map[string]any{"domain": fmt.Sprintf("rate-%d.dev", i)}); res.IsError {
+			t.Fatalf("check %d within the cap: %s", i, text(res))
+		}
+	}
+	before := len(e.sb.Requests())
+	res := e.call(webBot, "check_domain", map[string]any{"domain": "rate-4.dev"})
+	if !res.IsError || !strings.Contains(text(res), "at most 3 registrar price checks a minute") {
+		t.Fatalf("fourth check: %s", text(res))
+	}
+	if len(e.sb.Requests()) != before {
+		t.Fatal("a refused price check still reached Cloudflare")
+	}
+	// Another agent has its own allowance.
+	if res := e.call(opsBot, "check_domain", map[string]any{"domain": "rate-ops.dev"}); res.IsError {
+		t.Fatalf("another agent: %s", text(res))
+	}
+}

@@ -114,6 +114,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		metrics: s.metrics,
 		watch:   newWatcher(),
 		life:    life,
+		quotes:  quoteLimiter{perMinute: cfg.QuotesPerMinute},
 	}
 
 	var notifier approvals.Notifier

@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -122,5 +123,9 @@ func PolicyDenied(action string, res authz.Resource, d authz.Decision) *ToolErro
 }
 
 func upstreamError(what string, err error) *ToolError {
+	var te *ToolError
+	if errors.As(err, &te) {
+		return te // already a refusal in words (e.g. a rate limit)
+	}
 	return &ToolError{Code: "cloudflare_error", Message: fmt.Sprintf("Cloudflare %s failed: %v. Nothing was reserved or changed; try again later.", what, err)}
 }

@@ -399,8 +399,9 @@ func spawnServer(ctx context.Context, note io.Writer) (*spawnedServer, error) {
 		return nil, err
 	}
 	// The run's own config, so a tollgate.yaml in the working folder cannot
-	// change who the load runs as.
-	cfg := "agent: load-agent\nagents:\n  - {name: load-agent, team: load, roles: [agent]}\n"
+	// change who the load runs as; one agent drives every call, so the
+	// per-agent price-check cap is off.
+	cfg := "agent: load-agent\nquotes_per_minute: 0\nagents:\n  - {name: load-agent, team: load, roles: [agent]}\n"
 	cfgPath := filepath.Join(dir, "tollgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return fail(err)
