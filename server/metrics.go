@@ -138,22 +138,7 @@ func (c *spendCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *spendCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	budgets, err := c.db.Budgets(ctx)
-	if err != nil {
-		return
-	}
-	var scopes []ledger.Scope
-	seen := map[ledger.Scope]bool{}
-	for _, b := range budgets {
-		if !seen[b.Scope] {
-			seen[b.Scope] = true
-			scopes = append(scopes, b.Scope)
-		}
-	}
-	if len(scopes) == 0 {
-		return
-	}
-	sts, err := c.db.BudgetStatuses(ctx, scopes...)
+	sts, err := c.db.BudgetStatuses(ctx) // every budget
 	if err != nil {
 		return
 	}

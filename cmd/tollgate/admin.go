@@ -148,23 +148,9 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 				return err
 			}
 			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
-				budgets, err := db.Budgets(ctx)
+				sts, err := db.BudgetStatuses(ctx) // every budget
 				if err != nil {
 					return err
-				}
-				var scopes []ledger.Scope
-				seen := map[ledger.Scope]bool{}
-				for _, b := range budgets {
-					if !seen[b.Scope] {
-						seen[b.Scope] = true
-						scopes = append(scopes, b.Scope)
-					}
-				}
-				sts := []ledger.BudgetStatus{}
-				if len(scopes) > 0 {
-					if sts, err = db.BudgetStatuses(ctx, scopes...); err != nil {
-						return err
-					}
 				}
 				return printBudgets(out, sts, *asJSON)
 			})
