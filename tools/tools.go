@@ -156,7 +156,8 @@ func Mutations(cfg Config) map[string]Mutation {
 
 // Config carries the settings tools need.
 type Config struct {
-	// Workers is the price book for Worker deploys.
+	// Workers is the price book for Worker deploys (server.Config.Pricing;
+	// its defaults are Cloudflare's published Workers Paid prices).
 	Workers WorkersPricing
 	// QuoteTTL is how long a price quote is presented as valid.
 	QuoteTTL time.Duration
@@ -171,27 +172,7 @@ type WorkersPricing struct {
 	PerMillionCPUMs    ledger.Money
 }
 
-// DefaultWorkersPricing is Cloudflare's published Workers Paid price book.
-func DefaultWorkersPricing() WorkersPricing {
-	must := func(s string) ledger.Money {
-		m, err := ledger.ParseMoney(s, "USD")
-		if err != nil {
-			panic(err)
-		}
-		return m
-	}
-	return WorkersPricing{
-		Currency:           "USD",
-		MonthlyPlan:        must("5.00"),
-		PerMillionRequests: must("0.30"),
-		PerMillionCPUMs:    must("0.02"),
-	}
-}
-
 func (c Config) withDefaults() Config {
-	if c.Workers.Currency == "" {
-		c.Workers = DefaultWorkersPricing()
-	}
 	if c.QuoteTTL <= 0 {
 		c.QuoteTTL = 5 * time.Minute
 	}
