@@ -2,10 +2,11 @@ package approvals
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
+
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // EventApproversPublished records a change of the approver set a server serves.
@@ -15,7 +16,7 @@ const EventApproversPublished = "approval.approvers_published"
 // local approver CLI acts on the set the server was configured with. Called
 // by the server on start; audited when the set changes.
 func (s *Service) PublishApprovers(ctx context.Context) error {
-	current, err := StoredApprovers(ctx, s.db)
+	current, err := StoredApprovers(ctx, s.st)
 	if err != nil {
 		return err
 	}
@@ -23,7 +24,7 @@ func (s *Service) PublishApprovers(ctx context.Context) error {
 	if sameApprovers(current, want) {
 		return nil
 	}
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.st.Write(ctx, func(tx *store.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM approval_approvers`); err != nil {
 			return fmt.Errorf("publish approvers: %w", err)
 		}
@@ -46,8 +47,8 @@ func (s *Service) PublishApprovers(ctx context.Context) error {
 
 // StoredApprovers returns the approvers the serving tollgate published, or
 // none if no server has run on this database yet.
-func StoredApprovers(ctx context.Context, db *sql.DB) ([]Approver, error) {
-	rows, err := db.QueryContext(ctx, `SELECT name, slack_user_id, os_user, roles FROM approval_approvers ORDER BY name`)
+func StoredApprovers(ctx context.Context, q store.Queryer) ([]Approver, error) {
+	rows, err := q.QueryContext(ctx, `SELECT name, slack_user_id, os_user, roles FROM approval_approvers ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("read approvers: %w", err)
 	}

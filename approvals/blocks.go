@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/slack-go/slack"
+
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 // Action, block and callback ids of the approval message and the deny modal.
@@ -224,7 +226,7 @@ func amountText(r Request) string {
 	if r.AmountText != "" {
 		return r.AmountText
 	}
-	return FormatMicros(r.AmountMicros, r.Currency)
+	return money.FormatMicros(r.AmountMicros, r.Currency)
 }
 
 func shortHash(h string) string {

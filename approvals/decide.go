@@ -2,16 +2,18 @@ package approvals
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tollgatehq/tollgate/ledger/money"
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
-// errRollback makes inTx roll back when a check inside the transaction refuses
+// errRollback makes a write transaction roll back when a check inside the transaction refuses
 // the change; the refusal itself is carried beside it.
 var errRollback = errors.New("rollback")
 
@@ -194,7 +196,7 @@ func (s *Service) check(ctx context.Context, v VoteInput) (Request, Approver, er
 	if isApprover {
 		apRef = &ap
 	}
-	r, err := s.loadRequest(ctx, s.db, v.RequestID)
+	r, err := s.loadRequest(ctx, s.st, v.RequestID)
 	if errors.Is(err, ErrNotFound) {
 		return Request{}, ap, s.reject(ctx, nil, v, apRef, fmt.Errorf("approval %s: %w", v.RequestID, ErrNotFound))
 	}
@@ -253,7 +255,7 @@ func (s *Service) Decide(ctx context.Context, v VoteInput) (Outcome, error) {
 		refusal   error
 		expiredID string
 	)
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.st.Write(ctx, func(tx *store.Tx) error {
 		r, err := s.loadRequest(ctx, tx, v.RequestID)
 		if err != nil {
 			return err
@@ -345,7 +347,7 @@ func (s *Service) Decide(ctx context.Context, v VoteInput) (Outcome, error) {
 		if expiredID != "" {
 			s.afterChange(ctx, expiredID, true)
 		}
-		r, _ := s.loadRequest(ctx, s.db, v.RequestID)
+		r, _ := s.loadRequest(ctx, s.st, v.RequestID)
 		return Outcome{}, s.reject(ctx, &r, v, &ap, refusal)
 	}
 	if err != nil {
@@ -356,7 +358,7 @@ func (s *Service) Decide(ctx context.Context, v VoteInput) (Outcome, error) {
 		slog.String("approver", ap.Name), slog.String("via", v.Via), slog.String("outcome", v.Outcome),
 		slog.Int("approvals", out.Approvals), slog.Int("needed", out.Needed), slog.Bool("final", out.Final))
 	s.afterChange(ctx, out.Request.ID, out.Final)
-	if r, err := s.loadRequest(ctx, s.db, out.Request.ID); err == nil {
+	if r, err := s.loadRequest(ctx, s.st, out.Request.ID); err == nil {
 		out.Request = r
 	}
 	return out, nil
@@ -382,7 +384,7 @@ func approverNames(votes []Vote, outcome string) string {
 }
 
 // expireTx marks a pending request expired inside tx and audits it.
-func (s *Service) expireTx(ctx context.Context, tx *sql.Tx, r *Request, now time.Time) error {
+func (s *Service) expireTx(ctx context.Context, tx *store.Tx, r *Request, now time.Time) error {
 	reason := fmt.Sprintf("expired at %s with %d of %d approvals; nothing was approved",
 		r.ExpiresAt.Format(time.RFC3339), r.Approvals(), r.Quorum)
 	res, err := tx.ExecContext(ctx, `UPDATE approval_requests SET state = 'expired', decided_reason = ?, decided_at = ?, version = version + 1
@@ -408,7 +410,7 @@ func (s *Service) expireTx(ctx context.Context, tx *sql.Tx, r *Request, now time
 // expireOne expires one request if it is pending and due.
 func (s *Service) expireOne(ctx context.Context, id string) error {
 	expired := false
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.st.Write(ctx, func(tx *store.Tx) error {
 		r, err := s.loadRequest(ctx, tx, id)
 		if err != nil {
 			return err
@@ -433,7 +435,7 @@ func (s *Service) expireOne(ctx context.Context, id string) error {
 // then runs OnExpired for each and updates their Slack messages.
 func (s *Service) ExpireDue(ctx context.Context) ([]Request, error) {
 	var ids []string
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.st.Write(ctx, func(tx *store.Tx) error {
 		now := s.now()
 		rows, err := tx.QueryContext(ctx, `SELECT id FROM approval_requests WHERE state = 'pending' AND expires_at <= ? ORDER BY expires_at`, now.UnixNano())
 		if err != nil {
@@ -468,7 +470,7 @@ func (s *Service) ExpireDue(ctx context.Context) ([]Request, error) {
 	for _, id := range ids {
 		s.log.InfoContext(ctx, "approval expired", slog.String("request_id", id))
 		s.afterChange(ctx, id, true)
-		r, err := s.loadRequest(ctx, s.db, id)
+		r, err := s.loadRequest(ctx, s.st, id)
 		if err != nil {
 			return out, fmt.Errorf("expire approvals: %w", err)
 		}
@@ -486,7 +488,7 @@ func (s *Service) Consume(ctx context.Context, requestID, argsHash string, amoun
 		refusal error
 		r       Request
 	)
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.st.Write(ctx, func(tx *store.Tx) error {
 		var err error
 		r, err = s.loadRequest(ctx, tx, requestID)
 		if errors.Is(err, ErrNotFound) {
@@ -561,7 +563,7 @@ func consumeRefusal(r Request, argsHash string, amountMicros int64, currency str
 	}
 	if amountMicros > r.AmountMicros {
 		return fmt.Errorf("approval %s: %w: %w: %s is above the approved %s", r.ID, ErrBindingMismatch, ErrAmountExceeded,
-			FormatMicros(amountMicros, currency), FormatMicros(r.AmountMicros, r.Currency))
+			money.FormatMicros(amountMicros, currency), money.FormatMicros(r.AmountMicros, r.Currency))
 	}
 	return nil
 }
@@ -578,7 +580,7 @@ func (s *Service) Cancel(ctx context.Context, requestID, reason, by string) erro
 	}
 	var refusal error
 	expired := false
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.st.Write(ctx, func(tx *store.Tx) error {
 		r, err := s.loadRequest(ctx, tx, requestID)
 		if errors.Is(err, ErrNotFound) {
 			refusal = fmt.Errorf("approval %s: %w", requestID, ErrNotFound)
@@ -625,7 +627,7 @@ func (s *Service) Cancel(ctx context.Context, requestID, reason, by string) erro
 // Finish stores the execution result and shows it on the Slack message.
 func (s *Service) Finish(ctx context.Context, requestID, resultText string) error {
 	resultText = truncateRunes(resultText, maxResultRunes)
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.st.Write(ctx, func(tx *store.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE approval_requests SET result_text = ?, version = version + 1 WHERE id = ?`, resultText, requestID)
 		if err != nil {
 			return fmt.Errorf("store result: %w", err)

@@ -62,7 +62,7 @@ func FuzzSignedInteraction(f *testing.F) {
 			`DELETE FROM approval_votes WHERE request_id = 'apr_fuzztarget'`,
 			`UPDATE approval_requests SET state = 'pending', decided_at = NULL, decided_reason = '' WHERE id = 'apr_fuzztarget'`,
 		} {
-			if _, err := fx.db.Exec(q); err != nil {
+			if _, err := fx.db.ExecContext(context.Background(), q); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -22,11 +20,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slacktest"
 	_ "modernc.org/sqlite"
+
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 const testSecret = "8f742231b10e8888abcd99yyyzzz85a5" // Slack's documented example signing secret
@@ -56,68 +57,31 @@ func (c *testClock) Advance(d time.Duration) {
 
 // ---- database
 
-func dsn(path string) string {
-	return "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate"
-}
+// testAuditMigrations add a tiny audit table standing in for the ledger's chain.
+var testAuditMigrations = store.Migrations{Component: "test_audit", FS: fstest.MapFS{
+	"sqlite/0001_test_audit.sql": {Data: []byte(`CREATE TABLE test_audit (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT, typ TEXT NOT NULL, actor TEXT NOT NULL,
+		operation_id TEXT NOT NULL, data TEXT NOT NULL);`)},
+}}
 
-// openTestDB opens a real SQLite file the way the ledger opens its writer and
-// applies this package's migrations plus a tiny audit table.
-func openTestDB(t testing.TB) (*sql.DB, string) {
+// openTestDB opens a real SQLite file through the storage layer with this
+// package's migrations and the test audit table.
+func openTestDB(t testing.TB) (*store.Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "tollgate.db")
-	db := openHandle(t, path)
-	applyMigrations(t, db)
-	if _, err := db.Exec(`CREATE TABLE test_audit (
-		seq INTEGER PRIMARY KEY AUTOINCREMENT, typ TEXT NOT NULL, actor TEXT NOT NULL,
-		operation_id TEXT NOT NULL, data TEXT NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
-	return db, path
+	return openHandle(t, path), path
 }
 
-func openHandle(t testing.TB, path string) *sql.DB {
+// openHandle opens the database at path again, as another process would.
+func openHandle(t testing.TB, path string) *store.Store {
 	t.Helper()
-	db, err := sql.Open("sqlite", dsn(path))
+	st, err := store.Open(context.Background(), path, store.WithMigrations(Migrations, testAuditMigrations),
+		store.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.SetMaxOpenConns(1)
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-func applyMigrations(t testing.TB, db *sql.DB) {
-	t.Helper()
-	entries, err := fs.ReadDir(Migrations, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), ".sql") {
-			names = append(names, e.Name())
-		}
-	}
-	slices.Sort(names)
-	if len(names) == 0 || names[0] != "0001_approvals.sql" {
-		t.Fatalf("migrations at the root of Migrations: %v", names)
-	}
-	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range names {
-		b, err := fs.ReadFile(Migrations, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.Exec(string(b)); err != nil {
-			t.Fatalf("apply %s: %v", n, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
 }
 
 // ---- audit
@@ -130,11 +94,11 @@ type auditEvent struct {
 // auditLog writes events into the test database, inside the caller's
 // transaction when given one, like ledger.AppendTx.
 type auditLog struct {
-	db   *sql.DB
+	db   *store.Store
 	fail atomic.Bool
 }
 
-func (a *auditLog) fn(ctx context.Context, tx *sql.Tx, typ, actor, op string, data map[string]any) error {
+func (a *auditLog) fn(ctx context.Context, tx *store.Tx, typ, actor, op string, data map[string]any) error {
 	if a.fail.Load() {
 		return errors.New("audit store unavailable")
 	}
@@ -153,7 +117,7 @@ func (a *auditLog) fn(ctx context.Context, tx *sql.Tx, typ, actor, op string, da
 
 func (a *auditLog) events(t testing.TB, types ...string) []auditEvent {
 	t.Helper()
-	rows, err := a.db.Query(`SELECT typ, actor, operation_id, data FROM test_audit ORDER BY seq`)
+	rows, err := a.db.QueryContext(context.Background(), `SELECT typ, actor, operation_id, data FROM test_audit ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +189,7 @@ func policyAuthorizer(calls *atomic.Int64) Authorizer {
 
 type fixture struct {
 	t       testing.TB
-	db      *sql.DB
+	db      *store.Store
 	path    string
 	clock   *testClock
 	audit   *auditLog

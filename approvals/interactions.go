@@ -173,7 +173,7 @@ func (s *Service) verify(ctx context.Context, h http.Header, body []byte) (strin
 
 // markSeen records key and reports whether it was new.
 func (s *Service) markSeen(ctx context.Context, key string) (bool, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO approval_slack_seen (key, seen_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`,
+	res, err := s.st.ExecContext(ctx, `INSERT INTO approval_slack_seen (key, seen_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`,
 		key, time.Now().UnixNano())
 	if err != nil {
 		return false, fmt.Errorf("record slack request: %w", err)
@@ -188,7 +188,7 @@ func (s *Service) markSeen(ctx context.Context, key string) (bool, error) {
 // pruneSeen forgets replay keys older than any signature could still be valid.
 // Slack's window is wall-clock time, so this uses the wall clock, not Options.Clock.
 func (s *Service) pruneSeen(ctx context.Context) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM approval_slack_seen WHERE seen_at < ?`, time.Now().Add(-seenRetention).UnixNano())
+	_, err := s.st.ExecContext(ctx, `DELETE FROM approval_slack_seen WHERE seen_at < ?`, time.Now().Add(-seenRetention).UnixNano())
 	return err
 }
 
@@ -320,7 +320,7 @@ func (s *Service) freeze(ctx context.Context, via, user, channel, requestID stri
 	if isApprover {
 		apRef = &ap
 	}
-	r, err := s.loadRequest(ctx, s.db, requestID)
+	r, err := s.loadRequest(ctx, s.st, requestID)
 	if err != nil {
 		if !errors.Is(err, ErrNotFound) {
 			s.log.ErrorContext(ctx, "read request for freeze", slog.String("request_id", requestID), slog.String("error", err.Error()))

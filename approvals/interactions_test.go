@@ -384,7 +384,7 @@ func TestSlackDown(t *testing.T) {
 	var attempts int
 	var next int64
 	row := func() {
-		if err := f.db.QueryRow(`SELECT slack_attempts, slack_next_at FROM approval_requests WHERE id = ?`, r.ID).Scan(&attempts, &next); err != nil {
+		if err := f.db.QueryRowContext(context.Background(), `SELECT slack_attempts, slack_next_at FROM approval_requests WHERE id = ?`, r.ID).Scan(&attempts, &next); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -448,7 +448,7 @@ func TestSlackDown(t *testing.T) {
 	}
 	f.noDecision()
 	var synced, version int64
-	if err := f.db.QueryRow(`SELECT slack_synced, version FROM approval_requests WHERE id = ?`, r2.ID).Scan(&synced, &version); err != nil {
+	if err := f.db.QueryRowContext(context.Background(), `SELECT slack_synced, version FROM approval_requests WHERE id = ?`, r2.ID).Scan(&synced, &version); err != nil {
 		t.Fatal(err)
 	}
 	if synced != version {
@@ -462,7 +462,7 @@ func TestSlackRateLimitBackoff(t *testing.T) {
 	f.slack.rateLimit.Store(30)
 	r := f.request(nil)
 	var next int64
-	if err := f.db.QueryRow(`SELECT slack_next_at FROM approval_requests WHERE id = ?`, r.ID).Scan(&next); err != nil {
+	if err := f.db.QueryRowContext(context.Background(), `SELECT slack_next_at FROM approval_requests WHERE id = ?`, r.ID).Scan(&next); err != nil {
 		t.Fatal(err)
 	}
 	if got := time.Unix(0, next).Sub(f.clock.Now()); got != 30*time.Second {

@@ -8,28 +8,22 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/money"
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations
 var migrationFiles embed.FS
 
-// Migrations holds this package's numbered schema files (0001_approvals.sql, …)
-// at its root; the ledger applies them with ledger.WithMigrations("approvals", Migrations).
-var Migrations fs.FS = mustSub(migrationFiles, "migrations")
-
-func mustSub(f fs.FS, dir string) fs.FS {
-	sub, err := fs.Sub(f, dir)
-	if err != nil {
-		panic(err) // the embed pattern above guarantees the directory
-	}
-	return sub
-}
+// Migrations are this package's numbered schema files, per dialect; the ledger
+// applies them with ledger.WithMigrations(approvals.Migrations).
+var Migrations = store.Embedded("approvals", migrationFiles, "migrations")
 
 // Defaults for Options.
 const (
@@ -70,8 +64,6 @@ type Options struct {
 	OnFreeze func(ctx context.Context, agent string, by Approver) error
 	// SigningSecret verifies the interactivity endpoint; empty = the endpoint refuses every request.
 	SigningSecret string
-	// Reader is an optional read pool for Get, List and ByOperation; nil = the write handle.
-	Reader *sql.DB
 	// RetryMin and RetryMax bound the exponential backoff of Slack posts and updates.
 	RetryMin, RetryMax time.Duration
 	// ExpiryInterval is how often Run expires due requests and delivers missed decisions.
@@ -135,14 +127,12 @@ func (o Options) Validate() error {
 var (
 	slackUserIDPattern = regexp.MustCompile(`^[UW][A-Z0-9]{2,20}$`)
 	requestIDPattern   = regexp.MustCompile(`^apr_[a-z0-9]{1,60}$`)
-	currencyPattern    = regexp.MustCompile(`^[A-Z]{3}$`)
 )
 
 // Service records approval requests and votes. It is safe for concurrent use,
 // and several processes may share one database (the server and the CLI).
 type Service struct {
-	db      *sql.DB
-	read    *sql.DB
+	st      *store.Store
 	o       Options
 	log     *slog.Logger
 	byName  map[string]Approver // lower-cased name
@@ -157,11 +147,11 @@ type Service struct {
 	again    map[string]bool // a change arrived while syncing: sync once more
 }
 
-// NewService checks o and returns a Service on db, the ledger's write
-// connection (BeginTx is BEGIN IMMEDIATE; the tables come from Migrations).
-func NewService(db *sql.DB, o Options) (*Service, error) {
-	if db == nil {
-		return nil, errors.New("approvals: db is nil")
+// NewService checks o and returns a Service on st, the ledger's store (the
+// tables come from Migrations).
+func NewService(st *store.Store, o Options) (*Service, error) {
+	if st == nil {
+		return nil, errors.New("approvals: store is nil")
 	}
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -191,8 +181,7 @@ func NewService(db *sql.DB, o Options) (*Service, error) {
 		o.SlackTimeout = DefaultSlackTimeout
 	}
 	s := &Service{
-		db:       db,
-		read:     db,
+		st:       st,
 		o:        o,
 		log:      o.Logger.With(slog.String("component", "approvals")),
 		byName:   map[string]Approver{},
@@ -202,9 +191,6 @@ func NewService(db *sql.DB, o Options) (*Service, error) {
 		inflight: map[string]bool{},
 		syncing:  map[string]bool{},
 		again:    map[string]bool{},
-	}
-	if o.Reader != nil {
-		s.read = o.Reader
 	}
 	for _, a := range o.Approvers {
 		a.Roles = append([]string(nil), a.Roles...)
@@ -272,8 +258,8 @@ func (s *Service) validateNew(r *Request, now time.Time) error {
 	if r.AmountMicros < 0 {
 		problems = append(problems, fmt.Sprintf("amount_micros %d is negative; amounts are ≥ 0 micro-units", r.AmountMicros))
 	}
-	if !currencyPattern.MatchString(r.Currency) {
-		problems = append(problems, fmt.Sprintf("currency %q must be an ISO 4217 code in upper case, like USD", r.Currency))
+	if err := money.CheckCurrency(r.Currency); err != nil {
+		problems = append(problems, err.Error())
 	}
 	if r.Quorum == 0 {
 		r.Quorum = 1
@@ -297,7 +283,7 @@ func (s *Service) validateNew(r *Request, now time.Time) error {
 		return fmt.Errorf("%w: approval request: %s", ErrInvalidInput, strings.Join(problems, "; "))
 	}
 	if r.AmountText == "" {
-		r.AmountText = FormatMicros(r.AmountMicros, r.Currency)
+		r.AmountText = money.FormatMicros(r.AmountMicros, r.Currency)
 	}
 	r.State = StatePending
 	r.Consumed = false
@@ -348,7 +334,7 @@ func (s *Service) Request(ctx context.Context, r Request) (Request, error) {
 		return *existing, nil
 	}
 	s.syncRequest(ctx, r.ID)
-	if got, err := s.loadRequest(ctx, s.db, r.ID); err == nil {
+	if got, err := s.loadRequest(ctx, s.st, r.ID); err == nil {
 		r = got
 	}
 	return r, nil
@@ -362,7 +348,7 @@ func (s *Service) insertRequest(ctx context.Context, r Request) (*Request, error
 		return nil, fmt.Errorf("request approval: %w", err)
 	}
 	var existing *Request
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.st.Write(ctx, func(tx *store.Tx) error {
 		var id string
 		switch err := tx.QueryRowContext(ctx, `SELECT id FROM approval_requests WHERE operation_id = ?`, r.OperationID).Scan(&id); {
 		case err == nil:
@@ -410,7 +396,7 @@ func (s *Service) insertRequest(ctx context.Context, r Request) (*Request, error
 
 // Get returns one request with its votes.
 func (s *Service) Get(ctx context.Context, id string) (Request, error) {
-	r, err := s.loadRequest(ctx, s.read, id)
+	r, err := s.loadRequest(ctx, s.st, id)
 	if err != nil {
 		return Request{}, fmt.Errorf("get approval %s: %w", id, err)
 	}
@@ -420,7 +406,7 @@ func (s *Service) Get(ctx context.Context, id string) (Request, error) {
 // ByOperation returns the request of an operation.
 func (s *Service) ByOperation(ctx context.Context, operationID string) (Request, error) {
 	var id string
-	err := s.read.QueryRowContext(ctx, `SELECT id FROM approval_requests WHERE operation_id = ?`, operationID).Scan(&id)
+	err := s.st.QueryRowContext(ctx, `SELECT id FROM approval_requests WHERE operation_id = ?`, operationID).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Request{}, fmt.Errorf("approval for operation %s: %w", operationID, ErrNotFound)
 	}
@@ -446,7 +432,7 @@ func (s *Service) List(ctx context.Context, states ...string) ([]Request, error)
 		q += ` WHERE state IN (` + strings.Join(marks, ",") + `)`
 	}
 	q += ` ORDER BY created_at DESC, id`
-	rows, err := s.read.QueryContext(ctx, q, args...)
+	rows, err := s.st.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list approvals: %w", err)
 	}
@@ -468,7 +454,7 @@ func (s *Service) List(ctx context.Context, states ...string) ([]Request, error)
 	// Votes are read after the request rows are closed: the write handle has a
 	// single connection, and a second query while rows are open would wait forever.
 	for i := range out {
-		votes, err := loadVotes(ctx, s.read, out[i].ID)
+		votes, err := loadVotes(ctx, s.st, out[i].ID)
 		if err != nil {
 			return nil, fmt.Errorf("list approvals: %w", err)
 		}
@@ -483,23 +469,6 @@ func validState(st string) bool {
 		return true
 	}
 	return false
-}
-
-// inTx runs fn in one BEGIN IMMEDIATE transaction on the write connection.
-// fn must use tx for every statement: the handle has a single connection.
-func (s *Service) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
 }
 
 func boolInt(b bool) int {

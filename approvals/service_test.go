@@ -58,7 +58,7 @@ func TestRequestValidation(t *testing.T) {
 		{"no agent", func(r *Request) { r.Agent = "" }, "agent is required"},
 		{"no hash", func(r *Request) { r.ArgsHash = "" }, "args_hash is required"},
 		{"negative amount", func(r *Request) { r.AmountMicros = -1 }, "amount_micros -1 is negative"},
-		{"bad currency", func(r *Request) { r.Currency = "usd" }, `currency "usd" must be an ISO 4217 code`},
+		{"bad currency", func(r *Request) { r.Currency = "usd" }, `currency "usd" is not an ISO 4217 code`},
 		{"no expiry", func(r *Request) { r.ExpiresAt = time.Time{} }, "expires_at is required"},
 		{"past expiry", func(r *Request) { r.ExpiresAt = f.clock.Now().Add(-time.Second) }, "is not in the future"},
 		{"negative quorum", func(r *Request) { r.Quorum = -2 }, "quorum -2 must be at least 1"},
@@ -549,15 +549,6 @@ func TestDecisionFromAnotherProcess(t *testing.T) {
 	}
 	server.svc.deliverDue(ctx)
 	server.noDecision()
-}
-
-func TestFormatMicros(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[int64]string{0: "0.00 USD", 8_570_000: "8.57 USD", 10_000_000: "10.00 USD", 1: "0.000001 USD", 12_345_678_900: "12345.6789 USD", -1_500_000: "-1.50 USD"} {
-		if got := FormatMicros(in, "USD"); got != want {
-			t.Errorf("FormatMicros(%d) = %q, want %q", in, got, want)
-		}
-	}
 }
 
 // TestConcurrentVotes: three approvers vote at once from two processes (two

@@ -6,21 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
-)
 
-// querier is what reads need from *sql.DB and *sql.Tx alike, so one loader
-// serves both inside and outside a transaction.
-type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-var (
-	_ querier = (*sql.DB)(nil)
-	_ querier = (*sql.Tx)(nil)
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 const requestColumns = `id, operation_id, tool, agent, team, owner, client, summary, args_json, module_json,
@@ -75,7 +63,7 @@ func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 
 // loadRequest reads one request and its votes through q (the write handle, a
 // transaction, or the read pool).
-func (s *Service) loadRequest(ctx context.Context, q querier, id string) (Request, error) {
+func (s *Service) loadRequest(ctx context.Context, q store.Queryer, id string) (Request, error) {
 	r, err := scanRequest(q.QueryRowContext(ctx, `SELECT `+requestColumns+` FROM approval_requests WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Request{}, ErrNotFound
@@ -90,7 +78,7 @@ func (s *Service) loadRequest(ctx context.Context, q querier, id string) (Reques
 	return r, nil
 }
 
-func loadVotes(ctx context.Context, q querier, id string) ([]Vote, error) {
+func loadVotes(ctx context.Context, q store.Queryer, id string) ([]Vote, error) {
 	rows, err := q.QueryContext(ctx, `SELECT approver, slack_user_id, via, outcome, reason, at
 		FROM approval_votes WHERE request_id = ? ORDER BY at, rowid`, id)
 	if err != nil {
@@ -138,28 +126,4 @@ func encodeRequestJSON(r Request) (args string, module sql.NullString, headroom 
 		module = sql.NullString{String: string(b), Valid: true}
 	}
 	return args, module, headroom, nil
-}
-
-// FormatMicros renders integer micro-units as a decimal with at least two
-// decimals and no trailing zeros beyond them: 8_570_000 USD -> "8.57 USD".
-func FormatMicros(micros int64, currency string) string {
-	neg := micros < 0
-	u := uint64(micros)
-	if neg {
-		u = uint64(-(micros + 1)) + 1 // |math.MinInt64| without overflow
-	}
-	whole, frac := u/1_000_000, u%1_000_000
-	fs := fmt.Sprintf("%06d", frac)
-	fs = strings.TrimRight(fs, "0")
-	for len(fs) < 2 {
-		fs += "0"
-	}
-	out := strconv.FormatUint(whole, 10) + "." + fs
-	if neg {
-		out = "-" + out
-	}
-	if currency != "" {
-		out += " " + currency
-	}
-	return out
 }

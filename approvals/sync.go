@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/slack-go/slack"
+
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // Run drives the timers: expiry (at start and every ExpiryInterval), delivery
@@ -66,14 +68,14 @@ func (s *Service) deliver(ctx context.Context, id string) {
 	// recorded. The hook keeps the caller's values (request-scoped logging).
 	ctx = context.WithoutCancel(ctx)
 	var dispatched sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, `SELECT dispatched_at FROM approval_requests WHERE id = ?`, id).Scan(&dispatched); err != nil {
+	if err := s.st.QueryRowContext(ctx, `SELECT dispatched_at FROM approval_requests WHERE id = ?`, id).Scan(&dispatched); err != nil {
 		s.log.ErrorContext(ctx, "read decision delivery", slog.String("request_id", id), slog.String("error", err.Error()))
 		return
 	}
 	if dispatched.Valid {
 		return
 	}
-	r, err := s.loadRequest(ctx, s.db, id)
+	r, err := s.loadRequest(ctx, s.st, id)
 	if err != nil {
 		s.log.ErrorContext(ctx, "read decided request", slog.String("request_id", id), slog.String("error", err.Error()))
 		return
@@ -90,7 +92,7 @@ func (s *Service) deliver(ctx context.Context, id string) {
 		return
 	}
 	hook(ctx, r)
-	if _, err := s.db.ExecContext(ctx, `UPDATE approval_requests SET dispatched_at = ? WHERE id = ? AND dispatched_at IS NULL`, s.now().UnixNano(), id); err != nil {
+	if _, err := s.st.ExecContext(ctx, `UPDATE approval_requests SET dispatched_at = ? WHERE id = ? AND dispatched_at IS NULL`, s.now().UnixNano(), id); err != nil {
 		s.log.ErrorContext(ctx, "record decision delivery", slog.String("request_id", id), slog.String("error", err.Error()))
 	}
 }
@@ -107,7 +109,7 @@ func (s *Service) deliverDue(ctx context.Context) {
 	if len(states) == 0 {
 		return
 	}
-	ids, err := s.queryIDs(ctx, `SELECT id FROM approval_requests WHERE dispatched_at IS NULL AND state IN ('`+strings.Join(states, "','")+`')
+	ids, err := store.Strings(ctx, s.st, `SELECT id FROM approval_requests WHERE dispatched_at IS NULL AND state IN ('`+strings.Join(states, "','")+`')
 		ORDER BY decided_at LIMIT 100`)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -120,29 +122,12 @@ func (s *Service) deliverDue(ctx context.Context) {
 	}
 }
 
-func (s *Service) queryIDs(ctx context.Context, q string, args ...any) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
-}
-
 // syncDue brings every Slack message whose retry is due up to date.
 func (s *Service) syncDue(ctx context.Context) {
 	if s.o.Notifier == nil {
 		return
 	}
-	ids, err := s.queryIDs(ctx, `SELECT id FROM approval_requests WHERE slack_synced < version AND slack_next_at <= ?
+	ids, err := store.Strings(ctx, s.st, `SELECT id FROM approval_requests WHERE slack_synced < version AND slack_next_at <= ?
 		ORDER BY slack_next_at LIMIT 100`, s.now().UnixNano())
 	if err != nil {
 		if ctx.Err() == nil {
@@ -199,7 +184,7 @@ func (s *Service) syncOnce(parent context.Context, id string) {
 	// A few rounds: a decision may land while the first post is in flight.
 	for range 3 {
 		var st syncState
-		err := s.db.QueryRowContext(ctx, `SELECT version, slack_synced, slack_attempts FROM approval_requests WHERE id = ?`, id).
+		err := s.st.QueryRowContext(ctx, `SELECT version, slack_synced, slack_attempts FROM approval_requests WHERE id = ?`, id).
 			Scan(&st.version, &st.synced, &st.attempts)
 		if err != nil {
 			s.log.ErrorContext(ctx, "read slack state", slog.String("request_id", id), slog.String("error", err.Error()))
@@ -208,7 +193,7 @@ func (s *Service) syncOnce(parent context.Context, id string) {
 		if st.synced >= st.version {
 			return
 		}
-		r, err := s.loadRequest(ctx, s.db, id)
+		r, err := s.loadRequest(ctx, s.st, id)
 		if err != nil {
 			s.log.ErrorContext(ctx, "read request for slack", slog.String("request_id", id), slog.String("error", err.Error()))
 			return
@@ -218,7 +203,7 @@ func (s *Service) syncOnce(parent context.Context, id string) {
 			if r.State != StatePending {
 				cancel()
 				// Never posted and no longer pending: nothing to ask anyone.
-				_, err = s.db.ExecContext(ctx, `UPDATE approval_requests SET slack_synced = ? WHERE id = ? AND slack_ts = ''`, st.version, id)
+				_, err = s.st.ExecContext(ctx, `UPDATE approval_requests SET slack_synced = ? WHERE id = ? AND slack_ts = ''`, st.version, id)
 				if err != nil {
 					s.log.ErrorContext(ctx, "record slack state", slog.String("request_id", id), slog.String("error", err.Error()))
 				}
@@ -230,7 +215,7 @@ func (s *Service) syncOnce(parent context.Context, id string) {
 				s.scheduleRetry(ctx, id, st.attempts, "post", err)
 				return
 			}
-			_, err = s.db.ExecContext(ctx, `UPDATE approval_requests SET slack_channel = ?, slack_ts = ?, slack_synced = ?,
+			_, err = s.st.ExecContext(ctx, `UPDATE approval_requests SET slack_channel = ?, slack_ts = ?, slack_synced = ?,
 				slack_attempts = 0, slack_next_at = 0, slack_error = '' WHERE id = ? AND slack_ts = ''`, ref.Channel, ref.TS, st.version, id)
 			if err != nil {
 				s.log.ErrorContext(ctx, "record slack message", slog.String("request_id", id), slog.String("error", err.Error()))
@@ -245,8 +230,8 @@ func (s *Service) syncOnce(parent context.Context, id string) {
 			s.scheduleRetry(ctx, id, st.attempts, "update", err)
 			return
 		}
-		_, err = s.db.ExecContext(ctx, `UPDATE approval_requests SET slack_synced = max(slack_synced, ?), slack_attempts = 0,
-			slack_next_at = 0, slack_error = '' WHERE id = ?`, st.version, id)
+		_, err = s.st.ExecContext(ctx, `UPDATE approval_requests SET slack_synced = CASE WHEN slack_synced > ?1 THEN slack_synced ELSE ?1 END,
+			slack_attempts = 0, slack_next_at = 0, slack_error = '' WHERE id = ?2`, st.version, id)
 		if err != nil {
 			s.log.ErrorContext(ctx, "record slack state", slog.String("request_id", id), slog.String("error", err.Error()))
 			return
@@ -271,7 +256,7 @@ func (s *Service) scheduleRetry(ctx context.Context, id string, attempts int, wh
 	}
 	next := s.now().Add(delay)
 	msg := truncateRunes(cause.Error(), 500)
-	if _, err := s.db.ExecContext(ctx, `UPDATE approval_requests SET slack_attempts = slack_attempts + 1, slack_next_at = ?, slack_error = ?
+	if _, err := s.st.ExecContext(ctx, `UPDATE approval_requests SET slack_attempts = slack_attempts + 1, slack_next_at = ?, slack_error = ?
 		WHERE id = ?`, next.UnixNano(), msg, id); err != nil {
 		s.log.ErrorContext(ctx, "record slack failure", slog.String("request_id", id), slog.String("error", err.Error()))
 	}

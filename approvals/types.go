@@ -12,9 +12,10 @@ package approvals
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // Request states.
@@ -160,7 +161,7 @@ type Authorizer func(ctx context.Context, a Approver, r Request, action string) 
 // AuditFunc appends one event to the audit chain. tx is the caller's open
 // transaction, so the event commits with the change, or nil for a standalone
 // event. An error fails the operation.
-type AuditFunc func(ctx context.Context, tx *sql.Tx, typ, actor, operationID string, data map[string]any) error
+type AuditFunc func(ctx context.Context, tx *store.Tx, typ, actor, operationID string, data map[string]any) error
 
 // Errors returned by Decide, Consume, Cancel and the getters; test with errors.Is.
 var (

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // Agent is an identity that calls tools over the HTTP transports.
@@ -131,7 +133,7 @@ func (db *DB) CreateAgent(ctx context.Context, a Agent, ttl time.Duration, actor
 	rolesJSON, _ := json.Marshal(roles) // strings only: cannot fail
 	attrsJSON, _ := json.Marshal(attrs)
 	token := newToken()
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		now := db.now()
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM agents WHERE name = ?`, a.Name).Scan(&n); err != nil {
@@ -159,7 +161,7 @@ func (db *DB) CreateAgent(ctx context.Context, a Agent, ttl time.Duration, actor
 	return token, nil
 }
 
-func insertToken(ctx context.Context, tx txc, agent, token string, now time.Time, ttl time.Duration) (string, time.Time, error) {
+func insertToken(ctx context.Context, tx *store.Tx, agent, token string, now time.Time, ttl time.Duration) (string, time.Time, error) {
 	sum := sha256.Sum256([]byte(token))
 	id := newID("tok_", 16)
 	expires := now.Add(ttl)
@@ -182,7 +184,7 @@ func (db *DB) RotateAgentToken(ctx context.Context, name string, ttl, overlap ti
 	}
 	actor = checkActor(actor)
 	token := newToken()
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		now := db.now()
 		if err := agentExists(ctx, tx, name); err != nil {
 			return err
@@ -209,7 +211,7 @@ func (db *DB) RotateAgentToken(ctx context.Context, name string, ttl, overlap ti
 	return token, nil
 }
 
-func agentExists(ctx context.Context, q queryer, name string) error {
+func agentExists(ctx context.Context, q store.Queryer, name string) error {
 	var n int
 	if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM agents WHERE name = ?`, name).Scan(&n); err != nil {
 		return fmt.Errorf("read agent: %w", err)
@@ -223,7 +225,7 @@ func agentExists(ctx context.Context, q queryer, name string) error {
 // RevokeAgent revokes every token of the agent now. Audited as "agent.revoked".
 func (db *DB) RevokeAgent(ctx context.Context, name, actor string) error {
 	actor = checkActor(actor)
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		if err := agentExists(ctx, tx, name); err != nil {
 			return err
 		}
@@ -261,7 +263,7 @@ func scanAgent(row interface{ Scan(...any) error }) (Agent, error) {
 
 // Agent reads one agent. ErrNotFound if there is none.
 func (db *DB) Agent(ctx context.Context, name string) (Agent, error) {
-	a, err := scanAgent(db.reader.QueryRowContext(ctx, `SELECT name, team, owner, roles, attributes, created_at FROM agents WHERE name = ?`, name))
+	a, err := scanAgent(db.st.QueryRowContext(ctx, `SELECT name, team, owner, roles, attributes, created_at FROM agents WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Agent{}, fmt.Errorf("agent %s: %w", quoteInput(name), ErrNotFound)
 	}
@@ -274,7 +276,7 @@ func (db *DB) Agent(ctx context.Context, name string) (Agent, error) {
 // Agents lists every agent with its tokens.
 func (db *DB) Agents(ctx context.Context) ([]AgentInfo, error) {
 	var out []AgentInfo
-	err := db.read(ctx, func(tx txc) error {
+	err := db.st.Read(ctx, func(tx *store.Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT name, team, owner, roles, attributes, created_at FROM agents ORDER BY name`)
 		if err != nil {
 			return err
@@ -341,7 +343,7 @@ func (db *DB) Authenticate(ctx context.Context, token string) (Agent, error) {
 	if err != nil {
 		return Agent{}, fmt.Errorf("authenticate: %w", err)
 	}
-	rows, err := db.reader.QueryContext(ctx, `SELECT agent, hash, expires_at, revoked_at, overlap_until FROM agent_tokens WHERE prefix = ?`, token[:tokenLookupLen])
+	rows, err := db.st.QueryContext(ctx, `SELECT agent, hash, expires_at, revoked_at, overlap_until FROM agent_tokens WHERE prefix = ?`, token[:tokenLookupLen])
 	if err != nil {
 		return Agent{}, fmt.Errorf("authenticate: %w", err)
 	}

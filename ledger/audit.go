@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // Event types the ledger itself appends.
@@ -78,7 +80,7 @@ func (db *DB) Append(ctx context.Context, events ...Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	if err := db.write(ctx, func(tx txc) error { return db.appendTx(ctx, tx, events...) }); err != nil {
+	if err := db.st.Write(ctx, func(tx *store.Tx) error { return db.appendTx(ctx, tx, events...) }); err != nil {
 		return fmt.Errorf("append audit events: %w", err)
 	}
 	return nil
@@ -90,15 +92,15 @@ var eventTypeRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
 // that slips into an event's data is replaced before it is hashed and stored.
 var tokenRE = regexp.MustCompile(`tg_[A-Za-z0-9_-]{43}`)
 
-// AppendTx appends events inside tx, which must be a transaction on Writer() (a
-// BEGIN IMMEDIATE one): it reads the last link in that transaction, so the chain
-// stays linear however many processes append. Packages with their own tables
+// AppendTx appends events inside tx, a write transaction of the ledger's store:
+// it reads the last link in that serialised transaction, so the chain stays
+// linear however many processes append. Packages with their own tables
 // (approvals) use it to write their rows and the events in one transaction.
-func (db *DB) AppendTx(ctx context.Context, tx *sql.Tx, events ...Event) error {
-	return db.appendTx(ctx, txc{Tx: tx}, events...)
+func (db *DB) AppendTx(ctx context.Context, tx *store.Tx, events ...Event) error {
+	return db.appendTx(ctx, tx, events...)
 }
 
-func (db *DB) appendTx(ctx context.Context, tx txc, events ...Event) error {
+func (db *DB) appendTx(ctx context.Context, tx *store.Tx, events ...Event) error {
 	if len(events) == 0 {
 		return nil
 	}
@@ -184,7 +186,7 @@ type VerifyReport struct {
 // reports the first one that is edited, missing, reordered or mislinked.
 func (db *DB) Verify(ctx context.Context) (VerifyReport, error) {
 	var rep VerifyReport
-	err := db.read(ctx, func(tx txc) error {
+	err := db.st.Read(ctx, func(tx *store.Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT seq, at, type, actor, operation_id, data, prev_hash, hash FROM audit_events ORDER BY seq`)
 		if err != nil {
 			return err
@@ -256,7 +258,7 @@ func (db *DB) Events(ctx context.Context, q EventQuery, fn func(Event) error) er
 		args = append(args, q.OperationID)
 	}
 	if len(q.Types) > 0 {
-		where = append(where, "type IN ("+placeholders(len(q.Types))+")")
+		where = append(where, "type IN ("+store.Placeholders(len(q.Types))+")")
 		for _, t := range q.Types {
 			args = append(args, t)
 		}
@@ -266,7 +268,7 @@ func (db *DB) Events(ctx context.Context, q EventQuery, fn func(Event) error) er
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
 	query += " ORDER BY seq"
-	rows, err := db.reader.QueryContext(ctx, query, args...)
+	rows, err := db.st.QueryContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("read audit events: %w", err)
 	}
@@ -298,8 +300,4 @@ func scanEvent(rows interface{ Scan(...any) error }) (Event, error) {
 	e.At = time.Unix(0, at).UTC()
 	e.Data = json.RawMessage(data)
 	return e, nil
-}
-
-func placeholders(n int) string {
-	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // sqlite3CLI edits the file with the real sqlite3 shell, as a tamperer would.
@@ -69,7 +71,7 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 			// A tamperer who recomputes the edited row's hash breaks the next link.
 			var at int64
 			var typ, actor, opID, prev string
-			if err := db.Reader().QueryRowContext(ctx, `SELECT at, type, actor, operation_id, prev_hash FROM audit_events WHERE seq = 5`).Scan(&at, &typ, &actor, &opID, &prev); err != nil {
+			if err := db.st.QueryRowContext(ctx, `SELECT at, type, actor, operation_id, prev_hash FROM audit_events WHERE seq = 5`).Scan(&at, &typ, &actor, &opID, &prev); err != nil {
 				t.Fatal(err)
 			}
 			forged := chainHash(prev, 5, time.Unix(0, at).UTC(), typ, actor, opID, []byte(`{"forged":true}`))
@@ -100,36 +102,30 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 func TestAppendTxWithOwnTable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	approvals := fstest.MapFS{"0001_requests.sql": {Data: []byte(`CREATE TABLE approval_requests (id TEXT PRIMARY KEY, state TEXT NOT NULL);`)}}
-	db := openTest(t, WithMigrations("approvals", approvals))
+	approvals := fstest.MapFS{"sqlite/0001_requests.sql": {Data: []byte(`CREATE TABLE approval_requests (id TEXT PRIMARY KEY, state TEXT NOT NULL);`)}}
+	db := openTest(t, WithMigrations(store.Migrations{Component: "approvals", FS: approvals}))
 	op := reserveOK(t, db, "a", "t", ActionRegisterDomain, "1")
 
 	// The approvals package writes its row and its event in one transaction.
-	tx, err := db.Writer().BeginTx(ctx, nil)
+	err := db.Store().Write(ctx, func(tx *store.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO approval_requests (id, state) VALUES ('apr_1', 'pending')`); err != nil {
+			return err
+		}
+		return db.AppendTx(ctx, tx, NewEvent("approval.requested", "system", op.ID, map[string]any{"request_id": "apr_1"}))
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO approval_requests (id, state) VALUES ('apr_1', 'pending')`); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.AppendTx(ctx, tx, NewEvent("approval.requested", "system", op.ID, map[string]any{"request_id": "apr_1"})); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	// A failing event rolls the caller's row back with it.
-	tx, err = db.Writer().BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO approval_requests (id, state) VALUES ('apr_2', 'pending')`); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.AppendTx(ctx, tx, NewEvent("Not A Type", "system", op.ID, nil)); err == nil {
+	err = db.Store().Write(ctx, func(tx *store.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO approval_requests (id, state) VALUES ('apr_2', 'pending')`); err != nil {
+			return err
+		}
+		return db.AppendTx(ctx, tx, NewEvent("Not A Type", "system", op.ID, nil))
+	})
+	if err == nil {
 		t.Fatal("bad event type accepted")
 	}
-	_ = tx.Rollback()
 	if n := countRows(t, db, `SELECT COUNT(*) FROM approval_requests`); n != 1 {
 		t.Fatalf("%d approval rows", n)
 	}

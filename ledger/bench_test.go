@@ -148,7 +148,7 @@ func seedHistory(b *testing.B, db *DB, n int) {
 		   '{"seed":true}', lower(hex(randomblob(32))), lower(hex(randomblob(32))) FROM s`,
 	}
 	for _, q := range stmts {
-		if _, err := db.Writer().ExecContext(ctx, q, n, now); err != nil {
+		if _, err := db.st.ExecContext(ctx, q, n, now); err != nil {
 			b.Fatalf("seed: %v", err)
 		}
 	}

@@ -8,25 +8,28 @@ import (
 	"regexp"
 	"sort"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/money"
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // Budget caps what a scope may spend (settled plus held) in a window.
 type Budget struct {
-	Scope     Scope     `json:"scope"`
-	Window    Window    `json:"window"`
-	Limit     Money     `json:"limit"`
-	UpdatedAt time.Time `json:"updated_at"`
-	UpdatedBy string    `json:"updated_by"`
+	Scope     Scope       `json:"scope"`
+	Window    Window      `json:"window"`
+	Limit     money.Money `json:"limit"`
+	UpdatedAt time.Time   `json:"updated_at"`
+	UpdatedBy string      `json:"updated_by"`
 }
 
 // BudgetStatus is a budget in its current period.
 type BudgetStatus struct {
-	Budget    Budget     `json:"budget"`
-	Period    string     `json:"period"` // "2026-11-22", "2026-11" or "total"
-	Spent     Money      `json:"spent"`
-	Held      Money      `json:"held"`
-	Remaining Money      `json:"remaining"` // limit - spent - held, never below zero
-	ResetsAt  *time.Time `json:"resets_at,omitempty"`
+	Budget    Budget      `json:"budget"`
+	Period    string      `json:"period"` // "2026-11-22", "2026-11" or "total"
+	Spent     money.Money `json:"spent"`
+	Held      money.Money `json:"held"`
+	Remaining money.Money `json:"remaining"` // limit - spent - held, never below zero
+	ResetsAt  *time.Time  `json:"resets_at,omitempty"`
 }
 
 // VelocityLimit caps how many times a scope may do an action per window.
@@ -67,18 +70,18 @@ func (db *DB) SetBudget(ctx context.Context, b Budget, actor string) error {
 	if _, err := ParseWindow(string(b.Window)); err != nil {
 		return fmt.Errorf("set budget: %w", err)
 	}
-	if err := validAmount("budget limit", b.Limit); err != nil {
+	if err := money.CheckAmount("budget limit", b.Limit); err != nil {
 		return fmt.Errorf("set budget: %w", err)
 	}
 	actor = checkActor(actor)
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		data := map[string]any{"scope": b.Scope, "window": b.Window, "limit": b.Limit, "limit_text": b.Limit.String()}
 		var prevMicros int64
 		var prevCur string
 		err := tx.QueryRowContext(ctx, `SELECT limit_micros, currency FROM budgets WHERE scope = ? AND win = ?`, b.Scope, b.Window).Scan(&prevMicros, &prevCur)
 		switch {
 		case err == nil:
-			data["previous"] = Money{Micros: prevMicros, Currency: prevCur}
+			data["previous"] = money.Money{Micros: prevMicros, Currency: prevCur}
 		case !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("read budget: %w", err)
 		}
@@ -99,7 +102,7 @@ func (db *DB) SetBudget(ctx context.Context, b Budget, actor string) error {
 // DeleteBudget removes a budget, audited as "budget.deleted". ErrNotFound if none.
 func (db *DB) DeleteBudget(ctx context.Context, s Scope, w Window, actor string) error {
 	actor = checkActor(actor)
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		var micros int64
 		var cur string
 		err := tx.QueryRowContext(ctx, `DELETE FROM budgets WHERE scope = ? AND win = ? RETURNING limit_micros, currency`, s, w).Scan(&micros, &cur)
@@ -110,7 +113,7 @@ func (db *DB) DeleteBudget(ctx context.Context, s Scope, w Window, actor string)
 			return fmt.Errorf("delete budget: %w", err)
 		}
 		return db.appendTx(ctx, tx, NewEvent(EventBudgetDeleted, actor, "", map[string]any{
-			"scope": s, "window": w, "limit": Money{Micros: micros, Currency: cur},
+			"scope": s, "window": w, "limit": money.Money{Micros: micros, Currency: cur},
 		}))
 	})
 	if err != nil {
@@ -121,7 +124,7 @@ func (db *DB) DeleteBudget(ctx context.Context, s Scope, w Window, actor string)
 
 // Budgets lists every budget ordered by scope and window.
 func (db *DB) Budgets(ctx context.Context) ([]Budget, error) {
-	rows, err := db.reader.QueryContext(ctx, `SELECT scope, win, currency, limit_micros, updated_at, updated_by FROM budgets`)
+	rows, err := db.st.QueryContext(ctx, `SELECT scope, win, currency, limit_micros, updated_at, updated_by FROM budgets`)
 	if err != nil {
 		return nil, fmt.Errorf("list budgets: %w", err)
 	}
@@ -158,7 +161,7 @@ func budgetLess(a, b Budget) bool {
 // their current periods, from the running totals.
 func (db *DB) BudgetStatuses(ctx context.Context, scopes ...Scope) ([]BudgetStatus, error) {
 	var out []BudgetStatus
-	err := db.read(ctx, func(tx txc) error {
+	err := db.st.Read(ctx, func(tx *store.Tx) error {
 		var err error
 		out, err = budgetStatuses(ctx, tx, db.now(), scopes)
 		return err
@@ -169,14 +172,9 @@ func (db *DB) BudgetStatuses(ctx context.Context, scopes ...Scope) ([]BudgetStat
 	return out, nil
 }
 
-type queryer interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
 // budgetStatuses reads budgets and their current-period totals in one query: the
 // cost is one index probe per budget, whatever the size of the history.
-func budgetStatuses(ctx context.Context, q queryer, now time.Time, scopes []Scope) ([]BudgetStatus, error) {
+func budgetStatuses(ctx context.Context, q store.Queryer, now time.Time, scopes []Scope) ([]BudgetStatus, error) {
 	day, dayReset := period(WindowDay, now)
 	month, monthReset := period(WindowMonth, now)
 	query := `SELECT b.scope, b.win, b.currency, b.limit_micros, b.updated_at, b.updated_by,
@@ -186,7 +184,7 @@ func budgetStatuses(ctx context.Context, q queryer, now time.Time, scopes []Scop
 		AND t.period = CASE b.win WHEN 'day' THEN ? WHEN 'month' THEN ? ELSE 'total' END`
 	args := []any{day, month}
 	if len(scopes) > 0 {
-		query += ` WHERE b.scope IN (` + placeholders(len(scopes)) + `)`
+		query += ` WHERE b.scope IN (` + store.Placeholders(len(scopes)) + `)`
 		for _, s := range scopes {
 			args = append(args, s)
 		}
@@ -206,9 +204,9 @@ func budgetStatuses(ctx context.Context, q queryer, now time.Time, scopes []Scop
 		}
 		b.UpdatedAt = time.Unix(0, at).UTC()
 		cur := b.Limit.Currency
-		st.Spent = Money{Micros: spent, Currency: cur}
-		st.Held = Money{Micros: held, Currency: cur}
-		st.Remaining = Money{Micros: remaining(b.Limit.Micros, spent, held), Currency: cur}
+		st.Spent = money.Money{Micros: spent, Currency: cur}
+		st.Held = money.Money{Micros: held, Currency: cur}
+		st.Remaining = money.Money{Micros: remaining(b.Limit.Micros, spent, held), Currency: cur}
 		switch b.Window {
 		case WindowDay:
 			st.Period, st.ResetsAt = day, dayReset
@@ -259,7 +257,7 @@ func (db *DB) SetLimit(ctx context.Context, l VelocityLimit, actor string) error
 		return fmt.Errorf("set limit: max %d must be zero (forbid the action) or more", l.Max)
 	}
 	actor = checkActor(actor)
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		data := map[string]any{"scope": l.Scope, "action": l.Action, "window": l.Window, "max": l.Max}
 		var prev int
 		err := tx.QueryRowContext(ctx, `SELECT max_count FROM velocity_limits WHERE scope = ? AND action = ? AND win = ?`, l.Scope, l.Action, l.Window).Scan(&prev)
@@ -285,7 +283,7 @@ func (db *DB) SetLimit(ctx context.Context, l VelocityLimit, actor string) error
 // DeleteLimit removes a velocity limit, audited as "limit.deleted". ErrNotFound if none.
 func (db *DB) DeleteLimit(ctx context.Context, s Scope, action string, w Window, actor string) error {
 	actor = checkActor(actor)
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		var prev int
 		err := tx.QueryRowContext(ctx, `DELETE FROM velocity_limits WHERE scope = ? AND action = ? AND win = ? RETURNING max_count`, s, action, w).Scan(&prev)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -304,7 +302,7 @@ func (db *DB) DeleteLimit(ctx context.Context, s Scope, action string, w Window,
 
 // Limits lists every velocity limit.
 func (db *DB) Limits(ctx context.Context) ([]VelocityLimit, error) {
-	rows, err := db.reader.QueryContext(ctx, `SELECT scope, action, win, max_count FROM velocity_limits`)
+	rows, err := db.st.QueryContext(ctx, `SELECT scope, action, win, max_count FROM velocity_limits`)
 	if err != nil {
 		return nil, fmt.Errorf("list limits: %w", err)
 	}
@@ -346,7 +344,7 @@ func limitLess(a, b VelocityLimit) bool {
 // scopes (all scopes when none are given) in their current periods.
 func (db *DB) LimitStatuses(ctx context.Context, action string, scopes ...Scope) ([]LimitStatus, error) {
 	var out []LimitStatus
-	err := db.read(ctx, func(tx txc) error {
+	err := db.st.Read(ctx, func(tx *store.Tx) error {
 		var err error
 		out, err = limitStatuses(ctx, tx, db.now(), action, scopes)
 		return err
@@ -357,7 +355,7 @@ func (db *DB) LimitStatuses(ctx context.Context, action string, scopes ...Scope)
 	return out, nil
 }
 
-func limitStatuses(ctx context.Context, q queryer, now time.Time, action string, scopes []Scope) ([]LimitStatus, error) {
+func limitStatuses(ctx context.Context, q store.Queryer, now time.Time, action string, scopes []Scope) ([]LimitStatus, error) {
 	day, dayReset := period(WindowDay, now)
 	month, monthReset := period(WindowMonth, now)
 	query := `SELECT l.scope, l.action, l.win, l.max_count, COALESCE(v.count, 0)
@@ -371,7 +369,7 @@ func limitStatuses(ctx context.Context, q queryer, now time.Time, action string,
 		args = append(args, action)
 	}
 	if len(scopes) > 0 {
-		query += ` AND l.scope IN (` + placeholders(len(scopes)) + `)`
+		query += ` AND l.scope IN (` + store.Placeholders(len(scopes)) + `)`
 		for _, s := range scopes {
 			args = append(args, s)
 		}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // Freeze stops every spending call of a scope until a human clears it.
@@ -33,7 +35,7 @@ func (db *DB) Freeze(ctx context.Context, s Scope, reason, by string) (Freeze, e
 	}
 	by = checkActor(by)
 	var f Freeze
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		var err error
 		f, _, err = db.freezeTx(ctx, tx, Freeze{Scope: s, Reason: reason, By: by, At: db.now()}, "")
 		return err
@@ -46,7 +48,7 @@ func (db *DB) Freeze(ctx context.Context, s Scope, reason, by string) (Freeze, e
 
 // freezeTx inserts f unless the scope is already frozen, in which case it returns
 // the existing freeze and created == false.
-func (db *DB) freezeTx(ctx context.Context, tx txc, f Freeze, operationID string) (Freeze, bool, error) {
+func (db *DB) freezeTx(ctx context.Context, tx *store.Tx, f Freeze, operationID string) (Freeze, bool, error) {
 	existing, err := scanFreeze(tx.QueryRowContext(ctx, `SELECT scope, reason, frozen_by, at, auto FROM freezes WHERE scope = ?`, f.Scope))
 	switch {
 	case err == nil:
@@ -81,7 +83,7 @@ func scanFreeze(row interface{ Scan(...any) error }) (Freeze, error) {
 // the scope is not frozen.
 func (db *DB) Unfreeze(ctx context.Context, s Scope, by string) error {
 	by = checkActor(by)
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		f, err := scanFreeze(tx.QueryRowContext(ctx, `DELETE FROM freezes WHERE scope = ? RETURNING scope, reason, frozen_by, at, auto`, s))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%s is not frozen: %w", quoteInput(string(s)), ErrNotFound)
@@ -101,7 +103,7 @@ func (db *DB) Unfreeze(ctx context.Context, s Scope, by string) error {
 
 // Freezes lists every freeze, oldest first.
 func (db *DB) Freezes(ctx context.Context) ([]Freeze, error) {
-	rows, err := db.reader.QueryContext(ctx, `SELECT scope, reason, frozen_by, at, auto FROM freezes ORDER BY at, scope`)
+	rows, err := db.st.QueryContext(ctx, `SELECT scope, reason, frozen_by, at, auto FROM freezes ORDER BY at, scope`)
 	if err != nil {
 		return nil, fmt.Errorf("list freezes: %w", err)
 	}
@@ -123,20 +125,20 @@ func (db *DB) Freezes(ctx context.Context) ([]Freeze, error) {
 // FrozenFor returns the freeze that stops agent (in team) from spending — its own,
 // then its team's, then the global one — or nil if none applies.
 func (db *DB) FrozenFor(ctx context.Context, agent, team string) (*Freeze, error) {
-	f, err := frozenFor(ctx, db.reader, agent, team)
+	f, err := frozenFor(ctx, db.st, agent, team)
 	if err != nil {
 		return nil, fmt.Errorf("frozen for %s: %w", agent, err)
 	}
 	return f, nil
 }
 
-func frozenFor(ctx context.Context, q queryer, agent, team string) (*Freeze, error) {
+func frozenFor(ctx context.Context, q store.Queryer, agent, team string) (*Freeze, error) {
 	scopes := applicableScopes(agent, team)
 	args := make([]any, len(scopes))
 	for i, s := range scopes {
 		args[i] = s
 	}
-	rows, err := q.QueryContext(ctx, `SELECT scope, reason, frozen_by, at, auto FROM freezes WHERE scope IN (`+placeholders(len(scopes))+`)`, args...)
+	rows, err := q.QueryContext(ctx, `SELECT scope, reason, frozen_by, at, auto FROM freezes WHERE scope IN (`+store.Placeholders(len(scopes))+`)`, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/money"
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // testClock is an injectable clock; tests move it instead of sleeping.
@@ -59,8 +62,8 @@ func openAt(t testing.TB, path string, opts ...Option) *DB {
 	return db
 }
 
-func usd(s string) Money {
-	m, err := ParseMoney(s, "USD")
+func usd(s string) money.Money {
+	m, err := money.ParseMoney(s, "USD")
 	if err != nil {
 		panic(err)
 	}
@@ -98,7 +101,7 @@ func authorizedOp(t testing.TB, db *DB, agent, team string) Operation {
 }
 
 // pipelineOp creates, authorizes and reserves in one go; it returns the reserve error.
-func pipelineOp(ctx context.Context, db *DB, agent, team, action string, amount Money) (Operation, error) {
+func pipelineOp(ctx context.Context, db *DB, agent, team, action string, amount money.Money) (Operation, error) {
 	sum := sha256.Sum256([]byte(newID("", 20)))
 	op, _, err := db.CreateOperation(ctx, NewOperation{
 		Agent: agent, Team: team, Tool: action, Resource: "domain:x.dev", Args: json.RawMessage(`{}`),
@@ -151,7 +154,7 @@ func checkInvariants(ctx context.Context, db *DB, withinLimits bool) error {
 // history), for checking after every step of a long run.
 func checkTotals(ctx context.Context, db *DB, withinLimits bool) error {
 	var problems []error
-	err := db.read(ctx, func(tx txc) error {
+	err := db.st.Read(ctx, func(tx *store.Tx) error {
 		q := func(query string) error {
 			rows, err := tx.QueryContext(ctx, query)
 			if err != nil {
@@ -234,7 +237,7 @@ func mustInvariants(t testing.TB, db *DB, withinLimits bool) {
 func countRows(t testing.TB, db *DB, query string, args ...any) int {
 	t.Helper()
 	var n int
-	if err := db.Reader().QueryRowContext(context.Background(), query, args...).Scan(&n); err != nil {
+	if err := db.st.QueryRowContext(context.Background(), query, args...).Scan(&n); err != nil {
 		t.Fatalf("count %q: %v", query, err)
 	}
 	return n

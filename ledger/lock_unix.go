@@ -17,7 +17,7 @@ import (
 // executions for crashed ones. CLI commands do not take it and run beside a
 // server.
 func (db *DB) LockServer() (unlock func(), err error) {
-	path := db.path + ".server.lock"
+	path := db.st.Path() + ".server.lock"
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open server lock: %w", err)
@@ -29,7 +29,7 @@ func (db *DB) LockServer() (unlock func(), err error) {
 		}
 		_ = f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s already serves %s; run one server per database (connect more agents to it over HTTP) or give this one its own --db", ErrServerRunning, holder, db.path)
+			return nil, fmt.Errorf("%w: %s already serves %s; run one server per database (connect more agents to it over HTTP) or give this one its own --db", ErrServerRunning, holder, db.st.Path())
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

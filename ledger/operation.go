@@ -16,6 +16,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/money"
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // State is where an Operation is in its life; see docs/ARCHITECTURE.md.
@@ -100,8 +103,8 @@ type NewOperation struct {
 // Commitment is a once-per-key charge, e.g. "workers-paid-plan:2026-11": the first
 // operation settled with the key is charged its amount, later ones are not.
 type Commitment struct {
-	Key    string `json:"key"`
-	Amount Money  `json:"amount"`
+	Key    string      `json:"key"`
+	Amount money.Money `json:"amount"`
 }
 
 // Operation is the durable record of one mutating call.
@@ -119,9 +122,9 @@ type Operation struct {
 	BlobSHA256     string          `json:"blob_sha256,omitempty"`
 	Client         ClientInfo      `json:"client"`
 	State          State           `json:"state"`
-	Quote          Money           `json:"quote"`                // the reserved maximum (zero before reserve)
+	Quote          money.Money     `json:"quote"`                // the reserved maximum (zero before reserve)
 	Commitment     *Commitment     `json:"commitment,omitempty"` // set by Reserve when the request carried one
-	Charged        *Money          `json:"charged,omitempty"`    // set by Settle: what the budgets were charged
+	Charged        *money.Money    `json:"charged,omitempty"`    // set by Settle: what the budgets were charged
 	Result         json.RawMessage `json:"result,omitempty"`
 	// ErrorCode is a machine code (policy_denied, budget_exceeded, velocity_exceeded,
 	// frozen, currency_mismatch, price_changed, cloudflare_error, interrupted, expired,
@@ -189,12 +192,12 @@ func scanOperation(row interface{ Scan(...any) error }) (Operation, error) {
 	op.KeyDerived = derived
 	op.Client = ClientInfo{Name: clientName, Version: clientVer, SessionID: clientSession, Transport: clientTrn}
 	op.State = State(state)
-	op.Quote = Money{Micros: quote, Currency: currency}
+	op.Quote = money.Money{Micros: quote, Currency: currency}
 	if charged.Valid {
-		op.Charged = &Money{Micros: charged.Int64, Currency: currency}
+		op.Charged = &money.Money{Micros: charged.Int64, Currency: currency}
 	}
 	if commitKey.Valid {
-		op.Commitment = &Commitment{Key: commitKey.String, Amount: Money{Micros: commitMicros.Int64, Currency: currency}}
+		op.Commitment = &Commitment{Key: commitKey.String, Amount: money.Money{Micros: commitMicros.Int64, Currency: currency}}
 	}
 	if result.Valid {
 		op.Result = json.RawMessage(result.String)
@@ -208,11 +211,7 @@ func scanOperation(row interface{ Scan(...any) error }) (Operation, error) {
 	return op, nil
 }
 
-type querier interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func getOperation(ctx context.Context, q querier, id string) (Operation, error) {
+func getOperation(ctx context.Context, q store.Queryer, id string) (Operation, error) {
 	if err := checkOperationID(id); err != nil {
 		return Operation{}, err
 	}
@@ -359,7 +358,7 @@ func (db *DB) CreateOperation(ctx context.Context, n NewOperation, events ...Eve
 		op      Operation
 		created bool
 	)
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		now := db.now()
 		key := n.IdempotencyKey
 		if key != "" {
@@ -452,7 +451,7 @@ func withOperationID(events []Event, id string) []Event {
 
 // Operation reads one operation.
 func (db *DB) Operation(ctx context.Context, id string) (Operation, error) {
-	return getOperation(ctx, db.reader, id)
+	return getOperation(ctx, db.st, id)
 }
 
 // OperationQuery filters ListOperations. Limit defaults to 20 and may be at most 100.
@@ -490,7 +489,7 @@ func (db *DB) ListOperations(ctx context.Context, q OperationQuery) ([]Operation
 			}
 			args = append(args, s)
 		}
-		where = append(where, "state IN ("+placeholders(len(q.States))+")")
+		where = append(where, "state IN ("+store.Placeholders(len(q.States))+")")
 	}
 	if q.Cursor != "" {
 		seq, err := decodeCursor(q.Cursor)
@@ -506,7 +505,7 @@ func (db *DB) ListOperations(ctx context.Context, q OperationQuery) ([]Operation
 	}
 	query += " ORDER BY seq DESC LIMIT ?"
 	args = append(args, limit+1)
-	rows, err := db.reader.QueryContext(ctx, query, args...)
+	rows, err := db.st.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list operations: %w", err)
 	}
@@ -616,7 +615,7 @@ func (db *DB) Transition(ctx context.Context, id string, to State, o TransitionO
 		return Operation{}, fmt.Errorf("transition %s: result is not valid JSON", id)
 	}
 	var op Operation
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		cur, err := getOperation(ctx, tx, id)
 		if err != nil {
 			return err
@@ -678,7 +677,7 @@ func joinStates(s []State) string {
 
 // applyTransition updates the row and appends the state event and extra events.
 // The caller has checked the move.
-func (db *DB) applyTransition(ctx context.Context, tx txc, cur Operation, to State, o TransitionOpts, events []Event) (Operation, error) {
+func (db *DB) applyTransition(ctx context.Context, tx *store.Tx, cur Operation, to State, o TransitionOpts, events []Event) (Operation, error) {
 	now := db.now()
 	var result, expires any
 	if o.Result != nil {
@@ -725,7 +724,7 @@ func (db *DB) Blob(ctx context.Context, sha256hex string) ([]byte, error) {
 		return nil, fmt.Errorf("blob %s: expected 64 lower-case hex characters: %w", quoteInput(sha256hex), ErrNotFound)
 	}
 	var data []byte
-	err := db.reader.QueryRowContext(ctx, `SELECT data FROM blobs WHERE sha256 = ?`, sha256hex).Scan(&data)
+	err := db.st.QueryRowContext(ctx, `SELECT data FROM blobs WHERE sha256 = ?`, sha256hex).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("blob %s: %w", sha256hex, ErrNotFound)
 	}

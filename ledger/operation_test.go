@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 func TestCreateOperationRecordsEverything(t *testing.T) {
@@ -32,7 +34,7 @@ func TestCreateOperationRecordsEverything(t *testing.T) {
 		t.Fatalf("bad id %q", op.ID)
 	}
 	if op.State != StatePlanned || op.KeyDerived || op.IdempotencyKey != "deploy-1" || op.Client != n.Client ||
-		!op.CreatedAt.Equal(clk.Now()) || op.Quote != (Money{}) || op.Charged != nil {
+		!op.CreatedAt.Equal(clk.Now()) || op.Quote != (money.Money{}) || op.Charged != nil {
 		t.Fatalf("unexpected operation %+v", op)
 	}
 	if string(op.Args) != `{"script_name":"web-app","environment":"preview"}` {

@@ -13,12 +13,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 // lifecycle drives one operation through a random path after reserving it and
 // reports whether it ended settled. Every error other than a block is a failure.
 func lifecycle(ctx context.Context, db *DB, rng *rand.Rand, agent, team string, step func() error) (settled bool, err error) {
-	amount := Money{Micros: int64(rng.IntN(5_000_000)), Currency: "USD"}
+	amount := money.Money{Micros: int64(rng.IntN(5_000_000)), Currency: "USD"}
 	op, err := pipelineOp(ctx, db, agent, team, ActionRegisterDomain, amount)
 	var be *BlockedError
 	if errors.As(err, &be) {
@@ -49,7 +51,7 @@ func lifecycle(ctx context.Context, db *DB, rng *rand.Rand, agent, team string, 
 		}
 	}
 	if depth == len(moves) && rng.IntN(5) > 0 {
-		actual := Money{Micros: rng.Int64N(op.Quote.Micros + 1), Currency: "USD"} // at most the quote
+		actual := money.Money{Micros: rng.Int64N(op.Quote.Micros + 1), Currency: "USD"} // at most the quote
 		if _, err := db.Settle(ctx, op.ID, SettleRequest{Actual: actual}); err != nil {
 			return false, fmt.Errorf("settle: %w", err)
 		}
@@ -150,7 +152,7 @@ func TestInvariantCheckerCatchesCorruption(t *testing.T) {
 		settleOK(t, db, reserveOK(t, db, "a", "t", ActionRegisterDomain, "3").ID, "3")
 		reserveOK(t, db, "a", "t", ActionRegisterDomain, "2")
 		mustInvariants(t, db, true)
-		if _, err := db.Writer().ExecContext(ctx, corrupt); err != nil {
+		if _, err := db.st.ExecContext(ctx, corrupt); err != nil {
 			t.Fatal(err)
 		}
 		if err := checkInvariants(ctx, db, true); err == nil {
@@ -197,7 +199,7 @@ func FuzzLedgerSequence(f *testing.F) {
 			switch code {
 			case 0: // new reservation of arg/50 USD for one of three agents
 				var op Operation
-				op, err = pipelineOp(ctx, db, fmt.Sprintf("a%d", arg%3), "t", ActionRegisterDomain, Money{Micros: int64(arg) * 20_000, Currency: "USD"})
+				op, err = pipelineOp(ctx, db, fmt.Sprintf("a%d", arg%3), "t", ActionRegisterDomain, money.Money{Micros: int64(arg) * 20_000, Currency: "USD"})
 				if op.ID != "" {
 					ops = append(ops, op.ID)
 				}
@@ -211,7 +213,7 @@ func FuzzLedgerSequence(f *testing.F) {
 			case 2: // settle at a fraction of the quote
 				if id, ok := pick(arg); ok {
 					op, _ := db.Operation(ctx, id)
-					_, err = db.Settle(ctx, id, SettleRequest{Actual: Money{Micros: op.Quote.Micros * int64(arg%4) / 3, Currency: "USD"}})
+					_, err = db.Settle(ctx, id, SettleRequest{Actual: money.Money{Micros: op.Quote.Micros * int64(arg%4) / 3, Currency: "USD"}})
 				}
 			case 3: // release
 				if id, ok := pick(arg); ok {
@@ -233,7 +235,7 @@ func FuzzLedgerSequence(f *testing.F) {
 			case 7: // recovery
 				_, err = db.Recover(ctx, time.Duration(arg)*time.Minute)
 			case 8: // a dry run never writes
-				_, _, err = db.CheckBudget(ctx, ReserveRequest{Agent: "a0", Team: "t", Action: ActionRegisterDomain, Amount: Money{Micros: int64(arg) * 10_000, Currency: "USD"}})
+				_, _, err = db.CheckBudget(ctx, ReserveRequest{Agent: "a0", Team: "t", Action: ActionRegisterDomain, Amount: money.Money{Micros: int64(arg) * 10_000, Currency: "USD"}})
 			}
 			if !okErr(err) {
 				t.Fatalf("step %d (code %d arg %d): %v", i/2, code, arg, err)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // RecoveryReport is what Recover did and what the server must still reconcile.
@@ -33,14 +35,14 @@ func (db *DB) Recover(ctx context.Context, staleAfter time.Duration) (RecoveryRe
 	}
 	var rep RecoveryReport
 	cutoff := db.now().Add(-staleAfter).UnixNano()
-	stale, err := db.operationIDs(ctx, `SELECT id FROM operations WHERE state IN (?, ?, ?) AND updated_at <= ? ORDER BY seq`,
+	stale, err := store.Strings(ctx, db.st, `SELECT id FROM operations WHERE state IN (?, ?, ?) AND updated_at <= ? ORDER BY seq`,
 		StatePlanned, StateAuthorized, StateReserved, cutoff)
 	if err != nil {
 		return rep, fmt.Errorf("recover: %w", err)
 	}
 	for _, id := range stale {
 		var op Operation
-		err := db.write(ctx, func(tx txc) error {
+		err := db.st.Write(ctx, func(tx *store.Tx) error {
 			cur, err := getOperation(ctx, tx, id)
 			if err != nil {
 				return err
@@ -63,7 +65,7 @@ func (db *DB) Recover(ctx context.Context, staleAfter time.Duration) (RecoveryRe
 		rep.Released = append(rep.Released, op)
 	}
 
-	executing, err := db.operationIDs(ctx, `SELECT id FROM operations WHERE state = ? ORDER BY seq`, StateExecuting)
+	executing, err := store.Strings(ctx, db.st, `SELECT id FROM operations WHERE state = ? ORDER BY seq`, StateExecuting)
 	if err != nil {
 		return rep, fmt.Errorf("recover: %w", err)
 	}
@@ -94,25 +96,8 @@ func (db *DB) Recover(ctx context.Context, staleAfter time.Duration) (RecoveryRe
 
 var errSkip = errors.New("skip")
 
-func (db *DB) operationIDs(ctx context.Context, query string, args ...any) ([]string, error) {
-	rows, err := db.reader.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
-}
-
 func (db *DB) operationsInState(ctx context.Context, s State) ([]Operation, error) {
-	rows, err := db.reader.QueryContext(ctx, `SELECT `+opColumns+` FROM operations WHERE state = ? ORDER BY seq`, s)
+	rows, err := db.st.QueryContext(ctx, `SELECT `+opColumns+` FROM operations WHERE state = ? ORDER BY seq`, s)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -105,4 +106,13 @@ func windowRank(w Window) int {
 		return 1
 	}
 	return 2
+}
+
+// quoteInput quotes untrusted input for an error message, cut to a readable length.
+func quoteInput(s string) string {
+	const maxLen = 64
+	if len(s) > maxLen {
+		return strconv.Quote(s[:maxLen]) + "…"
+	}
+	return strconv.Quote(s)
 }

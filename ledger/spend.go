@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/money"
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // ReserveRequest asks for room in every applicable budget and velocity limit.
@@ -18,7 +21,7 @@ type ReserveRequest struct {
 	// For Reserve they default to the operation's and must match it when given.
 	Agent, Team string
 	Action      string      // the velocity-limited action, e.g. register_domain
-	Amount      Money       // the full quoted maximum (includes Commitment.Amount if any)
+	Amount      money.Money // the full quoted maximum (includes Commitment.Amount if any)
 	Commitment  *Commitment // a once-per-key part of Amount
 }
 
@@ -37,10 +40,10 @@ type BlockedError struct {
 	Window Window `json:"window,omitempty"`
 	Action string `json:"action,omitempty"` // velocity kind
 	// Budget and currency kinds.
-	Limit     Money `json:"limit"`
-	Spent     Money `json:"spent"`
-	Held      Money `json:"held"`
-	Requested Money `json:"requested"`
+	Limit     money.Money `json:"limit"`
+	Spent     money.Money `json:"spent"`
+	Held      money.Money `json:"held"`
+	Requested money.Money `json:"requested"`
 	// Velocity kind.
 	Max   int `json:"max,omitempty"`
 	Count int `json:"count,omitempty"`
@@ -104,13 +107,13 @@ type evaluation struct {
 	block    *BlockedError
 	// hold is what the request holds: Amount less a commitment some operation has
 	// already recorded (it will not be charged again).
-	hold               Money
+	hold               money.Money
 	commitmentRecorded bool
 }
 
 // evaluate applies the rules in order — freeze, currency, budgets, velocity — and
 // reports the first block. Every query is one index probe per budget or limit.
-func evaluate(ctx context.Context, q queryer, now time.Time, agent, team, action string, amount Money, c *Commitment) (evaluation, error) {
+func evaluate(ctx context.Context, q store.Queryer, now time.Time, agent, team, action string, amount money.Money, c *Commitment) (evaluation, error) {
 	ev := evaluation{hold: amount}
 	scopes := applicableScopes(agent, team)
 
@@ -198,15 +201,15 @@ func (r *ReserveRequest) validate(needOp bool) error {
 	if r.Action != "" && !actionRE.MatchString(r.Action) {
 		problems = append(problems, fmt.Sprintf("action %s must be a lower-case identifier such as register_domain", quoteInput(r.Action)))
 	}
-	if err := validAmount("amount", r.Amount); err != nil {
+	if err := money.CheckAmount("amount", r.Amount); err != nil {
 		problems = append(problems, err.Error())
 	}
 	if c := r.Commitment; c != nil {
 		switch {
 		case c.Key == "" || len(c.Key) > 200:
 			problems = append(problems, "commitment key must be 1-200 characters, e.g. workers-paid-plan:2026-11")
-		case validAmount("commitment amount", c.Amount) != nil:
-			problems = append(problems, validAmount("commitment amount", c.Amount).Error())
+		case money.CheckAmount("commitment amount", c.Amount) != nil:
+			problems = append(problems, money.CheckAmount("commitment amount", c.Amount).Error())
 		case c.Amount.Currency != r.Amount.Currency || c.Amount.Micros > r.Amount.Micros:
 			problems = append(problems, fmt.Sprintf("commitment %s must be part of the amount %s (same currency, not larger)", c.Amount, r.Amount))
 		}
@@ -240,7 +243,7 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 		op      Operation
 		blocked *BlockedError
 	)
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		now := db.now()
 		cur, err := getOperation(ctx, tx, r.OperationID)
 		if err != nil {
@@ -322,7 +325,7 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 }
 
 // statusData summarises budgets for an audit event: the headroom after the hold.
-func statusData(st []BudgetStatus, hold Money) []map[string]any {
+func statusData(st []BudgetStatus, hold money.Money) []map[string]any {
 	out := make([]map[string]any, 0, len(st))
 	for _, s := range st {
 		out = append(out, map[string]any{
@@ -336,7 +339,7 @@ func statusData(st []BudgetStatus, hold Money) []map[string]any {
 // recordBlock denies the operation, records and flags the block, and auto-freezes
 // the agent when it has been blocked blocks times within the window. Blocks caused
 // by an existing freeze do not count: spending is already stopped.
-func (db *DB) recordBlock(ctx context.Context, tx txc, now time.Time, cur Operation, r ReserveRequest, b *BlockedError, events []Event) (Operation, error) {
+func (db *DB) recordBlock(ctx context.Context, tx *store.Tx, now time.Time, cur Operation, r ReserveRequest, b *BlockedError, events []Event) (Operation, error) {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO blocks (agent, at, kind, operation_id, scope, win) VALUES (?, ?, ?, ?, ?, ?)`,
 		cur.Agent, now.UnixNano(), b.Kind, cur.ID, b.Scope, b.Window); err != nil {
 		return Operation{}, fmt.Errorf("record block: %w", err)
@@ -391,7 +394,7 @@ func (db *DB) CheckBudget(ctx context.Context, r ReserveRequest) ([]BudgetStatus
 		return nil, nil, fmt.Errorf("check budget: %w", err)
 	}
 	var ev evaluation
-	err := db.read(ctx, func(tx txc) error {
+	err := db.st.Read(ctx, func(tx *store.Tx) error {
 		agent, team := r.Agent, r.Team
 		if r.OperationID != "" {
 			op, err := getOperation(ctx, tx, r.OperationID)
@@ -412,7 +415,7 @@ func (db *DB) CheckBudget(ctx context.Context, r ReserveRequest) ([]BudgetStatus
 
 // SettleRequest is what an execution really cost.
 type SettleRequest struct {
-	Actual Money           // the charged amount, in the quote's currency
+	Actual money.Money     // the charged amount, in the quote's currency
 	Result json.RawMessage // the operation's result
 }
 
@@ -421,7 +424,7 @@ type hold struct {
 	amount                               int64
 }
 
-func readHolds(ctx context.Context, tx txc, id string) ([]hold, error) {
+func readHolds(ctx context.Context, tx *store.Tx, id string) ([]hold, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT scope, win, period, currency, action, amount_micros FROM holds WHERE operation_id = ?`, id)
 	if err != nil {
 		return nil, fmt.Errorf("read holds: %w", err)
@@ -445,14 +448,14 @@ func readHolds(ctx context.Context, tx txc, id string) ([]hold, error) {
 // once: if another operation already recorded it, its amount is not charged again.
 // Settling twice is ErrStateConflict, never a second charge.
 func (db *DB) Settle(ctx context.Context, id string, s SettleRequest, events ...Event) (Operation, error) {
-	if err := validAmount("actual amount", s.Actual); err != nil {
+	if err := money.CheckAmount("actual amount", s.Actual); err != nil {
 		return Operation{}, fmt.Errorf("settle %s: %w", id, err)
 	}
 	if len(s.Result) > 0 && !json.Valid(s.Result) {
 		return Operation{}, fmt.Errorf("settle %s: result is not valid JSON", id)
 	}
 	var op Operation
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		now := db.now()
 		cur, err := getOperation(ctx, tx, id)
 		if err != nil {
@@ -509,7 +512,7 @@ func (db *DB) Settle(ctx context.Context, id string, s SettleRequest, events ...
 		}
 		data["charged"] = charged
 		data["charged_text"] = charged.String()
-		data["released"] = Money{Micros: holds[0].amount, Currency: holds[0].currency}
+		data["released"] = money.Money{Micros: holds[0].amount, Currency: holds[0].currency}
 		if s.Actual.Micros > cur.Quote.Micros {
 			data["over_quote"] = true
 			data["flagged"] = true
@@ -544,7 +547,7 @@ func (db *DB) ReleaseFrom(ctx context.Context, id string, from []State, to State
 		return Operation{}, fmt.Errorf("release %s: target state %s is not valid; use failed, denied, expired or cancelled", id, quoteInput(string(to)))
 	}
 	var op Operation
-	err := db.write(ctx, func(tx txc) error {
+	err := db.st.Write(ctx, func(tx *store.Tx) error {
 		var err error
 		op, err = db.releaseTx(ctx, tx, id, from, to, code, message, ActorSystem, events)
 		return err
@@ -555,7 +558,7 @@ func (db *DB) ReleaseFrom(ctx context.Context, id string, from []State, to State
 	return op, nil
 }
 
-func (db *DB) releaseTx(ctx context.Context, tx txc, id string, from []State, to State, code, message, actor string, events []Event) (Operation, error) {
+func (db *DB) releaseTx(ctx context.Context, tx *store.Tx, id string, from []State, to State, code, message, actor string, events []Event) (Operation, error) {
 	cur, err := getOperation(ctx, tx, id)
 	if err != nil {
 		return Operation{}, err
@@ -585,7 +588,7 @@ func (db *DB) releaseTx(ctx context.Context, tx txc, id string, from []State, to
 			return Operation{}, fmt.Errorf("delete holds: %w", err)
 		}
 		all = append(all, NewEvent(EventBudgetReleased, actor, id, map[string]any{
-			"released": Money{Micros: holds[0].amount, Currency: holds[0].currency}, "to": to, "code": code,
+			"released": money.Money{Micros: holds[0].amount, Currency: holds[0].currency}, "to": to, "code": code,
 		}))
 	}
 	all = append(all, events...)
@@ -597,7 +600,7 @@ func (db *DB) releaseTx(ctx context.Context, tx txc, id string, from []State, to
 // check it again inside their transactions; this answer is only for quoting.
 func (db *DB) CommitmentRecorded(ctx context.Context, key string) (bool, error) {
 	var n int
-	if err := db.reader.QueryRowContext(ctx, `SELECT COUNT(*) FROM commitments WHERE key = ?`, key).Scan(&n); err != nil {
+	if err := db.st.QueryRowContext(ctx, `SELECT COUNT(*) FROM commitments WHERE key = ?`, key).Scan(&n); err != nil {
 		return false, fmt.Errorf("read commitment %s: %w", quoteInput(key), err)
 	}
 	return n > 0, nil

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 var nov22 = time.Date(2026, 11, 22, 15, 4, 5, 0, time.UTC)
@@ -257,7 +259,7 @@ func TestCurrencyMismatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)
-	if err := db.SetBudget(ctx, Budget{Scope: GlobalScope, Window: WindowMonth, Limit: Money{Micros: 100_000_000, Currency: "EUR"}}, "cli:bob"); err != nil {
+	if err := db.SetBudget(ctx, Budget{Scope: GlobalScope, Window: WindowMonth, Limit: money.Money{Micros: 100_000_000, Currency: "EUR"}}, "cli:bob"); err != nil {
 		t.Fatal(err)
 	}
 	op, err := pipelineOp(ctx, db, "a", "t", ActionRegisterDomain, usd("1"))
@@ -272,7 +274,7 @@ func TestCurrencyMismatch(t *testing.T) {
 	if err := execute(ctx, db2, r.ID, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db2.Settle(ctx, r.ID, SettleRequest{Actual: Money{Micros: 1, Currency: "EUR"}}); err == nil || !strings.Contains(err.Error(), "currency") {
+	if _, err := db2.Settle(ctx, r.ID, SettleRequest{Actual: money.Money{Micros: 1, Currency: "EUR"}}); err == nil || !strings.Contains(err.Error(), "currency") {
 		t.Fatalf("settle in EUR: %v", err)
 	}
 	mustInvariants(t, db2, true)
@@ -433,7 +435,7 @@ func TestCommitmentRecordedOnce(t *testing.T) {
 	}
 	// A commitment larger than the amount, or in another currency, is refused.
 	op4 := authorizedOp(t, db, "a4", "web")
-	for _, c := range []*Commitment{{Key: "k", Amount: usd("6")}, {Key: "k", Amount: Money{Micros: 1, Currency: "EUR"}}, {Key: "", Amount: usd("1")}} {
+	for _, c := range []*Commitment{{Key: "k", Amount: usd("6")}, {Key: "k", Amount: money.Money{Micros: 1, Currency: "EUR"}}, {Key: "", Amount: usd("1")}} {
 		if _, err := db.Reserve(ctx, ReserveRequest{OperationID: op4.ID, Amount: usd("5"), Commitment: c}); err == nil {
 			t.Errorf("commitment %+v accepted", c)
 		}
@@ -511,8 +513,8 @@ func TestReserveRequiresAuthorizedAndMatchingAgent(t *testing.T) {
 		t.Fatalf("agent mismatch: %v", err)
 	}
 	for _, r := range []ReserveRequest{
-		{OperationID: op.ID, Amount: Money{Micros: -1, Currency: "USD"}},
-		{OperationID: op.ID, Amount: Money{Micros: 1, Currency: "usd"}},
+		{OperationID: op.ID, Amount: money.Money{Micros: -1, Currency: "USD"}},
+		{OperationID: op.ID, Amount: money.Money{Micros: 1, Currency: "usd"}},
 		{OperationID: op.ID, Amount: usd("1"), Action: "Drop Table"},
 		{OperationID: "op_x", Amount: usd("1")},
 	} {
@@ -541,8 +543,8 @@ func TestBudgetAndLimitAdmin(t *testing.T) {
 	for _, b := range []Budget{
 		{Scope: "bogus", Window: WindowDay, Limit: usd("1")},
 		{Scope: GlobalScope, Window: "week", Limit: usd("1")},
-		{Scope: GlobalScope, Window: WindowDay, Limit: Money{Micros: -1, Currency: "USD"}},
-		{Scope: GlobalScope, Window: WindowDay, Limit: Money{Micros: 1}},
+		{Scope: GlobalScope, Window: WindowDay, Limit: money.Money{Micros: -1, Currency: "USD"}},
+		{Scope: GlobalScope, Window: WindowDay, Limit: money.Money{Micros: 1}},
 	} {
 		if err := db.SetBudget(ctx, b, "x"); err == nil {
 			t.Errorf("budget %+v accepted", b)

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // ApprovalHooks are how the approvals service reaches the rest of tollgate.
@@ -32,8 +32,7 @@ func NewApprovals(db *ledger.DB, az *authz.Client, cfg Config, h ApprovalHooks) 
 	for _, a := range cfg.Approvers {
 		approvers = append(approvers, approvals.Approver{Name: a.Name, SlackUserID: a.SlackUserID, OSUser: a.OSUser, Roles: a.Roles})
 	}
-	return approvals.NewService(db.Writer(), approvals.Options{
-		Reader:        db.Reader(),
+	return approvals.NewService(db.Store(), approvals.Options{
 		Approvers:     approvers,
 		Authorizer:    approvalAuthorizer(az),
 		Audit:         approvalAudit(db),
@@ -53,7 +52,7 @@ func ApprovalsReader(db *ledger.DB, cfg Config) (*approvals.Service, error) {
 	refuse := func(context.Context, approvals.Approver, approvals.Request, string) (bool, string, error) {
 		return false, "read-only view", nil
 	}
-	return approvals.NewService(db.Writer(), approvals.Options{Reader: db.Reader(), Authorizer: refuse, Audit: approvalAudit(db)})
+	return approvals.NewService(db.Store(), approvals.Options{Authorizer: refuse, Audit: approvalAudit(db)})
 }
 
 // approvalAuthorizer asks Cerbos whether an approver may act on a request
@@ -88,7 +87,7 @@ func approvalAudit(db *ledger.DB) approvals.AuditFunc {
 	// Unsigned requests to /slack/interactions are audited, but anyone can
 	// send them: past the rate only their number is recorded.
 	var forged rateLimit
-	return func(ctx context.Context, tx *sql.Tx, typ, actor, opID string, data map[string]any) error {
+	return func(ctx context.Context, tx *store.Tx, typ, actor, opID string, data map[string]any) error {
 		if typ == approvals.EventSlackRejected {
 			ok, skipped := forged.allow(time.Now())
 			if !ok {

@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
 	"github.com/tollgatehq/tollgate/tools"
 )
 
@@ -315,7 +316,7 @@ func (c Config) Validate() error {
 		add("approvals.expiry %s: use 1m to 168h", c.Approvals.Expiry)
 	}
 	for i, q := range c.Approvals.Quorum {
-		if _, err := ledger.ParseMoney(q.Above, orUSD(q.Currency)); err != nil {
+		if _, err := money.ParseMoney(q.Above, orUSD(q.Currency)); err != nil {
 			add("approvals.quorum[%d].above: %v", i, err)
 		}
 		if q.Approvers < 1 || q.Approvers > 10 {
@@ -372,7 +373,7 @@ func (b BudgetConfig) Budget() (ledger.Budget, error) {
 	if err != nil {
 		return ledger.Budget{}, err
 	}
-	lim, err := ledger.ParseMoney(b.Limit, orUSD(b.Currency))
+	lim, err := money.ParseMoney(b.Limit, orUSD(b.Currency))
 	if err != nil {
 		return ledger.Budget{}, fmt.Errorf("limit: %w", err)
 	}
@@ -404,8 +405,8 @@ func (l LimitConfig) VelocityLimit() (ledger.VelocityLimit, error) {
 func (w WorkersPricingConfig) book() (tools.WorkersPricing, error) {
 	cur := orUSD(w.Currency)
 	var errs []error
-	parse := func(name, v string) ledger.Money {
-		m, err := ledger.ParseMoney(v, cur)
+	parse := func(name, v string) money.Money {
+		m, err := money.ParseMoney(v, cur)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}

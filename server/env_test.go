@@ -210,7 +210,7 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 		log = slog.New(slog.DiscardHandler)
 	}
 
-	db, err := ledger.Open(ctx, cfg.DB, append([]ledger.Option{ledger.WithMigrations("approvals", approvals.Migrations), ledger.WithLogger(log)}, o.ledgerOp...)...)
+	db, err := ledger.Open(ctx, cfg.DB, append([]ledger.Option{ledger.WithMigrations(approvals.Migrations), ledger.WithLogger(log)}, o.ledgerOp...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

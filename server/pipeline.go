@@ -14,6 +14,7 @@ import (
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
 	"github.com/tollgatehq/tollgate/tools"
 )
 
@@ -85,7 +86,7 @@ func (l *quoteLimiter) allow(agent string, now time.Time) bool {
 var _ tools.Runner = (*Pipeline)(nil)
 
 type quorumRule struct {
-	above     ledger.Money
+	above     money.Money
 	approvers int
 }
 

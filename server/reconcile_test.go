@@ -13,6 +13,7 @@ import (
 
 	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 // The execution errors that leave the outcome unknown (a 5xx, or no answer,
@@ -287,7 +288,7 @@ func TestRecoverStaleAfter(t *testing.T) {
 		}
 		if to == ledger.StateReserved || to == ledger.StateAwaitingApproval {
 			if _, err := db.Reserve(ctx, ledger.ReserveRequest{OperationID: op.ID, Action: "register_domain",
-				Amount: ledger.Money{Micros: amount, Currency: "USD"}}); err != nil {
+				Amount: money.Money{Micros: amount, Currency: "USD"}}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
 	"github.com/tollgatehq/tollgate/tools"
 )
 
@@ -88,7 +89,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	var quorum []quorumRule
 	for _, q := range cfg.Approvals.Quorum {
-		above, _ := ledger.ParseMoney(q.Above, orUSD(q.Currency))
+		above, _ := money.ParseMoney(q.Above, orUSD(q.Currency))
 		quorum = append(quorum, quorumRule{above: above, approvers: q.Approvers})
 	}
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
-	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 const checkDomainName = "check_domain"
@@ -79,11 +79,11 @@ func CheckDomain(r Runner) Tool {
 }
 
 func quotePrices(q cloudflare.DomainCheck) (Amount, Amount, error) {
-	reg, err := ledger.ParseMoney(q.RegistrationCost, q.Currency)
+	reg, err := money.ParseMoney(q.RegistrationCost, q.Currency)
 	if err != nil {
 		return Amount{}, Amount{}, fmt.Errorf("registrar price for %s: %w", q.Name, err)
 	}
-	renew, err := ledger.ParseMoney(q.RenewalCost, q.Currency)
+	renew, err := money.ParseMoney(q.RenewalCost, q.Currency)
 	if err != nil {
 		return Amount{}, Amount{}, fmt.Errorf("registrar renewal price for %s: %w", q.Name, err)
 	}

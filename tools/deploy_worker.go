@@ -20,6 +20,7 @@ import (
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 const (
@@ -229,7 +230,7 @@ func (m deployWorker) Plan(ctx context.Context, env PlanEnv, raw json.RawMessage
 	}
 	res, _ := m.PreResource(raw)
 	book := m.cfg.Workers
-	zero := ledger.Money{Currency: book.Currency}
+	zero := money.Money{Currency: book.Currency}
 	p := Plan{
 		Resource:       res,
 		Amount:         zero,

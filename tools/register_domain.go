@@ -17,7 +17,7 @@ import (
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
-	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 const (
@@ -208,30 +208,30 @@ func (m registerDomain) Plan(ctx context.Context, env PlanEnv, raw json.RawMessa
 // registrationPrice is the registrar's price for a term: the registration
 // price for the first year and the renewal price for each further year.
 // Names the registrar will not sell through the API are refused here.
-func registrationPrice(q cloudflare.DomainCheck, years int) (ledger.Money, []CostLine, error) {
+func registrationPrice(q cloudflare.DomainCheck, years int) (money.Money, []CostLine, error) {
 	if !q.Registrable {
-		return ledger.Money{}, nil, &ToolError{Code: "not_registrable", Message: fmt.Sprintf("%s cannot be registered: %s", q.Name, registrarReason(q.Reason))}
+		return money.Money{}, nil, &ToolError{Code: "not_registrable", Message: fmt.Sprintf("%s cannot be registered: %s", q.Name, registrarReason(q.Reason))}
 	}
 	if q.Tier == "premium" {
-		return ledger.Money{}, nil, &ToolError{Code: "not_registrable", Message: fmt.Sprintf("%s is premium-priced; tollgate does not register premium names", q.Name)}
+		return money.Money{}, nil, &ToolError{Code: "not_registrable", Message: fmt.Sprintf("%s is premium-priced; tollgate does not register premium names", q.Name)}
 	}
-	first, err := ledger.ParseMoney(q.RegistrationCost, q.Currency)
+	first, err := money.ParseMoney(q.RegistrationCost, q.Currency)
 	if err != nil {
-		return ledger.Money{}, nil, fmt.Errorf("registrar price for %s: %w", q.Name, err)
+		return money.Money{}, nil, fmt.Errorf("registrar price for %s: %w", q.Name, err)
 	}
-	renewal, err := ledger.ParseMoney(q.RenewalCost, q.Currency)
+	renewal, err := money.ParseMoney(q.RenewalCost, q.Currency)
 	if err != nil {
-		return ledger.Money{}, nil, fmt.Errorf("registrar renewal price for %s: %w", q.Name, err)
+		return money.Money{}, nil, fmt.Errorf("registrar renewal price for %s: %w", q.Name, err)
 	}
 	lines := []CostLine{{Item: "registration, first year", Amount: AmountOf(first)}}
 	total := first
 	if years > 1 {
 		more, err := renewal.Mul(int64(years - 1))
 		if err != nil {
-			return ledger.Money{}, nil, err
+			return money.Money{}, nil, err
 		}
 		if total, err = total.Add(more); err != nil {
-			return ledger.Money{}, nil, err
+			return money.Money{}, nil, err
 		}
 		lines = append(lines, CostLine{Item: fmt.Sprintf("renewal, %s at %s", plural(years-1, "further year"), renewal), Amount: AmountOf(more)})
 	}
@@ -241,7 +241,7 @@ func registrationPrice(q cloudflare.DomainCheck, years int) (ledger.Money, []Cos
 // PriceChangedError aborts an execution whose live price rose above what was
 // reserved and approved.
 type PriceChangedError struct {
-	Reserved, Now ledger.Money
+	Reserved, Now money.Money
 }
 
 func (e *PriceChangedError) Error() string {
@@ -276,14 +276,14 @@ func (m registerDomain) Execute(ctx context.Context, s *cloudflare.Session, in E
 	}
 	charged := total
 	if reg.Charged != "" {
-		if c, err := ledger.ParseMoney(reg.Charged, reg.Currency); err == nil {
+		if c, err := money.ParseMoney(reg.Charged, reg.Currency); err == nil {
 			charged = c
 		}
 	}
 	return m.outcome(d, reg, charged), nil
 }
 
-func (registerDomain) outcome(d Domain, reg *cloudflare.Registration, charged ledger.Money) Outcome {
+func (registerDomain) outcome(d Domain, reg *cloudflare.Registration, charged money.Money) Outcome {
 	res := RegisterResult{
 		Domain: reg.Domain, Status: reg.Status, AutoRenew: reg.AutoRenew,
 		CreatedAt: reg.CreatedAt, ExpiresAt: reg.ExpiresAt, Charged: AmountOf(charged),

@@ -17,6 +17,7 @@ import (
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 // Runner is the pipeline behind the tools. The server implements it; tools
@@ -94,7 +95,7 @@ type Mutation interface {
 // Plan is everything the pipeline needs to authorize, reserve and ask for approval.
 type Plan struct {
 	Resource       authz.Resource
-	Amount         ledger.Money       // the maximum this call may spend
+	Amount         money.Money        // the maximum this call may spend
 	Commitment     *ledger.Commitment // a once-per-period charge included in Amount
 	Breakdown      []CostLine
 	Basis          string // "live registrar quote" or "configured price book"
@@ -112,13 +113,13 @@ type ExecInput struct {
 	OperationID string
 	Args        json.RawMessage
 	Blob        []byte
-	MaxAmount   ledger.Money
+	MaxAmount   money.Money
 }
 
 // Outcome is what an execution achieved and what it cost.
 type Outcome struct {
 	Result  any
-	Charged ledger.Money
+	Charged money.Money
 	Summary string // one line for the approval message and the audit trail
 }
 
@@ -167,9 +168,9 @@ type Config struct {
 // Workers by plan and usage, so there is no live quote to ask for).
 type WorkersPricing struct {
 	Currency           string
-	MonthlyPlan        ledger.Money // committed once per month on the first production deploy
-	PerMillionRequests ledger.Money
-	PerMillionCPUMs    ledger.Money
+	MonthlyPlan        money.Money // committed once per month on the first production deploy
+	PerMillionRequests money.Money
+	PerMillionCPUMs    money.Money
 }
 
 func (c Config) withDefaults() Config {

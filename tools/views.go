@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 // Amount is money as tools show it: exact integer micro-units plus a human string.
@@ -15,11 +16,11 @@ type Amount struct {
 }
 
 // AmountOf converts ledger money for display.
-func AmountOf(m ledger.Money) Amount {
+func AmountOf(m money.Money) Amount {
 	return Amount{Micros: m.Micros, Currency: m.Currency, Display: m.String()}
 }
 
-func amountPtr(m *ledger.Money) *Amount {
+func amountPtr(m *money.Money) *Amount {
 	if m == nil {
 		return nil
 	}

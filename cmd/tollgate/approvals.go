@@ -20,7 +20,7 @@ import (
 func cliApprovals(ctx context.Context, cfg server.Config, db *ledger.DB) (*approvals.Service, func(), error) {
 	// Who may vote is what the serving tollgate was configured with, not
 	// whatever tollgate.yaml this command happens to find.
-	stored, err := approvals.StoredApprovers(ctx, db.Reader())
+	stored, err := approvals.StoredApprovers(ctx, db.Store())
 	if err != nil {
 		return nil, nil, err
 	}

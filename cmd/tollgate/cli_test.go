@@ -140,7 +140,7 @@ func TestLocalApproverUsesTheServersApprovers(t *testing.T) {
 	t.Setenv("TOLLGATE_CONFIG", "")
 	ctx := context.Background()
 	db := filepath.Join(t.TempDir(), "t.db")
-	l, err := ledger.Open(ctx, db, ledger.WithMigrations("approvals", approvals.Migrations))
+	l, err := ledger.Open(ctx, db, ledger.WithMigrations(approvals.Migrations))
 	if err != nil {
 		t.Fatal(err)
 	}

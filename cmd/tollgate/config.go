@@ -161,7 +161,7 @@ func (cf *configFlags) load() (server.Config, error) {
 
 // openLedger opens the database with every component's migrations.
 func openLedger(ctx context.Context, cfg server.Config, log *slog.Logger) (*ledger.DB, error) {
-	opts := []ledger.Option{ledger.WithMigrations("approvals", approvals.Migrations)}
+	opts := []ledger.Option{ledger.WithMigrations(approvals.Migrations)}
 	if log != nil {
 		opts = append(opts, ledger.WithLogger(log.With("subsystem", "ledger")))
 	}

@@ -219,7 +219,7 @@ budgets:
 
 	// The test reads the same database the servers write, as the CLI does.
 	e.db, err = ledger.Open(context.Background(), filepath.Join(e.dir, "tollgate.db"),
-		ledger.WithMigrations("approvals", approvals.Migrations), ledger.WithLogger(slog.New(slog.DiscardHandler)))
+		ledger.WithMigrations(approvals.Migrations), ledger.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}

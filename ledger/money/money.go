@@ -1,4 +1,7 @@
-package ledger
+// Package money is tollgate's exact amount type: integer micro-units of a
+// currency, parsed from and formatted to plain decimals. It is a leaf package
+// (no tollgate imports) so the ledger, approvals and tools share one Money.
+package money
 
 import (
 	"errors"
@@ -8,9 +11,9 @@ import (
 	"strings"
 )
 
-// microsPerUnit is the number of micro-units in one unit of a currency. Six decimals
+// MicrosPerUnit is the number of micro-units in one unit of a currency. Six decimals
 // cover every price Cloudflare quotes (and every ISO 4217 minor unit) exactly.
-const microsPerUnit = 1_000_000
+const MicrosPerUnit = 1_000_000
 
 // Money is an exact amount in integer micro-units of a currency. It is never a
 // float: 8.57 USD is Money{Micros: 8_570_000, Currency: "USD"}.
@@ -28,7 +31,7 @@ const moneyFormat = `expected a plain decimal with no sign, exponent or spaces a
 // currencies that are not three upper-case letters are errors that say what was
 // wrong and what is accepted.
 func ParseMoney(decimal, currency string) (Money, error) {
-	if err := checkCurrency(currency); err != nil {
+	if err := CheckCurrency(currency); err != nil {
 		return Money{}, fmt.Errorf("parse money: %w", err)
 	}
 	micros, err := parseMicros(decimal)
@@ -39,7 +42,7 @@ func ParseMoney(decimal, currency string) (Money, error) {
 }
 
 func parseMicros(s string) (int64, error) {
-	q := quoteInput(s)
+	q := quote(s)
 	if s == "" {
 		return 0, fmt.Errorf("amount is empty; %s", moneyFormat)
 	}
@@ -70,12 +73,12 @@ func parseMicros(s string) (int64, error) {
 	case len(frac) > 6:
 		return 0, fmt.Errorf("amount %s has %d decimals, more than 6; %s", q, len(frac), moneyFormat)
 	}
-	const maxWhole = math.MaxInt64 / microsPerUnit
+	const maxWhole = math.MaxInt64 / MicrosPerUnit
 	var units int64
 	for i := 0; i < len(whole); i++ {
 		units = units*10 + int64(whole[i]-'0')
 		if units > maxWhole {
-			return 0, fmt.Errorf("amount %s is too large (at most %s); %s", q, formatMicros(math.MaxInt64), moneyFormat)
+			return 0, fmt.Errorf("amount %s is too large (at most %s); %s", q, FormatMicros(math.MaxInt64, ""), moneyFormat)
 		}
 	}
 	var fracMicros int64
@@ -85,27 +88,27 @@ func parseMicros(s string) (int64, error) {
 			fracMicros += int64(frac[i] - '0')
 		}
 	}
-	if units > (math.MaxInt64-fracMicros)/microsPerUnit {
-		return 0, fmt.Errorf("amount %s is too large (at most %s); %s", q, formatMicros(math.MaxInt64), moneyFormat)
+	if units > (math.MaxInt64-fracMicros)/MicrosPerUnit {
+		return 0, fmt.Errorf("amount %s is too large (at most %s); %s", q, FormatMicros(math.MaxInt64, ""), moneyFormat)
 	}
-	return units*microsPerUnit + fracMicros, nil
+	return units*MicrosPerUnit + fracMicros, nil
 }
 
-// checkCurrency accepts exactly three upper-case ASCII letters. It does not hold a
+// CheckCurrency accepts exactly three upper-case ASCII letters. It does not hold a
 // list of ISO 4217 codes: the shape is what keeps budgets and quotes comparable.
-func checkCurrency(c string) error {
+func CheckCurrency(c string) error {
 	ok := len(c) == 3
 	for i := 0; ok && i < 3; i++ {
 		ok = c[i] >= 'A' && c[i] <= 'Z'
 	}
 	if !ok {
-		return fmt.Errorf("currency %s is not an ISO 4217 code; expected three upper-case letters such as \"USD\"", quoteInput(c))
+		return fmt.Errorf("currency %s is not an ISO 4217 code; expected three upper-case letters such as \"USD\"", quote(c))
 	}
 	return nil
 }
 
-// quoteInput quotes untrusted input for an error message, cut to a readable length.
-func quoteInput(s string) string {
+// quote quotes untrusted input for an error message, cut to a readable length.
+func quote(s string) string {
 	const maxLen = 64
 	if len(s) > maxLen {
 		return strconv.Quote(s[:maxLen]) + "…"
@@ -113,9 +116,11 @@ func quoteInput(s string) string {
 	return strconv.Quote(s)
 }
 
-// formatMicros renders micro-units with at least two decimals and no trailing
-// zeros beyond them: 10 -> "10.00", 8.5 -> "8.50", 0.000001 -> "0.000001".
-func formatMicros(v int64) string {
+// FormatMicros renders micro-units with at least two decimals and no
+// trailing zeros beyond them, followed by the currency when one is given:
+// (10_000_000, "USD") -> "10.00 USD", (8_500_000, "") -> "8.50",
+// (1, "") -> "0.000001".
+func FormatMicros(v int64, currency string) string {
 	var u uint64
 	sign := ""
 	if v < 0 {
@@ -124,26 +129,25 @@ func formatMicros(v int64) string {
 	} else {
 		u = uint64(v)
 	}
-	whole, frac := u/microsPerUnit, u%microsPerUnit
+	whole, frac := u/MicrosPerUnit, u%MicrosPerUnit
 	f := fmt.Sprintf("%06d", frac)
 	f = strings.TrimRight(f, "0")
 	for len(f) < 2 {
 		f += "0"
 	}
-	return sign + strconv.FormatUint(whole, 10) + "." + f
+	out := sign + strconv.FormatUint(whole, 10) + "." + f
+	if currency != "" {
+		out += " " + currency
+	}
+	return out
 }
 
 // String renders the amount with its currency, e.g. "8.57 USD".
-func (m Money) String() string {
-	if m.Currency == "" {
-		return formatMicros(m.Micros)
-	}
-	return formatMicros(m.Micros) + " " + m.Currency
-}
+func (m Money) String() string { return FormatMicros(m.Micros, m.Currency) }
 
 // Decimal renders the amount alone, e.g. "8.57"; ParseMoney(m.Decimal(), m.Currency)
 // returns m for every non-negative m.
-func (m Money) Decimal() string { return formatMicros(m.Micros) }
+func (m Money) Decimal() string { return FormatMicros(m.Micros, "") }
 
 // IsZero reports whether the amount is zero (in any currency).
 func (m Money) IsZero() bool { return m.Micros == 0 }
@@ -206,10 +210,10 @@ func (m Money) Mul(n int64) (Money, error) {
 	return Money{Micros: r, Currency: m.Currency}, nil
 }
 
-// validAmount checks a Money that is about to be stored: a real currency and a
-// non-negative amount.
-func validAmount(what string, m Money) error {
-	if err := checkCurrency(m.Currency); err != nil {
+// CheckAmount checks a Money that is about to be stored: a real currency and a
+// non-negative amount. what names it in the error ("budget limit").
+func CheckAmount(what string, m Money) error {
+	if err := CheckCurrency(m.Currency); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if m.Micros < 0 {

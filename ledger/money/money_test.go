@@ -1,4 +1,4 @@
-package ledger
+package money
 
 import (
 	"errors"
@@ -193,4 +193,12 @@ func FuzzParseMoney(f *testing.F) {
 			t.Fatalf("String() = %q", m.String())
 		}
 	})
+}
+
+func usd(s string) Money {
+	m, err := ParseMoney(s, "USD")
+	if err != nil {
+		panic(err)
+	}
+	return m
 }

@@ -1,0 +1,368 @@
+// Package store is tollgate's storage layer, shared by the ledger and
+// approvals: it opens the database, applies every component's numbered
+// migrations, and runs the serialised write transaction that makes a
+// read-check-write exact across goroutines, processes and replicas.
+//
+// Everything that differs between database engines sits behind Backend (as
+// litestream keeps each replica type behind ReplicaClient): SQLite
+// (sqlite.go, the default, one file shared by any number of processes) and
+// PostgreSQL (postgres.go, for replicas). The ledger and approvals write their
+// queries once, with ? placeholders, and never see which engine runs them.
+// New takes a Backend the caller built, so a third engine is one new file set.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Dialect names a database engine's SQL. It picks the migrations folder of
+// every component and how placeholders are written.
+type Dialect string
+
+// The dialects tollgate ships.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// Backend is one database engine under the store.
+type Backend interface {
+	// Dialect is the engine's SQL dialect.
+	Dialect() Dialect
+	// Writer is the pool write transactions run on; Reader the pool reads run
+	// on (it may be the same pool).
+	Writer() *sql.DB
+	Reader() *sql.DB
+	// BeginWrite begins the serialised write transaction: until it ends, no
+	// other write transaction on the database can begin, in this process or
+	// any other. A read-check-write inside it is therefore exact.
+	BeginWrite(ctx context.Context) (*sql.Tx, error)
+	// BeginRead begins a read-only transaction that sees one snapshot.
+	BeginRead(ctx context.Context) (*sql.Tx, error)
+	// Rebind rewrites a query written with ? and ?NNN placeholders into the
+	// engine's own form. It is called once per distinct query.
+	Rebind(query string) string
+	// Health reports whether the database can be trusted with a write now;
+	// an error says what is wrong (a replaced or missing file, a lost server).
+	Health(ctx context.Context) error
+	// String names the database for messages (a file path; a URL without
+	// its password).
+	String() string
+	// Close closes the pools.
+	Close() error
+}
+
+// Store is the handle the ledger and approvals share.
+type Store struct {
+	b       Backend
+	cache   *stmtCache // statements prepared on a single-connection writer; nil otherwise
+	now     func() time.Time
+	log     *slog.Logger
+	rebinds sync.Map // query -> Rebind(query), when the dialect rewrites queries
+}
+
+// Option configures Open and New.
+type Option func(*options)
+
+type options struct {
+	migrations []Migrations
+	now        func() time.Time
+	logger     *slog.Logger
+	readers    int
+}
+
+// WithMigrations adds components' migrations, applied by Open and New in one
+// serialised write transaction, in the order given.
+func WithMigrations(m ...Migrations) Option {
+	return func(o *options) { o.migrations = append(o.migrations, m...) }
+}
+
+// WithClock replaces the clock (default time.Now) for migration and lease
+// records.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
+// WithLogger sets the logger for migrations (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+// WithReadConns sets the size of the SQLite read pool (default 4).
+func WithReadConns(n int) Option {
+	return func(o *options) { o.readers = n }
+}
+
+func buildOptions(opts []Option) (options, error) {
+	o := options{now: time.Now, readers: 4}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.Default()
+	}
+	var problems []string
+	if o.now == nil {
+		problems = append(problems, "clock is nil")
+	}
+	if o.readers < 1 {
+		problems = append(problems, fmt.Sprintf("read pool size is %d; it must be at least 1", o.readers))
+	}
+	if err := checkComponents(o.migrations); err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) > 0 {
+		return o, errors.New(strings.Join(problems, "; "))
+	}
+	return o, nil
+}
+
+// Open opens the database dsn names — a SQLite file path ("" means
+// DefaultPath) — and applies every pending migration.
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	b, err := OpenSQLite(ctx, dsn, o.readers)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newStore(ctx, b, o)
+	if err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// New builds a store on a backend the caller opened (as pocketbase lets the
+// caller supply the connection) and applies every pending migration. The
+// store owns b from then on: Close closes it.
+func New(ctx context.Context, b Backend, opts ...Option) (*Store, error) {
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return newStore(ctx, b, o)
+}
+
+func newStore(ctx context.Context, b Backend, o options) (*Store, error) {
+	s := &Store{b: b, now: o.now, log: o.logger}
+	if b.Writer().Stats().MaxOpenConnections == 1 {
+		s.cache = &stmtCache{stmts: map[string]*sql.Stmt{}}
+	}
+	if err := s.migrate(ctx, o.migrations); err != nil {
+		return nil, fmt.Errorf("open %s: %w", b, err)
+	}
+	if err := b.Reader().PingContext(ctx); err != nil {
+		return nil, fmt.Errorf("open %s: read pool: %w", b, err)
+	}
+	return s, nil
+}
+
+// Dialect is the engine's SQL dialect.
+func (s *Store) Dialect() Dialect { return s.b.Dialect() }
+
+// String names the database for messages.
+func (s *Store) String() string { return s.b.String() }
+
+// Backend is the engine under the store.
+func (s *Store) Backend() Backend { return s.b }
+
+// Ping checks that both pools answer.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.b.Writer().PingContext(ctx); err != nil {
+		return fmt.Errorf("ping %s: %w", s.b, err)
+	}
+	if err := s.b.Reader().PingContext(ctx); err != nil {
+		return fmt.Errorf("ping %s read pool: %w", s.b, err)
+	}
+	return nil
+}
+
+// Health reports whether the database can be trusted with a write now.
+func (s *Store) Health(ctx context.Context) error { return s.b.Health(ctx) }
+
+// Close closes the backend.
+func (s *Store) Close() error {
+	if s.cache != nil {
+		s.cache.close()
+	}
+	if err := s.b.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", s.b, err)
+	}
+	return nil
+}
+
+// rebind returns q in the engine's placeholder form, remembering the answer.
+func (s *Store) rebind(q string) string {
+	if s.b.Dialect() == SQLite {
+		return q
+	}
+	if r, ok := s.rebinds.Load(q); ok {
+		return r.(string)
+	}
+	r := s.b.Rebind(q)
+	s.rebinds.Store(q, r)
+	return r
+}
+
+// Write runs fn in one serialised write transaction, committing when fn
+// returns nil and rolling back otherwise. fn must run every statement through
+// tx, and must not call anything that writes on its own: it would wait for the
+// transaction fn holds. Statements fn runs are prepared once the transaction
+// is over (SQLite's single writer connection), so later calls skip the parser.
+func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
+	var misses []string
+	err := s.write(ctx, s.cache, &misses, fn)
+	if s.cache != nil {
+		s.cache.prepare(ctx, s.b.Writer(), s.rebind, misses)
+	}
+	return err
+}
+
+func (s *Store) write(ctx context.Context, cache *stmtCache, misses *[]string, fn func(tx *Tx) error) error {
+	if err := s.b.Health(ctx); err != nil {
+		return err
+	}
+	sqlTx, err := s.b.BeginWrite(ctx)
+	if err != nil {
+		return fmt.Errorf("begin write: %w", err)
+	}
+	tx := &Tx{tx: sqlTx, s: s, cache: cache, misses: misses}
+	if err := fn(tx); err != nil {
+		_ = sqlTx.Rollback()
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Read runs fn in one read-only transaction, so everything it reads comes
+// from one snapshot.
+func (s *Store) Read(ctx context.Context, fn func(tx *Tx) error) error {
+	sqlTx, err := s.b.BeginRead(ctx)
+	if err != nil {
+		return fmt.Errorf("begin read: %w", err)
+	}
+	defer func() { _ = sqlTx.Rollback() }()
+	return fn(&Tx{tx: sqlTx, s: s})
+}
+
+// ExecContext runs one writing statement in its own serialised write
+// transaction.
+func (s *Store) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := s.Write(ctx, func(tx *Tx) error {
+		var err error
+		res, err = tx.ExecContext(ctx, q, args...)
+		return err
+	})
+	return res, err
+}
+
+// QueryContext runs a query on the read pool.
+func (s *Store) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return s.b.Reader().QueryContext(ctx, s.rebind(q), args...)
+}
+
+// QueryRowContext runs a one-row query on the read pool.
+func (s *Store) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	return s.b.Reader().QueryRowContext(ctx, s.rebind(q), args...)
+}
+
+// Queryer runs statements: a *Tx (inside a transaction) or the *Store (reads
+// on the read pool, writes in a transaction of their own).
+type Queryer interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
+var (
+	_ Queryer = (*Tx)(nil)
+	_ Queryer = (*Store)(nil)
+)
+
+// Tx is a transaction of the store. Its statements use ? placeholders
+// whatever the engine.
+type Tx struct {
+	tx     *sql.Tx
+	s      *Store
+	cache  *stmtCache
+	misses *[]string
+}
+
+// Dialect is the engine's SQL dialect, for the rare statement that differs.
+func (t *Tx) Dialect() Dialect { return t.s.b.Dialect() }
+
+// stmt returns q prepared on the transaction's connection if the cache has it,
+// and records a miss otherwise.
+func (t *Tx) stmt(ctx context.Context, q string) *sql.Stmt {
+	if t.cache == nil {
+		return nil
+	}
+	if st := t.cache.get(q); st != nil {
+		return t.tx.StmtContext(ctx, st)
+	}
+	*t.misses = append(*t.misses, q)
+	return nil
+}
+
+// ExecContext runs q.
+func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if st := t.stmt(ctx, q); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return t.tx.ExecContext(ctx, t.s.rebind(q), args...)
+}
+
+// QueryContext runs q.
+func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if st := t.stmt(ctx, q); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return t.tx.QueryContext(ctx, t.s.rebind(q), args...)
+}
+
+// QueryRowContext runs q, which returns at most one row.
+func (t *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	if st := t.stmt(ctx, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return t.tx.QueryRowContext(ctx, t.s.rebind(q), args...)
+}
+
+// Strings runs a query whose rows are one text column (ids, mostly) and
+// returns them in order.
+func Strings(ctx context.Context, q Queryer, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// Placeholders returns n comma-separated ? placeholders for an IN list.
+func Placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
