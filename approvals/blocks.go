@@ -9,6 +9,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/tollgatehq/tollgate/approvals/display"
 	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
@@ -60,102 +61,7 @@ const (
 )
 
 // ellipsis marks text cut to fit a limit.
-const ellipsis = "…"
-
-// truncateRunes keeps s within max characters, ending with the ellipsis when cut.
-func truncateRunes(s string, max int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if max <= 0 {
-		return ""
-	}
-	if utf8.RuneCountInString(s) <= max {
-		return s
-	}
-	n := 0
-	for i := range s {
-		if n == max-1 {
-			return s[:i] + ellipsis
-		}
-		n++
-	}
-	return s
-}
-
-// escapeRune returns r as mrkdwn text: Slack reads &, < and > as markup
-// (mentions, links), so untrusted text must never carry them raw.
-func escapeRune(r rune) string {
-	switch r {
-	case '&':
-		return "&amp;"
-	case '<':
-		return "&lt;"
-	case '>':
-		return "&gt;"
-	}
-	return string(r)
-}
-
-// fitMrkdwn escapes untrusted text for mrkdwn and keeps the escaped result
-// within max characters, never cutting an entity in half. Adjacent backticks
-// are separated by zero-width spaces so the text cannot open or close a code
-// block of its own.
-func fitMrkdwn(s string, max int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if max <= 0 {
-		return ""
-	}
-	pieces := make([]string, 0, len(s))
-	total := 0
-	prev := rune(0)
-	for _, r := range s {
-		piece := escapeRune(r)
-		if r == '`' && prev == '`' {
-			piece = "\u200b`"
-		}
-		prev = r
-		pieces = append(pieces, piece)
-		total += utf8.RuneCountInString(piece)
-	}
-	if total <= max {
-		return strings.Join(pieces, "")
-	}
-	var b strings.Builder
-	n := 0
-	for _, piece := range pieces {
-		pl := utf8.RuneCountInString(piece)
-		if n+pl > max-1 {
-			break
-		}
-		b.WriteString(piece)
-		n += pl
-	}
-	b.WriteString(ellipsis)
-	return b.String()
-}
-
-// codeBlock renders untrusted text as a mrkdwn code block of at most max
-// characters, fences included.
-func codeBlock(s string, max int) string {
-	if strings.HasPrefix(s, "`") {
-		s = "\u200b" + s
-	}
-	if strings.HasSuffix(s, "`") {
-		s += "\u200b"
-	}
-	if strings.TrimSpace(s) == "" {
-		s = " "
-	}
-	return "```" + fitMrkdwn(s, max-6) + "```"
-}
-
-// inlineCode renders a short untrusted value (a name, an id) as inline code.
-// Backticks cannot appear inside inline code, so they are replaced.
-func inlineCode(s string, max int) string {
-	if s == "" {
-		return "(none)"
-	}
-	return "`" + fitMrkdwn(strings.ReplaceAll(s, "`", "\u02cb"), max-2) + "`"
-}
+const ellipsis = display.Ellipsis
 
 // mrkdwnSection is a section whose text is built by the caller (already escaped).
 func mrkdwnSection(blockID, text string) *slack.SectionBlock {
@@ -233,11 +139,27 @@ func shortHash(h string) string {
 	if utf8.RuneCountInString(h) <= 16 {
 		return h
 	}
-	return truncateRunes(h, 13)
+	return display.Text(h, 13)
+}
+
+// plainText is a plain_text object: Slack shows it as it is, with no
+// formatting, mentions, links or :emoji: codes; the text is sanitised and
+// cut to max.
+func plainText(s string, max int) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.PlainTextType, display.Text(s, max), false, false)
+}
+
+// summaryOf is the one-line summary, or the tool when there is none.
+func summaryOf(r Request) string {
+	if r.Summary == "" {
+		return r.Tool
+	}
+	return r.Summary
 }
 
 // FallbackText is the message's plain notification text (push notifications,
-// clients without Block Kit).
+// clients without Block Kit). Every part is sanitised: Slack escapes &, < and
+// > of this text itself.
 func FallbackText(r Request) string {
 	var head string
 	switch r.State {
@@ -252,11 +174,8 @@ func FallbackText(r Request) string {
 	default:
 		head = "Approval needed"
 	}
-	summary := r.Summary
-	if summary == "" {
-		summary = r.Tool
-	}
-	return truncateRunes(fmt.Sprintf("%s: %s (agent %s, %s)", head, summary, r.Agent, amountText(r)), maxMessageText)
+	return display.Text(fmt.Sprintf("%s: %s (agent %s, %s)", head, display.Text(summaryOf(r), 1000),
+		display.Text(r.Agent, 200), display.Text(amountText(r), 100)), maxMessageText)
 }
 
 func headerText(r Request) string {
@@ -279,35 +198,39 @@ func headerText(r Request) string {
 // it expires and how many approvals it has. While pending it carries the
 // Approve, Deny and Freeze agent buttons; once decided it is rebuilt without
 // them, saying who decided, when, the outcome and then the execution result.
-// Untrusted text is escaped and everything is cut to Slack's limits.
+//
+// Text from the agent, its client or a voter (summary, client, arguments,
+// module, reason, names, deny reasons, the execution result) only appears as
+// plain_text or as inline code or a code block, sanitised by package display:
+// it can never open a line, bold text, a heading, a link or a mention of its
+// own. Everything is cut to Slack's limits.
 func RequestBlocks(r Request, now time.Time) []slack.Block {
 	quorum := max(r.Quorum, 1)
 	var blocks []slack.Block
 
 	blocks = append(blocks, slack.NewHeaderBlock(
-		slack.NewTextBlockObject(slack.PlainTextType, truncateRunes(headerText(r), maxHeaderText), true, false),
+		slack.NewTextBlockObject(slack.PlainTextType, display.Text(headerText(r), maxHeaderText), true, false),
 		slack.HeaderBlockOptionBlockID(BlockHeader)))
 
-	summary := r.Summary
-	if summary == "" {
-		summary = r.Tool
-	}
-	summaryText := "*" + fitMrkdwn(summary, maxSectionText-200) + "*"
+	// plain_text with no emoji codes: the summary names what the agent asked
+	// for, so nothing in it is read as markup.
+	summary := display.Text(summaryOf(r), maxSectionText-100)
 	if r.Irreversible {
-		summaryText += "\n:warning: *Irreversible*: this cannot be undone once executed."
+		summary += "\n⚠ Irreversible: this cannot be undone once executed."
 	}
-	blocks = append(blocks, mrkdwnSection(BlockSummary, summaryText))
+	blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.PlainTextType, summary, false, false), nil, nil,
+		slack.SectionBlockOptionBlockID(BlockSummary)))
 
-	agent := inlineCode(r.Agent, 200)
+	agent := display.Code(r.Agent, 200)
 	if r.Team != "" {
-		agent += " (team " + inlineCode(r.Team, 200) + ")"
+		agent += " (team " + display.Code(r.Team, 200) + ")"
 	}
-	owner := r.Owner
-	if owner == "" {
+	owner := display.Code(r.Owner, 200)
+	if r.Owner == "" {
 		owner = "(none recorded)"
 	}
-	client := r.Client
-	if client == "" {
+	client := display.Code(r.Client, 500)
+	if display.Clean(r.Client) == "" {
 		client = "(unknown)"
 	}
 	var expiry string
@@ -319,68 +242,66 @@ func RequestBlocks(r Request, now time.Time) []slack.Block {
 	default:
 		expiry = slackDate(r.ExpiresAt)
 	}
+	// Every value below is within its own cap, so a field never needs cutting.
 	field := func(label, value string) *slack.TextBlockObject {
-		return slack.NewTextBlockObject(slack.MarkdownType, truncateRunes("*"+label+"*\n"+value, maxFieldText), false, true)
+		return slack.NewTextBlockObject(slack.MarkdownType, "*"+label+"*\n"+value, false, true)
 	}
 	facts := []*slack.TextBlockObject{
-		field("Tool", inlineCode(r.Tool, 200)),
+		field("Tool", display.Code(r.Tool, 200)),
 		field("Agent", agent),
-		field("Accountable owner", fitMrkdwn(owner, 500)),
-		field("MCP client", fitMrkdwn(client, 500)),
-		field("Quoted cost (max)", fitMrkdwn(amountText(r), 200)),
+		field("Accountable owner", owner),
+		field("MCP client", client),
+		field("Quoted cost (max)", display.Mrkdwn(amountText(r), 200)),
 		field("Expires", expiry),
 		field("Approvals", fmt.Sprintf("%d of %d", r.Approvals(), quorum)),
 	}
 	blocks = append(blocks, slack.NewSectionBlock(nil, facts, nil, slack.SectionBlockOptionBlockID(BlockFacts)))
 
-	var args strings.Builder
-	for i, f := range r.Args {
-		if i > 0 {
-			args.WriteByte('\n')
-		}
-		args.WriteString(f.Label + ": " + f.Value)
+	// One line per argument: a value cannot start a line of its own.
+	args := make([]string, 0, len(r.Args))
+	for _, f := range r.Args {
+		args = append(args, display.Text(f.Label, 100)+": "+display.Text(f.Value, maxSectionText))
 	}
 	if len(r.Args) == 0 {
-		args.WriteString("(no arguments)")
+		args = append(args, "(no arguments)")
 	}
 	const argsTitle = "*Arguments* (exact, normalised)\n"
-	blocks = append(blocks, mrkdwnSection(BlockArgs, argsTitle+codeBlock(args.String(), maxSectionText-utf8.RuneCountInString(argsTitle))))
+	blocks = append(blocks, mrkdwnSection(BlockArgs, argsTitle+display.CodeBlock(strings.Join(args, "\n"), maxSectionText-utf8.RuneCountInString(argsTitle))))
 
 	if m := r.Module; m != nil {
 		title := fmt.Sprintf("*Worker module* %s: %s bytes, sha256 %s\n",
-			inlineCode(m.Name, 200), groupDigits(int64(m.Size)), inlineCode(m.SHA256, 100))
+			display.Code(m.Name, 200), groupDigits(int64(m.Size)), display.Code(m.SHA256, 100))
 		lines := m.FirstLines
 		if lines == "" {
 			lines = "(empty)"
 		}
-		blocks = append(blocks, mrkdwnSection(BlockModule, title+codeBlock(lines, maxSectionText-utf8.RuneCountInString(title))))
+		blocks = append(blocks, mrkdwnSection(BlockModule, title+display.CodeBlock(lines, maxSectionText-utf8.RuneCountInString(title))))
 	}
 
 	if len(r.Headroom) > 0 {
 		lines := make([]string, len(r.Headroom))
 		for i, h := range r.Headroom {
-			lines[i] = "• " + fitMrkdwn(h, 300)
+			lines[i] = "• " + display.Mrkdwn(h, 300)
 		}
 		blocks = append(blocks, mrkdwnSection(BlockHeadroom, linesWithin("*Budget headroom*", lines, maxSectionText)))
 	}
 
-	reason := r.Reason
+	reason := display.Clean(r.Reason)
 	if strings.TrimSpace(reason) == "" {
 		reason = "(no reason given)"
 	}
 	const reasonTitle = "*The agent's reason*\n"
-	blocks = append(blocks, mrkdwnSection(BlockReason, reasonTitle+codeBlock(reason, maxSectionText-utf8.RuneCountInString(reasonTitle))))
+	blocks = append(blocks, mrkdwnSection(BlockReason, reasonTitle+display.CodeBlock(reason, maxSectionText-utf8.RuneCountInString(reasonTitle))))
 
 	policy := r.Policy
 	if policy == "" {
 		policy = "(no policy detail recorded)"
 	}
-	blocks = append(blocks, mrkdwnSection(BlockPolicy, "*Policy decision*\n"+fitMrkdwn(policy, maxSectionText-30)))
+	blocks = append(blocks, mrkdwnSection(BlockPolicy, "*Policy decision*\n"+display.Mrkdwn(policy, maxSectionText-30)))
 
 	binding := fmt.Sprintf("Request %s · operation %s · single use, bound to args sha256 %s and at most %s",
-		inlineCode(r.ID, 80), inlineCode(r.OperationID, 80), inlineCode(shortHash(r.ArgsHash), 20), fitMrkdwn(amountText(r), 100))
-	blocks = append(blocks, slack.NewContextBlock(BlockBinding,
-		slack.NewTextBlockObject(slack.MarkdownType, truncateRunes(binding, maxContextText), false, true)))
+		display.Code(r.ID, 80), display.Code(r.OperationID, 80), display.Code(shortHash(r.ArgsHash), 20), display.Mrkdwn(amountText(r), 100))
+	blocks = append(blocks, slack.NewContextBlock(BlockBinding, slack.NewTextBlockObject(slack.MarkdownType, binding, false, true)))
 
 	if len(r.Votes) > 0 {
 		lines := make([]string, 0, len(r.Votes))
@@ -389,9 +310,9 @@ func RequestBlocks(r Request, now time.Time) []slack.Block {
 			if v.Outcome == OutcomeDeny {
 				icon, verb = ":no_entry:", "denied"
 			}
-			line := fmt.Sprintf("%s *%s* %s via %s at %s", icon, fitMrkdwn(v.Approver, 100), verb, viaLabel(v.Via), slackDate(v.At))
-			if v.Reason != "" {
-				line += ": " + fitMrkdwn(v.Reason, 1000)
+			line := fmt.Sprintf("%s %s %s via %s at %s", icon, display.Code(v.Approver, 100), verb, viaLabel(v.Via), slackDate(v.At))
+			if display.Clean(v.Reason) != "" {
+				line += ": " + display.Code(v.Reason, 1000)
 			}
 			lines = append(lines, line)
 		}
@@ -401,17 +322,18 @@ func RequestBlocks(r Request, now time.Time) []slack.Block {
 
 	switch r.State {
 	case StatePending:
-		approve := slack.NewButtonBlockElement(ActionIDApprove, r.ID,
-			slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Approve", maxButtonText), false, false)).WithStyle(slack.StylePrimary)
-		deny := slack.NewButtonBlockElement(ActionIDDeny, r.ID,
-			slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Deny", maxButtonText), false, false)).WithStyle(slack.StyleDanger)
-		freeze := slack.NewButtonBlockElement(ActionIDFreeze, r.ID,
-			slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Freeze agent", maxButtonText), false, false)).
+		button := func(id, label string) *slack.ButtonBlockElement {
+			return slack.NewButtonBlockElement(id, r.ID, slack.NewTextBlockObject(slack.PlainTextType, label, false, false))
+		}
+		approve := button(ActionIDApprove, "Approve").WithStyle(slack.StylePrimary)
+		deny := button(ActionIDDeny, "Deny").WithStyle(slack.StyleDanger)
+		agentName := display.Text(r.Agent, 60)
+		freeze := button(ActionIDFreeze, "Freeze agent").
 			WithConfirm(slack.NewConfirmationBlockObject(
-				slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Freeze agent "+r.Agent+"?", maxConfirmTitle), false, false),
-				slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Every mutating call of "+r.Agent+" will be denied and its pending approvals cancelled until someone unfreezes it.", maxConfirmText), false, false),
-				slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Freeze", maxConfirmButton), false, false),
-				slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Cancel", maxConfirmButton), false, false),
+				plainText("Freeze agent "+agentName+"?", maxConfirmTitle),
+				plainText("Every mutating call of "+agentName+" will be denied and its pending approvals cancelled until someone unfreezes it.", maxConfirmText),
+				plainText("Freeze", maxConfirmButton),
+				plainText("Cancel", maxConfirmButton),
 			).WithStyle(slack.StyleDanger))
 		blocks = append(blocks, slack.NewActionBlock(BlockActions, approve, deny, freeze))
 	default:
@@ -420,36 +342,48 @@ func RequestBlocks(r Request, now time.Time) []slack.Block {
 
 	if r.ResultText != "" {
 		const resultTitle = "*Execution result*\n"
-		blocks = append(blocks, mrkdwnSection(BlockResult, resultTitle+fitMrkdwn(r.ResultText, maxSectionText-utf8.RuneCountInString(resultTitle))))
+		blocks = append(blocks, mrkdwnSection(BlockResult, resultTitle+display.Code(r.ResultText, maxSectionText-utf8.RuneCountInString(resultTitle))))
 	}
 
 	if len(blocks) > maxBlocks {
 		blocks = append(blocks[:maxBlocks-1], slack.NewContextBlock(BlockOverflow,
-			slack.NewTextBlockObject(slack.MarkdownType, ellipsis+" more detail than a Slack message holds; see `tollgate approvals show "+r.ID+"`", false, true)))
+			slack.NewTextBlockObject(slack.MarkdownType, ellipsis+" more detail than a Slack message holds; see `tollgate approvals show "+display.Text(r.ID, 80)+"`", false, true)))
 	}
 	return blocks
 }
 
+// namesCode renders the names of the voters with outcome as inline code.
+func namesCode(votes []Vote, outcome string) string {
+	var names []string
+	for _, v := range votes {
+		if v.Outcome == outcome {
+			names = append(names, display.Code(v.Approver, 100))
+		}
+	}
+	if len(names) == 0 {
+		return "(nobody recorded)"
+	}
+	return strings.Join(names, ", ")
+}
+
 // decisionText says who decided, when and what, for a request that left pending.
 func decisionText(r Request) string {
-	var s string
 	switch r.State {
 	case StateApproved:
-		s = fmt.Sprintf(":white_check_mark: *Approved* by %s at %s.", fitMrkdwn(approverNames(r.Votes, OutcomeApprove), 500), slackDate(r.DecidedAt))
+		s := fmt.Sprintf(":white_check_mark: *Approved* by %s at %s.", namesCode(r.Votes, OutcomeApprove), slackDate(r.DecidedAt))
 		if r.Consumed {
 			s += " The approval was used for its one execution at " + slackDate(r.ConsumedAt) + "."
 		}
+		return s
 	case StateDenied:
-		s = fmt.Sprintf(":no_entry: *Denied* by %s at %s: %s", fitMrkdwn(approverNames(r.Votes, OutcomeDeny), 500), slackDate(r.DecidedAt), fitMrkdwn(r.DecidedReason, 2000))
+		return fmt.Sprintf(":no_entry: *Denied* by %s at %s: %s", namesCode(r.Votes, OutcomeDeny), slackDate(r.DecidedAt), display.Code(r.DecidedReason, 2000))
 	case StateExpired:
-		s = fmt.Sprintf(":hourglass: *Expired* at %s with %d of %d approvals. Nothing was approved; the agent must ask again.",
+		return fmt.Sprintf(":hourglass: *Expired* at %s with %d of %d approvals. Nothing was approved; the agent must ask again.",
 			slackDate(r.ExpiresAt), r.Approvals(), max(r.Quorum, 1))
 	case StateCancelled:
-		s = fmt.Sprintf(":ice_cube: *Cancelled* at %s: %s", slackDate(r.DecidedAt), fitMrkdwn(r.DecidedReason, 2000))
-	default:
-		s = "*" + fitMrkdwn(r.State, 50) + "*"
+		return fmt.Sprintf(":ice_cube: *Cancelled* at %s: %s", slackDate(r.DecidedAt), display.Code(r.DecidedReason, 2000))
 	}
-	return truncateRunes(s, maxSectionText)
+	return display.Code(r.State, 50)
 }
 
 // groupDigits renders 12345 as "12,345".
@@ -474,14 +408,10 @@ func groupDigits(n int64) string {
 // request id travels in private_metadata; the reason comes back in the
 // view_submission under DenyReasonBlockID / DenyReasonActionID.
 func DenyModal(r Request) slack.ModalViewRequest {
-	summary := r.Summary
-	if summary == "" {
-		summary = r.Tool
-	}
-	text := fmt.Sprintf("*%s*\nAgent %s · %s · request %s",
-		fitMrkdwn(summary, 1000), inlineCode(r.Agent, 200), fitMrkdwn(amountText(r), 100), inlineCode(r.ID, 80))
+	text := fmt.Sprintf("%s\nAgent %s · %s · request %s",
+		display.Code(summaryOf(r), 1000), display.Code(r.Agent, 200), display.Mrkdwn(amountText(r), 100), display.Code(r.ID, 80))
 	input := slack.NewPlainTextInputBlockElement(
-		slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Why is this denied? The agent and the audit trail see this.", maxPlaceholder), false, false),
+		slack.NewTextBlockObject(slack.PlainTextType, "Why is this denied? The agent and the audit trail see this.", false, false),
 		DenyReasonActionID)
 	input.Multiline = true
 	input.MinLength = 1
@@ -490,13 +420,13 @@ func DenyModal(r Request) slack.ModalViewRequest {
 		Type:            slack.VTModal,
 		CallbackID:      DenyModalCallbackID,
 		PrivateMetadata: r.ID,
-		Title:           slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Deny request", maxModalTitle), false, false),
-		Submit:          slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Deny", maxModalButton), false, false),
-		Close:           slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Cancel", maxModalButton), false, false),
+		Title:           slack.NewTextBlockObject(slack.PlainTextType, "Deny request", false, false),
+		Submit:          slack.NewTextBlockObject(slack.PlainTextType, "Deny", false, false),
+		Close:           slack.NewTextBlockObject(slack.PlainTextType, "Cancel", false, false),
 		Blocks: slack.Blocks{BlockSet: []slack.Block{
-			mrkdwnSection(BlockModalSummary, truncateRunes(text, maxSectionText)),
+			mrkdwnSection(BlockModalSummary, text),
 			slack.NewInputBlock(DenyReasonBlockID,
-				slack.NewTextBlockObject(slack.PlainTextType, truncateRunes("Reason", maxInputLabel), false, false),
+				slack.NewTextBlockObject(slack.PlainTextType, "Reason", false, false),
 				nil, input),
 		}},
 	}

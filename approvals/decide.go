@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tollgatehq/tollgate/approvals/display"
 	"github.com/tollgatehq/tollgate/ledger/money"
 	"github.com/tollgatehq/tollgate/ledger/store"
 )
@@ -626,7 +627,7 @@ func (s *Service) Cancel(ctx context.Context, requestID, reason, by string) erro
 
 // Finish stores the execution result and shows it on the Slack message.
 func (s *Service) Finish(ctx context.Context, requestID, resultText string) error {
-	resultText = truncateRunes(resultText, maxResultRunes)
+	resultText = display.Text(resultText, maxResultRunes)
 	err := s.st.Write(ctx, func(tx *store.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE approval_requests SET result_text = ?, version = version + 1 WHERE id = ?`, resultText, requestID)
 		if err != nil {

@@ -10,10 +10,13 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
+
+	"github.com/tollgatehq/tollgate/approvals/display"
 )
 
 const (
@@ -51,7 +54,7 @@ func replyFor(err error) string {
 	var na *NotAllowedError
 	switch {
 	case errors.As(err, &na):
-		return ReplyNotAllowed + truncateRunes(na.Reason, 500)
+		return ReplyNotAllowed + display.Mrkdwn(na.Reason, 500)
 	case errors.Is(err, ErrNotApprover):
 		return ReplyNotApprover
 	case errors.Is(err, ErrSelfApproval):
@@ -192,12 +195,76 @@ func (s *Service) pruneSeen(ctx context.Context) error {
 	return err
 }
 
+// rejectLog rate-limits the log lines of refused Slack requests: anyone who
+// can reach the endpoint can send them, so within each minute the first
+// rejectLogBurst get a line of their own and the rest are only counted, into
+// one summary line when the minute is over (on the next refusal or the next
+// housekeeping round, whichever comes first). The audit trail has its own
+// limit, in the AuditFunc the server passes.
+type rejectLog struct {
+	mu      sync.Mutex
+	window  time.Time // start of the current minute; zero before the first refusal
+	logged  int       // lines written in the window
+	dropped int       // refusals in the window without a line
+}
+
+const (
+	rejectLogBurst  = 10
+	rejectLogWindow = time.Minute
+)
+
+// note counts a refusal at now. It reports whether the refusal gets its own
+// line, and how many refusals of a finished window went unlogged.
+func (l *rejectLog) note(now time.Time) (own bool, unlogged int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	unlogged = l.rollLocked(now)
+	if l.window.IsZero() {
+		l.window = now
+	}
+	if l.logged < rejectLogBurst {
+		l.logged++
+		return true, unlogged
+	}
+	l.dropped++
+	return false, unlogged
+}
+
+// due returns the refusals of a finished window that went unlogged, and
+// starts afresh.
+func (l *rejectLog) due(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rollLocked(now)
+}
+
+func (l *rejectLog) rollLocked(now time.Time) int {
+	if l.window.IsZero() || now.Sub(l.window) < rejectLogWindow {
+		return 0
+	}
+	n := l.dropped
+	l.window, l.logged, l.dropped = time.Time{}, 0, 0
+	return n
+}
+
+// logUnlogged writes the summary line for refusals that had none.
+func (s *Service) logUnlogged(ctx context.Context, n int) {
+	if n > 0 {
+		s.log.WarnContext(ctx, "more slack requests were rejected than are logged one by one",
+			slog.Int("unlogged", n), slog.Duration("within", rejectLogWindow), slog.Int("logged_per_window", rejectLogBurst))
+	}
+}
+
 func (s *Service) auditSlack(ctx context.Context, code, detail string, extra map[string]any) {
 	data := map[string]any{"code": code, "reason": detail}
 	for k, v := range extra {
 		data[k] = v
 	}
-	s.log.WarnContext(ctx, "slack request rejected", slog.String("code", code), slog.String("reason", detail))
+	own, unlogged := s.rejected.note(s.now())
+	s.logUnlogged(ctx, unlogged)
+	if own {
+		s.log.WarnContext(ctx, "slack request rejected", slog.String("code", code), slog.String("reason", detail))
+	}
 	if err := s.o.Audit(ctx, nil, EventSlackRejected, "slack", "", data); err != nil {
 		s.log.ErrorContext(ctx, "audit of a rejected slack request failed", slog.String("code", code), slog.String("error", err.Error()))
 	}
@@ -349,7 +416,8 @@ func (s *Service) freeze(ctx context.Context, via, user, channel, requestID stri
 	}
 	if err := s.o.OnFreeze(ctx, r.Agent, ap); err != nil {
 		_ = s.reject(ctx, &r, v, apRef, fmt.Errorf("freeze agent %s: %w", r.Agent, err))
-		s.reply(ctx, channel, user, fmt.Sprintf("Freezing agent %s failed, so it is not frozen: %s. Use `tollgate freeze --agent %s`.", r.Agent, truncateRunes(err.Error(), 300), r.Agent))
+		s.reply(ctx, channel, user, fmt.Sprintf("Freezing agent %s failed, so it is not frozen: %s. Use %s.",
+			display.Code(r.Agent, 100), display.Code(err.Error(), 300), display.Code("tollgate freeze --agent "+r.Agent, 130)))
 		return
 	}
 	if err := s.o.Audit(ctx, nil, EventFreezeRequested, actorFor(v, &ap), r.OperationID, map[string]any{
@@ -361,7 +429,8 @@ func (s *Service) freeze(ctx context.Context, via, user, channel, requestID stri
 		s.log.ErrorContext(ctx, "audit freeze click", slog.String("request_id", r.ID), slog.String("error", err.Error()))
 	}
 	s.log.InfoContext(ctx, "agent frozen from slack", slog.String("agent", r.Agent), slog.String("approver", ap.Name), slog.String("request_id", r.ID))
-	s.reply(ctx, channel, user, fmt.Sprintf("Agent %s is frozen: its mutating calls are denied and its pending approvals cancelled. Unfreeze with `tollgate unfreeze --agent %s`.", r.Agent, r.Agent))
+	s.reply(ctx, channel, user, fmt.Sprintf("Agent %s is frozen: its mutating calls are denied and its pending approvals cancelled. Unfreeze with %s.",
+		display.Code(r.Agent, 100), display.Code("tollgate unfreeze --agent "+r.Agent, 130)))
 }
 
 // reply shows text to the clicking user; failures are logged, never retried:

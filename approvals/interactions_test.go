@@ -43,7 +43,7 @@ func TestSlackApproveClick(t *testing.T) {
 	}
 	u := updates[0].Form
 	if u.Get("ts") != r.SlackTS || u.Get("channel") != "C0APPROVALS" || strings.Contains(u.Get("blocks"), ActionIDApprove) ||
-		!strings.Contains(u.Get("blocks"), "*Approved* by alice") {
+		!strings.Contains(u.Get("blocks"), "*Approved* by `alice`") {
 		t.Fatalf("update = %v", u)
 	}
 	if ev := f.audit.events(t, EventDecided); len(ev) != 1 || ev[0].Actor != "slack:U0ALICE" || ev[0].Data["via"] != ViaSlack {
@@ -102,7 +102,7 @@ func TestSlackDenyViaModal(t *testing.T) {
 		t.Fatalf("reason %q", d.DecidedReason)
 	}
 	updates := f.slack.byMethod("chat.update")
-	if len(updates) != 1 || !strings.Contains(updates[0].Form.Get("blocks"), "*Denied* by bob") {
+	if len(updates) != 1 || !strings.Contains(updates[0].Form.Get("blocks"), "*Denied* by `bob`") {
 		t.Fatalf("message not updated to denied")
 	}
 
@@ -329,7 +329,7 @@ func TestSlackQuorumProgress(t *testing.T) {
 		t.Fatalf("approvals %d", d.Approvals())
 	}
 	updates = f.slack.byMethod("chat.update")
-	if last := updates[len(updates)-1].Form.Get("blocks"); strings.Contains(last, ActionIDApprove) || !strings.Contains(last, "*Approved* by alice, carol") {
+	if last := updates[len(updates)-1].Form.Get("blocks"); strings.Contains(last, ActionIDApprove) || !strings.Contains(last, "*Approved* by `alice`, `carol`") {
 		t.Fatalf("final message: %s", last)
 	}
 }
@@ -352,7 +352,7 @@ func TestSlackFreezeButton(t *testing.T) {
 	if got := <-f.frozen; got != "web-bot by dave" {
 		t.Fatalf("OnFreeze(%s)", got)
 	}
-	if e := f.slack.lastEphemeral(t); !strings.Contains(e, "Agent web-bot is frozen") {
+	if e := f.slack.lastEphemeral(t); !strings.Contains(e, "Agent `web-bot` is frozen") {
 		t.Fatalf("reply %q", e)
 	}
 	if ev := f.audit.events(t, EventFreezeRequested); len(ev) != 1 || ev[0].Data["agent"] != "web-bot" || ev[0].Actor != "slack:U0DAVE" {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/slack-go/slack"
+
+	"github.com/tollgatehq/tollgate/approvals/display"
 )
 
 // MessageRef names a posted Slack message.
@@ -60,13 +62,15 @@ func NewSlackNotifier(client *slack.Client, channel string, opts ...NotifierOpti
 
 var errNoChannel = errors.New("no Slack channel configured (set TOLLGATE_SLACK_CHANNEL)")
 
-// Post sends the approval message for r to the channel.
+// Post sends the approval message for r to the channel. The notification
+// text is plain (escaped, mrkdwn off); the blocks render what may be untrusted
+// only as plain_text or code.
 func (n *SlackNotifier) Post(ctx context.Context, r Request) (MessageRef, error) {
 	if n.channel == "" {
 		return MessageRef{}, fmt.Errorf("post approval %s: %w", r.ID, errNoChannel)
 	}
 	ch, ts, err := n.api.PostMessageContext(ctx, n.channel,
-		slack.MsgOptionText(FallbackText(r), true),
+		slack.MsgOptionText(FallbackText(r), true), slack.MsgOptionDisableMarkdown(),
 		slack.MsgOptionBlocks(RequestBlocks(r, n.now())...),
 		slack.MsgOptionDisableLinkUnfurl())
 	if err != nil {
@@ -78,7 +82,7 @@ func (n *SlackNotifier) Post(ctx context.Context, r Request) (MessageRef, error)
 // Update rebuilds the message for r in place.
 func (n *SlackNotifier) Update(ctx context.Context, ref MessageRef, r Request) error {
 	_, _, _, err := n.api.UpdateMessageContext(ctx, ref.Channel, ref.TS,
-		slack.MsgOptionText(FallbackText(r), true),
+		slack.MsgOptionText(FallbackText(r), true), slack.MsgOptionDisableMarkdown(),
 		slack.MsgOptionBlocks(RequestBlocks(r, n.now())...))
 	if err != nil {
 		return fmt.Errorf("update approval message %s: %w", r.ID, err)
@@ -86,7 +90,8 @@ func (n *SlackNotifier) Update(ctx context.Context, ref MessageRef, r Request) e
 	return nil
 }
 
-// Ephemeral shows text to user only.
+// Ephemeral shows text to user only. text is mrkdwn built by this package,
+// with every value from elsewhere already rendered by package display.
 func (n *SlackNotifier) Ephemeral(ctx context.Context, channel, user, text string) error {
 	if channel == "" {
 		channel = n.channel
@@ -105,12 +110,14 @@ func (n *SlackNotifier) OpenDenyModal(ctx context.Context, triggerID string, r R
 	return nil
 }
 
-// Alert posts a plain message to the channel.
+// Alert posts a plain message to the channel: sanitised to one line by
+// display.Text, &, < and > escaped, and mrkdwn off, so names in it cannot
+// format, mention or link.
 func (n *SlackNotifier) Alert(ctx context.Context, text string) error {
 	if n.channel == "" {
 		return fmt.Errorf("alert: %w", errNoChannel)
 	}
-	if _, _, err := n.api.PostMessageContext(ctx, n.channel, slack.MsgOptionText(truncateRunes(text, maxMessageText), true)); err != nil {
+	if _, _, err := n.api.PostMessageContext(ctx, n.channel, slack.MsgOptionText(display.Text(text, maxMessageText), true), slack.MsgOptionDisableMarkdown()); err != nil {
 		return fmt.Errorf("alert: %w", err)
 	}
 	return nil

@@ -141,6 +141,8 @@ type Service struct {
 
 	wake chan struct{} // nudges Run to look at Slack work now
 
+	rejected rejectLog // WARN lines for refused Slack requests, rate-limited
+
 	mu       sync.Mutex
 	inflight map[string]bool // requests whose hook runs in this process now
 	syncing  map[string]bool // requests whose Slack message this process is syncing now

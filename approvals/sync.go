@@ -11,6 +11,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/tollgatehq/tollgate/approvals/display"
 	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
@@ -38,6 +39,7 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 func (s *Service) housekeep(ctx context.Context) {
+	s.logUnlogged(ctx, s.rejected.due(s.now()))
 	if _, err := s.ExpireDue(ctx); err != nil && ctx.Err() == nil {
 		s.log.ErrorContext(ctx, "expire approvals", slog.String("error", err.Error()))
 	}
@@ -255,7 +257,7 @@ func (s *Service) scheduleRetry(ctx context.Context, id string, attempts int, wh
 		delay = rl.RetryAfter
 	}
 	next := s.now().Add(delay)
-	msg := truncateRunes(cause.Error(), 500)
+	msg := display.Text(cause.Error(), 500)
 	if _, err := s.st.ExecContext(ctx, `UPDATE approval_requests SET slack_attempts = slack_attempts + 1, slack_next_at = ?, slack_error = ?
 		WHERE id = ?`, next.UnixNano(), msg, id); err != nil {
 		s.log.ErrorContext(ctx, "record slack failure", slog.String("request_id", id), slog.String("error", err.Error()))

@@ -155,13 +155,13 @@ func CodeBlock(s string, max int) string {
 	return "```" + fit(s, max-6, escapeMrkdwn) + "```"
 }
 
-// Mrkdwn returns s cleaned, with &, < and > escaped, cut to at most max
-// characters, for prose inside Slack mrkdwn. It leaves *bold* and _italics_
-// working, so it is only for text tollgate or its configuration wrote (policy
-// reasons, budget names, amounts); text an agent or a client controls goes
-// through Code.
+// Mrkdwn returns s cleaned, with &, < and > escaped and backticks replaced
+// (no code span or fence can open), cut to at most max characters, for prose
+// inside Slack mrkdwn. It leaves *bold* and _italics_ working, so it is only
+// for text tollgate or its configuration wrote (policy reasons, budget names,
+// amounts); text an agent or a client controls goes through Code.
 func Mrkdwn(s string, max int) string {
-	return fit(Clean(s), max, escapeMrkdwn)
+	return fit(strings.ReplaceAll(Clean(s), "`", string(backtickStandIn)), max, escapeMrkdwn)
 }
 
 // escapeMrkdwn returns r as mrkdwn text: Slack reads &, < and > as markup
