@@ -35,7 +35,7 @@ func NewApprovals(db *ledger.DB, az *authz.Client, cfg Config, h ApprovalHooks) 
 	return approvals.NewService(db.Store(), approvals.Options{
 		Approvers:     approvers,
 		Authorizer:    approvalAuthorizer(az),
-		Audit:         approvalAudit(db),
+		Audit:         approvalAudit(db, h.Clock),
 		Notifier:      h.Notifier,
 		Clock:         h.Clock,
 		Logger:        h.Logger,
@@ -52,7 +52,7 @@ func ApprovalsReader(db *ledger.DB, cfg Config) (*approvals.Service, error) {
 	refuse := func(context.Context, approvals.Approver, approvals.Request, string) (bool, string, error) {
 		return false, "read-only view", nil
 	}
-	return approvals.NewService(db.Store(), approvals.Options{Authorizer: refuse, Audit: approvalAudit(db)})
+	return approvals.NewService(db.Store(), approvals.Options{Authorizer: refuse, Audit: approvalAudit(db, nil)})
 }
 
 // approvalAuthorizer asks Cerbos whether an approver may act on a request
@@ -83,13 +83,18 @@ func approvalAuthorizer(az *authz.Client) approvals.Authorizer {
 	}
 }
 
-func approvalAudit(db *ledger.DB) approvals.AuditFunc {
+// approvalAudit writes the approvals service's events into the ledger's
+// chain. now is the clock of the Slack rejection limit (nil: the wall clock).
+func approvalAudit(db *ledger.DB, now func() time.Time) approvals.AuditFunc {
+	if now == nil {
+		now = time.Now
+	}
 	// Unsigned requests to /slack/interactions are audited, but anyone can
 	// send them: past the rate only their number is recorded.
 	var forged rateLimit
 	return func(ctx context.Context, tx *store.Tx, typ, actor, opID string, data map[string]any) error {
 		if typ == approvals.EventSlackRejected {
-			ok, skipped := forged.allow(time.Now())
+			ok, skipped := forged.allow(now())
 			if !ok {
 				return nil
 			}

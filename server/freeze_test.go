@@ -225,7 +225,7 @@ func TestSlackFreezeButton(t *testing.T) {
 	if rep := sl.click(t, slackBlockAction("U0BOB", approvals.ActionIDFreeze, r.ID)); rep.Status != 200 {
 		t.Fatalf("freeze click: %d %s", rep.Status, rep.Body)
 	}
-	if got := sl.rec.lastEphemeral(t, "U0BOB"); !strings.HasPrefix(got, "Agent web-bot is frozen") {
+	if got := sl.rec.lastEphemeral(t, "U0BOB"); !strings.HasPrefix(got, "Agent `web-bot` is frozen") {
 		t.Errorf("freeze reply %q", got)
 	}
 	op := e.waitState(v.OperationID, ledger.StateCancelled)

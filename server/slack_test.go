@@ -511,7 +511,7 @@ func TestSlackApprovalMessageThenApproveClickExecutes(t *testing.T) {
 		t.Errorf("update targets %s/%s, want the posted message %s", final.Fields["channel"], final.Fields["ts"], posted.SlackTS)
 	}
 	got := blocksText(t, final)
-	for _, want := range []string{"Approved: register_domain", "*Approved* by bob at " + slackDateOf(decidedAt), "charged 12.18 USD", "1 of 1"} {
+	for _, want := range []string{"Approved: register_domain", "*Approved* by `bob` at " + slackDateOf(decidedAt), "charged 12.18 USD", "1 of 1"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("final message lacks %q:\n%s", want, got)
 		}
@@ -581,7 +581,7 @@ func TestSlackDenyViaModalReleasesTheHold(t *testing.T) {
 	if n := len(e.sb.Registrations()); n != 0 {
 		t.Fatalf("registered despite the denial: %d", n)
 	}
-	sl.rec.waitUpdate(t, "*Denied* by bob", why)
+	sl.rec.waitUpdate(t, "*Denied* by `bob`", why)
 	// The agent reads the denial and the approver's reason.
 	got := opView(t, e.call(webBot, "get_operation", map[string]any{"operation_id": v.OperationID}))
 	if got.Status != "denied" || got.Approval == nil || got.Approval.State != approvals.StateDenied || got.Approval.Reason != why {
@@ -802,7 +802,7 @@ func TestSlackQuorumNeedsTwoDistinctApprovers(t *testing.T) {
 	if got := sl.rec.lastEphemeral(t, "U0BOB"); got != "Your approval is recorded: 1 of 2. Another approver has to approve before it runs." {
 		t.Errorf("first approver's reply %q", got)
 	}
-	sl.rec.waitUpdate(t, "1 of 2", "*bob* approved via Slack")
+	sl.rec.waitUpdate(t, "1 of 2", "`bob` approved via Slack")
 	if op, _ := e.db.Operation(context.Background(), v.OperationID); op.State != ledger.StateAwaitingApproval {
 		t.Fatalf("one approval of two moved the operation to %s", op.State)
 	}
@@ -820,7 +820,7 @@ func TestSlackQuorumNeedsTwoDistinctApprovers(t *testing.T) {
 	if op.Charged == nil || op.Charged.Micros != 40_000_000 {
 		t.Fatalf("charged %+v", op.Charged)
 	}
-	sl.rec.waitUpdate(t, "2 of 2", "*Approved* by bob, carol", "Registered two-keys.dev")
+	sl.rec.waitUpdate(t, "2 of 2", "*Approved* by `bob`, `carol`", "Registered two-keys.dev")
 	if !hasAuditCode(t, e, approvals.EventRejected, "duplicate_vote", r.ID) {
 		t.Error("the duplicate vote is not audited")
 	}
@@ -863,7 +863,7 @@ func TestSlackFinanceApproverAbove100USD(t *testing.T) {
 	if s := e.sb.Scripts(); len(s) != 1 || s[0].Name != "web-landing" {
 		t.Fatalf("scripts %+v", s)
 	}
-	sl.rec.waitUpdate(t, "*Approved* by carol")
+	sl.rec.waitUpdate(t, "*Approved* by `carol`")
 }
 
 // mcpHTTPClient is an initialised mcp-go client over streamable HTTP on the
@@ -1088,5 +1088,40 @@ func waitLog(t *testing.T, e *testEnv, s string) {
 			t.Fatalf("logs never contained %q:\n%s", s, e.logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAttackForgedSlackFloodAuditIsRateLimited: forged requests to
+// /slack/interactions are audited like refused bearer tokens, up to 100 a
+// second; past that only their number is recorded, on the next event audited.
+func TestAttackForgedSlackFloodAuditIsRateLimited(t *testing.T) {
+	t.Parallel()
+	clock := newManualClock()
+	e, sl := newSlackEnv(t, withClock(clock.Now), withQuietLogs())
+	body := slackForm(t, slackBlockAction("U0BOB", approvals.ActionIDApprove, "apr_forged"))
+	forge := func() {
+		ts := strconv.FormatInt(time.Now().Unix(), 10)
+		if rep := slackPost(t, sl.url, body, ts, slackSignature("not-the-signing-secret", ts, body)); rep.Status != http.StatusUnauthorized {
+			t.Fatalf("forged request answered %d", rep.Status)
+		}
+	}
+	const sent = auditedRejectionsPerSecond + 30
+	for range sent {
+		forge()
+	}
+	if n := len(auditEvents(t, e, approvals.EventSlackRejected)); n != auditedRejectionsPerSecond {
+		t.Fatalf("%d slack.rejected events for %d forged requests within a second, want %d", n, sent, auditedRejectionsPerSecond)
+	}
+	clock.Advance(time.Second)
+	forge()
+	ev := auditEvents(t, e, approvals.EventSlackRejected)
+	if len(ev) != auditedRejectionsPerSecond+1 {
+		t.Fatalf("%d events after the next second", len(ev))
+	}
+	if got := ev[len(ev)-1]["unaudited_before"]; got != float64(sent-auditedRejectionsPerSecond) {
+		t.Fatalf("unaudited_before = %v, want %d", got, sent-auditedRejectionsPerSecond)
+	}
+	if rep, err := e.db.Verify(context.Background()); err != nil || !rep.OK {
+		t.Fatalf("audit chain: %+v %v", rep, err)
 	}
 }
