@@ -32,7 +32,9 @@ const (
 )
 
 var (
-	scriptNameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	// A name starts and ends with a letter or digit: "web-" would deploy its
+	// previews as "web--preview".
+	scriptNameRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	compatDateRE   = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}$`)
 	esmExportRE    = regexp.MustCompile(`(?m)^\s*export\s+(default\b|\{|async\s+function|function|class|const|let|var)`)
 	environmentSet = []string{"preview", "production"}
@@ -117,8 +119,12 @@ func (m deployWorker) normalize(raw json.RawMessage, estimate bool, now time.Tim
 	}
 	var errs InputErrors
 	name := strings.TrimSpace(a.ScriptName)
-	if !scriptNameRE.MatchString(name) {
-		errs = append(errs, inputErr("script_name", "1-63 characters: lower-case letters, digits and hyphens, starting with a letter or digit", "%q is not a valid Worker name", truncate(name, 80)))
+	const nameAllowed = "1-63 characters: lower-case letters, digits and hyphens, starting and ending with a letter or digit"
+	switch {
+	case strings.HasSuffix(name, "-") && scriptNameRE.MatchString(strings.TrimRight(name, "-")):
+		errs = append(errs, inputErr("script_name", nameAllowed, "%q ends in a hyphen (its previews would be deployed as %q)", name, name+previewSuffix))
+	case !scriptNameRE.MatchString(name):
+		errs = append(errs, inputErr("script_name", nameAllowed, "%q is not a valid Worker name", truncate(name, 80)))
 	}
 	env := a.Environment
 	switch env {

@@ -33,10 +33,22 @@ const (
 		"labels of 1-63 characters, at most 253 characters in all"
 )
 
+// Display is the name as a human should first read it: the ASCII form, and
+// for an internationalised name a warning before the Unicode form, so a
+// look-alike can never be the only thing an approver sees:
+// "xn--bcher-kva.dev (contains non-ASCII letters: bücher.dev)".
+func (d Domain) Display() string {
+	if d.Unicode == "" || d.Unicode == d.FQDN {
+		return d.FQDN
+	}
+	return d.FQDN + " (contains non-ASCII letters: " + d.Unicode + ")"
+}
+
 // NormalizeDomain turns agent input into the one canonical form every later
 // step (pricing, policy, idempotency, the registrar) uses. It trims, lower-cases,
 // strips one trailing dot, converts IDN to punycode with the IDNA registration
-// profile, refuses mixed-script and whole-script confusable labels, and
+// profile, refuses mixed-script and whole-script confusable labels and labels
+// whose UTS #39 skeleton is ASCII (ɡoogle, gıthub: see asciiLookalike), and
 // requires a name that is registrable exactly: one label under an ICANN public
 // suffix (not a suffix alone, not a subdomain, not a private suffix).
 func NormalizeDomain(raw string) (Domain, error) {
@@ -102,6 +114,9 @@ func NormalizeDomain(raw string) (Domain, error) {
 	for _, l := range strings.Split(unicodeName, ".") {
 		if err := checkScripts(l); err != nil {
 			return fail("label %q %s", l, err)
+		}
+		if err := asciiLookalike(l); err != nil {
+			return fail("label %q %s; register the ASCII name itself if it is yours", l, err)
 		}
 	}
 

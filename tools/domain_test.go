@@ -88,10 +88,12 @@ func asInputError(err error, target **InputError) bool {
 }
 
 // FuzzNormalizeDomain: never panics; anything accepted is stable, ASCII,
-// within DNS limits, registrable, and round-trips through IDNA.
+// within DNS limits, registrable, round-trips through IDNA, has no label that
+// looks like ASCII without being ASCII, and displays ASCII first.
 func FuzzNormalizeDomain(f *testing.F) {
 	for _, s := range []string{"example.com", "bücher.dev", "gооgle.com", "a..com", "co.uk", "xn--bcher-kva.dev",
-		"EXAMPLE.COM.", "www.example.co.uk", "xn--80ak6aa92e.com", "日本語.jp", "-a.com", "a-.com", "xn--.com", "\x00.com"} {
+		"EXAMPLE.COM.", "www.example.co.uk", "xn--80ak6aa92e.com", "日本語.jp", "-a.com", "a-.com", "xn--.com", "\x00.com",
+		"ɡoogle.com", "ɢoogle.com", "gıthub.com", "paypaı.com", "ꜱcope.com", "xn--oogle-wmc.com", "münchen.de", "straße.de"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
@@ -119,6 +121,14 @@ func FuzzNormalizeDomain(f *testing.F) {
 		}
 		if u, err := idna.Registration.ToUnicode(d.FQDN); err != nil || u != d.Unicode {
 			t.Fatalf("unicode form %q does not round-trip (%q, %v)", d.Unicode, u, err)
+		}
+		for _, l := range strings.Split(d.Unicode, ".") {
+			if !isASCIIString(l) && skeletonIsASCII(l) {
+				t.Fatalf("accepted %q: label %q looks like ASCII", in, l)
+			}
+		}
+		if d.Unicode != d.FQDN && !strings.HasPrefix(d.Display(), d.FQDN+" (contains non-ASCII letters") {
+			t.Fatalf("display %q does not start with the ASCII form and the warning", d.Display())
 		}
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/approvals/display"
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger/money"
@@ -186,7 +187,7 @@ func (m registerDomain) Plan(ctx context.Context, env PlanEnv, raw json.RawMessa
 	}
 	fields := []approvals.Field{{Label: "Domain", Value: d.FQDN}}
 	if d.Unicode != d.FQDN {
-		fields = append(fields, approvals.Field{Label: "Domain (Unicode)", Value: d.Unicode})
+		fields = append(fields, approvals.Field{Label: "Unicode form (contains non-ASCII letters)", Value: d.Unicode})
 	}
 	fields = append(fields,
 		approvals.Field{Label: "Years", Value: strconv.Itoa(a.Years)},
@@ -200,7 +201,7 @@ func (m registerDomain) Plan(ctx context.Context, env PlanEnv, raw json.RawMessa
 		Basis:          "live registrar quote",
 		QuoteExpiresAt: env.Now().Add(m.cfg.QuoteTTL),
 		Irreversible:   true,
-		Summary:        fmt.Sprintf("Register %s for %s (auto-renew %s)", d.Unicode, plural(a.Years, "year"), renew),
+		Summary:        fmt.Sprintf("Register %s for %s (auto-renew %s)", d.Display(), plural(a.Years, "year"), renew),
 		Fields:         fields,
 	}, nil
 }
@@ -291,7 +292,7 @@ func (registerDomain) outcome(d Domain, reg *cloudflare.Registration, charged mo
 	if d.Unicode != d.FQDN {
 		res.Unicode = d.Unicode
 	}
-	return Outcome{Result: res, Charged: charged, Summary: fmt.Sprintf("Registered %s (%s), charged %s", d.Unicode, reg.Status, charged)}
+	return Outcome{Result: res, Charged: charged, Summary: fmt.Sprintf("Registered %s (%s), charged %s", d.Display(), reg.Status, charged)}
 }
 
 func (m registerDomain) Reconcile(ctx context.Context, s *cloudflare.Session, in ExecInput) (Outcome, bool, error) {
@@ -336,8 +337,14 @@ func checkReason(reason string, optional bool) *InputError {
 	if optional && n == 0 {
 		return nil
 	}
+	allowed := fmt.Sprintf("%d to %d characters saying why you need this; the approver reads it", minReason, maxReason)
 	if n < minReason || n > maxReason {
-		return inputErr("reason", fmt.Sprintf("%d to %d characters saying why you need this; the approver reads it", minReason, maxReason), "%d characters", n)
+		return inputErr("reason", allowed, "%d characters", n)
+	}
+	// The approver sees the reason without control, bidi and zero-width
+	// characters: what is left must still say something.
+	if v := utf8.RuneCountInString(strings.TrimSpace(display.Clean(reason))); v < minReason {
+		return inputErr("reason", allowed, "%d characters but only %d visible (control, bidi and zero-width characters and line breaks are not shown to the approver)", n, v)
 	}
 	return nil
 }

@@ -38,6 +38,7 @@ func TestRegisterDomainArguments(t *testing.T) {
 		{name: "wrong type domain", args: `{"domain":42,"reason":"` + reason + `"}`, errHas: []string{"domain: got a number", "a string"}},
 		{name: "missing reason", args: `{"domain":"example.dev"}`, errHas: []string{"reason: is required"}},
 		{name: "short reason", args: `{"domain":"example.dev","reason":"cheap"}`, errHas: []string{"reason: 5 characters", "10 to 500"}},
+		{name: "invisible reason", args: `{"domain":"example.dev","reason":"ok\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u202e\n\t"}`, errHas: []string{"reason: 12 characters but only 2 visible"}},
 		{name: "long reason", args: `{"domain":"example.dev","reason":"` + strings.Repeat("r", 501) + `"}`, errHas: []string{"reason: 501 characters"}},
 		{name: "bad key", args: `{"domain":"example.dev","reason":"` + reason + `","idempotency_key":"a b"}`, errHas: []string{"idempotency_key:", "A-Z a-z 0-9"}},
 		{name: "not an object", args: `["example.dev"]`, errHas: []string{"arguments must be a JSON object"}},
@@ -130,6 +131,8 @@ func TestDeployWorkerArguments(t *testing.T) {
 		{name: "not an ES module", args: args(map[string]any{"module": "addEventListener('fetch', e => e.respondWith(new Response('x')))"}), errHas: []string{"no export statement"}},
 		{name: "upper-case name", args: args(map[string]any{"script_name": "Web-App"}), errHas: []string{"script_name:", "lower-case letters"}},
 		{name: "name too long", args: args(map[string]any{"script_name": strings.Repeat("a", 64)}), errHas: []string{"script_name:"}},
+		{name: "leading hyphen", args: args(map[string]any{"script_name": "-web"}), errHas: []string{"script_name:", "starting and ending with a letter or digit"}},
+		{name: "hyphens only", args: args(map[string]any{"script_name": "--"}), errHas: []string{"script_name:", "is not a valid Worker name"}},
 		{name: "preview suffix too long", args: args(map[string]any{"script_name": strings.Repeat("a", 60)}), errHas: []string{"at most 55 characters for preview"}},
 		{name: "bad environment", args: args(map[string]any{"environment": "staging"}), errHas: []string{`environment: "staging" is not an environment`, "preview or production"}},
 		{name: "bad date", args: args(map[string]any{"compatibility_date": "2025-13-01"}), errHas: []string{"compatibility_date:", "not a real date"}},
@@ -212,4 +215,24 @@ func FuzzDecodeRegisterArgs(f *testing.F) {
 			t.Fatalf("accepted invalid %s as %s", raw, call.Args)
 		}
 	})
+}
+
+// TestAttackScriptNameEndingInHyphen: "web-" would deploy its previews as
+// "web--preview"; a name must end in a letter or digit.
+func TestAttackScriptNameEndingInHyphen(t *testing.T) {
+	t.Parallel()
+	m := deployWorker{cfg: Config{}.withDefaults()}
+	for _, name := range []string{"web-", "web--", "a-"} {
+		args, _ := json.Marshal(map[string]any{"script_name": name, "module": okModule, "compatibility_date": "2025-01-01", "environment": "preview", "reason": "preview of the landing page"})
+		_, err := m.normalize(args, false, testNow)
+		if err == nil || !IsInputError(err) {
+			t.Fatalf("script_name %q accepted: %v", name, err)
+		}
+		if want := name + "-preview"; !strings.Contains(err.Error(), "ends in a hyphen") || !strings.Contains(err.Error(), want) {
+			t.Errorf("script_name %q: %v; want it to say it ends in a hyphen and would deploy as %s", name, err, want)
+		}
+	}
+	if !scriptNameRE.MatchString("web-app") || !scriptNameRE.MatchString("a") || !scriptNameRE.MatchString(strings.Repeat("a", 63)) || scriptNameRE.MatchString(strings.Repeat("a", 64)) {
+		t.Fatal("the name pattern no longer accepts 1-63 characters")
+	}
 }
