@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/approvals/display"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/server"
 )
@@ -171,27 +172,30 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 	})
 }
 
+// printRequest prints one request for a terminal. Everything in it that an
+// agent, its client or a voter wrote is sanitised to one line (display.Text).
 func printRequest(out io.Writer, r approvals.Request) {
-	fmt.Fprintf(out, "%s  %s  (%s)\n", r.ID, r.Summary, r.State)
-	fmt.Fprintf(out, "  operation   %s\n  agent       %s (team %s, owner %s) via %s\n", r.OperationID, r.Agent, r.Team, r.Owner, r.Client)
-	fmt.Fprintf(out, "  amount      %s\n  expires     %s\n  quorum      %d of %d\n", r.AmountText, r.ExpiresAt.UTC().Format(time.RFC3339), r.Approvals(), max(r.Quorum, 1))
-	fmt.Fprintf(out, "  reason      %s\n  policy      %s\n", r.Reason, r.Policy)
+	t := func(s string) string { return display.Text(s, 1000) }
+	fmt.Fprintf(out, "%s  %s  (%s)\n", t(r.ID), t(r.Summary), t(r.State))
+	fmt.Fprintf(out, "  operation   %s\n  agent       %s (team %s, owner %s) via %s\n", t(r.OperationID), t(r.Agent), t(r.Team), t(r.Owner), t(r.Client))
+	fmt.Fprintf(out, "  amount      %s\n  expires     %s\n  quorum      %d of %d\n", t(r.AmountText), r.ExpiresAt.UTC().Format(time.RFC3339), r.Approvals(), max(r.Quorum, 1))
+	fmt.Fprintf(out, "  reason      %s\n  policy      %s\n", t(r.Reason), t(r.Policy))
 	for _, f := range r.Args {
-		fmt.Fprintf(out, "  %-11s %s\n", strings.ToLower(f.Label), f.Value)
+		fmt.Fprintf(out, "  %-11s %s\n", strings.ToLower(t(f.Label)), t(f.Value))
 	}
 	if r.Module != nil {
-		fmt.Fprintf(out, "  module      %s, %d bytes, sha256 %s\n", r.Module.Name, r.Module.Size, r.Module.SHA256)
+		fmt.Fprintf(out, "  module      %s, %d bytes, sha256 %s\n", t(r.Module.Name), r.Module.Size, t(r.Module.SHA256))
 		for _, l := range strings.Split(r.Module.FirstLines, "\n") {
-			fmt.Fprintf(out, "    | %s\n", l)
+			fmt.Fprintf(out, "    | %s\n", display.Text(l, 200))
 		}
 	}
 	for _, h := range r.Headroom {
-		fmt.Fprintf(out, "  budget      %s\n", h)
+		fmt.Fprintf(out, "  budget      %s\n", t(h))
 	}
 	for _, v := range r.Votes {
-		fmt.Fprintf(out, "  vote        %s %s via %s at %s %s\n", v.Approver, v.Outcome, v.Via, v.At.UTC().Format(time.RFC3339), v.Reason)
+		fmt.Fprintf(out, "  vote        %s %s via %s at %s %s\n", t(v.Approver), t(v.Outcome), t(v.Via), v.At.UTC().Format(time.RFC3339), t(v.Reason))
 	}
 	if r.ResultText != "" {
-		fmt.Fprintf(out, "  result      %s\n", r.ResultText)
+		fmt.Fprintf(out, "  result      %s\n", t(r.ResultText))
 	}
 }

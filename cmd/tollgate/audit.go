@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgatehq/tollgate/approvals/display"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/server"
 )
@@ -93,8 +94,9 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 				if *asJSON {
 					return printJSON(out, map[string]any{"operation": op, "events": events})
 				}
-				fmt.Fprintf(out, "%s  %s %s by agent %s (team %s)  now %s\n", op.ID, op.Tool, op.Resource, op.Agent, op.Team, op.State)
-				fmt.Fprintf(out, "reason: %s\n\n", op.Reason)
+				line := func(s string) string { return display.Text(s, 1000) }
+				fmt.Fprintf(out, "%s  %s %s by agent %s (team %s)  now %s\n", line(op.ID), line(op.Tool), line(op.Resource), line(op.Agent), line(op.Team), op.State)
+				fmt.Fprintf(out, "reason: %s\n\n", line(op.Reason))
 				var t [][]string
 				start := op.CreatedAt
 				for _, e := range events {
@@ -144,9 +146,5 @@ func summarize(e ledger.Event) string {
 		return pick("token_id", "purpose", "expires_at", "error")
 	}
 	b, _ := json.Marshal(d)
-	s := string(b)
-	if len(s) > 160 {
-		s = s[:160] + "…"
-	}
-	return s
+	return string(b) // table() sanitises and cuts it
 }

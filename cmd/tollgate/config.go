@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/approvals/display"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/server"
 )
@@ -217,12 +218,22 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// table prints rows aligned in columns.
+// tableCellMax caps one cell of a table, in characters.
+const tableCellMax = 160
+
+// table prints rows aligned in columns. Every cell is sanitised (display.Text):
+// a name, summary or reason from an agent cannot break the row, move the
+// cursor, reorder text with bidi controls or hide behind zero-width
+// characters.
 func table(w io.Writer, header []string, rows [][]string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		cells := make([]string, len(r))
+		for i, c := range r {
+			cells[i] = display.Text(c, tableCellMax)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
 }

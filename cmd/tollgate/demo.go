@@ -342,7 +342,7 @@ func compact(tool string, v map[string]any) string {
 				m, _ := it.(map[string]any)
 				if key == "budgets" {
 					lines = append(lines, fmt.Sprintf("\n     budget %v %v: spent %v, held %v, remaining %v of %v", m["scope"], m["window"],
-						display(m["spent"]), display(m["held"]), display(m["remaining"]), display(m["limit"])))
+						moneyText(m["spent"]), moneyText(m["held"]), moneyText(m["remaining"]), moneyText(m["limit"])))
 				} else {
 					lines = append(lines, fmt.Sprintf("\n     limit %v %v per %v: %v of %v used", m["scope"], m["action"], m["window"], m["used"], m["max"]))
 				}
@@ -361,7 +361,7 @@ func compact(tool string, v map[string]any) string {
 	return pick("operation_id", "status", "resource", "quote", "charged", "result", "error")
 }
 
-func display(v any) any {
+func moneyText(v any) any {
 	if m, ok := v.(map[string]any); ok {
 		return m["display"]
 	}

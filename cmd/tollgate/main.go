@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/tollgatehq/tollgate/approvals/display"
 )
 
 // Set by -ldflags in the Taskfile.
@@ -53,12 +55,14 @@ func main() {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
+		// Errors can quote what an agent or a client wrote: one clean line.
+		msg := display.Text(err.Error(), 4000)
 		var ue usageError
 		if errors.As(err, &ue) {
-			fmt.Fprintln(os.Stderr, "tollgate:", err)
+			fmt.Fprintln(os.Stderr, "tollgate:", msg)
 			os.Exit(2)
 		}
-		fmt.Fprintln(os.Stderr, "tollgate:", err)
+		fmt.Fprintln(os.Stderr, "tollgate:", msg)
 		os.Exit(1)
 	}
 }
