@@ -30,7 +30,7 @@ const (
 
 	domainAllowed = "a registrable domain directly under a public suffix, such as example.com, " +
 		"example.co.uk or bücher.dev: letters, digits and hyphens in one script per label, " +
-		"labels of 1-63 characters, at most 253 characters in all"
+		"not made to look like an ASCII name, labels of 1-63 characters, at most 253 characters in all"
 )
 
 // Display is the name as a human should first read it: the ASCII form, and

@@ -187,7 +187,7 @@ func (m registerDomain) Plan(ctx context.Context, env PlanEnv, raw json.RawMessa
 	}
 	fields := []approvals.Field{{Label: "Domain", Value: d.FQDN}}
 	if d.Unicode != d.FQDN {
-		fields = append(fields, approvals.Field{Label: "Unicode form (contains non-ASCII letters)", Value: d.Unicode})
+		fields = append(fields, approvals.Field{Label: "Unicode", Value: "contains non-ASCII letters: " + d.Unicode})
 	}
 	fields = append(fields,
 		approvals.Field{Label: "Years", Value: strconv.Itoa(a.Years)},
