@@ -50,9 +50,6 @@ const (
 	maxButtonText      = 75
 	maxContextText     = 2000
 	maxModalTitle      = 24
-	maxModalButton     = 24
-	maxInputLabel      = 2000
-	maxPlaceholder     = 150
 	maxConfirmTitle    = 100
 	maxConfirmText     = 300
 	maxConfirmButton   = 30
