@@ -206,7 +206,7 @@ func (b *Broker) Session(ctx context.Context, p Purpose, label string) (*Session
 	b.mu.Lock()
 	b.live[res.ID] = true
 	b.mu.Unlock()
-	b.log.LogAttrs(ctx, slog.LevelInfo, "minted cloudflare token",
+	b.log.LogAttrs(ctx, slog.LevelDebug, "minted cloudflare token",
 		slog.String(logPurpose, string(p)), slog.String(logLabel, label), slog.String(logTokenID, res.ID),
 		slog.Time(logExpires, expires), slog.Any(logGroups, groupNames))
 	return &Session{

@@ -66,7 +66,7 @@ func (s *Session) Close(ctx context.Context) error {
 		return fmt.Errorf("close %s session %s: delete token %s: %w", s.Purpose, s.Label, s.TokenID, err)
 	}
 	s.deleted = true
-	b.log.LogAttrs(ctx, slog.LevelInfo, "revoked cloudflare token",
+	b.log.LogAttrs(ctx, slog.LevelDebug, "revoked cloudflare token",
 		slog.String(logPurpose, string(s.Purpose)), slog.String(logLabel, s.Label), slog.String(logTokenID, s.TokenID))
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/ledger"
 )
@@ -31,28 +33,47 @@ func (p *Pipeline) onDecided(ctx context.Context, req approvals.Request) {
 			return
 		}
 		p.watch.notify(req.OperationID)
+		p.tellDecided(req, mcp.LoggingLevelNotice, "approved by "+strings.Join(voterNames(req), ", ")+"; executing now")
 		p.goRun(func(ctx context.Context) { p.execute(ctx, req.OperationID) })
 	case approvals.StateDenied:
 		why := "denied by " + strings.Join(voterNames(req), ", ")
 		if req.DecidedReason != "" {
 			why += ": " + req.DecidedReason
 		}
-		p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateDenied, "denied_by_approver", why)
+		if p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateDenied, "denied_by_approver", why) {
+			p.tellDecided(req, mcp.LoggingLevelWarning, why)
+		}
 	case approvals.StateExpired:
-		p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateExpired, "approval_expired",
-			fmt.Sprintf("no approver decided before %s; the hold is released. This is an expiry, not a denial: ask again if it is still needed", req.ExpiresAt.UTC().Format(time.RFC3339)))
+		why := fmt.Sprintf("no approver decided before %s; the hold is released. This is an expiry, not a denial: ask again if it is still needed", req.ExpiresAt.UTC().Format(time.RFC3339))
+		if p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateExpired, "approval_expired", why) {
+			p.tellDecided(req, mcp.LoggingLevelWarning, why)
+		}
 	case approvals.StateCancelled:
-		p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateCancelled, "cancelled", "approval cancelled: "+req.DecidedReason)
+		why := "approval cancelled: " + req.DecidedReason
+		if p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateCancelled, "cancelled", why) {
+			p.tellDecided(req, mcp.LoggingLevelWarning, why)
+		}
 	}
+}
+
+// tellDecided tells the requesting agent how its approval request ended.
+func (p *Pipeline) tellDecided(req approvals.Request, level mcp.LoggingLevel, what string) {
+	p.notify.tellAgent(req.Agent, level, loggerApprovals, agentMessage{
+		Event: "approval_" + req.State, OperationID: req.OperationID, Tool: req.Tool, Code: req.ID,
+		Message: fmt.Sprintf("%s (%s): %s", req.Tool, req.OperationID, what),
+	})
 }
 
 // releaseIf releases an Operation only while it is still in one of from, so
 // a late decision can never release an Operation that is already executing.
-func (p *Pipeline) releaseIf(ctx context.Context, id string, from []ledger.State, to ledger.State, code, msg string) {
-	if _, err := p.db.ReleaseFrom(ctx, id, from, to, code, msg); err != nil && !errors.Is(err, ledger.ErrStateConflict) {
+// It reports whether this call moved it.
+func (p *Pipeline) releaseIf(ctx context.Context, id string, from []ledger.State, to ledger.State, code, msg string) bool {
+	_, err := p.db.ReleaseFrom(ctx, id, from, to, code, msg)
+	if err != nil && !errors.Is(err, ledger.ErrStateConflict) {
 		p.log.Error("release failed", "operation", id, "to", to, "err", err)
 	}
 	p.watch.notify(id)
+	return err == nil
 }
 
 func voterNames(req approvals.Request) []string {
@@ -102,6 +123,7 @@ func (p *Pipeline) recover(ctx context.Context, staleAfter time.Duration) error 
 	for _, op := range rep.Approved {
 		p.goRun(func(ctx context.Context) { p.execute(ctx, op.ID) })
 	}
+	p.watchFreezes(ctx) // learns the freezes in force, so only new ones are told
 	return nil
 }
 
@@ -120,6 +142,7 @@ func (p *Pipeline) loop(ctx context.Context, every time.Duration) {
 		}
 		p.pollAwaiting(ctx)
 		p.releaseStale(ctx)
+		p.watchFreezes(ctx)
 		if time.Since(lastReconcile) >= reconcileEvery {
 			lastReconcile = time.Now()
 			p.pollInDoubt(ctx)
@@ -228,6 +251,31 @@ func (p *Pipeline) eachOperation(ctx context.Context, st ledger.State, fn func(l
 		}
 		cursor = next
 	}
+}
+
+// watchFreezes tells the agents a new freeze stops, whoever set it (the CLI,
+// a Slack button, the auto-freeze) and in whichever process.
+func (p *Pipeline) watchFreezes(ctx context.Context) {
+	fs, err := p.db.Freezes(ctx)
+	if err != nil {
+		p.log.Warn("read freezes", "err", err)
+		return
+	}
+	seen := make(map[string]bool, len(fs))
+	for _, f := range fs {
+		key := string(f.Scope) + "@" + f.At.String()
+		seen[key] = true
+		if p.freezes == nil || p.freezes[key] {
+			continue // the first pass only learns what was frozen before start
+		}
+		p.notify.tell(func(pr Principal) bool {
+			return f.Scope == ledger.GlobalScope || f.Scope == ledger.AgentScope(pr.Name) || (pr.Team != "" && f.Scope == ledger.TeamScope(pr.Team))
+		}, mcp.LoggingLevelError, loggerFreeze, agentMessage{
+			Event: "frozen", Code: string(f.Scope),
+			Message: fmt.Sprintf("%s is frozen by %s: %s. Every spending call is refused and pending approvals are cancelled until a human unfreezes it; read-only tools keep working", f.Scope, f.By, f.Reason),
+		})
+	}
+	p.freezes = seen
 }
 
 func (p *Pipeline) countPending(ctx context.Context) int {

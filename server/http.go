@@ -48,7 +48,7 @@ func (s *Server) Handler() http.Handler {
 			mcpserver.WithStreamableHTTPLogger(s.log.With("subsystem", "mcp-http")),
 			mcpserver.WithHeartbeatInterval(20*time.Second),
 		)
-		mux.Handle("/mcp", s.authenticate(streamable))
+		mux.Handle("/mcp", s.authenticate(orderedStreams(streamable)))
 	}
 	sse := mcpserver.NewSSEServer(s.mcp,
 		mcpserver.WithSSEEndpoint("/sse"),

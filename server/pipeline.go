@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
@@ -34,6 +36,7 @@ type Pipeline struct {
 	now       func() time.Time
 	metrics   *metrics
 	watch     *watcher
+	notify    *notifier
 
 	// life is the server's lifetime: pipelines started by a call outlive
 	// the call (a client may disconnect while a human decides).
@@ -46,6 +49,9 @@ type Pipeline struct {
 	// reconciling holds the in_doubt Operations being reconciled.
 	reconciling sync.Map
 	quotes      quoteLimiter
+	// freezes are the active freezes the loop last saw (watchFreezes); only
+	// the loop touches it.
+	freezes map[string]bool
 }
 
 // quoteLimiter is a token bucket per agent for registrar price checks.
@@ -135,7 +141,17 @@ func (p *Pipeline) Authorize(ctx context.Context, res authz.Resource, action str
 		p.log.Error("audit append failed; denying", "err", err)
 		return authz.Decision{Action: action, Reasons: []string{"audit trail unavailable; refusing to act without a record"}}
 	}
+	if !d.Allowed {
+		p.notify.tellAgent(pr.Name, mcp.LoggingLevelWarning, loggerPolicy, agentMessage{
+			Event: "policy_denied", Code: denyCode(d), Message: fmt.Sprintf("policy refused %s on %s:%s: %s", action, res.Kind, res.ID, denyReason(action, d)),
+		})
+	}
 	return d
+}
+
+// Progress implements tools.Runner.
+func (p *Pipeline) Progress(ctx context.Context, token mcp.ProgressToken) func(string) {
+	return p.notify.progress(ctx, token)
 }
 
 // Quote implements tools.PlanEnv: a registrar domain-check under a token
@@ -277,6 +293,7 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 			ledger.NewEvent(ledger.EventBudgetBlocked, actor, op.ID, map[string]any{
 				"kind": b.Kind, "scope": f.Scope, "code": b.Code(), "message": b.Error(), "flagged": true, "action": m.Name(),
 			}))
+		p.tellBlocked(op, b)
 		p.alert(ctx, fmt.Sprintf(":no_entry: Blocked %s for agent %s (team %s): %s", m.Name(), pr.Name, pr.Team, b.Error()))
 		return
 	}
@@ -290,7 +307,7 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 	}
 	dec := p.decide(ctx, principal, pre, m.Action())
 	if !dec.Allowed {
-		p.deny(ctx, op.ID, pre, m.Action(), dec, actor)
+		p.deny(ctx, op, pre, m.Action(), dec, actor)
 		return
 	}
 	preEvent := decisionEvent(actor, op.ID, pre, m.Action(), dec)
@@ -307,7 +324,7 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 	}
 	dec = p.decide(ctx, principal, plan.Resource, m.Action())
 	if !dec.Allowed {
-		p.deny(ctx, op.ID, plan.Resource, m.Action(), dec, actor, preEvent)
+		p.deny(ctx, op, plan.Resource, m.Action(), dec, actor, preEvent)
 		return
 	}
 	need := p.approvalNeed(m, op.Args, plan, dec)
@@ -331,6 +348,7 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 	p.watch.notify(op.ID)
 	var blocked *ledger.BlockedError
 	if errors.As(err, &blocked) {
+		p.tellBlocked(op, blocked)
 		p.alert(ctx, fmt.Sprintf(":no_entry: Blocked %s for agent %s (team %s): %s", m.Name(), pr.Name, pr.Team, blocked.Error()))
 		if blocked.AutoFroze {
 			// The same kill switch as a manual freeze: its pending approvals
@@ -419,11 +437,45 @@ func (p *Pipeline) requestApproval(ctx context.Context, op ledger.Operation, pla
 		Policy:   policy + "; approval: " + strings.Join(need.Why, "; "),
 		ArgsHash: op.ArgsHash, Irreversible: plan.Irreversible, Quorum: need.Approvals, ExpiresAt: expires,
 	}
-	if _, err := p.approvals.Request(ctx, req); err != nil {
+	created, err := p.approvals.Request(ctx, req)
+	if err != nil {
 		p.log.Error("approval request failed; releasing", "operation", op.ID, "err", err)
 		p.releaseIf(ctx, op.ID, []ledger.State{ledger.StateAwaitingApproval}, ledger.StateFailed, "approval_unavailable",
 			"could not record the approval request: "+err.Error())
+		return
 	}
+	p.notify.tellAgent(op.Agent, mcp.LoggingLevelNotice, loggerApprovals, agentMessage{
+		Event: "approval_requested", OperationID: op.ID, Tool: op.Tool, Code: created.ID,
+		Message: fmt.Sprintf("%s of %s (%s) waits for %s (approval %s, expires %s); get_operation %s follows it",
+			op.Tool, op.Resource, plan.Amount, plural(need.Approvals, "human approver"), created.ID, expires.UTC().Format(time.RFC3339), op.ID),
+	})
+}
+
+// tellBlocked tells the agent that a budget, limit or freeze refused op.
+func (p *Pipeline) tellBlocked(op ledger.Operation, b *ledger.BlockedError) {
+	level, logger := mcp.LoggingLevelWarning, loggerBudget
+	if b.Kind == ledger.BlockFrozen {
+		level, logger = mcp.LoggingLevelError, loggerFreeze
+	}
+	p.notify.tellAgent(op.Agent, level, logger, agentMessage{
+		Event: "blocked", OperationID: op.ID, Tool: op.Tool, Code: b.Code(),
+		Message: fmt.Sprintf("%s of %s refused: %s", op.Tool, op.Resource, b.Error()),
+	})
+}
+
+// The logger names of the messages agents receive (notifications/message).
+const (
+	loggerPolicy    = "tollgate.policy"
+	loggerBudget    = "tollgate.budget"
+	loggerApprovals = "tollgate.approvals"
+	loggerFreeze    = "tollgate.freeze"
+)
+
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
 }
 
 func clientLabel(ci ledger.ClientInfo) string {
@@ -453,17 +505,28 @@ func (p *Pipeline) headroomLines(ctx context.Context, pr Principal) []string {
 }
 
 // deny ends a planned Operation refused by policy.
-func (p *Pipeline) deny(ctx context.Context, id string, res authz.Resource, action string, d authz.Decision, actor string, events ...ledger.Event) {
-	code := "policy_denied"
+func (p *Pipeline) deny(ctx context.Context, op ledger.Operation, res authz.Resource, action string, d authz.Decision, actor string, events ...ledger.Event) {
+	code, msg := denyCode(d), denyReason(action, d)
+	events = append(events, decisionEvent(actor, op.ID, res, action, d))
+	p.end(ctx, op.ID, []ledger.State{ledger.StatePlanned}, ledger.StateDenied, code, msg, events...)
+	p.notify.tellAgent(op.Agent, mcp.LoggingLevelWarning, loggerPolicy, agentMessage{
+		Event: "policy_denied", OperationID: op.ID, Tool: op.Tool, Code: code,
+		Message: fmt.Sprintf("policy refused %s of %s: %s", op.Tool, op.Resource, msg),
+	})
+}
+
+func denyCode(d authz.Decision) string {
 	if d.Unavailable {
-		code = "policy_unavailable"
+		return "policy_unavailable"
 	}
-	msg := strings.Join(d.Reasons, "; ")
-	if msg == "" {
-		msg = "no policy rule allows " + action
+	return "policy_denied"
+}
+
+func denyReason(action string, d authz.Decision) string {
+	if msg := strings.Join(d.Reasons, "; "); msg != "" {
+		return msg
 	}
-	events = append(events, decisionEvent(actor, id, res, action, d))
-	p.end(ctx, id, []ledger.State{ledger.StatePlanned}, ledger.StateDenied, code, msg, events...)
+	return "no policy rule allows " + action
 }
 
 // end moves an Operation that holds nothing to a terminal state.

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,6 +54,7 @@ type Server struct {
 	broker    *cloudflare.Broker
 	approvals *approvals.Service
 	metrics   *metrics
+	notify    *notifier
 
 	// sessions maps an MCP session id to the agent that opened it, so a
 	// session cannot be driven with another agent's token.
@@ -103,6 +105,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, fmt.Errorf("cloudflare: %w", err)
 	}
 	s.metrics = newMetrics(d.DB, s.broker)
+	s.notify = newNotifier()
 
 	life, stop := context.WithCancel(context.Background())
 	s.stop = stop
@@ -114,6 +117,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		now:     d.Clock,
 		metrics: s.metrics,
 		watch:   newWatcher(),
+		notify:  s.notify,
 		life:    life,
 		quotes:  quoteLimiter{perMinute: cfg.QuotesPerMinute},
 	}
@@ -144,11 +148,13 @@ func New(cfg Config, d Deps) (*Server, error) {
 	hooks := &mcpserver.Hooks{}
 	tasks.addHooks(hooks)
 	s.bindSessions(hooks)
+	s.notify.addHooks(hooks)
 	s.mcp = mcpserver.NewMCPServer("tollgate", d.Version,
 		mcpserver.WithTitle("tollgate: guarded Cloudflare provisioning"),
 		mcpserver.WithInstructions(instructions),
 		mcpserver.WithToolCapabilities(false),
 		mcpserver.WithTaskCapabilities(true, true, true),
+		mcpserver.WithLogging(),
 		mcpserver.WithHooks(hooks),
 		mcpserver.WithRecovery(),
 		// Outermost, so a task call is detached from its request before
@@ -156,6 +162,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		mcpserver.WithToolHandlerMiddleware(tasks.detach(life)),
 		mcpserver.WithToolHandlerMiddleware(s.auditCalls),
 	)
+	s.notify.mcp = s.mcp
 	s.mcp.AddTools(tools.All(s.pipe, tools.Config{Workers: book})...)
 	return s, nil
 }
@@ -277,6 +284,9 @@ func (s *Server) ServeStdio(ctx context.Context, in io.Reader, out io.Writer) er
 	p := principalFromConfig(a, "stdio")
 	srv := mcpserver.NewStdioServer(s.mcp)
 	srv.SetErrorLogger(log.New(slogWriter{s.log}, "", 0))
+	// The principal is on the session's context from the start, so the
+	// session is known as this agent's (notifications/message reach it).
+	ctx = WithPrincipal(ctx, p)
 	srv.SetContextFunc(func(ctx context.Context) context.Context { return WithPrincipal(ctx, p) })
 	return srv.Listen(ctx, in, out)
 }
@@ -319,7 +329,10 @@ func (s *Server) auditCalls(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandle
 			s.metrics.observeTool(req.Params.Name, "refused")
 			return mcp.NewToolResultError("the audit trail is unavailable, so tollgate refuses to act; try again later"), nil
 		}
+		start := time.Now()
+		untrack := s.notify.track(ctx, pr.Name)
 		res, err := next(ctx, req)
+		untrack()
 		outcome := "ok"
 		data := map[string]any{"tool": req.Params.Name}
 		switch {
@@ -335,8 +348,40 @@ func (s *Server) auditCalls(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandle
 			s.log.Error("audit append failed", "tool", req.Params.Name, "err", aerr)
 		}
 		s.metrics.observeTool(req.Params.Name, outcome)
+		// One line per call, for the person reading the server's log.
+		attrs := []slog.Attr{
+			slog.String("agent", pr.Name), slog.String("tool", req.Params.Name), slog.String("outcome", outcome),
+		}
+		if v, ok := operationOf(res); ok {
+			attrs = append(attrs, slog.String("operation", v.OperationID), slog.String("status", v.Status))
+		}
+		attrs = append(attrs, slog.Int64("ms", time.Since(start).Milliseconds()))
+		if outcome != "ok" {
+			attrs = append(attrs, slog.String("error", firstLine(fmt.Sprint(data["error"]))))
+		}
+		s.log.LogAttrs(ctx, slog.LevelInfo, "tool call", attrs...)
 		return res, err
 	}
+}
+
+// operationOf is the Operation a tool result carries, if any.
+func operationOf(res *mcp.CallToolResult) (tools.OperationView, bool) {
+	if res == nil {
+		return tools.OperationView{}, false
+	}
+	v, ok := res.StructuredContent.(tools.OperationView)
+	return v, ok && v.OperationID != ""
+}
+
+// firstLine is the first line of s, capped for a log line.
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
 }
 
 func resultText(res *mcp.CallToolResult) string {

@@ -94,15 +94,25 @@ func (h trHeaderTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // trConnectGoSDK connects the go-sdk client to e over the named transport.
 func trConnectGoSDK(t *testing.T, e *testEnv, transportName string, era trEra, headers map[string]string) (*trGoSDK, *syncBuffer) {
 	t.Helper()
+	version := ""
+	if era == trLegacy {
+		version = "2025-11-25"
+	}
+	s, written := goSDKSession(t, e, transportName, version, nil, headers)
+	return &trGoSDK{s: s}, written
+}
+
+// goSDKSession connects a go-sdk client with options copts over the named
+// transport, asking for protocol version (empty: the newest both support).
+// Everything the server writes on stdio is also copied into written.
+func goSDKSession(t *testing.T, e *testEnv, transportName, version string, copts *sdk.ClientOptions, headers map[string]string) (_ *sdk.ClientSession, written *syncBuffer) {
+	t.Helper()
 	// The SSE transport binds its hanging GET to the Connect context, so it
 	// must live as long as the session, not just the handshake.
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	hc := &http.Client{Transport: trHeaderTransport{headers: headers, base: http.DefaultTransport}}
-	var (
-		tr      sdk.Transport
-		written *syncBuffer
-	)
+	var tr sdk.Transport
 	switch transportName {
 	case "streamable":
 		tr = &sdk.StreamableClientTransport{Endpoint: trServeHTTP(t, e) + "/mcp", HTTPClient: hc, MaxRetries: -1}
@@ -115,22 +125,18 @@ func trConnectGoSDK(t *testing.T, e *testEnv, transportName string, era trEra, h
 	default:
 		t.Fatalf("unknown transport %q", transportName)
 	}
-	opts := &sdk.ClientSessionOptions{}
-	if era == trLegacy {
-		opts.ProtocolVersion = "2025-11-25"
-	}
-	c := sdk.NewClient(&sdk.Implementation{Name: trGoSDKClientName, Version: "1.0.0"}, nil)
+	c := sdk.NewClient(&sdk.Implementation{Name: trGoSDKClientName, Version: "1.0.0"}, copts)
 	connectCtx, stop := context.WithTimeout(ctx, 30*time.Second)
 	defer stop()
 	if transportName == "sse" {
 		connectCtx = ctx
 	}
-	s, err := c.Connect(connectCtx, tr, opts)
+	s, err := c.Connect(connectCtx, tr, &sdk.ClientSessionOptions{ProtocolVersion: version})
 	if err != nil {
-		t.Fatalf("go-sdk connect over %s (%s): %v", transportName, era, err)
+		t.Fatalf("go-sdk connect over %s (%q): %v", transportName, version, err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return &trGoSDK{s: s}, written
+	return s, written
 }
 
 func TestTransportsWithGoSDKClient(t *testing.T) {

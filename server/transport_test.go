@@ -144,6 +144,11 @@ func trServeHTTP(t *testing.T, e *testEnv) string {
 // messages reach the client's stream.
 func trStdioPipes(t *testing.T, e *testEnv) (fromServer io.ReadCloser, toServer io.WriteCloser, written *syncBuffer) {
 	t.Helper()
+	// mcp-go's stdio session is one per process (a stdio server has one
+	// client), so two stdio servers in one test binary would share its
+	// notification queue: stdio tests take turns.
+	stdioTurn.Lock()
+	t.Cleanup(stdioTurn.Unlock)
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	written = &syncBuffer{}
@@ -169,6 +174,9 @@ func trStdioPipes(t *testing.T, e *testEnv) (fromServer io.ReadCloser, toServer 
 	})
 	return outR, inW, written
 }
+
+// stdioTurn serialises the tests that serve stdio (see trStdioPipes).
+var stdioTurn sync.Mutex
 
 // trConnectMCPGo connects an mcp-go client to e over the named transport.
 // headers are sent on every HTTP request (e.g. Authorization).

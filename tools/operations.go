@@ -29,7 +29,11 @@ func mutationHandler(r Runner, m normalizer) server.ToolHandlerFunc {
 		if err != nil {
 			return errorResult(err)
 		}
-		call.Progress = progressReporter(ctx, req)
+		var token mcp.ProgressToken
+		if req.Params.Meta != nil {
+			token = req.Params.Meta.ProgressToken
+		}
+		call.Progress = r.Progress(ctx, token)
 		view, err := r.Mutate(ctx, m, call)
 		if err != nil {
 			return errorResult(err)

@@ -273,22 +273,3 @@ func canonicalHash(v any) (json.RawMessage, string, error) {
 	sum := sha256.Sum256(b)
 	return b, hex.EncodeToString(sum[:]), nil
 }
-
-// progressReporter sends MCP progress notifications for req when the client
-// asked for them (a progressToken in _meta); otherwise it does nothing.
-func progressReporter(ctx context.Context, req mcp.CallToolRequest) func(string) {
-	srv := server.ServerFromContext(ctx)
-	if srv == nil || req.Params.Meta == nil || req.Params.Meta.ProgressToken == nil {
-		return func(string) {}
-	}
-	token := req.Params.Meta.ProgressToken
-	step := 0
-	return func(msg string) {
-		step++
-		_ = srv.SendNotificationToClient(ctx, "notifications/progress", map[string]any{
-			"progressToken": token,
-			"progress":      step,
-			"message":       msg,
-		})
-	}
-}

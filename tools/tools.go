@@ -11,6 +11,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/tollgatehq/tollgate/approvals"
@@ -40,6 +41,9 @@ type Runner interface {
 	Operations(ctx context.Context, q ListOperationsArgs) (OperationList, error)
 	// SpendStatus reports the caller's budgets, limits and freezes.
 	SpendStatus(ctx context.Context) (SpendStatusResult, error)
+	// Progress returns the reporter of a call's MCP progress notifications,
+	// delivered in order on the call's own stream; a no-op without a token.
+	Progress(ctx context.Context, token mcp.ProgressToken) func(message string)
 }
 
 // PlanEnv is what a Mutation may consult while planning.

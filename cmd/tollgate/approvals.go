@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -31,7 +32,7 @@ func cliApprovals(ctx context.Context, cfg server.Config, db *ledger.DB) (*appro
 			cfg.Approvers = append(cfg.Approvers, server.ApproverConfig{Name: a.Name, SlackUserID: a.SlackUserID, OSUser: a.OSUser, Roles: a.Roles})
 		}
 	}
-	log := newLogger(io.Discard, "error")
+	log := slog.New(slog.DiscardHandler)
 	rt := &runtime{}
 	az, err := startPolicyEngine(ctx, cfg, log, rt)
 	if err != nil {

@@ -204,12 +204,21 @@ func onLedger(ctx context.Context, cf *configFlags, create bool, fn func(cfg ser
 	return fn(cfg, db)
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// newLogger is the server's log on w: level debug, info, warn or error;
+// format text (key=value lines) or json (one object a line).
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
+		return nil, usageError{fmt.Sprintf("--log-level %q: debug, info, warn or error", level)}
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usageError{fmt.Sprintf("--log-format %q: text or json", format)}
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -27,6 +27,7 @@ func runServe(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlagSet("serve", "run the MCP server")
 	cf := addConfigFlags(fs, serveSettings...)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (logs go to stderr)")
+	logFormat := fs.String("log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,7 +42,10 @@ func runServe(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	// Logs always go to stderr: under stdio, stdout is the protocol.
-	log := newLogger(os.Stderr, *logLevel)
+	log, err := newLogger(os.Stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
 	rt, err := start(ctx, cfg, log)
 	if err != nil {
 		return err
