@@ -23,7 +23,7 @@ func TestPollingGetOperationKeepsHistoryStable(t *testing.T) {
 	const polls = 5
 	var first []string
 	for i := range polls {
-		v := opView(t, e.call(webBot, "get_operation", map[string]any{"operation_id": id}))
+		v := opView(t, e.call(webBot, "get_operation", map[string]any{"operation_id": id, "history": true}))
 		var events []string
 		for _, h := range v.History {
 			if h.Event == "policy.decision" && strings.Contains(h.Note, "operation:") {
@@ -62,5 +62,37 @@ func TestPollingGetOperationKeepsHistoryStable(t *testing.T) {
 	}
 	if reads != polls {
 		t.Fatalf("audit trail has %d reads of %s, want %d", reads, id, polls)
+	}
+}
+
+// TestGetOperationIsCompactUnlessAskedForHistory: by default get_operation
+// answers with the operation as it stands (a few hundred bytes an agent can
+// poll); history=true adds every step of its story.
+func TestGetOperationIsCompactUnlessAskedForHistory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.Approvals.Wait = 0 }))
+	id := opView(t, e.call(webBot, "register_domain", registerArgs("compact.dev"))).OperationID
+	e.approve(id, "bob")
+	e.waitState(id, ledger.StateSucceeded)
+
+	compact := e.call(webBot, "get_operation", map[string]any{"operation_id": id})
+	full := e.call(webBot, "get_operation", map[string]any{"operation_id": id, "history": true})
+	cv, fv := opView(t, compact), opView(t, full)
+	if cv.Status != "succeeded" || cv.Approval == nil || cv.Result == nil || len(cv.History) != 0 {
+		t.Fatalf("compact view %+v", cv)
+	}
+	events := map[string]bool{}
+	for _, h := range fv.History {
+		events[h.Event] = true
+	}
+	for _, want := range []string{"operation.state", "policy.decision", "token.minted", "cloudflare.request", "approval.granted"} {
+		if !events[want] {
+			t.Errorf("history=true has no %s step: %v", want, events)
+		}
+	}
+	small, big := len(text(compact)), len(text(full))
+	t.Logf("get_operation: %d bytes compact, %d bytes with %d history entries", small, big, len(fv.History))
+	if small > 2000 || big < 2*small {
+		t.Errorf("compact answer is %d bytes, with history %d: the default should be the small one", small, big)
 	}
 }

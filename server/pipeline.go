@@ -835,7 +835,7 @@ func (p *Pipeline) view(ctx context.Context, op ledger.Operation) tools.Operatio
 }
 
 // Operation implements tools.Runner.
-func (p *Pipeline) Operation(ctx context.Context, id string, wait time.Duration) (tools.OperationView, error) {
+func (p *Pipeline) Operation(ctx context.Context, id string, wait time.Duration, history bool) (tools.OperationView, error) {
 	pr, ci, err := p.caller(ctx)
 	if err != nil {
 		return tools.OperationView{}, err
@@ -871,14 +871,18 @@ func (p *Pipeline) Operation(ctx context.Context, id string, wait time.Duration)
 		}
 	}
 	v := p.view(ctx, op)
+	if !history {
+		return v, nil
+	}
 	hist, err := p.db.History(ctx, id)
-	if err == nil {
-		for _, e := range hist {
-			if operationRead(e) {
-				continue
-			}
-			v.History = append(v.History, historyEntry(e))
+	if err != nil {
+		return tools.OperationView{}, fmt.Errorf("read history: %w", err)
+	}
+	for _, e := range hist {
+		if operationRead(e) {
+			continue
 		}
+		v.History = append(v.History, historyEntry(e))
 	}
 	return v, nil
 }

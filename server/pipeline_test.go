@@ -52,7 +52,7 @@ func TestRegisterWaitsForApprovalThenSettles(t *testing.T) {
 		t.Fatalf("sandbox registrations %+v", regs)
 	}
 	// The result is readable later, with its story.
-	got := opView(t, e.call(webBot, "get_operation", map[string]any{"operation_id": v.OperationID}))
+	got := opView(t, e.call(webBot, "get_operation", map[string]any{"operation_id": v.OperationID, "history": true}))
 	if got.Status != "succeeded" || got.Approval == nil || got.Approval.State != "approved" || len(got.History) < 5 {
 		t.Fatalf("get_operation %+v", got)
 	}

@@ -25,8 +25,11 @@ import (
 
 const (
 	deployWorkerName = "deploy_worker"
-	// MaxModuleBytes is the largest Worker module tollgate accepts.
-	MaxModuleBytes = 1 << 20
+	// MaxModuleBytes is the largest Worker module tollgate accepts: 3 MiB,
+	// the Workers free-plan limit. The default policy's
+	// max_worker_module_bytes (export_constants/tollgate_guardrails.yaml) is
+	// the same number, and a test keeps them equal.
+	MaxModuleBytes = 3 << 20
 	previewSuffix  = "-preview"
 	moduleName     = "worker.js"
 )
@@ -44,7 +47,7 @@ var (
 type DeployWorkerArgs struct {
 	ScriptName        string `json:"script_name" jsonschema:"the Worker's name; must start with your team's prefix under the default policy"`
 	Module            string `json:"module" jsonschema:"the Worker source as one ES module (export default { async fetch(request, env, ctx) { ... } })"`
-	CompatibilityDate string `json:"compatibility_date" jsonschema:"the Workers runtime compatibility date, YYYY-MM-DD, not in the future"`
+	CompatibilityDate string `json:"compatibility_date,omitempty" jsonschema:"the Workers runtime compatibility date, YYYY-MM-DD, not in the future; today's date (UTC) when left out"`
 	Environment       string `json:"environment" jsonschema:"preview deploys <script_name>-preview on workers.dev; production deploys <script_name> and needs human approval"`
 	Reason            string `json:"reason" jsonschema:"why you are deploying this; shown to the human who approves production deploys"`
 	IdempotencyKey    string `json:"idempotency_key,omitempty" jsonschema:"reuse the same key to retry safely: the same key never deploys twice"`
@@ -70,7 +73,10 @@ type DeployResult struct {
 	URL          string    `json:"url,omitempty"`
 	ModifiedOn   time.Time `json:"modified_on,omitzero"`
 	ModuleSHA256 string    `json:"module_sha256"`
-	Warning      string    `json:"warning,omitempty" jsonschema:"something that went wrong after the code went live"`
+	// CompatibilityDate is the date the Worker runs with (today's, UTC, when
+	// the call left it out).
+	CompatibilityDate string `json:"compatibility_date"`
+	Warning           string `json:"warning,omitempty" jsonschema:"something that went wrong after the code went live"`
 }
 
 // DeployWorker is the deploy_worker tool. Production deploys always wait for
@@ -79,7 +85,7 @@ func DeployWorker(r Runner, cfg Config) Tool {
 	m := deployWorker{cfg: cfg}
 	tool := mcp.NewTool(deployWorkerName,
 		mcp.WithToolTitle("Deploy a Cloudflare Worker"),
-		mcp.WithDescription("Uploads one ES-module Worker script (at most 1 MiB). environment=preview deploys "+
+		mcp.WithDescription("Uploads one ES-module Worker script (at most 3 MiB). environment=preview deploys "+
 			"<script_name>-preview with a workers.dev URL and costs nothing; environment=production deploys "+
 			"<script_name>, replaces what is live, and waits for a human approver in Slack. The first production deploy "+
 			"of a month holds the Workers Paid plan's monthly price against your budgets; usage is billed by "+
@@ -113,9 +119,12 @@ func (deployWorker) Action() string              { return "deploy" }
 func (deployWorker) Purpose() cloudflare.Purpose { return cloudflare.PurposeDeploy }
 
 func (m deployWorker) normalize(raw json.RawMessage, estimate bool, now time.Time) (Call, error) {
-	a, err := decodeArgs[DeployWorkerArgs](raw)
-	if err != nil && (!estimate || !onlyMissing(err, "reason")) {
+	a, err := decodeArgs[DeployWorkerArgs](raw, optionalFor(estimate)...)
+	if err != nil {
 		return Call{}, err
+	}
+	if a.CompatibilityDate == "" {
+		a.CompatibilityDate = now.UTC().Format(time.DateOnly)
 	}
 	var errs InputErrors
 	name := strings.TrimSpace(a.ScriptName)
@@ -190,7 +199,7 @@ func checkCompatDate(s string, now time.Time) *InputError {
 }
 
 func checkModule(src string) *InputError {
-	const allowed = "one ES module of at most 1 MiB (1048576 bytes) of UTF-8 with an export, e.g. export default { async fetch(request) { return new Response('ok') } }"
+	allowed := fmt.Sprintf("one ES module of at most 3 MiB (%d bytes) of UTF-8 with an export, e.g. export default { async fetch(request) { return new Response('ok') } }", MaxModuleBytes)
 	switch {
 	case len(src) == 0:
 		return inputErr("module", allowed, "is empty")
@@ -316,7 +325,7 @@ func (m deployWorker) Execute(ctx context.Context, s *cloudflare.Session, in Exe
 	}
 	res := DeployResult{
 		ScriptName: a.ScriptName, DeployedName: dep.ScriptName, Environment: a.Environment,
-		Etag: dep.Etag, URL: dep.URL, ModifiedOn: dep.ModifiedOn, ModuleSHA256: a.ModuleSHA256, Warning: warning,
+		Etag: dep.Etag, URL: dep.URL, ModifiedOn: dep.ModifiedOn, ModuleSHA256: a.ModuleSHA256, CompatibilityDate: a.CompatibilityDate, Warning: warning,
 	}
 	summary := fmt.Sprintf("Deployed %s (etag %s)", dep.ScriptName, truncate(dep.Etag, 16))
 	if dep.URL != "" {
@@ -346,7 +355,7 @@ func (m deployWorker) Reconcile(ctx context.Context, s *cloudflare.Session, in E
 	}
 	res := DeployResult{
 		ScriptName: a.ScriptName, DeployedName: sc.ScriptName, Environment: a.Environment,
-		Etag: sc.Etag, ModifiedOn: sc.ModifiedOn, ModuleSHA256: sc.ModuleSHA256,
+		Etag: sc.Etag, ModifiedOn: sc.ModifiedOn, ModuleSHA256: sc.ModuleSHA256, CompatibilityDate: a.CompatibilityDate,
 	}
 	return Outcome{Result: res, Charged: in.MaxAmount, Summary: "Deployed " + sc.ScriptName + " (found after restart)"}, true, nil
 }

@@ -63,7 +63,20 @@ const estimateCostName = "estimate_cost"
 // EstimateCostArgs are the arguments of estimate_cost.
 type EstimateCostArgs struct {
 	Action string          `json:"action" jsonschema:"the tool you are considering: register_domain or deploy_worker"`
-	Params json.RawMessage `json:"params" jsonschema:"the arguments you would pass to that tool (reason and idempotency_key may be left out)"`
+	Params json.RawMessage `json:"params" jsonschema:"the arguments you would pass to that tool; an estimate needs no reason or idempotency_key"`
+}
+
+// estimateParamsSchema is a mutating tool's input schema as estimate_cost's
+// params for it: the same arguments, with those an estimate does not need
+// optional.
+func estimateParamsSchema[T any](tool string, refine func(map[string]*jsonschema.Schema)) *jsonschema.Schema {
+	var s jsonschema.Schema
+	if err := json.Unmarshal(inputSchema[T](refine), &s); err != nil {
+		panic(err)
+	}
+	s.Title = "params for " + tool
+	s.Required = slices.DeleteFunc(s.Required, func(name string) bool { return slices.Contains(estimateOptional, name) })
+	return &s
 }
 
 // EstimateCost is the read-only estimate_cost tool: price, policy decision,
@@ -76,13 +89,19 @@ func EstimateCost(r Runner, cfg Config) Tool {
 	tool := mcp.NewTool(estimateCostName,
 		mcp.WithToolTitle("Estimate a call's cost, policy decision and approval need"),
 		mcp.WithDescription("Tells you, without buying, reserving or deploying anything, what register_domain or "+
-			"deploy_worker would do with these arguments: the amount it would spend (from the registrar's live quote or "+
+			"deploy_worker would do with these arguments (params: that tool's arguments; no reason needed): the amount it would spend (from the registrar's live quote or "+
 			"the configured Workers price book) with a breakdown, whether policy allows it and why not, the headroom in "+
 			"every budget that applies and whether the call would be blocked, and whether a human must approve it. "+
 			"Free and read-only."),
 		withInput[EstimateCostArgs](func(p map[string]*jsonschema.Schema) {
 			p["action"].Enum = []any{registerDomainName, deployWorkerName}
 			p["params"].Type, p["params"].Types = "object", nil
+			// One schema per action: register_domain's arguments or
+			// deploy_worker's, whichever action names.
+			p["params"].AnyOf = []*jsonschema.Schema{
+				estimateParamsSchema[RegisterDomainArgs](registerDomainName, registerSchema),
+				estimateParamsSchema[DeployWorkerArgs](deployWorkerName, deploySchema),
+			}
 		}),
 		withOutput[EstimateResult](),
 		mcp.WithReadOnlyHintAnnotation(true),
@@ -95,7 +114,9 @@ func EstimateCost(r Runner, cfg Config) Tool {
 		if err != nil {
 			return EstimateResult{}, err
 		}
-		return r.Estimate(ctx, m, call)
+		res, err := r.Estimate(ctx, m, call)
+		res.Arguments = call.Args
+		return res, err
 	})}
 }
 
@@ -105,6 +126,9 @@ func normalizeEstimate(muts map[string]normalizer, a EstimateCostArgs, now time.
 	m, ok := muts[a.Action]
 	if !ok {
 		return nil, Call{}, inputErr("action", registerDomainName+" or "+deployWorkerName, "%q is not a tool that costs money", truncate(a.Action, 40))
+	}
+	if len(a.Params) == 0 || string(a.Params) == "null" {
+		return nil, Call{}, inputErr("params", "an object with the arguments of "+a.Action, "is required")
 	}
 	call, err := m.normalize(a.Params, true, now)
 	if err != nil {
@@ -142,6 +166,7 @@ const MaxOperationWait = 50 * time.Second
 type GetOperationArgs struct {
 	OperationID string `json:"operation_id" jsonschema:"the operation_id a register_domain or deploy_worker call returned"`
 	WaitSeconds int    `json:"wait_seconds,omitempty" jsonschema:"wait up to this many seconds for the operation to change state (long poll); 0 returns at once"`
+	History     bool   `json:"history,omitempty" jsonschema:"also return every step of the operation's story (policy decisions, holds, approval votes, tokens, Cloudflare requests); off by default to keep answers small"`
 }
 
 // GetOperation is the read-only get_operation tool.
@@ -150,13 +175,15 @@ func GetOperation(r Runner) Tool {
 	tool := mcp.NewTool(getOperationName,
 		mcp.WithToolTitle("Get an operation's state and result"),
 		mcp.WithDescription("Returns one of your operations: its state (e.g. awaiting_approval, succeeded, denied, "+
-			"expired), the arguments it is bound to, the amount reserved and charged, the approval's progress, its "+
-			"history, and the Cloudflare result or the error. With wait_seconds it waits for the operation to change "+
-			"before answering, so you can resume a call that was waiting for a human. Read-only."),
+			"expired), the arguments it is bound to, the amount reserved and charged, the approval's progress, and the "+
+			"Cloudflare result or the error; with history=true also every step of its story. With wait_seconds it waits "+
+			"for the operation to change before answering, so you can resume a call that was waiting for a human; "+
+			"subscribing to the resource tollgate://operations/{operation_id} tells you of every change instead. Read-only."),
 		withInput[GetOperationArgs](func(p map[string]*jsonschema.Schema) {
 			p["operation_id"].Pattern = `^op_[a-z2-7]{26}$`
 			p["wait_seconds"].Minimum, p["wait_seconds"].Maximum = ptr(0.0), ptr(float64(maxWait))
 			p["wait_seconds"].Default = json.RawMessage("0")
+			p["history"].Default = json.RawMessage("false")
 		}),
 		withOutput[OperationView](),
 		mcp.WithReadOnlyHintAnnotation(true),
@@ -175,7 +202,7 @@ func GetOperation(r Runner) Tool {
 		if len(errs) > 0 {
 			return OperationView{}, errs
 		}
-		return r.Operation(ctx, a.OperationID, time.Duration(a.WaitSeconds)*time.Second)
+		return r.Operation(ctx, a.OperationID, time.Duration(a.WaitSeconds)*time.Second, a.History)
 	})}
 }
 

@@ -103,14 +103,23 @@ func (registerDomain) Name() string                { return registerDomainName }
 func (registerDomain) Action() string              { return "register" }
 func (registerDomain) Purpose() cloudflare.Purpose { return cloudflare.PurposeRegister }
 
-func (registerDomain) normalize(raw json.RawMessage, estimate bool, _ time.Time) (Call, error) {
-	a, err := decodeArgs[RegisterDomainArgs](raw)
-	var errs InputErrors
-	if err != nil {
-		if !estimate || !onlyMissing(err, "reason") {
-			return Call{}, err
-		}
+// estimateOptional are the arguments an estimate does not need: nothing is
+// asked of a human, and nothing is repeated.
+var estimateOptional = []string{"reason", "idempotency_key"}
+
+func optionalFor(estimate bool) []string {
+	if estimate {
+		return estimateOptional
 	}
+	return nil
+}
+
+func (registerDomain) normalize(raw json.RawMessage, estimate bool, _ time.Time) (Call, error) {
+	a, err := decodeArgs[RegisterDomainArgs](raw, optionalFor(estimate)...)
+	if err != nil {
+		return Call{}, err
+	}
+	var errs InputErrors
 	d, derr := NormalizeDomain(a.Domain)
 	var ie *InputError
 	if errors.As(derr, &ie) {
@@ -360,15 +369,6 @@ func checkKey(key string) *InputError {
 		return inputErr("idempotency_key", allowed, "%q is not a valid key", truncate(key, 40))
 	}
 	return nil
-}
-
-// onlyMissing reports whether err is exactly "field is required" for field.
-func onlyMissing(err error, field string) bool {
-	var es InputErrors
-	if !errors.As(err, &es) || len(es) != 1 {
-		return false
-	}
-	return es[0].Field == field && es[0].Problem == "is required"
 }
 
 func plural(n int, unit string) string {

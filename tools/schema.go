@@ -73,9 +73,9 @@ func schemaOptions() *jsonschema.ForOptions {
 func ptr[T any](v T) *T { return &v }
 
 // decodeArgs decodes tool arguments strictly: unknown fields, wrong types and
-// missing required fields are all reported at once, by name, with what is
-// accepted.
-func decodeArgs[T any](raw json.RawMessage) (T, error) {
+// missing required fields (but those named in optional) are all reported at
+// once, by name, with what is accepted.
+func decodeArgs[T any](raw json.RawMessage, optional ...string) (T, error) {
 	var out T
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
@@ -93,6 +93,9 @@ func decodeArgs[T any](raw json.RawMessage) (T, error) {
 		}
 	}
 	for _, name := range requiredFields[T]() {
+		if slices.Contains(optional, name) {
+			continue
+		}
 		if v, ok := fields[name]; !ok || bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
 			errs = append(errs, &InputError{Field: name, Problem: "is required"})
 		}

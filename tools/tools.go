@@ -35,8 +35,8 @@ type Runner interface {
 	// the Operation as it stands when the call returns.
 	Mutate(ctx context.Context, m Mutation, call Call) (OperationView, error)
 	// Operation returns one of the caller's operations, waiting up to wait for
-	// it to leave a non-terminal state.
-	Operation(ctx context.Context, id string, wait time.Duration) (OperationView, error)
+	// it to leave a non-terminal state; with history, every step of its story.
+	Operation(ctx context.Context, id string, wait time.Duration, history bool) (OperationView, error)
 	// Operations lists the caller's operations, newest first.
 	Operations(ctx context.Context, q ListOperationsArgs) (OperationList, error)
 	// SpendStatus reports the caller's budgets, limits and freezes.

@@ -2,6 +2,8 @@ package tools
 
 import (
 	"encoding/json"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,11 +124,15 @@ func TestDeployWorkerArguments(t *testing.T) {
 		name   string
 		args   string
 		deploy string
+		size   int    // of the module, when not okModule
+		date   string // the compatibility date bound, when not 2025-01-01
 		errHas []string
 	}{
 		{name: "preview", args: args(nil), deploy: "web-app-preview"},
 		{name: "production", args: args(map[string]any{"environment": "production"}), deploy: "web-app"},
-		{name: "2 MiB module", args: args(map[string]any{"module": "export default {}\n" + strings.Repeat("/", 2<<20)}), errHas: []string{"module: is 2097170 bytes, over the limit of 1048576"}},
+		{name: "3 MiB module", args: args(map[string]any{"module": "export default {}\n" + strings.Repeat("/", 3<<20-18)}), deploy: "web-app-preview", size: 3 << 20},
+		{name: "3 MiB and a byte", args: args(map[string]any{"module": "export default {}\n" + strings.Repeat("/", 3<<20-17)}), errHas: []string{"module: is 3145729 bytes, over the limit of 3145728", "at most 3 MiB"}},
+		{name: "no date is today's", args: args(map[string]any{"compatibility_date": nil}), deploy: "web-app-preview", date: testNow.UTC().Format(time.DateOnly)},
 		{name: "empty module", args: args(map[string]any{"module": ""}), errHas: []string{"module: is empty"}},
 		{name: "not an ES module", args: args(map[string]any{"module": "addEventListener('fetch', e => e.respondWith(new Response('x')))"}), errHas: []string{"no export statement"}},
 		{name: "upper-case name", args: args(map[string]any{"script_name": "Web-App"}), errHas: []string{"script_name:", "lower-case letters"}},
@@ -140,7 +146,7 @@ func TestDeployWorkerArguments(t *testing.T) {
 		{name: "date format", args: args(map[string]any{"compatibility_date": "01/02/2025"}), errHas: []string{"YYYY-MM-DD"}},
 		{name: "unknown field", args: args(map[string]any{"routes": []string{"x"}}), errHas: []string{"routes: unknown argument"}},
 		{name: "wrong type", args: args(map[string]any{"module": 7}), errHas: []string{"module: got a number"}},
-		{name: "missing fields", args: `{"script_name":"web-app"}`, errHas: []string{"module: is required", "environment: is required", "reason: is required", "compatibility_date: is required"}},
+		{name: "missing fields", args: `{"script_name":"web-app"}`, errHas: []string{"module: is required", "environment: is required", "reason: is required"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -164,13 +170,20 @@ func TestDeployWorkerArguments(t *testing.T) {
 			if err := json.Unmarshal(call.Args, &got); err != nil {
 				t.Fatal(err)
 			}
-			if got.DeployedName != tc.deploy || got.ModuleSize != len(okModule) || len(got.ModuleSHA256) != 64 {
+			size, date := len(okModule), "2025-01-01"
+			if tc.size != 0 {
+				size = tc.size
+			}
+			if tc.date != "" {
+				date = tc.date
+			}
+			if got.DeployedName != tc.deploy || got.ModuleSize != size || len(got.ModuleSHA256) != 64 || got.CompatibilityDate != date {
 				t.Fatalf("normalised %+v", got)
 			}
 			if strings.Contains(string(call.Args), "fetch") {
 				t.Fatal("the module source must not be stored in the arguments")
 			}
-			if string(call.Blob) != okModule {
+			if len(call.Blob) != size {
 				t.Fatal("the module travels as the blob")
 			}
 		})
@@ -186,6 +199,7 @@ func TestEstimateCostArguments(t *testing.T) {
 		{`{"action":"register_domain","params":{"domain":"example.dev","yearz":1}}`, `params.yearz: unknown argument`},
 		{`{"action":"register_domain"}`, `params: is required`},
 		{`{"action":"deploy_worker","params":{"script_name":"web-app","module":"x","compatibility_date":"2025-01-01","environment":"preview"}}`, `params.module: has no export statement`},
+		{`{"action":"deploy_worker","params":{"domain":"example.dev"}}`, `params.domain: unknown argument`},
 	} {
 		a, err := decodeArgs[EstimateCostArgs](json.RawMessage(tc.args))
 		if err == nil {
@@ -193,6 +207,62 @@ func TestEstimateCostArguments(t *testing.T) {
 		}
 		if err == nil || !IsInputError(err) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v does not contain %q", tc.args, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "reason: is required") {
+			t.Errorf("%s: an estimate needs no reason, but the error asks for one: %v", tc.args, err)
+		}
+	}
+
+	// What an estimate needs is only what prices the call: no reason, no
+	// idempotency key, no compatibility date (today's is used and echoed).
+	for _, tc := range []struct{ action, params, want string }{
+		{registerDomainName, `{"domain":"example.dev"}`, `{"domain":"example.dev","years":1,"auto_renew":false}`},
+		{registerDomainName, `{"domain":"example.dev","years":2,"reason":"a reason that is long enough","idempotency_key":"k1"}`, `{"domain":"example.dev","years":2,"auto_renew":false}`},
+		{deployWorkerName, `{"script_name":"web-app","module":` + strconv.Quote(okModule) + `,"environment":"preview"}`, `"compatibility_date":"` + testNow.UTC().Format(time.DateOnly) + `"`},
+	} {
+		_, call, err := normalizeEstimate(muts, EstimateCostArgs{Action: tc.action, Params: json.RawMessage(tc.params)}, testNow)
+		if err != nil || !strings.Contains(string(call.Args), strings.Trim(tc.want, "{}")) {
+			t.Errorf("%s %s: %v, args %s, want %s", tc.action, tc.params, err, call.Args, tc.want)
+		}
+	}
+}
+
+// TestEstimateParamsSchemaPerAction: estimate_cost's params is one schema
+// per action, each that tool's own arguments with reason and
+// idempotency_key optional, so a model never guesses its shape.
+func TestEstimateParamsSchemaPerAction(t *testing.T) {
+	t.Parallel()
+	var in struct {
+		Properties struct {
+			Params struct {
+				Type  string `json:"type"`
+				AnyOf []struct {
+					Title                string          `json:"title"`
+					Required             []string        `json:"required"`
+					Properties           map[string]any  `json:"properties"`
+					AdditionalProperties json.RawMessage `json:"additionalProperties"`
+				} `json:"anyOf"`
+			} `json:"params"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(EstimateCost(nil, Config{}).Tool.RawInputSchema, &in); err != nil {
+		t.Fatal(err)
+	}
+	p := in.Properties.Params
+	if p.Type != "object" || len(p.AnyOf) != 2 {
+		t.Fatalf("params schema %+v", p)
+	}
+	want := map[string][]string{
+		"params for register_domain": {"domain"},
+		"params for deploy_worker":   {"script_name", "module", "environment"},
+	}
+	for _, branch := range p.AnyOf {
+		req, ok := want[branch.Title]
+		if !ok || !slices.Equal(branch.Required, req) || string(branch.AdditionalProperties) != "false" {
+			t.Errorf("branch %q: required %v (want %v), additionalProperties %s", branch.Title, branch.Required, req, branch.AdditionalProperties)
+		}
+		if _, ok := branch.Properties["reason"]; !ok {
+			t.Errorf("branch %q does not accept a reason (a real call's arguments must estimate as they are)", branch.Title)
 		}
 	}
 }

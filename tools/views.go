@@ -87,17 +87,18 @@ type FreezeView struct {
 
 // EstimateResult is the structured output of estimate_cost.
 type EstimateResult struct {
-	Action         string       `json:"action"`
-	Resource       string       `json:"resource" jsonschema:"the normalised target, e.g. domain:example.dev"`
-	Amount         Amount       `json:"amount" jsonschema:"the most the call would spend, and what it would reserve"`
-	Breakdown      []CostLine   `json:"breakdown"`
-	Basis          string       `json:"basis" jsonschema:"live registrar quote, or the configured price book"`
-	QuoteExpiresAt time.Time    `json:"quote_expires_at"`
-	Policy         PolicyView   `json:"policy" jsonschema:"the policy decision for the real action"`
-	Budgets        []BudgetView `json:"budgets" jsonschema:"every budget that applies, with headroom"`
-	WouldBlock     bool         `json:"would_block" jsonschema:"true if a budget, limit or freeze would refuse the call now"`
-	BlockReason    string       `json:"block_reason,omitempty"`
-	Approval       ApprovalNeed `json:"approval"`
+	Action         string          `json:"action"`
+	Resource       string          `json:"resource" jsonschema:"the normalised target, e.g. domain:example.dev"`
+	Arguments      json.RawMessage `json:"arguments" jsonschema:"the normalised arguments that were priced, with defaults filled in (years, compatibility_date)"`
+	Amount         Amount          `json:"amount" jsonschema:"the most the call would spend, and what it would reserve"`
+	Breakdown      []CostLine      `json:"breakdown"`
+	Basis          string          `json:"basis" jsonschema:"live registrar quote, or the configured price book"`
+	QuoteExpiresAt time.Time       `json:"quote_expires_at"`
+	Policy         PolicyView      `json:"policy" jsonschema:"the policy decision for the real action"`
+	Budgets        []BudgetView    `json:"budgets" jsonschema:"every budget that applies, with headroom"`
+	WouldBlock     bool            `json:"would_block" jsonschema:"true if a budget, limit or freeze would refuse the call now"`
+	BlockReason    string          `json:"block_reason,omitempty"`
+	Approval       ApprovalNeed    `json:"approval"`
 }
 
 // ApprovalNeed says whether a call would wait for a human, and why.
@@ -145,7 +146,7 @@ type OperationView struct {
 	HowToResume string          `json:"how_to_resume,omitempty"`
 	CreatedAt   time.Time       `json:"created_at"`
 	UpdatedAt   time.Time       `json:"updated_at"`
-	History     []HistoryEntry  `json:"history,omitempty"`
+	History     []HistoryEntry  `json:"history,omitempty" jsonschema:"every step of the operation's story; only when asked for (get_operation history=true)"`
 }
 
 // ViewOf converts a stored Operation.
