@@ -105,9 +105,23 @@ func TestAttackCLIAuditShowForgesLines(t *testing.T) {
 func TestAttackServeLogLinesAreQuoted(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
-	newLogger(&buf, "info").Info("call", slog.String("client", forgedCost+terminalEsc))
+	log, err := newLogger(&buf, "info", "text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("call", slog.String("client", forgedCost+terminalEsc))
 	out := buf.String()
 	if strings.Count(out, "\n") != 1 || strings.ContainsAny(out, "\x1b\u202e\u2066\u200b\x9b") {
 		t.Fatalf("log line %q", out)
+	}
+	// --log-format json escapes line breaks and controls: one line, no
+	// terminal escape.
+	buf.Reset()
+	if log, err = newLogger(&buf, "info", "json"); err != nil {
+		t.Fatal(err)
+	}
+	log.Info("call", slog.String("client", forgedCost+terminalEsc))
+	if out := buf.String(); strings.Count(out, "\n") != 1 || strings.ContainsAny(out, "\x1b\x9b") {
+		t.Fatalf("json log line %q", out)
 	}
 }
