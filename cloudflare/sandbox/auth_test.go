@@ -130,7 +130,7 @@ func TestVerifyAndPermissionGroups(t *testing.T) {
 func TestNoRoute(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestSandbox(t, Options{})
-	r := call(t, s, "GET", "zones", s.ParentToken(), nil, "")
+	r := call(t, s, "GET", "user/tokens", s.ParentToken(), nil, "")
 	if r.Status != 404 || r.code() != codeNoRoute || r.Header.Get("cf-ray") == "" {
 		t.Fatalf("got %d %s", r.Status, r.Raw)
 	}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +13,15 @@ import (
 // file, a printed quickstart and a test can all name it.
 const accountID = "7011a7e5a4db0c5ec0ffee0000000001"
 
+// accountName is the account's display name.
+const accountName = "tollgate sandbox"
+
+// authorEmail is who the sandbox says uploaded and deployed Worker versions.
+const authorEmail = "sandbox@tollgate.invalid"
+
+// freePlanID is the id the sandbox gives the Free plan every zone is on.
+const freePlanID = "0feeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+
 // workersSubdomain is the account's workers.dev subdomain.
 const workersSubdomain = "tollgate-sandbox"
 
@@ -21,8 +31,15 @@ const (
 	scopeZone    = "com.cloudflare.api.account.zone"
 )
 
-// accountResource is the only policy resource an account-owned token may name.
+// Policy resources an account-owned token may name: the account, one of its
+// zones (zoneResourcePrefix + zone id), or, nested under the account, all of
+// its zones (allZonesResource).
 var accountResource = scopeAccount + "." + accountID
+
+const (
+	zoneResourcePrefix = scopeZone + "."
+	allZonesResource   = scopeZone + ".*"
+)
 
 // Real Cloudflare permission-group names used by the endpoints the sandbox
 // serves (see doc.go for the table of which endpoint needs which).
@@ -33,6 +50,10 @@ const (
 	pgRegistrarAdmin = "Registrar Domains Admin"
 	pgWorkersRead    = "Workers Scripts Read"
 	pgWorkersWrite   = "Workers Scripts Write"
+	// Zone-scoped groups: granted on zones, not on the account.
+	pgZoneRead    = "Zone Read"
+	pgRoutesRead  = "Workers Routes Read"
+	pgRoutesWrite = "Workers Routes Write"
 )
 
 // permissionGroup is one entry of the permission-groups endpoint.
@@ -53,11 +74,14 @@ var permissionGroups = func() []permissionGroup {
 		{pgRegistrarAdmin, scopeAccount},
 		{pgWorkersRead, scopeAccount},
 		{pgWorkersWrite, scopeAccount},
+		{pgZoneRead, scopeZone},
+		{pgRoutesRead, scopeZone},
+		{pgRoutesWrite, scopeZone},
 		{"Account Settings Read", scopeAccount},
 		{"Billing Read", scopeAccount},
 		{"Workers KV Storage Write", scopeAccount},
 		{"DNS Read", scopeZone},
-		{"Zone Read", scopeZone},
+		{"DNS Write", scopeZone},
 	}
 	out := make([]permissionGroup, 0, len(defs))
 	for _, d := range defs {
@@ -80,6 +104,47 @@ func permissionGroupByID(id string) (permissionGroup, bool) {
 		}
 	}
 	return permissionGroup{}, false
+}
+
+// zoneID is the id of the zone named name: derived from the name, so a
+// test or a printed example can know it, and stable across restarts.
+func zoneID(name string) string {
+	sum := sha256.Sum256([]byte("tollgate-sandbox/zone/" + name))
+	return hex.EncodeToString(sum[:16])
+}
+
+// nameServers are the two Cloudflare name servers every sandbox zone is given.
+var nameServers = []string{"ada.ns.cloudflare.com", "bob.ns.cloudflare.com"}
+
+// uuidFrom derives a UUID-shaped id from parts (version 4 layout), for ids
+// Cloudflare documents as UUIDs that the sandbox derives deterministically.
+func uuidFrom(parts ...[]byte) string {
+	return uuidString(sha256Parts(parts...))
+}
+
+// newUUID returns a random UUID (version 4).
+func newUUID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("random id: %w", err)
+	}
+	return uuidString(b[:]), nil
+}
+
+func sha256Parts(parts ...[]byte) []byte {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write(p)
+		h.Write([]byte{0})
+	}
+	return h.Sum(nil)[:16]
+}
+
+func uuidString(b []byte) string {
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	x := hex.EncodeToString(b[:16])
+	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
 }
 
 // priceRow is the registrar's yearly price for an extension, as the exact

@@ -105,8 +105,11 @@ func parseRegistrationNew(body []byte) (registrationRequest, error) {
 
 // tokenRequest is a parsed account-token create body.
 type tokenRequest struct {
-	Name      string
-	Policies  []policyRec
+	Name     string
+	Policies []policyRec
+	// Zones are the zone ids the policies name, to be checked against the
+	// account's zones.
+	Zones     []string
 	NotBefore *time.Time
 	ExpiresOn *time.Time
 	Condition conditionRec
@@ -151,30 +154,32 @@ func parseTokenCreate(body []byte, now time.Time) (tokenRequest, error) {
 		if len(p.PermissionGroups) == 0 {
 			return out, fmt.Errorf("policies[%d].permission_groups: required; at least one permission group id", i)
 		}
-		pol := policyRec{ID: fmt.Sprintf("%032x", i+1), Effect: p.Effect, Resources: map[string]string{}}
+		pol := policyRec{ID: fmt.Sprintf("%032x", i+1), Effect: p.Effect}
+		var account, zones bool
 		for j, g := range p.PermissionGroups {
 			pg, ok := permissionGroupByID(g.ID)
 			if !ok {
 				return out, fmt.Errorf("policies[%d].permission_groups[%d].id: %q is not a permission group; list them at tokens/permission_groups", i, j, g.ID)
 			}
 			pol.PermissionGroups = append(pol.PermissionGroups, pgRef{ID: pg.ID, Name: pg.Name})
-		}
-		if len(p.Resources) == 0 {
-			return out, fmt.Errorf("policies[%d].resources: required; {%q: \"*\"}", i, accountResource)
-		}
-		for k, raw := range p.Resources {
-			var v string
-			if err := json.Unmarshal(raw, &v); err != nil {
-				return out, fmt.Errorf("policies[%d].resources[%q]: want the string \"*\"", i, k)
+			if pg.Scopes[0] == scopeZone {
+				zones = true
+			} else {
+				account = true
 			}
-			if k != accountResource {
-				return out, fmt.Errorf("policies[%d].resources: %q is not allowed; an account-owned token may only name %q", i, k, accountResource)
-			}
-			if v != "*" {
-				return out, fmt.Errorf("policies[%d].resources[%q]: got %q; want \"*\"", i, k, v)
-			}
-			pol.Resources[k] = v
 		}
+		res, err := parseResources(p.Resources)
+		if err != nil {
+			return out, fmt.Errorf("policies[%d].resources: %w", i, err)
+		}
+		if account && !res.account {
+			return out, fmt.Errorf("policies[%d]: account permission groups need the account among the resources: {%q: \"*\"}", i, accountResource)
+		}
+		if zones && !res.allZones && len(res.zones) == 0 {
+			return out, fmt.Errorf("policies[%d]: zone permission groups need zones among the resources: {%q: \"*\"} or {%q: {%q: \"*\"}}", i, zoneResourcePrefix+"<zone_id>", accountResource, allZonesResource)
+		}
+		pol.Resources = res.raw
+		out.Zones = append(out.Zones, res.zones...)
 		out.Policies = append(out.Policies, pol)
 	}
 	if req.ExpiresOn != nil {
@@ -212,6 +217,79 @@ func parseTokenCreate(body []byte, now time.Time) (tokenRequest, error) {
 	return out, nil
 }
 
+// resources is a policy's resources map, understood.
+type resources struct {
+	raw      map[string]any // as stored and echoed back
+	account  bool           // the account itself
+	allZones bool           // every zone of the account
+	zones    []string       // these zones
+}
+
+// parseResources reads a policy's resources the way Cloudflare writes them
+// for an account-owned token: the account ({"com.cloudflare.api.account.ID":
+// "*"}), single zones ({"com.cloudflare.api.account.zone.ZONE": "*"}), or the
+// account's zones nested under it ({"com.cloudflare.api.account.ID":
+// {"com.cloudflare.api.account.zone.*": "*"}}, or named zones there).
+func parseResources(in map[string]json.RawMessage) (resources, error) {
+	out := resources{raw: map[string]any{}}
+	if len(in) == 0 {
+		return out, fmt.Errorf("required; {%q: \"*\"} for the account or {%q: \"*\"} for a zone", accountResource, zoneResourcePrefix+"<zone_id>")
+	}
+	for k, raw := range in {
+		var star string
+		if err := json.Unmarshal(raw, &star); err == nil {
+			if star != "*" {
+				return out, fmt.Errorf("%q: got %q; want \"*\"", k, star)
+			}
+			switch {
+			case k == accountResource:
+				out.account = true
+			case strings.HasPrefix(k, zoneResourcePrefix) && isHex32(strings.TrimPrefix(k, zoneResourcePrefix)):
+				out.zones = append(out.zones, strings.TrimPrefix(k, zoneResourcePrefix))
+			default:
+				return out, fmt.Errorf("%q is not allowed; an account-owned token may name %q or %q", k, accountResource, zoneResourcePrefix+"<zone_id>")
+			}
+			out.raw[k] = "*"
+			continue
+		}
+		var nested map[string]string
+		if err := json.Unmarshal(raw, &nested); err != nil || k != accountResource || len(nested) == 0 {
+			return out, fmt.Errorf("%q: want \"*\", or under %q a map of zones to \"*\"", k, accountResource)
+		}
+		inner := map[string]any{}
+		for zk, zv := range nested {
+			if zv != "*" {
+				return out, fmt.Errorf("%q[%q]: got %q; want \"*\"", k, zk, zv)
+			}
+			switch {
+			case zk == allZonesResource:
+				out.allZones = true
+			case strings.HasPrefix(zk, zoneResourcePrefix) && isHex32(strings.TrimPrefix(zk, zoneResourcePrefix)):
+				out.zones = append(out.zones, strings.TrimPrefix(zk, zoneResourcePrefix))
+			default:
+				return out, fmt.Errorf("%q[%q]: want %q or %q", k, zk, allZonesResource, zoneResourcePrefix+"<zone_id>")
+			}
+			inner[zk] = "*"
+		}
+		out.raw[k] = inner
+	}
+	return out, nil
+}
+
+// isHex32 reports whether s is 32 lowercase hex digits, the shape of
+// account and zone ids.
+func isHex32(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // parseCIDR accepts a CIDR range or a bare address (as a single-host range).
 func parseCIDR(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
@@ -230,6 +308,11 @@ type scriptMetadata struct {
 	BodyPart           string   `json:"body_part"`
 	CompatibilityDate  string   `json:"compatibility_date"`
 	CompatibilityFlags []string `json:"compatibility_flags"`
+	// Annotations label a version upload (workers/tag, workers/message).
+	Annotations struct {
+		Tag     string `json:"workers/tag"`
+		Message string `json:"workers/message"`
+	} `json:"annotations"`
 }
 
 // module is one uploaded file.

@@ -55,17 +55,17 @@ func validDomain(name string) bool {
 	return true
 }
 
-// priceLocked returns the price of an extension, SetPrice overrides first.
-func (s *Sandbox) priceLocked(ext string) (priceRow, bool) {
-	if p, ok := s.st.Prices[ext]; ok {
+// price returns the price of an extension, SetPrice overrides first.
+func (st *state) price(ext string) (priceRow, bool) {
+	if p, ok := st.Prices[ext]; ok {
 		return p, true
 	}
 	p, ok := defaultPrices[ext]
 	return p, ok
 }
 
-// classifyLocked decides what domain-check says about name. Callers hold s.mu.
-func (s *Sandbox) classifyLocked(raw string) checkResult {
+// classify decides what domain-check says about name.
+func (st *state) classify(raw string) checkResult {
 	name := strings.TrimSuffix(strings.ToLower(raw), ".")
 	res := checkResult{Name: raw}
 	if !validDomain(name) {
@@ -77,7 +77,7 @@ func (s *Sandbox) classifyLocked(raw string) checkResult {
 	// co.uk-style extensions the sandbox prices win over the suffix list's
 	// view, so SetPrice can add any extension.
 	if i := strings.IndexByte(name, '.'); i > 0 {
-		if _, ok := s.priceLocked(name[i+1:]); ok {
+		if _, ok := st.price(name[i+1:]); ok {
 			ext = name[i+1:]
 		}
 	}
@@ -87,7 +87,7 @@ func (s *Sandbox) classifyLocked(raw string) checkResult {
 		return res
 	}
 	res.ext = ext
-	price, supported := s.priceLocked(ext)
+	price, supported := st.price(ext)
 	switch {
 	case notViaAPI[ext]:
 		res.Reason = reasonNotViaAPI
@@ -97,7 +97,7 @@ func (s *Sandbox) classifyLocked(raw string) checkResult {
 		res.Reason = reasonNotSupport
 	case premiumNames[name]:
 		res.Reason, res.Tier = reasonPremium, "premium"
-	case takenNames[name] || s.st.Registrations[name] != nil:
+	case takenNames[name] || st.Registrations[name] != nil:
 		res.Reason = reasonTaken
 	default:
 		res.Registrable, res.Tier = true, "standard"
@@ -120,7 +120,7 @@ func (s *Sandbox) handleDomainCheck(w http.ResponseWriter, r *http.Request, _ *t
 	out := make([]checkResult, 0, len(names))
 	for _, n := range names {
 		// Cloudflare omits malformed names from the answer.
-		if res := s.classifyLocked(n); !res.malformed {
+		if res := s.st.classify(n); !res.malformed {
 			out = append(out, res)
 		}
 	}
@@ -164,49 +164,46 @@ func (s *Sandbox) handleRegister(w http.ResponseWriter, r *http.Request, _ *toke
 		writeBadBody(w, codeRegistrarInvalid, err)
 		return
 	}
+	now := s.clock().UTC().Truncate(time.Second)
+	kind := workflowKind(strings.ToLower(req.Domain), strings.Contains(strings.ToLower(r.Header.Get("Prefer")), "respond-async"))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	res := s.classifyLocked(req.Domain)
-	switch {
-	case res.malformed:
-		writeError(w, http.StatusBadRequest, codeRegistrarInvalid, fmt.Sprintf("domain_name: %q is not a registrable domain name such as example.com", req.Domain))
-		return
-	case res.Reason == reasonTaken:
-		writeError(w, http.StatusConflict, codeDomainTaken, fmt.Sprintf("%s: %s is already registered or reserved", reasonTaken, res.Name))
-		return
-	case !res.Registrable:
-		writeError(w, http.StatusBadRequest, codeNotRegistrable, fmt.Sprintf("%s: %s cannot be registered through this API", res.Reason, res.Name))
-		return
-	case len(s.st.Registrations) >= maxDomainsPerAccount:
-		writeError(w, http.StatusBadRequest, codeRegistrarLimit, fmt.Sprintf("the account already owns %d domains, the maximum", maxDomainsPerAccount))
-		return
-	}
-	regC, _ := parseCents(res.Pricing.RegistrationCost)
-	renC, _ := parseCents(res.Pricing.RenewalCost)
-	charge := formatCents(regC + int64(req.Years-1)*renC)
-
-	now := s.clock().UTC().Truncate(time.Second)
-	kind := workflowKind(res.Name, strings.Contains(strings.ToLower(r.Header.Get("Prefer")), "respond-async"))
-	reg := &regRec{Domain: res.Name, Status: "registration_pending", AutoRenew: req.AutoRenew, Years: req.Years, CreatedAt: now}
-	wf := &workflowRec{Domain: res.Name, Kind: kind, CreatedAt: now, UpdatedAt: now, Charge: charge}
-	s.st.Registrations[res.Name] = reg
-	s.st.Workflows[res.Name] = wf
-	switch kind {
-	case kindSync:
-		s.succeedLocked(wf, now)
-	case kindAsync:
-		wf.State = "pending"
-	case kindBlocked:
-		wf.State = "blocked"
-	case kindAction:
-		wf.State = "action_required"
-	default:
-		wf.State = "in_progress"
-	}
-	if err := s.saveLocked(); err != nil {
-		delete(s.st.Registrations, res.Name)
-		delete(s.st.Workflows, res.Name)
-		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
+	var wf *workflowRec
+	err = s.commitLocked(func(st *state) error {
+		res := st.classify(req.Domain)
+		switch {
+		case res.malformed:
+			return failf(http.StatusBadRequest, codeRegistrarInvalid, "domain_name: %q is not a registrable domain name such as example.com", req.Domain)
+		case res.Reason == reasonTaken:
+			return failf(http.StatusConflict, codeDomainTaken, "%s: %s is already registered or reserved", reasonTaken, res.Name)
+		case !res.Registrable:
+			return failf(http.StatusBadRequest, codeNotRegistrable, "%s: %s cannot be registered through this API", res.Reason, res.Name)
+		case len(st.Registrations) >= maxDomainsPerAccount:
+			return failf(http.StatusBadRequest, codeRegistrarLimit, "the account already owns %d domains, the maximum", maxDomainsPerAccount)
+		}
+		regC, _ := parseCents(res.Pricing.RegistrationCost)
+		renC, _ := parseCents(res.Pricing.RenewalCost)
+		charge := formatCents(regC + int64(req.Years-1)*renC)
+		reg := &regRec{Domain: res.Name, Status: "registration_pending", AutoRenew: req.AutoRenew, Years: req.Years, CreatedAt: now}
+		wf = &workflowRec{Domain: res.Name, Kind: kind, CreatedAt: now, UpdatedAt: now, Charge: charge}
+		st.Registrations[res.Name] = reg
+		st.Workflows[res.Name] = wf
+		switch kind {
+		case kindSync:
+			st.succeed(wf, now)
+		case kindAsync:
+			wf.State = "pending"
+		case kindBlocked:
+			wf.State = "blocked"
+		case kindAction:
+			wf.State = "action_required"
+		default:
+			wf.State = "in_progress"
+		}
+		return nil
+	})
+	if err != nil {
+		s.writeErr(w, err)
 		return
 	}
 	status := http.StatusAccepted
@@ -216,18 +213,20 @@ func (s *Sandbox) handleRegister(w http.ResponseWriter, r *http.Request, _ *toke
 	writeResult(w, status, s.workflowJSONLocked(r, wf))
 }
 
-// succeedLocked completes a registration: active, expiring after its years,
-// charged the price quoted when it was created.
-func (s *Sandbox) succeedLocked(wf *workflowRec, now time.Time) {
+// succeed completes a registration: active, expiring after its years,
+// charged the price quoted when it was created, and on a zone of the
+// account (Cloudflare Registrar only registers domains it also serves).
+func (st *state) succeed(wf *workflowRec, now time.Time) {
 	wf.State, wf.UpdatedAt = "succeeded", now
-	if reg := s.st.Registrations[wf.Domain]; reg != nil {
+	if reg := st.Registrations[wf.Domain]; reg != nil {
 		exp := reg.CreatedAt.AddDate(reg.Years, 0, 0)
 		reg.Status, reg.ExpiresAt, reg.Charged = "active", &exp, wf.Charge
+		st.addZone(wf.Domain, now)
 	}
 }
 
-// advanceLocked moves a workflow one poll further along its script.
-func (s *Sandbox) advanceLocked(wf *workflowRec, now time.Time) {
+// advance moves a workflow one poll further along its script.
+func (st *state) advance(wf *workflowRec, now time.Time) {
 	if wf.State == "succeeded" || wf.State == "failed" || wf.State == "action_required" {
 		return
 	}
@@ -235,12 +234,12 @@ func (s *Sandbox) advanceLocked(wf *workflowRec, now time.Time) {
 	switch {
 	case wf.Kind == kindAsync && wf.Polls >= 1,
 		(wf.Kind == kindSlow || wf.Kind == kindBlocked) && wf.Polls >= 2:
-		s.succeedLocked(wf, now)
+		st.succeed(wf, now)
 	case wf.Kind == kindFail && wf.Polls >= 2:
 		wf.State, wf.UpdatedAt = "failed", now
 		wf.ErrCode, wf.ErrMsg = "registry_rejected", "The registry rejected the registration request."
 		// A failed registration leaves the name free again.
-		delete(s.st.Registrations, wf.Domain)
+		delete(st.Registrations, wf.Domain)
 	default:
 		wf.UpdatedAt = now
 	}
@@ -248,16 +247,20 @@ func (s *Sandbox) advanceLocked(wf *workflowRec, now time.Time) {
 
 func (s *Sandbox) handleRegistrationStatus(w http.ResponseWriter, r *http.Request, _ *tokenRec) {
 	domain := strings.ToLower(r.PathValue("domain"))
+	now := s.clock().UTC().Truncate(time.Second)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	wf := s.st.Workflows[domain]
-	if wf == nil {
-		writeError(w, http.StatusNotFound, codeRegistrationGone, fmt.Sprintf("no registration workflow for %s", domain))
-		return
-	}
-	s.advanceLocked(wf, s.clock().UTC().Truncate(time.Second))
-	if err := s.saveLocked(); err != nil {
-		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
+	var wf *workflowRec
+	err := s.commitLocked(func(st *state) error {
+		wf = st.Workflows[domain]
+		if wf == nil {
+			return failf(http.StatusNotFound, codeRegistrationGone, "no registration workflow for %s", domain)
+		}
+		st.advance(wf, now)
+		return nil
+	})
+	if err != nil {
+		s.writeErr(w, err)
 		return
 	}
 	writeResult(w, http.StatusOK, s.workflowJSONLocked(r, wf))

@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -30,9 +32,14 @@ const APIPrefix = "/client/v4/"
 // Options configure a Sandbox.
 type Options struct {
 	// StateFile is where state persists: "" keeps it in memory only;
-	// otherwise the JSON snapshot there is loaded by New and rewritten
-	// atomically after every change.
+	// otherwise the JSON snapshot there is loaded by New (or created) and
+	// rewritten atomically after every change, shared with every other
+	// sandbox using the same file (see doc.go, State).
 	StateFile string
+	// FlushInterval is how long token mints and deletes, which need not
+	// survive a crash, may wait before they are written together. Default
+	// DefaultFlushInterval. Every other change is written before its answer.
+	FlushInterval time.Duration
 	// Clock is the sandbox's notion of now, used for token expiry, not-before
 	// and timestamps. Default time.Now.
 	Clock func() time.Time
@@ -99,7 +106,9 @@ type RegistrationRecord struct {
 	WorkflowState string
 }
 
-// ScriptRecord is an uploaded Worker script.
+// ScriptRecord is an uploaded Worker script. Etag, MainModule,
+// ModuleSHA256, Size and CompatibilityDate describe its current version:
+// the one serving the largest share of its traffic.
 type ScriptRecord struct {
 	Name              string
 	Etag              string
@@ -110,6 +119,15 @@ type ScriptRecord struct {
 	WorkersDev        bool
 	CreatedOn         time.Time
 	ModifiedOn        time.Time
+	VersionID         string         // the current version
+	Versions          int            // versions kept
+	Traffic           []TrafficShare // the deployment in force
+}
+
+// TrafficShare is one version's share of a Worker's traffic.
+type TrafficShare struct {
+	VersionID  string
+	Percentage float64
 }
 
 // TokenRecord is an account token that has not been deleted.
@@ -129,7 +147,9 @@ type TokenRecord struct {
 const maxRequestLog = 50_000
 
 // Sandbox emulates the Cloudflare API endpoints tollgate uses. It implements
-// http.Handler and serves under APIPrefix. It is safe for concurrent use.
+// http.Handler and serves under APIPrefix. It is safe for concurrent use, and
+// any number of Sandboxes (in one process or several) may share one state
+// file (see store.go).
 type Sandbox struct {
 	mu       sync.Mutex
 	st       *state
@@ -147,6 +167,16 @@ type Sandbox struct {
 	// hanging counts requests held by the Hang fault right now.
 	hanging atomic.Int64
 
+	// The shared state file: its lock file (held open), the stamp of the
+	// version st was last synced with, the lazy changes not yet written and
+	// the timer that writes them.
+	lockF      *os.File
+	stamp      fileStamp
+	pending    []lazyOp
+	flushTimer *time.Timer
+	flushEvery time.Duration
+	writes     atomic.Int64
+
 	mux       *http.ServeMux
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -154,20 +184,27 @@ type Sandbox struct {
 
 var _ http.Handler = (*Sandbox)(nil)
 
-// New returns a sandbox, loading Options.StateFile if it exists.
+// New returns a sandbox on Options.StateFile: it loads the state if the
+// file exists and creates it (with a new parent token) if not, under the
+// file's lock, so sandboxes starting together on one file agree on one
+// account and one parent token.
 func New(opts Options) (*Sandbox, error) {
 	if err := checkFaults(opts.Faults); err != nil {
 		return nil, err
 	}
+	if opts.FlushInterval < 0 {
+		return nil, fmt.Errorf("sandbox: FlushInterval %v is negative", opts.FlushInterval)
+	}
 	s := &Sandbox{
-		stateFn: opts.StateFile,
-		clock:   opts.Clock,
-		faults:  opts.Faults,
-		seed:    uint64(opts.Seed),
-		rng:     mrand.New(mrand.NewPCG(uint64(opts.Seed), 0x70119a7e)),
-		log:     opts.Logger,
-		admin:   opts.Admin,
-		closed:  make(chan struct{}),
+		stateFn:    opts.StateFile,
+		clock:      opts.Clock,
+		faults:     opts.Faults,
+		seed:       uint64(opts.Seed),
+		rng:        mrand.New(mrand.NewPCG(uint64(opts.Seed), 0x70119a7e)),
+		log:        opts.Logger,
+		admin:      opts.Admin,
+		flushEvery: opts.FlushInterval,
+		closed:     make(chan struct{}),
 	}
 	if s.clock == nil {
 		s.clock = time.Now
@@ -175,38 +212,58 @@ func New(opts Options) (*Sandbox, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	var st *state
-	if opts.StateFile != "" {
-		loaded, ok, err := loadState(opts.StateFile)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			st = loaded
-		}
+	if s.flushEvery == 0 {
+		s.flushEvery = DefaultFlushInterval
 	}
-	fresh := st == nil
-	if fresh {
-		st = newState()
-		if err := s.bootstrap(st); err != nil {
-			return nil, err
-		}
-	}
-	s.st = st
-	s.byHash = map[string]string{}
-	for id, t := range st.Tokens {
-		s.byHash[t.ValueSHA256] = id
-	}
-	// The parent token's hash is derived, not trusted from the file.
-	s.byHash[hashToken(st.ParentToken)] = st.ParentTokenID
-	st.Tokens[st.ParentTokenID].ValueSHA256 = hashToken(st.ParentToken)
-	if fresh && s.stateFn != "" {
-		if err := saveState(s.stateFn, s.st); err != nil {
-			return nil, err
-		}
+	if err := s.open(); err != nil {
+		return nil, err
 	}
 	s.routes()
 	return s, nil
+}
+
+// open loads or creates the state.
+func (s *Sandbox) open() error {
+	if s.stateFn == "" {
+		s.st = newState()
+		if err := s.bootstrap(s.st); err != nil {
+			return err
+		}
+		s.reindexLocked()
+		return nil
+	}
+	lf, err := os.OpenFile(s.stateFn+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open sandbox state lock: %w", err)
+	}
+	s.lockF = lf
+	unlock, err := s.lockFile()
+	if err != nil {
+		_ = lf.Close()
+		return err
+	}
+	defer unlock()
+	if _, err := os.Stat(s.stateFn); err == nil {
+		if err := s.reloadLocked(); err != nil {
+			_ = lf.Close()
+			return err
+		}
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		_ = lf.Close()
+		return fmt.Errorf("read sandbox state: %w", err)
+	}
+	s.st = newState()
+	if err := s.bootstrap(s.st); err != nil {
+		_ = lf.Close()
+		return err
+	}
+	s.reindexLocked()
+	if err := s.writeLocked(); err != nil {
+		_ = lf.Close()
+		return err
+	}
+	return nil
 }
 
 // bootstrap creates the parent token: account-owned, no expiry, holding only
@@ -232,7 +289,7 @@ func (s *Sandbox) bootstrap(st *state) error {
 				{ID: permissionGroupID(pgTokensRead), Name: pgTokensRead},
 				{ID: permissionGroupID(pgTokensWrite), Name: pgTokensWrite},
 			},
-			Resources: map[string]string{accountResource: "*"},
+			Resources: map[string]any{accountResource: "*"},
 		}},
 		ValueSHA256: hashToken(val),
 	}
@@ -244,10 +301,22 @@ func (s *Sandbox) AccountID() string { return accountID }
 
 // ParentToken is the bootstrap token: it may only list permission groups and
 // create, list and delete account tokens, like tollgate's real parent token.
+// It reads the shared state, so a value rolled through another sandbox on
+// the same state file is seen here at once.
 func (s *Sandbox) ParentToken() string {
-	s.mu.Lock()
+	s.viewLocked()
 	defer s.mu.Unlock()
 	return s.st.ParentToken
+}
+
+// viewLocked takes s.mu and brings the state up to date with the file for
+// an accessor; a file that cannot be read leaves the last state read (and
+// is logged). Callers unlock s.mu.
+func (s *Sandbox) viewLocked() {
+	s.mu.Lock()
+	if err := s.syncLocked(); err != nil {
+		s.log.Warn("sandbox: re-reading the shared state failed; answering from the last state read", "err", err)
+	}
 }
 
 // SetFaults replaces the fault configuration. It panics on rates outside
@@ -313,8 +382,10 @@ func (s *Sandbox) SetPrice(tld, registration, renewal string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.st.Prices[tld] = priceRow{Registration: registration, Renewal: renewal}
-	return s.saveLocked()
+	return s.commitLocked(func(st *state) error {
+		st.Prices[tld] = priceRow{Registration: registration, Renewal: renewal}
+		return nil
+	})
 }
 
 // OnRequest installs a hook called with every request before it is handled
@@ -334,7 +405,7 @@ func (s *Sandbox) Requests() []RequestLog {
 
 // Registrations returns the account's registrations, sorted by domain.
 func (s *Sandbox) Registrations() []RegistrationRecord {
-	s.mu.Lock()
+	s.viewLocked()
 	defer s.mu.Unlock()
 	out := make([]RegistrationRecord, 0, len(s.st.Registrations))
 	for _, r := range s.st.Registrations {
@@ -356,7 +427,7 @@ func (s *Sandbox) Registrations() []RegistrationRecord {
 
 // Scripts returns the uploaded Workers, sorted by name.
 func (s *Sandbox) Scripts() []ScriptRecord {
-	s.mu.Lock()
+	s.viewLocked()
 	defer s.mu.Unlock()
 	out := make([]ScriptRecord, 0, len(s.st.Scripts))
 	for _, sc := range s.st.Scripts {
@@ -367,15 +438,22 @@ func (s *Sandbox) Scripts() []ScriptRecord {
 }
 
 func (sc *scriptRec) record() ScriptRecord {
+	v := sc.current()
 	rec := ScriptRecord{
-		Name: sc.Name, Etag: sc.Etag, MainModule: sc.MainModule, CompatibilityDate: sc.CompatibilityDate,
+		Name: sc.Name, Etag: v.Etag, MainModule: v.MainModule, CompatibilityDate: v.CompatibilityDate,
 		WorkersDev: sc.WorkersDev, CreatedOn: sc.CreatedOn, ModifiedOn: sc.ModifiedOn,
+		VersionID: v.ID, Versions: len(sc.Versions),
 	}
-	for _, m := range sc.Modules {
+	for _, m := range v.Modules {
 		rec.Size += len(m.Content)
-		if m.Name == sc.MainModule {
+		if m.Name == v.MainModule {
 			sum := sha256.Sum256(m.Content)
 			rec.ModuleSHA256 = hex.EncodeToString(sum[:])
+		}
+	}
+	if d := sc.deployment(); d != nil {
+		for _, sh := range d.Versions {
+			rec.Traffic = append(rec.Traffic, TrafficShare{VersionID: sh.VersionID, Percentage: sh.Percentage})
 		}
 	}
 	return rec
@@ -384,7 +462,7 @@ func (sc *scriptRec) record() ScriptRecord {
 // LiveTokens returns every token not yet deleted, expired ones included,
 // sorted by issue time. The parent token is among them.
 func (s *Sandbox) LiveTokens() []TokenRecord {
-	s.mu.Lock()
+	s.viewLocked()
 	defer s.mu.Unlock()
 	now := s.clock()
 	out := make([]TokenRecord, 0, len(s.st.Tokens))
@@ -429,19 +507,14 @@ func (s *Sandbox) LiveTokens() []TokenRecord {
 	return out
 }
 
-// Close releases requests held by the Hang fault (they answer 503). The
-// handler keeps serving afterwards; Close only ends the hangs.
+// Close releases requests held by the Hang fault (they answer 503) and
+// writes the token changes waiting in memory. The handler keeps serving
+// afterwards; Close only ends the hangs.
 func (s *Sandbox) Close() {
 	s.closeOnce.Do(func() { close(s.closed) })
-}
-
-// saveLocked persists the state if a state file is configured. Callers hold
-// s.mu.
-func (s *Sandbox) saveLocked() error {
-	if s.stateFn == "" {
-		return nil
+	if err := s.Flush(); err != nil {
+		s.log.Warn("sandbox: writing token changes on close failed", "err", err)
 	}
-	return saveState(s.stateFn, s.st)
 }
 
 // ctxKey keys the per-request info the handlers fill in for the log.
@@ -647,6 +720,12 @@ func (s *Sandbox) authenticate(w http.ResponseWriter, r *http.Request, need []st
 		writeError(w, http.StatusUnauthorized, codeAuthError, msgAuthError)
 	}
 	s.mu.Lock()
+	if err := s.syncLocked(); err != nil {
+		s.mu.Unlock()
+		s.log.Error("sandbox: re-reading the shared state failed", "err", err)
+		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
+		return nil, false
+	}
 	now := s.clock()
 	id, known := s.byHash[hashToken(val)]
 	var tok *tokenRec
@@ -669,23 +748,35 @@ func (s *Sandbox) authenticate(w http.ResponseWriter, r *http.Request, need []st
 		writeError(w, http.StatusForbidden, codeUnauthorized, "Cannot use the access token from location: "+remoteHost(r))
 		return nil, false
 	}
-	if r.PathValue("account_id") != accountID {
+	// Zone endpoints (/zones/...) name no account; their handlers check the
+	// zone itself.
+	if acct := r.PathValue("account_id"); acct != accountID && strings.HasPrefix(r.URL.Path, APIPrefix+"accounts/") {
 		writeError(w, http.StatusForbidden, codeUnauthorized, msgUnauthorized)
 		return nil, false
 	}
-	if need != nil && !tok.allows(need) {
+	if need != nil && !tok.allowsAccount(need) {
 		writeError(w, http.StatusForbidden, codeAuthError, msgAuthError)
 		return nil, false
 	}
 	return tok, true
 }
 
-// allows reports whether an allow policy on the account grants one of need
-// and no deny policy on the account takes it away.
-func (t *tokenRec) allows(need []string) bool {
+// allowsAccount reports whether an allow policy on the account grants one of
+// need and no deny policy on the account takes it away.
+func (t *tokenRec) allowsAccount(need []string) bool {
+	return t.allows(need, func(p policyRec) bool { return p.Resources[accountResource] == "*" })
+}
+
+// allowsZone is allowsAccount for a zone: the policy names the zone, or
+// (nested under the account) all of the account's zones.
+func (t *tokenRec) allowsZone(zone string, need []string) bool {
+	return t.allows(need, func(p policyRec) bool { return p.coversZone(zone) })
+}
+
+func (t *tokenRec) allows(need []string, covers func(policyRec) bool) bool {
 	granted, denied := map[string]bool{}, map[string]bool{}
 	for _, p := range t.Policies {
-		if p.Resources[accountResource] != "*" {
+		if !covers(p) {
 			continue
 		}
 		for _, g := range p.PermissionGroups {
@@ -702,6 +793,15 @@ func (t *tokenRec) allows(need []string) bool {
 		}
 	}
 	return false
+}
+
+// coversZone reports whether the policy's resources include the zone.
+func (p policyRec) coversZone(zone string) bool {
+	if p.Resources[zoneResourcePrefix+zone] == "*" {
+		return true
+	}
+	nested, _ := p.Resources[accountResource].(map[string]any)
+	return nested[allZonesResource] == "*" || nested[zoneResourcePrefix+zone] == "*"
 }
 
 func remoteHost(r *http.Request) string {

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"net/http"
@@ -19,34 +20,62 @@ var (
 	needTokensWrite    = []string{pgTokensWrite}
 )
 
-// routes registers every endpoint the sandbox emulates.
+// route is one endpoint the sandbox emulates: method, path pattern (under
+// APIPrefix) and the account permission groups it needs (nil: any valid
+// token; zone permissions are checked by the handler, on the zone).
+type route struct {
+	method, path string
+	need         []string
+	handler      func(*Sandbox, http.ResponseWriter, *http.Request, *tokenRec)
+}
+
+// routeTable lists every endpoint the sandbox emulates (doc.go has the
+// same table for readers).
+var routeTable = []route{
+	{"POST", "accounts/{account_id}/registrar/domain-check", needRegistrarRead, (*Sandbox).handleDomainCheck},
+	{"POST", "accounts/{account_id}/registrar/registrations", needRegistrarAdmin, (*Sandbox).handleRegister},
+	{"GET", "accounts/{account_id}/registrar/registrations", needRegistrarRead, (*Sandbox).handleListRegistrations},
+	{"GET", "accounts/{account_id}/registrar/registrations/{domain}", needRegistrarRead, (*Sandbox).handleGetRegistration},
+	{"GET", "accounts/{account_id}/registrar/registrations/{domain}/registration-status", needRegistrarRead, (*Sandbox).handleRegistrationStatus},
+
+	{"GET", "zones", nil, (*Sandbox).handleListZones},
+	{"GET", "zones/{zone_id}", nil, (*Sandbox).handleGetZone},
+
+	{"PUT", "accounts/{account_id}/workers/scripts/{script}", needWorkersWrite, (*Sandbox).handlePutScript},
+	{"GET", "accounts/{account_id}/workers/scripts", needWorkersRead, (*Sandbox).handleListScripts},
+	{"GET", "accounts/{account_id}/workers/scripts/{script}", needWorkersRead, (*Sandbox).handleGetScript},
+	{"DELETE", "accounts/{account_id}/workers/scripts/{script}", needWorkersWrite, (*Sandbox).handleDeleteScript},
+	{"GET", "accounts/{account_id}/workers/subdomain", needWorkersRead, (*Sandbox).handleAccountSubdomain},
+	{"POST", "accounts/{account_id}/workers/scripts/{script}/subdomain", needWorkersWrite, (*Sandbox).handleScriptSubdomain},
+	{"GET", "accounts/{account_id}/workers/scripts/{script}/subdomain", needWorkersRead, (*Sandbox).handleScriptSubdomain},
+	{"POST", "accounts/{account_id}/workers/scripts/{script}/versions", needWorkersWrite, (*Sandbox).handleUploadVersion},
+	{"GET", "accounts/{account_id}/workers/scripts/{script}/versions", needWorkersRead, (*Sandbox).handleListVersions},
+	{"GET", "accounts/{account_id}/workers/scripts/{script}/versions/{version_id}", needWorkersRead, (*Sandbox).handleGetVersion},
+	{"POST", "accounts/{account_id}/workers/scripts/{script}/deployments", needWorkersWrite, (*Sandbox).handleCreateDeployment},
+	{"GET", "accounts/{account_id}/workers/scripts/{script}/deployments", needWorkersRead, (*Sandbox).handleListDeployments},
+	{"GET", "accounts/{account_id}/workers/scripts/{script}/deployments/{deployment_id}", needWorkersRead, (*Sandbox).handleGetDeployment},
+	{"DELETE", "accounts/{account_id}/workers/scripts/{script}/deployments/{deployment_id}", needWorkersWrite, (*Sandbox).handleDeleteDeployment},
+	{"PUT", "accounts/{account_id}/workers/domains", needWorkersWrite, (*Sandbox).handleAttachDomain},
+	{"GET", "accounts/{account_id}/workers/domains", needWorkersRead, (*Sandbox).handleListDomains},
+	{"GET", "accounts/{account_id}/workers/domains/{domain_id}", needWorkersRead, (*Sandbox).handleGetDomain},
+	{"DELETE", "accounts/{account_id}/workers/domains/{domain_id}", needWorkersWrite, (*Sandbox).handleDetachDomain},
+
+	{"POST", "accounts/{account_id}/tokens", needTokensWrite, (*Sandbox).handleCreateToken},
+	{"GET", "accounts/{account_id}/tokens", needTokensRead, (*Sandbox).handleListTokens},
+	{"GET", "accounts/{account_id}/tokens/verify", nil, (*Sandbox).handleVerifyToken},
+	{"GET", "accounts/{account_id}/tokens/permission_groups", needTokensRead, (*Sandbox).handlePermissionGroups},
+	{"GET", "accounts/{account_id}/tokens/{token_id}", needTokensRead, (*Sandbox).handleGetToken},
+	{"DELETE", "accounts/{account_id}/tokens/{token_id}", needTokensWrite, (*Sandbox).handleDeleteToken},
+	{"PUT", "accounts/{account_id}/tokens/{token_id}/value", needTokensWrite, (*Sandbox).handleRollToken},
+}
+
+// routes registers every endpoint of routeTable.
 func (s *Sandbox) routes() {
 	mux := http.NewServeMux()
-	acct := APIPrefix + "accounts/{account_id}/"
-	handle := func(method, path string, need []string, h func(http.ResponseWriter, *http.Request, *tokenRec)) {
-		mux.Handle(method+" "+acct+path, s.endpoint(need, h))
+	for _, rt := range routeTable {
+		h := rt.handler
+		mux.Handle(rt.method+" "+APIPrefix+rt.path, s.endpoint(rt.need, func(w http.ResponseWriter, r *http.Request, t *tokenRec) { h(s, w, r, t) }))
 	}
-	handle("POST", "registrar/domain-check", needRegistrarRead, s.handleDomainCheck)
-	handle("POST", "registrar/registrations", needRegistrarAdmin, s.handleRegister)
-	handle("GET", "registrar/registrations", needRegistrarRead, s.handleListRegistrations)
-	handle("GET", "registrar/registrations/{domain}", needRegistrarRead, s.handleGetRegistration)
-	handle("GET", "registrar/registrations/{domain}/registration-status", needRegistrarRead, s.handleRegistrationStatus)
-
-	handle("PUT", "workers/scripts/{script}", needWorkersWrite, s.handlePutScript)
-	handle("GET", "workers/scripts", needWorkersRead, s.handleListScripts)
-	handle("GET", "workers/scripts/{script}", needWorkersRead, s.handleGetScript)
-	handle("DELETE", "workers/scripts/{script}", needWorkersWrite, s.handleDeleteScript)
-	handle("GET", "workers/subdomain", needWorkersRead, s.handleAccountSubdomain)
-	handle("POST", "workers/scripts/{script}/subdomain", needWorkersWrite, s.handleScriptSubdomain)
-	handle("GET", "workers/scripts/{script}/subdomain", needWorkersRead, s.handleScriptSubdomain)
-
-	handle("POST", "tokens", needTokensWrite, s.handleCreateToken)
-	handle("GET", "tokens", needTokensRead, s.handleListTokens)
-	handle("GET", "tokens/verify", nil, s.handleVerifyToken)
-	handle("GET", "tokens/permission_groups", needTokensRead, s.handlePermissionGroups)
-	handle("GET", "tokens/{token_id}", needTokensRead, s.handleGetToken)
-	handle("DELETE", "tokens/{token_id}", needTokensWrite, s.handleDeleteToken)
-
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNoRoute, "No route for that URI")
 	})
@@ -118,21 +147,25 @@ func (s *Sandbox) handleCreateToken(w http.ResponseWriter, r *http.Request, _ *t
 		return
 	}
 	issued := now.Truncate(time.Second)
-	t := &tokenRec{
+	t := tokenRec{
 		ID: id, Name: req.Name, Status: "active", IssuedOn: issued, ModifiedOn: issued,
 		NotBefore: req.NotBefore, ExpiresOn: req.ExpiresOn, Policies: req.Policies, Condition: req.Condition,
 		ValueSHA256: hashToken(val),
 	}
 	s.mu.Lock()
-	s.st.Tokens[id] = t
-	s.byHash[t.ValueSHA256] = id
-	if err := s.saveLocked(); err != nil {
-		delete(s.st.Tokens, id)
-		delete(s.byHash, t.ValueSHA256)
-		s.mu.Unlock()
-		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
-		return
+	for _, z := range req.Zones {
+		if s.st.Zones[z] == nil {
+			s.mu.Unlock()
+			writeError(w, http.StatusBadRequest, codeTokenRequest, fmt.Sprintf("policies: zone %s is not a zone of this account; list them at GET /zones", z))
+			return
+		}
 	}
+	// A per-operation token need not survive a crash (see store.go).
+	s.lazyLocked(func(st *state) {
+		cp := t
+		st.Tokens[id] = &cp
+	})
+	s.byHash[t.ValueSHA256] = id
 	res := t.json(now)
 	s.mu.Unlock()
 	res["value"] = val
@@ -219,15 +252,60 @@ func (s *Sandbox) handleDeleteToken(w http.ResponseWriter, r *http.Request, _ *t
 		writeError(w, http.StatusNotFound, codeTokenNotFound, fmt.Sprintf("token %q not found", id))
 		return
 	}
-	delete(s.st.Tokens, id)
+	if id == s.st.ParentTokenID {
+		// The sandbox's own bootstrap credential: deleting it would lock
+		// everyone out of the account for good.
+		writeError(w, http.StatusBadRequest, codeTokenRequest, "the parent token cannot delete itself; roll its value instead (PUT tokens/{id}/value)")
+		return
+	}
+	s.lazyLocked(func(st *state) { delete(st.Tokens, id) })
 	delete(s.byHash, t.ValueSHA256)
-	if err := s.saveLocked(); err != nil {
-		s.st.Tokens[id] = t
-		s.byHash[t.ValueSHA256] = id
+	writeResult(w, http.StatusOK, map[string]string{"id": id})
+}
+
+// handleRollToken gives a token a new value (PUT tokens/{id}/value): the
+// old value stops working at once. Durable before the answer: the caller
+// may hold no other copy of the new value.
+func (s *Sandbox) handleRollToken(w http.ResponseWriter, r *http.Request, _ *tokenRec) {
+	id := r.PathValue("token_id")
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		var obj map[string]any
+		if err := decodeJSON(body, &obj); err != nil || obj == nil {
+			writeBadBody(w, codeTokenRequest, fmt.Errorf("%w: send {} (the body is empty)", errMalformedJSON))
+			return
+		}
+	}
+	val, err := newTokenValue()
+	if err != nil {
 		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
 		return
 	}
-	writeResult(w, http.StatusOK, map[string]string{"id": id})
+	now := s.clock().UTC().Truncate(time.Second)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err = s.commitLocked(func(st *state) error {
+		t := st.Tokens[id]
+		if t == nil {
+			return failf(http.StatusNotFound, codeTokenNotFound, "token %q not found", id)
+		}
+		cp := *t
+		cp.ValueSHA256, cp.ModifiedOn = hashToken(val), now
+		st.Tokens[id] = &cp
+		if id == st.ParentTokenID {
+			st.ParentToken = val
+		}
+		return nil
+	})
+	if err != nil {
+		s.writeErr(w, err)
+		return
+	}
+	s.reindexLocked()
+	writeResult(w, http.StatusOK, val)
 }
 
 func (s *Sandbox) handleVerifyToken(w http.ResponseWriter, _ *http.Request, t *tokenRec) {

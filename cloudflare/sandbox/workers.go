@@ -15,10 +15,11 @@ import (
 // scriptNameRE is the shape of a Worker name Cloudflare accepts.
 var scriptNameRE = regexp.MustCompile(`^[a-z0-9_][a-z0-9_-]{0,62}$`)
 
-func (sc *scriptRec) handlers() []string {
+// handlers lists the event handlers the version's main module mentions.
+func (v *versionRec) handlers() []string {
 	out := []string{}
-	for _, m := range sc.Modules {
-		if m.Name != sc.MainModule {
+	for _, m := range v.Modules {
+		if m.Name != v.MainModule {
 			continue
 		}
 		for _, h := range []string{"fetch", "scheduled", "queue", "email"} {
@@ -30,27 +31,66 @@ func (sc *scriptRec) handlers() []string {
 	return out
 }
 
+// json is the script as the scripts list and upload answer it, described
+// by its current version.
 func (sc *scriptRec) json() map[string]any {
+	v := sc.current()
 	return map[string]any{
 		"id":                  sc.Name,
 		"tag":                 sc.Tag,
-		"etag":                sc.Etag,
+		"etag":                v.Etag,
 		"created_on":          sc.CreatedOn.Format(time.RFC3339Nano),
 		"modified_on":         sc.ModifiedOn.Format(time.RFC3339Nano),
-		"compatibility_date":  sc.CompatibilityDate,
+		"compatibility_date":  v.CompatibilityDate,
 		"compatibility_flags": []string{},
-		"handlers":            sc.handlers(),
+		"handlers":            v.handlers(),
 		"has_modules":         true,
 		"has_assets":          false,
 		"last_deployed_from":  "api",
 		"logpush":             false,
 		"usage_model":         "standard",
-		"entry_point":         sc.MainModule,
+		"entry_point":         v.MainModule,
 		"tail_consumers":      nil,
 		"tags":                nil,
 	}
 }
 
+// uploadVersion checks a multipart upload and makes it a version (not yet
+// in st): the etag is derived from the content, so the same upload keeps it.
+// A version upload (as opposed to a script upload) must be a module Worker.
+func uploadVersion(name string, r *http.Request, body []byte, now time.Time, triggeredBy string) (*versionRec, error) {
+	up, err := parseScriptUpload(r.Header.Get("Content-Type"), body, now)
+	if errors.Is(err, errTooLarge) {
+		return nil, failf(http.StatusBadRequest, codeScriptTooLarge, "%s", err.Error())
+	}
+	if err != nil {
+		return nil, failf(http.StatusBadRequest, codeScriptInvalid, "%s", err.Error())
+	}
+	main := up.Meta.MainModule
+	if main == "" {
+		if triggeredBy == triggeredByVersion {
+			return nil, failf(http.StatusBadRequest, codeScriptInvalid, "metadata.main_module: required; a version upload takes a module Worker")
+		}
+		main = up.Meta.BodyPart
+	}
+	parts := [][]byte{[]byte(name), []byte(main), []byte(up.Meta.CompatibilityDate)}
+	for _, m := range up.Modules {
+		parts = append(parts, []byte(m.Name), []byte(m.ContentType), m.Content)
+	}
+	id, err := newUUID()
+	if err != nil {
+		return nil, err
+	}
+	return &versionRec{
+		ID: id, Etag: deterministicHex(parts...) + deterministicHex(append(parts, []byte("etag"))...),
+		MainModule: main, CompatibilityDate: up.Meta.CompatibilityDate, Modules: up.Modules,
+		CreatedOn: now, Source: "api", TriggeredBy: triggeredBy,
+		Tag: up.Meta.Annotations.Tag, Message: up.Meta.Annotations.Message,
+	}, nil
+}
+
+// handlePutScript uploads a Worker the classic way: a new version, deployed
+// at once to 100 % of the traffic.
 func (s *Sandbox) handlePutScript(w http.ResponseWriter, r *http.Request, _ *tokenRec) {
 	name := r.PathValue("script")
 	if !scriptNameRE.MatchString(name) {
@@ -62,47 +102,34 @@ func (s *Sandbox) handlePutScript(w http.ResponseWriter, r *http.Request, _ *tok
 		return
 	}
 	now := s.clock().UTC()
-	up, err := parseScriptUpload(r.Header.Get("Content-Type"), body, now)
-	if errors.Is(err, errTooLarge) {
-		writeError(w, http.StatusBadRequest, codeScriptTooLarge, err.Error())
-		return
-	}
+	v, err := uploadVersion(name, r, body, now, triggeredByUpload)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, codeScriptInvalid, err.Error())
+		s.writeErr(w, err)
 		return
 	}
-	main := up.Meta.MainModule
-	if main == "" {
-		main = up.Meta.BodyPart
+	dep, err := newDeployment(now, triggeredByUpload, "", []shareRec{{VersionID: v.ID, Percentage: 100}})
+	if err != nil {
+		s.writeErr(w, err)
+		return
 	}
-	parts := [][]byte{[]byte(name), []byte(main), []byte(up.Meta.CompatibilityDate)}
-	for _, m := range up.Modules {
-		parts = append(parts, []byte(m.Name), []byte(m.ContentType), m.Content)
-	}
-	etag := deterministicHex(parts...) + deterministicHex(append(parts, []byte("etag"))...)
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sc := s.st.Scripts[name]
-	var prev *scriptRec
-	if sc == nil {
-		sc = &scriptRec{Name: name, Tag: deterministicHex([]byte("tag"), []byte(name)), CreatedOn: now}
-		s.st.Scripts[name] = sc
-	} else {
-		cp := *sc
-		prev = &cp
-	}
-	sc.Etag, sc.MainModule, sc.CompatibilityDate, sc.Modules, sc.ModifiedOn = etag, main, up.Meta.CompatibilityDate, up.Modules, now
-	if err := s.saveLocked(); err != nil {
-		if prev == nil {
-			delete(s.st.Scripts, name)
-		} else {
-			*sc = *prev
+	var res map[string]any
+	err = s.commitLocked(func(st *state) error {
+		sc := st.Scripts[name]
+		if sc == nil {
+			sc = &scriptRec{Name: name, Tag: deterministicHex([]byte("tag"), []byte(name)), CreatedOn: now}
 		}
-		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
+		sc.addVersion(v)
+		sc.addDeployment(dep)
+		st.Scripts[name] = sc
+		res = sc.json()
+		return nil
+	})
+	if err != nil {
+		s.writeErr(w, err)
 		return
 	}
-	res := sc.json()
 	res["startup_time_ms"] = 0
 	writeResult(w, http.StatusOK, res)
 }
@@ -122,17 +149,16 @@ func (s *Sandbox) handleListScripts(w http.ResponseWriter, _ *http.Request, _ *t
 	writeResult(w, http.StatusOK, out)
 }
 
-// handleGetScript answers with the raw modules as multipart/form-data, as
-// Cloudflare does for module Workers, naming the entry point in the
-// cf-entrypoint header.
+// handleGetScript answers with the current version's modules as
+// multipart/form-data, as Cloudflare does for module Workers, naming the
+// entry point in the cf-entrypoint header.
 func (s *Sandbox) handleGetScript(w http.ResponseWriter, r *http.Request, _ *tokenRec) {
 	name := r.PathValue("script")
 	s.mu.Lock()
 	sc := s.st.Scripts[name]
-	var mods []module
-	var main string
+	var v *versionRec
 	if sc != nil {
-		mods, main = append([]module(nil), sc.Modules...), sc.MainModule
+		v = sc.current()
 	}
 	s.mu.Unlock()
 	if sc == nil {
@@ -141,7 +167,7 @@ func (s *Sandbox) handleGetScript(w http.ResponseWriter, r *http.Request, _ *tok
 	}
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
-	for _, m := range mods {
+	for _, m := range v.Modules {
 		h := textproto.MIMEHeader{}
 		h.Set("Content-Disposition", fmt.Sprintf(`form-data; name=%q; filename=%q`, m.Name, m.Name))
 		h.Set("Content-Type", m.ContentType)
@@ -154,24 +180,31 @@ func (s *Sandbox) handleGetScript(w http.ResponseWriter, r *http.Request, _ *tok
 	}
 	_ = mw.Close()
 	w.Header().Set("Content-Type", mw.FormDataContentType())
-	w.Header().Set("cf-entrypoint", main)
+	w.Header().Set("cf-entrypoint", v.MainModule)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf.Bytes())
 }
 
+// handleDeleteScript deletes a Worker with its versions and deployments,
+// and detaches its custom domains.
 func (s *Sandbox) handleDeleteScript(w http.ResponseWriter, r *http.Request, _ *tokenRec) {
 	name := r.PathValue("script")
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sc := s.st.Scripts[name]
-	if sc == nil {
-		writeError(w, http.StatusNotFound, codeWorkerNotFound, msgWorkerNotFound)
-		return
-	}
-	delete(s.st.Scripts, name)
-	if err := s.saveLocked(); err != nil {
-		s.st.Scripts[name] = sc
-		writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
+	err := s.commitLocked(func(st *state) error {
+		if st.Scripts[name] == nil {
+			return failf(http.StatusNotFound, codeWorkerNotFound, msgWorkerNotFound)
+		}
+		delete(st.Scripts, name)
+		for id, d := range st.Domains {
+			if d.Service == name {
+				delete(st.Domains, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.writeErr(w, err)
 		return
 	}
 	writeResult(w, http.StatusOK, nil)
@@ -201,33 +234,39 @@ func parseSubdomainToggle(body []byte) (enabled, previews bool, err error) {
 
 func (s *Sandbox) handleScriptSubdomain(w http.ResponseWriter, r *http.Request, _ *tokenRec) {
 	name := r.PathValue("script")
-	var enabled, previews bool
-	if r.Method == http.MethodPost {
-		body, ok := readBody(w, r)
-		if !ok {
+	if r.Method != http.MethodPost {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		sc := s.st.Scripts[name]
+		if sc == nil {
+			writeError(w, http.StatusNotFound, codeWorkerNotFound, msgWorkerNotFound)
 			return
 		}
-		var err error
-		if enabled, previews, err = parseSubdomainToggle(body); err != nil {
-			writeBadBody(w, codeScriptInvalid, err)
-			return
-		}
+		writeResult(w, http.StatusOK, map[string]bool{"enabled": sc.WorkersDev, "previews_enabled": sc.PreviewsEnabled})
+		return
+	}
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	enabled, previews, err := parseSubdomainToggle(body)
+	if err != nil {
+		writeBadBody(w, codeScriptInvalid, err)
+		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sc := s.st.Scripts[name]
-	if sc == nil {
-		writeError(w, http.StatusNotFound, codeWorkerNotFound, msgWorkerNotFound)
+	err = s.commitLocked(func(st *state) error {
+		sc := st.Scripts[name]
+		if sc == nil {
+			return failf(http.StatusNotFound, codeWorkerNotFound, msgWorkerNotFound)
+		}
+		sc.WorkersDev, sc.PreviewsEnabled = enabled, previews
+		return nil
+	})
+	if err != nil {
+		s.writeErr(w, err)
 		return
 	}
-	if r.Method == http.MethodPost {
-		old := *sc
-		sc.WorkersDev, sc.PreviewsEnabled = enabled, previews
-		if err := s.saveLocked(); err != nil {
-			*sc = old
-			writeError(w, http.StatusInternalServerError, codeUnknownError, msgUnknownError)
-			return
-		}
-	}
-	writeResult(w, http.StatusOK, map[string]bool{"enabled": sc.WorkersDev, "previews_enabled": sc.PreviewsEnabled})
+	writeResult(w, http.StatusOK, map[string]bool{"enabled": enabled, "previews_enabled": previews})
 }
