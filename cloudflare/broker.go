@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,11 +30,16 @@ var labelRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 // unexported field with no getter; nothing outside this package can read it.
 type Broker struct {
 	cfg    Config // ParentToken cleared
-	parent string
+	source ParentSource
 	log    *slog.Logger
 
+	// parentMu guards parent: every request made with it holds the read
+	// lock, a rotation (or a re-read after a 401) the write lock.
+	parentMu sync.RWMutex
+	parent   string
+
 	groupsMu sync.Mutex
-	groups   map[string]string // permission group name -> id
+	groups   map[string]permissionGroup // by name
 
 	mu   sync.Mutex
 	live map[string]bool // minted token ids not yet deleted
@@ -45,8 +51,19 @@ func NewBroker(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("cloudflare config: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	b := &Broker{parent: cfg.ParentToken, log: cfg.Logger, live: map[string]bool{}}
-	cfg.ParentToken = ""
+	b := &Broker{source: cfg.ParentSource, log: cfg.Logger, live: map[string]bool{}}
+	if b.source == nil {
+		b.source = StaticParent(cfg.ParentToken, "Config.ParentToken")
+	}
+	parent, err := b.source.Read()
+	if err != nil {
+		return nil, fmt.Errorf("cloudflare config: %w", err)
+	}
+	if err := checkToken(parent); err != nil {
+		return nil, fmt.Errorf("cloudflare config: %s: %w", b.source, err)
+	}
+	b.parent = parent
+	cfg.ParentToken, cfg.ParentSource = "", nil
 	b.cfg = cfg
 	warmEncoders.Do(func() {
 		// cloudflare-go v6.10.0's JSON encoder builds the encoder for an
@@ -56,23 +73,24 @@ func NewBroker(cfg Config) (*Broker, error) {
 		// body up front fills that cache before any concurrency.
 		warm := &Broker{cfg: b.cfg}
 		warm.cfg.RequestIP = "127.0.0.1"
-		_, _ = warm.tokenParams("warm-up", []string{"0"}, time.Unix(0, 0)).MarshalJSON()
+		_, _ = warm.tokenParams("warm-up", []string{"0"}, []string{"0"}, grants{zones: []string{"0"}}, time.Unix(0, 0)).MarshalJSON()
+		_, _ = warm.tokenParams("warm-up", nil, []string{"0"}, grants{allZones: true}, time.Unix(0, 0)).MarshalJSON()
 	})
 	return b, nil
 }
 
 var warmEncoders sync.Once
 
-// tokens is a parent-token client, its requests attributed to the session
-// (p, label) it works for.
-func (b *Broker) tokens(p Purpose, label string) *accounts.TokenService {
-	return accounts.NewTokenService(b.clientOptions(b.parent, p, label, "", false)...)
+// tokens is a client for the parent token's value parent, its requests
+// attributed to the session (p, label) it works for.
+func (b *Broker) tokens(parent string, p Purpose, label string) *accounts.TokenService {
+	return accounts.NewTokenService(b.clientOptions(parent, p, label, "", false)...)
 }
 
 // revoker is the parent-token client for finding and deleting tokens, which
 // an Observer failure must not stop.
-func (b *Broker) revoker(p Purpose, label string) *accounts.TokenService {
-	return accounts.NewTokenService(b.clientOptions(b.parent, p, label, "", true)...)
+func (b *Broker) revoker(parent string, p Purpose, label string) *accounts.TokenService {
+	return accounts.NewTokenService(b.clientOptions(parent, p, label, "", true)...)
 }
 
 // Alive is the number of tokens this Broker minted and has not yet deleted.
@@ -84,71 +102,93 @@ func (b *Broker) Alive() int {
 
 // Ping verifies the parent token (for /healthz): it must be active.
 func (b *Broker) Ping(ctx context.Context) error {
-	var res *accounts.TokenVerifyResponse
-	err := b.read(ctx, func(ctx context.Context) error {
-		var p accounts.TokenVerifyParams
-		p.AccountID.Value, p.AccountID.Present = b.cfg.AccountID, true
-		var err error
-		res, err = b.tokens("", "ping").Verify(ctx, p)
+	err := b.withParent(ctx, func(parent string) error {
+		_, err := b.verifyWith(ctx, parent, "ping")
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("verify cloudflare parent token: %w", err)
 	}
-	if res.Status != accounts.TokenVerifyResponseStatusActive {
-		return fmt.Errorf("verify cloudflare parent token: status is %q, want active", res.Status)
-	}
 	return nil
 }
 
+// permissionGroup is an entry of the permission-groups catalogue.
+type permissionGroup struct {
+	id   string
+	zone bool // zone-scoped (else account-scoped)
+}
+
 // groupIDs resolves permission-group names to ids, from a cache filled from
-// the permission-groups endpoint (refreshed once when a name is missing).
-func (b *Broker) groupIDs(ctx context.Context, p Purpose, label string, names []string) ([]string, error) {
+// the permission-groups endpoint (refreshed once when a name is missing),
+// and checks each group is scoped where it will be granted: account groups
+// on the account, zone groups on zones.
+func (b *Broker) groupIDs(ctx context.Context, p Purpose, label string, perm Permissions) (account, zone []string, err error) {
 	b.groupsMu.Lock()
 	defer b.groupsMu.Unlock()
-	lookup := func() ([]string, []string) {
-		var ids, missing []string
-		for _, n := range names {
-			if id, ok := b.groups[n]; ok {
-				ids = append(ids, id)
-			} else {
-				missing = append(missing, n)
+	lookup := func() (account, zone, missing []string, errs []error) {
+		for _, list := range []struct {
+			names []string
+			zone  bool
+			ids   *[]string
+		}{{perm.Account, false, &account}, {perm.Zone, true, &zone}} {
+			for _, n := range list.names {
+				g, ok := b.groups[n]
+				switch {
+				case !ok:
+					missing = append(missing, n)
+				case g.zone != list.zone && list.zone:
+					errs = append(errs, fmt.Errorf("%q is an account permission group; grant it on the account (Permissions.Account)", n))
+				case g.zone != list.zone:
+					errs = append(errs, fmt.Errorf("%q is a zone permission group; grant it on zones (Permissions.Zone)", n))
+				default:
+					*list.ids = append(*list.ids, g.id)
+				}
 			}
 		}
-		return ids, missing
+		return account, zone, missing, errs
 	}
-	if ids, missing := lookup(); len(missing) == 0 {
-		return ids, nil
+	account, zone, missing, errs := lookup()
+	if len(missing) == 0 && len(errs) == 0 {
+		return account, zone, nil
 	}
-	var list []accounts.TokenPermissionGroupListResponse
-	err := b.read(ctx, func(ctx context.Context) error {
-		var q accounts.TokenPermissionGroupListParams
-		q.AccountID.Value, q.AccountID.Present = b.cfg.AccountID, true
-		page, err := b.tokens(p, label).PermissionGroups.List(ctx, q)
-		if err != nil {
-			return err
-		}
-		list = page.Result
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list permission groups: %w", err)
-	}
-	groups := map[string]string{}
-	for _, g := range list {
-		for _, s := range g.Scopes {
-			// Only account-scoped groups: the tokens name the account alone.
-			if s == accounts.TokenPermissionGroupListResponseScopeComCloudflareAPIAccount {
-				groups[g.Name] = g.ID
-			}
-		}
-	}
-	b.groups = groups
-	ids, missing := lookup()
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("list permission groups: the account has no account-scoped group named %s", strings.Join(quoteAll(missing), ", "))
+		var list []accounts.TokenPermissionGroupListResponse
+		err := b.withParent(ctx, func(parent string) error {
+			return b.read(ctx, func(ctx context.Context) error {
+				var q accounts.TokenPermissionGroupListParams
+				q.AccountID.Value, q.AccountID.Present = b.cfg.AccountID, true
+				page, err := b.tokens(parent, p, label).PermissionGroups.List(ctx, q)
+				if err != nil {
+					return err
+				}
+				list = page.Result
+				return nil
+			})
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("list permission groups: %w", err)
+		}
+		groups := map[string]permissionGroup{}
+		for _, g := range list {
+			for _, s := range g.Scopes {
+				switch s {
+				case accounts.TokenPermissionGroupListResponseScopeComCloudflareAPIAccount:
+					groups[g.Name] = permissionGroup{id: g.ID}
+				case accounts.TokenPermissionGroupListResponseScopeComCloudflareAPIAccountZone:
+					groups[g.Name] = permissionGroup{id: g.ID, zone: true}
+				}
+			}
+		}
+		b.groups = groups
+		account, zone, missing, errs = lookup()
 	}
-	return ids, nil
+	if len(missing) > 0 {
+		errs = append(errs, fmt.Errorf("the account has no permission group named %s", strings.Join(quoteAll(missing), ", ")))
+	}
+	if len(errs) > 0 {
+		return nil, nil, fmt.Errorf("permission groups: %w", errors.Join(errs...))
+	}
+	return account, zone, nil
 }
 
 func quoteAll(ss []string) []string {
@@ -167,11 +207,26 @@ func (b *Broker) Session(ctx context.Context, p Purpose, label string) (*Session
 	if !p.Valid() {
 		return nil, fmt.Errorf("cloudflare session: purpose %q is not one of %v", p, Purposes())
 	}
-	if !labelRE.MatchString(label) {
-		return nil, fmt.Errorf("cloudflare session: label %q: want 1 to 64 letters, digits, '.', '_' or '-'", label)
+	return b.Open(ctx, SessionSpec{Name: string(p), Label: label, Permissions: p.Permissions()})
+}
+
+// Open mints a token for spec, named "tollgate:<name>:<label>:<random>":
+// spec's account groups on the account, its zone groups on exactly the
+// named zones (or on all of the account's zones), nothing else, expiring
+// TokenTTL from now (and bound to RequestIP if configured). The Session's
+// calls all use that token and fail locally, before any request, when it
+// lacks what they need. Close it when the operation is done.
+func (b *Broker) Open(ctx context.Context, spec SessionSpec) (*Session, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
 	}
-	groupNames := p.PermissionGroups()
-	ids, err := b.groupIDs(ctx, p, label, groupNames)
+	p := Purpose(spec.Name)
+	label := spec.Label
+	g := grants{
+		account: slices.Clone(spec.Permissions.Account), zone: slices.Clone(spec.Permissions.Zone),
+		zones: slices.Clone(spec.Zones), allZones: spec.AllZones,
+	}
+	accountIDs, zoneIDs, err := b.groupIDs(ctx, p, label, spec.Permissions)
 	if err != nil {
 		return nil, fmt.Errorf("mint %s token: %w", p, err)
 	}
@@ -186,11 +241,13 @@ func (b *Broker) Session(ctx context.Context, p Purpose, label string) (*Session
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("mint %s token: %w", p, ctx.Err())
 	}
-	err = b.mutate(ctx, func(ctx context.Context) error {
-		params := b.tokenParams(name, ids, expires)
-		var err error
-		res, err = b.tokens(p, label).New(ctx, params)
-		return err
+	params := b.tokenParams(name, accountIDs, zoneIDs, g, expires)
+	err = b.withParent(ctx, func(parent string) error {
+		return b.mutate(ctx, func(ctx context.Context) error {
+			var err error
+			res, err = b.tokens(parent, p, label).New(ctx, params)
+			return err
+		})
 	})
 	if err == nil && (res.ID == "" || res.Value == "") {
 		err = errors.New("token create answered without an id or value")
@@ -206,33 +263,60 @@ func (b *Broker) Session(ctx context.Context, p Purpose, label string) (*Session
 	b.mu.Lock()
 	b.live[res.ID] = true
 	b.mu.Unlock()
+	groupNames := append(slices.Clone(g.account), g.zone...)
 	b.log.LogAttrs(ctx, slog.LevelDebug, "minted cloudflare token",
 		slog.String(logPurpose, string(p)), slog.String(logLabel, label), slog.String(logTokenID, res.ID),
-		slog.Time(logExpires, expires), slog.Any(logGroups, groupNames))
+		slog.Time(logExpires, expires), slog.Any(logGroups, groupNames), slog.Any(logZones, zonesForLog(g)))
 	return &Session{
-		Purpose: p, Label: label, TokenID: res.ID, ExpiresAt: expires, PermissionGroups: groupNames,
-		b: b, token: res.Value,
+		Purpose: p, Label: label, TokenID: res.ID, ExpiresAt: expires, PermissionGroups: groupNames, Zones: slices.Clone(g.zones),
+		b: b, token: res.Value, grants: g,
 	}, nil
 }
 
-// tokenParams is the create body: one allow policy, the groups, the account
-// as the only resource, the expiry and the optional IP condition.
-func (b *Broker) tokenParams(name string, groupIDs []string, expires time.Time) accounts.TokenNewParams {
+func zonesForLog(g grants) []string {
+	if g.allZones {
+		return []string{"*"}
+	}
+	return g.zones
+}
+
+// tokenParams is the create body: an allow policy for the account groups on
+// the account, one for the zone groups on the zones (or all of the
+// account's zones), the expiry and the optional IP condition.
+func (b *Broker) tokenParams(name string, accountIDs, zoneIDs []string, g grants, expires time.Time) accounts.TokenNewParams {
 	var params accounts.TokenNewParams
 	params.AccountID.Value, params.AccountID.Present = b.cfg.AccountID, true
 	params.Name.Value, params.Name.Present = name, true
-	var pol shared.TokenPolicyParam
-	pol.Effect.Value, pol.Effect.Present = shared.TokenPolicyEffectAllow, true
-	groups := make([]shared.TokenPolicyPermissionGroupParam, len(groupIDs))
-	for i, id := range groupIDs {
-		groups[i].ID.Value, groups[i].ID.Present = id, true
+	policy := func(ids []string, res shared.TokenPolicyResourcesUnionParam) shared.TokenPolicyParam {
+		var pol shared.TokenPolicyParam
+		pol.Effect.Value, pol.Effect.Present = shared.TokenPolicyEffectAllow, true
+		groups := make([]shared.TokenPolicyPermissionGroupParam, len(ids))
+		for i, id := range ids {
+			groups[i].ID.Value, groups[i].ID.Present = id, true
+		}
+		pol.PermissionGroups.Value, pol.PermissionGroups.Present = groups, true
+		pol.Resources.Value, pol.Resources.Present = res, true
+		return pol
 	}
-	pol.PermissionGroups.Value, pol.PermissionGroups.Present = groups, true
-	pol.Resources.Value = shared.TokenPolicyResourcesIAMResourcesTypeObjectStringParam{
-		"com.cloudflare.api.account." + b.cfg.AccountID: "*",
+	account := "com.cloudflare.api.account." + b.cfg.AccountID
+	var pols []shared.TokenPolicyParam
+	if len(accountIDs) > 0 {
+		pols = append(pols, policy(accountIDs, shared.TokenPolicyResourcesIAMResourcesTypeObjectStringParam{account: "*"}))
 	}
-	pol.Resources.Present = true
-	params.Policies.Value, params.Policies.Present = []shared.TokenPolicyParam{pol}, true
+	if len(zoneIDs) > 0 {
+		if g.allZones {
+			pols = append(pols, policy(zoneIDs, shared.TokenPolicyResourcesIAMResourcesTypeObjectNestedParam{
+				account: {"com.cloudflare.api.account.zone.*": "*"},
+			}))
+		} else {
+			res := shared.TokenPolicyResourcesIAMResourcesTypeObjectStringParam{}
+			for _, z := range g.zones {
+				res["com.cloudflare.api.account.zone."+z] = "*"
+			}
+			pols = append(pols, policy(zoneIDs, res))
+		}
+	}
+	params.Policies.Value, params.Policies.Present = pols, true
 	params.ExpiresOn.Value, params.ExpiresOn.Present = expires, true
 	if b.cfg.RequestIP != "" {
 		cidr, _ := requestCIDR(b.cfg.RequestIP) // validated by NewBroker
@@ -252,11 +336,13 @@ func (b *Broker) deleteToken(ctx context.Context, p Purpose, label, id string) e
 	wait := b.cfg.RetryBackoff
 	var err error
 	for n := 1; n <= b.cfg.DeleteAttempts; n++ {
-		cctx, ci := withCall(ctx)
-		var params accounts.TokenDeleteParams
-		params.AccountID.Value, params.AccountID.Present = b.cfg.AccountID, true
-		_, err = b.revoker(p, label).Delete(cctx, id, params)
-		err = mapError(err, ci)
+		err = b.withParent(ctx, func(parent string) error {
+			cctx, ci := withCall(ctx)
+			var params accounts.TokenDeleteParams
+			params.AccountID.Value, params.AccountID.Present = b.cfg.AccountID, true
+			_, err := b.revoker(parent, p, label).Delete(cctx, id, params)
+			return mapError(err, ci)
+		})
 		var ae *APIError
 		switch {
 		case err == nil, errors.Is(err, ErrNotFound):
@@ -287,17 +373,19 @@ func (b *Broker) listTokens(ctx context.Context, p Purpose, label string) ([]sha
 	var all []shared.Token
 	for page := 1; ; page++ {
 		var got []shared.Token
-		err := b.read(ctx, func(ctx context.Context) error {
-			var q accounts.TokenListParams
-			q.AccountID.Value, q.AccountID.Present = b.cfg.AccountID, true
-			q.Page.Value, q.Page.Present = float64(page), true
-			q.PerPage.Value, q.PerPage.Present = perPage, true
-			res, err := b.revoker(p, label).List(ctx, q)
-			if err != nil {
-				return err
-			}
-			got = res.Result
-			return nil
+		err := b.withParent(ctx, func(parent string) error {
+			return b.read(ctx, func(ctx context.Context) error {
+				var q accounts.TokenListParams
+				q.AccountID.Value, q.AccountID.Present = b.cfg.AccountID, true
+				q.Page.Value, q.Page.Present = float64(page), true
+				q.PerPage.Value, q.PerPage.Present = perPage, true
+				res, err := b.revoker(parent, p, label).List(ctx, q)
+				if err != nil {
+					return err
+				}
+				got = res.Result
+				return nil
+			})
 		})
 		if err != nil {
 			return nil, fmt.Errorf("list account tokens (page %d): %w", page, err)

@@ -33,9 +33,19 @@ type Config struct {
 	AccountID string
 	// ParentToken is the one standing credential. It needs only "Account API
 	// Tokens Write" (and Read); the Broker uses it for nothing but listing
-	// permission groups and creating, listing, verifying and deleting
-	// account tokens. Secret: never logged, never returned.
+	// permission groups, creating, listing, verifying and deleting account
+	// tokens, and rolling its own value. Secret: never logged, never
+	// returned. Set it or ParentSource, not both; a ParentToken cannot be
+	// rotated (it has nowhere to be written).
 	ParentToken string
+	// ParentSource is where the parent token is read from (at start, and
+	// again when Cloudflare refuses it because another process sharing the
+	// source rotated it) and where a rotated value is written (TokenFile).
+	ParentSource ParentSource
+	// OnRotation, if set, is told of every rotation attempt of the parent
+	// token (never its value), e.g. to audit it; an error is returned by
+	// the rotation.
+	OnRotation func(ctx context.Context, r Rotation) error
 	// TokenTTL is how long a minted token lives (expires_on). Default 5m;
 	// allowed 1m to 15m.
 	TokenTTL time.Duration
@@ -169,9 +179,11 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("AccountID %q: want the 32 lowercase hex digits of a Cloudflare account id", c.AccountID))
 	}
 	switch {
-	case c.ParentToken == "":
-		errs = append(errs, errors.New("ParentToken: required; an account API token with Account API Tokens Write"))
-	case strings.ContainsAny(c.ParentToken, " \t\r\n"):
+	case c.ParentToken == "" && c.ParentSource == nil:
+		errs = append(errs, errors.New("ParentToken: required (or ParentSource); an account API token with Account API Tokens Write"))
+	case c.ParentToken != "" && c.ParentSource != nil:
+		errs = append(errs, errors.New("ParentToken and ParentSource: set one of them, not both"))
+	case c.ParentSource == nil && strings.ContainsAny(c.ParentToken, " \t\r\n"):
 		// The value itself is never echoed.
 		errs = append(errs, errors.New("ParentToken: contains whitespace; paste the token value alone"))
 	}
@@ -228,8 +240,8 @@ func requestCIDR(s string) (string, error) {
 
 // String describes the configuration with the parent token redacted.
 func (c Config) String() string {
-	return fmt.Sprintf("cloudflare.Config{APIBase:%q AccountID:%q ParentToken:%s TokenTTL:%v RequestIP:%q}",
-		c.APIBase, c.AccountID, redacted(c.ParentToken), c.TokenTTL, c.RequestIP)
+	return fmt.Sprintf("cloudflare.Config{APIBase:%q AccountID:%q ParentToken:%s ParentSource:%s TokenTTL:%v RequestIP:%q}",
+		c.APIBase, c.AccountID, redacted(c.ParentToken), sourceName(c.ParentSource), c.TokenTTL, c.RequestIP)
 }
 
 // GoString keeps %#v from printing the parent token.
@@ -241,9 +253,17 @@ func (c Config) LogValue() slog.Value {
 		slog.String("api_base", c.APIBase),
 		slog.String("account_id", c.AccountID),
 		slog.String("parent_token", redacted(c.ParentToken)),
+		slog.String("parent_source", sourceName(c.ParentSource)),
 		slog.Duration("token_ttl", c.TokenTTL),
 		slog.String("request_ip", c.RequestIP),
 	)
+}
+
+func sourceName(s ParentSource) string {
+	if s == nil {
+		return "(unset)"
+	}
+	return s.String()
 }
 
 func redacted(secret string) string {

@@ -115,7 +115,7 @@ func TestNoExportedPathToParentToken(t *testing.T) {
 			exported = append(exported, st.Field(i).Name)
 		}
 	}
-	if got := strings.Join(exported, ","); got != "Purpose,Label,TokenID,ExpiresAt,PermissionGroups" {
+	if got := strings.Join(exported, ","); got != "Purpose,Label,TokenID,ExpiresAt,PermissionGroups,Zones" {
 		t.Errorf("Session exports %s", got)
 	}
 	for _, typ := range []reflect.Type{reflect.TypeFor[*Broker](), reflect.TypeFor[*Session]()} {

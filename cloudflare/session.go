@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,9 +33,13 @@ type Session struct {
 	ExpiresAt time.Time
 	// PermissionGroups are the names of the groups the token holds.
 	PermissionGroups []string
+	// Zones are the ids of the zones the token's zone groups apply to (none
+	// for an account-only token; empty too when they apply to all zones).
+	Zones []string
 
-	b     *Broker
-	token string // secret
+	b      *Broker
+	token  string // secret
+	grants grants
 
 	closed  atomic.Bool
 	closeMu sync.Mutex
@@ -71,12 +74,13 @@ func (s *Session) Close(ctx context.Context) error {
 	return nil
 }
 
-// ready fails locally, before any request, when the call is not allowed.
-func (s *Session) ready(op string) error {
+// ready fails locally, before any request, when the call is not allowed:
+// the session is closed or expired, or its token lacks one of needs.
+func (s *Session) ready(op string, needs ...need) error {
 	if s.closed.Load() {
 		return fmt.Errorf("%s: %w", op, ErrSessionClosed)
 	}
-	if err := checkPurpose(op, s.Purpose); err != nil {
+	if err := s.checkNeeds(op, needs...); err != nil {
 		return err
 	}
 	if !s.b.cfg.Clock().Before(s.ExpiresAt) {
@@ -115,11 +119,11 @@ type DomainCheck struct {
 }
 
 // CheckDomains asks domain-check about 1 to 20 names and answers in the
-// order asked (duplicates answered twice). Needs PurposeQuote or
-// PurposeRegister.
+// order asked (duplicates answered twice). Needs Registrar Domains Read (or
+// Admin): PurposeQuote, PurposeRegister, PurposeInspect.
 func (s *Session) CheckDomains(ctx context.Context, names ...string) ([]DomainCheck, error) {
 	const op = "check domains"
-	if err := s.ready(op); err != nil {
+	if err := s.ready(op, needRegistrarRead); err != nil {
 		return nil, err
 	}
 	if len(names) < 1 || len(names) > 20 {
@@ -200,10 +204,10 @@ var decimalRE = regexp.MustCompile(`^[0-9]{1,15}(\.[0-9]{1,6})?$`)
 // retried: it is billable) and, on a 202, polls registration-status with
 // backoff until the workflow completes, needs action, or ctx is done.
 // Errors that leave the outcome open wrap ErrInDoubt; a failed workflow is a
-// *WorkflowError. Needs PurposeRegister.
+// *WorkflowError. Needs Registrar Domains Admin: PurposeRegister.
 func (s *Session) Register(ctx context.Context, p RegisterParams) (*Registration, error) {
 	const op = "register"
-	if err := s.ready(op); err != nil {
+	if err := s.ready(op, needRegistrarAdmin); err != nil {
 		return nil, err
 	}
 	domain := canonical(p.Domain)
@@ -371,11 +375,11 @@ func (s *Session) getRegistration(ctx context.Context, svc *registrar.RegistrarS
 }
 
 // GetRegistration reads one registration; errors.Is(err, ErrNotFound) when
-// the account does not own the domain. Needs PurposeRegister or
-// PurposeInspect.
+// the account does not own the domain. Needs Registrar Domains Read (or
+// Admin): PurposeRegister, PurposeInspect.
 func (s *Session) GetRegistration(ctx context.Context, domain string) (*Registration, error) {
 	const op = "get registration"
-	if err := s.ready(op); err != nil {
+	if err := s.ready(op, needRegistrarRead); err != nil {
 		return nil, err
 	}
 	domain = canonical(domain)
@@ -400,10 +404,10 @@ type Workflow struct {
 
 // RegistrationWorkflow returns a domain's registration workflow, for
 // reconciling a registration that was still pending. Missing → ErrNotFound.
-// Needs PurposeRegister or PurposeInspect.
+// Needs Registrar Domains Read (or Admin): PurposeRegister, PurposeInspect.
 func (s *Session) RegistrationWorkflow(ctx context.Context, domain string) (*Workflow, error) {
 	const op = "workflow status"
-	if err := s.ready(op); err != nil {
+	if err := s.ready(op, needRegistrarRead); err != nil {
 		return nil, err
 	}
 	domain = canonical(domain)
@@ -464,30 +468,18 @@ func (m *modulePart) ContentType() string { return "application/javascript+modul
 // and, with WorkersDev, enables its workers.dev route. The upload is retried
 // only on a 429; a 5xx or transport failure wraps ErrInDoubt. If the upload
 // succeeded but enabling workers.dev failed, the Deployment is returned with
-// the error so the caller knows what is live. Needs PurposeDeploy.
+// the error so the caller knows what is live. Needs Workers Scripts Write:
+// PurposeDeploy.
 func (s *Session) DeployWorker(ctx context.Context, p DeployParams) (*Deployment, error) {
 	const op = "deploy worker"
-	if err := s.ready(op); err != nil {
+	if err := s.ready(op, needWorkersWrite); err != nil {
 		return nil, err
 	}
 	if p.ModuleName == "" {
 		p.ModuleName = "worker.js"
 	}
-	var errs []error
-	if !scriptNameRE.MatchString(p.ScriptName) {
-		errs = append(errs, fmt.Errorf("script name %q: want 1 to 63 lowercase letters, digits, '-' or '_', not starting with '-'", p.ScriptName))
-	}
-	if len(p.Module) == 0 {
-		errs = append(errs, errors.New("module: empty; pass the ES module source"))
-	}
-	if !moduleNameRE.MatchString(p.ModuleName) {
-		errs = append(errs, fmt.Errorf("module name %q: want a file name such as worker.js", p.ModuleName))
-	}
-	if _, err := time.Parse(time.DateOnly, p.CompatibilityDate); err != nil || !dateRE.MatchString(p.CompatibilityDate) {
-		errs = append(errs, fmt.Errorf("compatibility date %q: want YYYY-MM-DD", p.CompatibilityDate))
-	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%s: %w", op, errors.Join(errs...))
+	if err := checkModule(p.ScriptName, p.Module, p.ModuleName, p.CompatibilityDate); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s %s: %w", op, p.ScriptName, err)
@@ -559,10 +551,11 @@ type Script struct {
 
 // GetWorker reads a Worker's metadata (from the scripts list) and its main
 // module's content; errors.Is(err, ErrNotFound) when there is no such
-// script. Needs PurposeDeploy or PurposeInspect.
+// script. Needs Workers Scripts Read (or Write): PurposeDeploy,
+// PurposeInspect.
 func (s *Session) GetWorker(ctx context.Context, name string) (*Script, error) {
 	const op = "get worker"
-	if err := s.ready(op); err != nil {
+	if err := s.ready(op, needWorkersRead); err != nil {
 		return nil, err
 	}
 	if !scriptNameRE.MatchString(name) {

@@ -264,7 +264,10 @@ func TestWrongPurposeFailsLocally(t *testing.T) {
 		{"deploy checks domains", func() error { _, err := deploy.CheckDomains(ctx, "x.com"); return err }},
 		{"deploy reads registrations", func() error { _, err := deploy.GetRegistration(ctx, "x.com"); return err }},
 		{"inspect registers", func() error { _, err := inspect.Register(ctx, RegisterParams{Domain: "x.com"}); return err }},
-		{"inspect checks domains", func() error { _, err := inspect.CheckDomains(ctx, "x.com"); return err }},
+		{"inspect deploys", func() error {
+			_, err := inspect.DeployWorker(ctx, DeployParams{ScriptName: "x", Module: []byte("x"), CompatibilityDate: "2025-01-01"})
+			return err
+		}},
 		{"quote reads workers", func() error { _, err := quote.GetWorker(ctx, "x"); return err }},
 	}
 	for _, c := range calls {
