@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/ledger/money"
 	"github.com/tollgatehq/tollgate/tools"
@@ -98,6 +99,10 @@ type CloudflareConfig struct {
 	TokenTTL time.Duration `yaml:"token_ttl"`
 	// RequestIP pins minted tokens to this client IP (condition.request_ip).
 	RequestIP string `yaml:"request_ip"`
+	// RotateEvery rolls the parent token's value on schedule while serving,
+	// when it comes from a file (CLOUDFLARE_API_TOKEN_FILE) or the sandbox;
+	// 0 turns it off.
+	RotateEvery time.Duration `yaml:"rotate_every"`
 }
 
 // AgentConfig is one agent principal.
@@ -196,7 +201,8 @@ func Default() Config {
 		Auth:      "tokens",
 		Cerbos:    CerbosConfig{Policies: "cerbos-policies", Timeout: 2 * time.Second},
 		Cloudflare: CloudflareConfig{
-			TokenTTL: 5 * time.Minute,
+			TokenTTL:    5 * time.Minute,
+			RotateEvery: cloudflare.DefaultRotateEvery,
 		},
 		Agents: []AgentConfig{{Name: DefaultAgent, Roles: []string{"agent"}, Team: "local"}},
 		// Whoever runs tollgate locally approves from the CLI by default.
@@ -338,6 +344,9 @@ func (c Config) Validate() error {
 	}
 	if c.Cloudflare.TokenTTL < time.Minute || c.Cloudflare.TokenTTL > 15*time.Minute {
 		add("cloudflare.token_ttl %s: use 1m to 15m", c.Cloudflare.TokenTTL)
+	}
+	if c.Cloudflare.RotateEvery != 0 && c.Cloudflare.RotateEvery < time.Hour {
+		add("cloudflare.rotate_every %s: use 0 (never) or at least 1h", c.Cloudflare.RotateEvery)
 	}
 	if c.QuotesPerMinute < 0 {
 		add("quotes_per_minute %d: use 0 (no cap) or more", c.QuotesPerMinute)

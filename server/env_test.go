@@ -22,6 +22,7 @@ import (
 
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/tools"
@@ -124,6 +125,8 @@ type envOptions struct {
 	sbWrap       func(http.Handler) http.Handler
 	// beforeStart: see withBeforeStart.
 	beforeStart []func(*ledger.DB)
+	// cloudflare: see withCloudflare.
+	cloudflare func(*cloudflare.Config, *sandbox.Sandbox)
 }
 
 func withConfig(f func(*Config)) envOption { return func(o *envOptions) { o.cfg = f } }
@@ -166,6 +169,12 @@ func withSandboxHandler(wrap func(http.Handler) http.Handler) envOption {
 // for Start's recovery to find.
 func withBeforeStart(fn func(db *ledger.DB)) envOption {
 	return func(o *envOptions) { o.beforeStart = append(o.beforeStart, fn) }
+}
+
+// withCloudflare changes the broker's configuration (pointed at the test's
+// sandbox) before the server is built.
+func withCloudflare(f func(*cloudflare.Config, *sandbox.Sandbox)) envOption {
+	return func(o *envOptions) { o.cloudflare = f }
 }
 
 // manualClock is a clock a test moves by hand, so expiry needs no sleeping.
@@ -246,6 +255,9 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	deps.Cloudflare.APIBase = e.sbHTTP.URL + sandbox.APIPrefix
 	deps.Cloudflare.AccountID = e.sb.AccountID()
 	deps.Cloudflare.ParentToken = e.sb.ParentToken()
+	if o.cloudflare != nil {
+		o.cloudflare(&deps.Cloudflare, e.sb)
+	}
 	if o.slack {
 		e.slack = slacktest.NewTestServer(o.slackBinders...)
 		e.slack.Start()

@@ -101,6 +101,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 		cfCfg.TokenTTL = cfg.Cloudflare.TokenTTL
 	}
 	cfCfg.Observer = s.observeCloudflare
+	if cfCfg.OnRotation == nil {
+		cfCfg.OnRotation = AuditRotation(d.DB, "system")
+	}
 	if s.broker, err = cloudflare.NewBroker(cfCfg); err != nil {
 		return nil, fmt.Errorf("cloudflare: %w", err)
 	}
@@ -209,6 +212,10 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	run("approvals", s.approvals.Run)
 	run("pipeline", func(ctx context.Context) error { s.pipe.loop(ctx, time.Second); return nil })
+	run("parent token rotation", func(ctx context.Context) error {
+		s.broker.RunRotation(ctx, s.cfg.Cloudflare.RotateEvery, time.Hour)
+		return nil
+	})
 	return nil
 }
 
@@ -310,6 +317,27 @@ func (s *Server) observeCloudflare(ctx context.Context, r cloudflare.RequestReco
 		"method": r.Method, "path": r.Path, "status": r.Status, "cf_ray": r.CFRay,
 		"purpose": string(r.Purpose), "token_id": r.TokenID, "duration_ms": r.Duration.Milliseconds(), "error": r.Err,
 	}))
+}
+
+// Audit event types of parent token rotations.
+const (
+	EventParentRotated        = "cloudflare.parent_rotated"
+	EventParentRotationFailed = "cloudflare.parent_rotation_failed"
+)
+
+// AuditRotation records each rotation of the Cloudflare parent token in
+// the audit trail (token id, where the value lives, scheduled or not, the
+// error; never the value), as actor.
+func AuditRotation(db *ledger.DB, actor string) func(context.Context, cloudflare.Rotation) error {
+	return func(ctx context.Context, r cloudflare.Rotation) error {
+		typ := EventParentRotated
+		if r.Err != "" {
+			typ = EventParentRotationFailed
+		}
+		return db.Append(ctx, ledger.NewEvent(typ, actor, "", map[string]any{
+			"token_id": r.TokenID, "source": r.Source, "scheduled": r.Scheduled, "error": r.Err,
+		}))
+	}
 }
 
 // auditCalls records every tool call and its outcome, and counts them. If

@@ -144,6 +144,8 @@ func summarize(e ledger.Event) string {
 		return pick("method", "path", "status", "cf_ray")
 	case "token.minted", "token.revoked", "token.revoke_failed":
 		return pick("token_id", "purpose", "expires_at", "error")
+	case server.EventParentRotated, server.EventParentRotationFailed:
+		return pick("token_id", "source", "scheduled", "error")
 	}
 	b, _ := json.Marshal(d)
 	return string(b) // table() sanitises and cuts it

@@ -89,6 +89,7 @@ var (
 		stringSetting("auth", "TOLLGATE_AUTH", "tokens (agent bearer tokens on HTTP) or none (loopback or TLS only)", func(c *server.Config) *string { return &c.Auth }),
 		boolSetting("sandbox", "TOLLGATE_SANDBOX", "use the built-in Cloudflare sandbox even when credentials are set", func(c *server.Config) *bool { return &c.Cloudflare.Sandbox }),
 		stringSetting("cloudflare-api-base", "TOLLGATE_CLOUDFLARE_API_BASE", "Cloudflare API base URL used with CLOUDFLARE_API_TOKEN (proxies, or a tollgate sandbox in another process)", func(c *server.Config) *string { return &c.Cloudflare.APIBase }),
+		rotateEverySetting,
 		stringSetting("cerbos-addr", "TOLLGATE_CERBOS_ADDR", "external Cerbos PDP (host:port or unix:/path); empty starts a managed PDP", func(c *server.Config) *string { return &c.Cerbos.Addr }),
 		stringSetting("cerbos-tls-ca", "TOLLGATE_CERBOS_TLS_CA", "CA file for an external PDP over TLS", func(c *server.Config) *string { return &c.Cerbos.TLSCA }),
 		boolSetting("cerbos-plaintext", "TOLLGATE_CERBOS_PLAINTEXT", "connect to an external TCP PDP without TLS", func(c *server.Config) *bool { return &c.Cerbos.Plaintext }),

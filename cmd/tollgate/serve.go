@@ -232,25 +232,34 @@ func syncPolicies(dir string) error {
 	})
 }
 
-// cloudflareConfig returns the real account when CLOUDFLARE_API_TOKEN and
+// cloudflareConfig returns the real account when a parent token
+// (CLOUDFLARE_API_TOKEN or CLOUDFLARE_API_TOKEN_FILE) and
 // CLOUDFLARE_ACCOUNT_ID are set (and --sandbox is not), else starts the
-// in-process sandbox on loopback, its state kept beside the database.
+// in-process sandbox on loopback, its state kept beside the database and
+// shared with every tollgate process on that database.
 func cloudflareConfig(ctx context.Context, cfg server.Config, log *slog.Logger, rt *runtime) (cloudflare.Config, error) {
-	token, account := os.Getenv("CLOUDFLARE_API_TOKEN"), os.Getenv("CLOUDFLARE_ACCOUNT_ID")
-	if !cfg.Cloudflare.Sandbox && token != "" && account != "" {
-		log.Info("using the real Cloudflare account", "account", account)
-		return cloudflare.Config{APIBase: cfg.Cloudflare.APIBase, AccountID: account, ParentToken: token, TokenTTL: cfg.Cloudflare.TokenTTL, RequestIP: cfg.Cloudflare.RequestIP}, nil
+	source, err := parentSource(log)
+	if err != nil {
+		return cloudflare.Config{}, err
 	}
-	why := "no CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID in the environment"
+	account := os.Getenv("CLOUDFLARE_ACCOUNT_ID")
+	if !cfg.Cloudflare.Sandbox && source != nil && account != "" {
+		log.Info("using the real Cloudflare account", "account", account, "parent_token", source.String())
+		return cloudflare.Config{APIBase: cfg.Cloudflare.APIBase, AccountID: account, ParentSource: source, TokenTTL: cfg.Cloudflare.TokenTTL, RequestIP: cfg.Cloudflare.RequestIP}, nil
+	}
+	why := "no CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE) and CLOUDFLARE_ACCOUNT_ID in the environment"
 	switch {
 	case cfg.Cloudflare.Sandbox:
 		why = "--sandbox"
-	case token != "" && account == "":
-		why = "CLOUDFLARE_API_TOKEN is set but CLOUDFLARE_ACCOUNT_ID is not: set both to use the real account"
-	case token == "" && account != "":
-		why = "CLOUDFLARE_ACCOUNT_ID is set but CLOUDFLARE_API_TOKEN is not: set both to use the real account"
+	case source != nil && account == "":
+		why = "a parent token is set but CLOUDFLARE_ACCOUNT_ID is not: set both to use the real account"
+	case source == nil && account != "":
+		why = "CLOUDFLARE_ACCOUNT_ID is set but no parent token (CLOUDFLARE_API_TOKEN_FILE or CLOUDFLARE_API_TOKEN): set both to use the real account"
 	}
-	state := filepath.Join(filepath.Dir(cfg.DB), "sandbox.json")
+	state, err := sandboxStatePath(cfg.DB, log)
+	if err != nil {
+		return cloudflare.Config{}, err
+	}
 	sb, err := sandbox.New(sandbox.Options{StateFile: state})
 	if err != nil {
 		return cloudflare.Config{}, fmt.Errorf("start the Cloudflare sandbox: %w", err)
@@ -261,10 +270,15 @@ func cloudflareConfig(ctx context.Context, cfg server.Config, log *slog.Logger, 
 		cancel()
 		return cloudflare.Config{}, fmt.Errorf("start the Cloudflare sandbox: %w", err)
 	}
-	rt.closers = append(rt.closers, cancel)
+	rt.closers = append(rt.closers, func() {
+		cancel()
+		if err := sb.Flush(); err != nil {
+			log.Warn("writing the sandbox's pending token changes failed", "err", err)
+		}
+	})
 	log.Warn("using the built-in Cloudflare sandbox: nothing is bought or deployed for real", "why", why, "api", "http://"+addr+"/client/v4/", "state", state)
 	return cloudflare.Config{
-		APIBase: "http://" + addr + "/client/v4/", AccountID: sb.AccountID(), ParentToken: sb.ParentToken(),
+		APIBase: "http://" + addr + "/client/v4/", AccountID: sb.AccountID(), ParentSource: sandboxParent{sb: sb, state: state},
 		TokenTTL: cfg.Cloudflare.TokenTTL,
 	}, nil
 }
