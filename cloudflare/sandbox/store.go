@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"time"
 )
@@ -140,18 +141,23 @@ func (s *Sandbox) lazyLocked(op lazyOp) {
 
 // flushLocked writes the pending lazy changes. Callers hold s.mu.
 func (s *Sandbox) flushLocked() error {
-	if s.stateFn == "" || len(s.pending) == 0 {
+	if len(s.pending) == 0 {
 		return nil
 	}
-	unlock, err := s.lockFile()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if err := s.syncLocked(); err != nil {
-		return err
-	}
-	return s.writeLocked()
+	return s.commitLocked(func(*state) error { return nil })
+}
+
+// commitScriptLocked is commitLocked on the Worker named name: fn runs on it,
+// and the change is refused with Cloudflare's 404 when there is none.
+// Callers hold s.mu.
+func (s *Sandbox) commitScriptLocked(name string, fn func(st *state, sc *scriptRec) error) error {
+	return s.commitLocked(func(st *state) error {
+		sc := st.Scripts[name]
+		if sc == nil {
+			return failf(http.StatusNotFound, codeWorkerNotFound, msgWorkerNotFound)
+		}
+		return fn(st, sc)
+	})
 }
 
 // writeLocked writes the whole state; the pending lazy changes are in it,

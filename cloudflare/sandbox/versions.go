@@ -196,14 +196,8 @@ func (s *Sandbox) handleUploadVersion(w http.ResponseWriter, r *http.Request, _ 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err = s.commitLocked(func(st *state) error {
-		sc := st.Scripts[name]
-		if sc == nil {
-			return failf(http.StatusNotFound, codeWorkerNotFound, msgWorkerNotFound)
-		}
-		if sc.version(v.ID) == nil {
-			sc.addVersion(v)
-		}
+	err = s.commitScriptLocked(name, func(_ *state, sc *scriptRec) error {
+		sc.addVersion(v)
 		return nil
 	})
 	if err != nil {
@@ -365,11 +359,7 @@ func (s *Sandbox) handleCreateDeployment(w http.ResponseWriter, r *http.Request,
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err = s.commitLocked(func(st *state) error {
-		sc := st.Scripts[name]
-		if sc == nil {
-			return failf(http.StatusNotFound, codeWorkerNotFound, msgWorkerNotFound)
-		}
+	err = s.commitScriptLocked(name, func(_ *state, sc *scriptRec) error {
 		for _, sh := range dep.Versions {
 			if sc.version(sh.VersionID) == nil {
 				return failf(http.StatusBadRequest, codeVersionNotFound, "versions: %s is not a version of %s", sh.VersionID, name)
@@ -433,11 +423,7 @@ func (s *Sandbox) handleDeleteDeployment(w http.ResponseWriter, r *http.Request,
 	name, id := r.PathValue("script"), r.PathValue("deployment_id")
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err := s.commitLocked(func(st *state) error {
-		sc := st.Scripts[name]
-		if sc == nil {
-			return failf(http.StatusNotFound, codeWorkerNotFound, msgWorkerNotFound)
-		}
+	err := s.commitScriptLocked(name, func(_ *state, sc *scriptRec) error {
 		for i, d := range sc.Deployments {
 			if d.ID != id {
 				continue

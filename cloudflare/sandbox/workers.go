@@ -191,10 +191,7 @@ func (s *Sandbox) handleDeleteScript(w http.ResponseWriter, r *http.Request, _ *
 	name := r.PathValue("script")
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err := s.commitLocked(func(st *state) error {
-		if st.Scripts[name] == nil {
-			return failf(http.StatusNotFound, codeWorkerNotFound, msgWorkerNotFound)
-		}
+	err := s.commitScriptLocked(name, func(st *state, _ *scriptRec) error {
 		delete(st.Scripts, name)
 		for id, d := range st.Domains {
 			if d.Service == name {
@@ -256,11 +253,7 @@ func (s *Sandbox) handleScriptSubdomain(w http.ResponseWriter, r *http.Request, 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err = s.commitLocked(func(st *state) error {
-		sc := st.Scripts[name]
-		if sc == nil {
-			return failf(http.StatusNotFound, codeWorkerNotFound, msgWorkerNotFound)
-		}
+	err = s.commitScriptLocked(name, func(_ *state, sc *scriptRec) error {
 		sc.WorkersDev, sc.PreviewsEnabled = enabled, previews
 		return nil
 	})

@@ -142,7 +142,7 @@ func withBroker(ctx context.Context, cf *configFlags, fn func(*cloudflare.Broker
 		if err := cfg.Validate(); err != nil {
 			return fmt.Errorf("invalid configuration:\n%w", err)
 		}
-		log := newLogger(os.Stderr, "warn")
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		rt := &runtime{}
 		defer rt.close()
 		cfCfg, err := cloudflareConfig(ctx, cfg, log, rt)
