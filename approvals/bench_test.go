@@ -1,75 +1,26 @@
-package approvals
+package approvals_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
-	"slices"
-	"strconv"
-	"sync/atomic"
 	"testing"
-	"time"
-)
 
-// BenchmarkSlackClickToDecided measures a signed Approve click arriving at the
-// interactivity handler (signature check, replay check, policy check, vote
-// transaction with audit) until OnDecided fires, against a real SQLite file.
-// ns/op also includes the chat.update to slacktest that follows OnDecided.
-func BenchmarkSlackClickToDecided(b *testing.B) {
-	var decidedAt atomic.Int64
-	f := newFixture(b, withSlack(), func(o *Options, _ *fixture) {
-		o.OnDecided = func(context.Context, Request) { decidedAt.Store(time.Now().UnixNano()) }
-	})
-	h := f.svc.InteractionHandler()
-	lat := make([]time.Duration, 0, b.N)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		b.StopTimer()
-		r := f.request(nil)
-		body := signedBody(b, blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
-		ts := strconv.FormatInt(time.Now().Unix(), 10)
-		req := interactionRequest(body, ts, sign(testSecret, ts, body))
-		rec := httptest.NewRecorder()
-		decidedAt.Store(0)
-		b.StartTimer()
-		start := time.Now()
-		h.ServeHTTP(rec, req)
-		b.StopTimer()
-		if rec.Code != http.StatusOK || decidedAt.Load() == 0 {
-			b.Fatalf("click not decided: %d %s", rec.Code, rec.Body)
-		}
-		lat = append(lat, time.Duration(decidedAt.Load()-start.UnixNano()))
-		b.StartTimer()
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs-to-decided")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs-to-decided")
-}
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/approvals/approvalstest"
+)
 
 // BenchmarkDecideCLI is the local approver's vote: policy check and one
 // transaction, no Slack.
 func BenchmarkDecideCLI(b *testing.B) {
-	f := newFixture(b, func(o *Options, _ *fixture) { o.OnDecided = nil })
+	f := approvalstest.New(b, func(o *approvals.Options, _ *approvalstest.Fixture) { o.OnDecided = nil })
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		r := f.request(nil)
+		r := f.Request(nil)
 		b.StartTimer()
-		if _, err := f.svc.Decide(ctx, VoteInput{RequestID: r.ID, ApproverName: "alice", Via: ViaCLI, Outcome: OutcomeApprove}); err != nil {
+		if _, err := f.Svc.Decide(ctx, approvals.VoteInput{RequestID: r.ID, Approver: "alice", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove}); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-// BenchmarkRequestBlocks builds the largest message (long module and reason).
-func BenchmarkRequestBlocks(b *testing.B) {
-	r := goldenDeploy()
-	b.ReportAllocs()
-	for b.Loop() {
-		_ = RequestBlocks(r, goldenNow)
 	}
 }

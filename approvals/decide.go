@@ -29,18 +29,16 @@ func validateVote(v VoteInput) error {
 	if !requestIDPattern.MatchString(v.RequestID) {
 		problems = append(problems, fmt.Sprintf("request id %q must look like apr_…", clip(v.RequestID, 80)))
 	}
-	switch v.Via {
-	case ViaSlack, ViaSocket, ViaCLI:
-	default:
-		problems = append(problems, fmt.Sprintf("via %q must be slack, socket or cli", clip(v.Via, 40)))
+	if !validVia(v.Via) {
+		problems = append(problems, fmt.Sprintf("via %q must be slack, socket, cli or web", clip(v.Via, 40)))
 	}
 	switch v.Outcome {
 	case OutcomeApprove, OutcomeDeny:
 	default:
 		problems = append(problems, fmt.Sprintf("outcome %q must be approve or deny", clip(v.Outcome, 40)))
 	}
-	if v.SlackUserID == "" && v.ApproverName == "" {
-		problems = append(problems, "the voter is missing: set the Slack user id or the approver name")
+	if v.User == "" && v.Approver == "" {
+		problems = append(problems, "the voter is missing: set the approver name or the channel's user")
 	}
 	if n := utf8.RuneCountInString(v.Reason); n > maxReasonRunes {
 		problems = append(problems, fmt.Sprintf("reason has %d characters; at most %d are allowed", n, maxReasonRunes))
@@ -62,36 +60,42 @@ func clip(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// resolveVoter maps the vote's Slack user id or approver name to a configured approver.
+// resolveVoter maps the approver name the channel resolved to a configured approver.
 func (s *Service) resolveVoter(v VoteInput) (Approver, bool) {
-	bySlack, okSlack := s.bySlack[v.SlackUserID]
-	byName, okName := s.byName[strings.ToLower(v.ApproverName)]
-	switch {
-	case v.SlackUserID != "" && v.ApproverName != "":
-		if okSlack && okName && bySlack.Name == byName.Name {
-			return bySlack, true
-		}
+	if v.Approver == "" {
 		return Approver{}, false
-	case v.SlackUserID != "":
-		return bySlack, okSlack
-	case v.ApproverName != "":
-		return byName, okName
 	}
-	return Approver{}, false
+	a, ok := s.byName[strings.ToLower(v.Approver)]
+	return a, ok
 }
 
+// actorFor names the voter in the audit trail: the channel's own user when it
+// has one (slack:U…), else the approver as the channel named them (cli:bob, web:bob).
 func actorFor(v VoteInput, ap *Approver) string {
+	prefix := v.Via
+	if prefix == ViaSocket {
+		prefix = ViaSlack
+	}
+	if !validVia(prefix) {
+		prefix = "unknown"
+	}
 	switch {
-	case (v.Via == ViaSlack || v.Via == ViaSocket) && v.SlackUserID != "":
-		return "slack:" + v.SlackUserID
-	case ap != nil && v.Via == ViaCLI:
-		return "cli:" + ap.Name
-	case v.Via == ViaCLI && v.ApproverName != "":
-		return "cli:" + v.ApproverName
+	case v.User != "":
+		return prefix + ":" + clip(v.User, 80)
 	case ap != nil:
-		return "approver:" + ap.Name
+		return prefix + ":" + ap.Name
+	case v.Approver != "":
+		return prefix + ":" + clip(v.Approver, 80)
 	}
 	return "unknown"
+}
+
+// voterLabel names a voter who is no approver, for the refusal.
+func voterLabel(v VoteInput) string {
+	if v.User != "" {
+		return ViaLabel(v.Via) + " user " + clip(v.User, 40)
+	}
+	return clip(v.Approver, 80)
 }
 
 // rejectionCode is the machine code of a refusal, for the audit trail.
@@ -124,8 +128,10 @@ func rejectionCode(err error) string {
 		return "consumed"
 	case errors.Is(err, ErrNotApproved):
 		return "not_approved"
-	case errors.Is(err, errFreezeUnavailable):
+	case errors.Is(err, ErrFreezeUnavailable):
 		return "freeze_unavailable"
+	case errors.Is(err, ErrFreezeFailed):
+		return "freeze_failed"
 	}
 	return "error"
 }
@@ -144,8 +150,8 @@ func (s *Service) reject(ctx context.Context, r *Request, v VoteInput, ap *Appro
 	if ap != nil {
 		data["approver"] = ap.Name
 	}
-	if v.SlackUserID != "" {
-		data["slack_user_id"] = v.SlackUserID
+	if v.User != "" {
+		data["user"] = clip(v.User, 80)
 	}
 	opID := ""
 	if r != nil {
@@ -184,6 +190,13 @@ func hasVoted(r Request, a Approver) bool {
 	return false
 }
 
+// Check runs every refusal rule of a vote without recording the vote; each
+// refusal is audited. A channel asks it before it asks the voter for more (the
+// deny reason). It returns the request and the voter.
+func (s *Service) Check(ctx context.Context, v VoteInput) (Request, Approver, error) {
+	return s.check(ctx, v)
+}
+
 // check runs every refusal rule of a vote without recording anything; each
 // refusal is audited. Decide runs it, then re-checks what can change inside
 // its transaction. The Authorizer is called here, outside any transaction: the
@@ -214,11 +227,7 @@ func (s *Service) check(ctx context.Context, v VoteInput) (Request, Approver, er
 		return r, ap, s.reject(ctx, &r, v, apRef, fmt.Errorf("approval %s: %w at %s", r.ID, ErrExpired, r.ExpiresAt.Format(time.RFC3339)))
 	}
 	if !isApprover {
-		who := v.ApproverName
-		if v.SlackUserID != "" {
-			who = "Slack user " + v.SlackUserID
-		}
-		return r, ap, s.reject(ctx, &r, v, nil, fmt.Errorf("%w: %s", ErrNotApprover, clip(who, 80)))
+		return r, ap, s.reject(ctx, &r, v, nil, fmt.Errorf("%w: %s", ErrNotApprover, voterLabel(v)))
 	}
 	if isSelf(ap, r) {
 		return r, ap, s.reject(ctx, &r, v, apRef, fmt.Errorf("%w: %s owns agent %s", ErrSelfApproval, ap.Name, r.Agent))
@@ -279,12 +288,9 @@ func (s *Service) Decide(ctx context.Context, v VoteInput) (Outcome, error) {
 			refusal = fmt.Errorf("%w: %s", ErrDuplicateVote, ap.Name)
 			return errRollback
 		}
-		vote := Vote{Approver: ap.Name, SlackUserID: v.SlackUserID, Via: v.Via, Outcome: v.Outcome, Reason: strings.TrimSpace(v.Reason), At: now}
-		if vote.SlackUserID == "" {
-			vote.SlackUserID = ap.SlackUserID
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO approval_votes (request_id, approver, slack_user_id, via, outcome, reason, at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, r.ID, vote.Approver, vote.SlackUserID, vote.Via, vote.Outcome, vote.Reason, now.UnixNano()); err != nil {
+		vote := Vote{Approver: ap.Name, User: v.User, Via: v.Via, Outcome: v.Outcome, Reason: strings.TrimSpace(v.Reason), At: now}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO approval_votes (request_id, approver, channel_user, via, outcome, reason, at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, r.ID, vote.Approver, vote.User, vote.Via, vote.Outcome, vote.Reason, now.UnixNano()); err != nil {
 			return fmt.Errorf("insert vote: %w", err)
 		}
 		r.Votes = append(r.Votes, vote)
@@ -305,25 +311,25 @@ func (s *Service) Decide(ctx context.Context, v VoteInput) (Outcome, error) {
 		}
 		if final {
 			r.DecidedAt = now
-			_, err = tx.ExecContext(ctx, `UPDATE approval_requests SET state = ?, decided_reason = ?, decided_at = ?, version = version + 1
-				WHERE id = ? AND state = 'pending'`, r.State, r.DecidedReason, now.UnixNano(), r.ID)
-		} else {
-			_, err = tx.ExecContext(ctx, `UPDATE approval_requests SET version = version + 1 WHERE id = ?`, r.ID)
+			if _, err = tx.ExecContext(ctx, `UPDATE approval_requests SET state = ?, decided_reason = ?, decided_at = ?
+				WHERE id = ? AND state = 'pending'`, r.State, r.DecidedReason, now.UnixNano(), r.ID); err != nil {
+				return fmt.Errorf("update request: %w", err)
+			}
 		}
-		if err != nil {
-			return fmt.Errorf("update request: %w", err)
+		if err := touch(ctx, tx, r.ID); err != nil {
+			return err
 		}
 		actor := actorFor(v, &ap)
 		if err := s.o.Audit(ctx, tx, EventVoted, actor, r.OperationID, map[string]any{
-			"request_id":    r.ID,
-			"approver":      ap.Name,
-			"slack_user_id": vote.SlackUserID,
-			"via":           vote.Via,
-			"outcome":       vote.Outcome,
-			"reason":        vote.Reason,
-			"approvals":     approvals,
-			"needed":        r.Quorum,
-			"final":         final,
+			"request_id": r.ID,
+			"approver":   ap.Name,
+			"user":       vote.User,
+			"via":        vote.Via,
+			"outcome":    vote.Outcome,
+			"reason":     vote.Reason,
+			"approvals":  approvals,
+			"needed":     r.Quorum,
+			"final":      final,
 		}); err != nil {
 			return fmt.Errorf("audit vote: %w", err)
 		}
@@ -366,7 +372,7 @@ func (s *Service) Decide(ctx context.Context, v VoteInput) (Outcome, error) {
 }
 
 // afterChange runs the post-commit work of a change: the hook (when the change
-// is a decision or an expiry), then the Slack message.
+// is a decision or an expiry), then the channels' posts.
 func (s *Service) afterChange(ctx context.Context, id string, decided bool) {
 	if decided {
 		s.deliver(ctx, id)
@@ -388,13 +394,16 @@ func approverNames(votes []Vote, outcome string) string {
 func (s *Service) expireTx(ctx context.Context, tx *store.Tx, r *Request, now time.Time) error {
 	reason := fmt.Sprintf("expired at %s with %d of %d approvals; nothing was approved",
 		r.ExpiresAt.Format(time.RFC3339), r.Approvals(), r.Quorum)
-	res, err := tx.ExecContext(ctx, `UPDATE approval_requests SET state = 'expired', decided_reason = ?, decided_at = ?, version = version + 1
+	res, err := tx.ExecContext(ctx, `UPDATE approval_requests SET state = 'expired', decided_reason = ?, decided_at = ?
 		WHERE id = ? AND state = 'pending'`, reason, now.UnixNano(), r.ID)
 	if err != nil {
 		return fmt.Errorf("expire %s: %w", r.ID, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return nil
+	}
+	if err := touch(ctx, tx, r.ID); err != nil {
+		return err
 	}
 	r.State, r.DecidedReason, r.DecidedAt = StateExpired, reason, now
 	if err := s.o.Audit(ctx, tx, EventExpired, "system", r.OperationID, map[string]any{
@@ -433,7 +442,7 @@ func (s *Service) expireOne(ctx context.Context, id string) error {
 }
 
 // ExpireDue marks every pending request past its expiry as expired (audited),
-// then runs OnExpired for each and updates their Slack messages.
+// then runs OnExpired for each and updates their posts.
 func (s *Service) ExpireDue(ctx context.Context) ([]Request, error) {
 	var ids []string
 	err := s.st.Write(ctx, func(tx *store.Tx) error {
@@ -601,8 +610,11 @@ func (s *Service) Cancel(ctx context.Context, requestID, reason, by string) erro
 		}
 		// A cancellation has no hook: the caller (the freeze) already knows.
 		if _, err := tx.ExecContext(ctx, `UPDATE approval_requests SET state = 'cancelled', decided_reason = ?, decided_at = ?,
-			dispatched_at = ?, version = version + 1 WHERE id = ? AND state = 'pending'`, reason, now.UnixNano(), now.UnixNano(), r.ID); err != nil {
+			dispatched_at = ? WHERE id = ? AND state = 'pending'`, reason, now.UnixNano(), now.UnixNano(), r.ID); err != nil {
 			return fmt.Errorf("cancel: %w", err)
+		}
+		if err := touch(ctx, tx, r.ID); err != nil {
+			return err
 		}
 		return s.o.Audit(ctx, tx, EventCancelled, by, r.OperationID, map[string]any{
 			"request_id": r.ID,
@@ -625,18 +637,18 @@ func (s *Service) Cancel(ctx context.Context, requestID, reason, by string) erro
 	return nil
 }
 
-// Finish stores the execution result and shows it on the Slack message.
+// Finish stores the execution result and shows it on the channels' posts.
 func (s *Service) Finish(ctx context.Context, requestID, resultText string) error {
 	resultText = display.Text(resultText, maxResultRunes)
 	err := s.st.Write(ctx, func(tx *store.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE approval_requests SET result_text = ?, version = version + 1 WHERE id = ?`, resultText, requestID)
+		res, err := tx.ExecContext(ctx, `UPDATE approval_requests SET result_text = ? WHERE id = ?`, resultText, requestID)
 		if err != nil {
 			return fmt.Errorf("store result: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrNotFound
 		}
-		return nil
+		return touch(ctx, tx, requestID)
 	})
 	if err != nil {
 		return fmt.Errorf("finish approval %s: %w", requestID, err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,7 +32,7 @@ const (
 	DefaultRetryMax       = 5 * time.Minute
 	DefaultExpiryInterval = 5 * time.Second
 	DefaultSyncInterval   = time.Second
-	DefaultSlackTimeout   = 10 * time.Second
+	DefaultChannelTimeout = 10 * time.Second
 )
 
 // Options configure a Service. Authorizer and Audit are required: without them
@@ -43,8 +44,6 @@ type Options struct {
 	Authorizer Authorizer
 	// Audit appends to the ledger's hash chain.
 	Audit AuditFunc
-	// Notifier posts and updates Slack messages; nil = no Slack (CLI approver only).
-	Notifier Notifier
 	// Clock is the time source for expiry, votes and retry schedules; default time.Now.
 	Clock func() time.Time
 	// Logger receives the package's logs; default slog.Default().
@@ -58,20 +57,19 @@ type Options struct {
 	OnDecided func(ctx context.Context, r Request)
 	// OnExpired runs after a request expires (same delivery rules as OnDecided).
 	OnExpired func(ctx context.Context, r Request)
-	// OnFreeze freezes the agent when an approver presses Freeze agent. It must
-	// also cancel the agent's pending operations and their approvals (Cancel).
-	// nil disables the button's effect (the click is refused and audited).
-	OnFreeze func(ctx context.Context, agent string, by Approver) error
-	// SigningSecret verifies the interactivity endpoint; empty = the endpoint refuses every request.
-	SigningSecret string
-	// RetryMin and RetryMax bound the exponential backoff of Slack posts and updates.
+	// OnFreeze freezes the agent when an approver presses Freeze agent (in any
+	// channel, named by via). It must also cancel the agent's pending
+	// operations and their approvals (Cancel). nil disables Freeze (refused
+	// and audited).
+	OnFreeze func(ctx context.Context, agent string, by Approver, via string) error
+	// RetryMin and RetryMax bound the exponential backoff of channel posts and updates.
 	RetryMin, RetryMax time.Duration
 	// ExpiryInterval is how often Run expires due requests and delivers missed decisions.
 	ExpiryInterval time.Duration
-	// SyncInterval is how often Run retries Slack posts and updates that are due.
+	// SyncInterval is how often Run retries channel posts and updates that are due.
 	SyncInterval time.Duration
-	// SlackTimeout bounds each Slack Web API call.
-	SlackTimeout time.Duration
+	// ChannelTimeout bounds each call to a channel (one Slack Web API call).
+	ChannelTimeout time.Duration
 }
 
 // Validate reports every problem in o at once.
@@ -112,7 +110,7 @@ func (o Options) Validate() error {
 			osUsers[a.OSUser] = a.Name
 		}
 	}
-	if o.RetryMin < 0 || o.RetryMax < 0 || o.ExpiryInterval < 0 || o.SyncInterval < 0 || o.SlackTimeout < 0 {
+	if o.RetryMin < 0 || o.RetryMax < 0 || o.ExpiryInterval < 0 || o.SyncInterval < 0 || o.ChannelTimeout < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	if o.RetryMin > 0 && o.RetryMax > 0 && o.RetryMin > o.RetryMax {
@@ -132,20 +130,16 @@ var (
 // Service records approval requests and votes. It is safe for concurrent use,
 // and several processes may share one database (the server and the CLI).
 type Service struct {
-	st      *store.Store
-	o       Options
-	log     *slog.Logger
-	byName  map[string]Approver // lower-cased name
-	bySlack map[string]Approver
-	byOS    map[string]Approver
-
-	wake chan struct{} // nudges Run to look at Slack work now
-
-	rejected rejectLog // WARN lines for refused Slack requests, rate-limited
+	st     *store.Store
+	o      Options
+	log    *slog.Logger
+	byName map[string]Approver // lower-cased name
+	byOS   map[string]Approver
 
 	mu       sync.Mutex
+	channels []Channel       // where requests are presented (AddChannel)
 	inflight map[string]bool // requests whose hook runs in this process now
-	syncing  map[string]bool // requests whose Slack message this process is syncing now
+	syncing  map[string]bool // requests whose posts this process is syncing now
 	again    map[string]bool // a change arrived while syncing: sync once more
 }
 
@@ -157,9 +151,6 @@ func NewService(st *store.Store, o Options) (*Service, error) {
 	}
 	if err := o.Validate(); err != nil {
 		return nil, err
-	}
-	if n, ok := o.Notifier.(*SlackNotifier); ok && n == nil {
-		o.Notifier = nil // a typed nil would pass the nil checks and panic later
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now
@@ -179,17 +170,15 @@ func NewService(st *store.Store, o Options) (*Service, error) {
 	if o.SyncInterval == 0 {
 		o.SyncInterval = DefaultSyncInterval
 	}
-	if o.SlackTimeout == 0 {
-		o.SlackTimeout = DefaultSlackTimeout
+	if o.ChannelTimeout == 0 {
+		o.ChannelTimeout = DefaultChannelTimeout
 	}
 	s := &Service{
 		st:       st,
 		o:        o,
 		log:      o.Logger.With(slog.String("component", "approvals")),
 		byName:   map[string]Approver{},
-		bySlack:  map[string]Approver{},
 		byOS:     map[string]Approver{},
-		wake:     make(chan struct{}, 1),
 		inflight: map[string]bool{},
 		syncing:  map[string]bool{},
 		again:    map[string]bool{},
@@ -197,9 +186,6 @@ func NewService(st *store.Store, o Options) (*Service, error) {
 	for _, a := range o.Approvers {
 		a.Roles = append([]string(nil), a.Roles...)
 		s.byName[strings.ToLower(a.Name)] = a
-		if a.SlackUserID != "" {
-			s.bySlack[a.SlackUserID] = a
-		}
 		if a.OSUser != "" {
 			s.byOS[a.OSUser] = a
 		}
@@ -208,6 +194,29 @@ func NewService(st *store.Store, o Options) (*Service, error) {
 }
 
 func (s *Service) now() time.Time { return s.o.Clock().UTC() }
+
+// Now is the service's clock (the one expiry counts on).
+func (s *Service) Now() time.Time { return s.now() }
+
+// Store is the database the service keeps its tables on; channels keep
+// theirs (a replay cache, console sessions) on it too.
+func (s *Service) Store() *store.Store { return s.st }
+
+// Approvers returns the configured approvers.
+func (s *Service) Approvers() []Approver {
+	out := make([]Approver, len(s.o.Approvers))
+	for i, a := range s.o.Approvers {
+		a.Roles = slices.Clone(a.Roles)
+		out[i] = a
+	}
+	return out
+}
+
+// Record appends one event to the audit chain outside any transaction, for
+// what a channel refuses before a vote exists (a forged Slack request).
+func (s *Service) Record(ctx context.Context, typ, actor, operationID string, data map[string]any) error {
+	return s.o.Audit(ctx, nil, typ, actor, operationID, data)
+}
 
 // ApproverForOSUser maps the local CLI user to an approver: by OSUser, else by Name.
 func (s *Service) ApproverForOSUser(user string) (Approver, bool) {
@@ -293,7 +302,7 @@ func (s *Service) validateNew(r *Request, now time.Time) error {
 	r.DecidedReason = ""
 	r.DecidedAt = time.Time{}
 	r.Votes = nil
-	r.SlackChannel, r.SlackTS, r.ResultText = "", "", ""
+	r.ResultText = ""
 	return nil
 }
 
@@ -315,7 +324,7 @@ func isSelf(a Approver, r Request) bool {
 }
 
 // Request persists r as pending and audits approval.requested in the same
-// transaction, then posts it to Slack (when a Notifier is set). A failed post
+// transaction, then posts it to every channel (AddChannel). A failed post
 // leaves the request pending; Run retries it with backoff until it succeeds or
 // the request leaves pending. A second call for the same operation with the
 // same binding returns the stored request; a different binding is
@@ -373,6 +382,11 @@ func (s *Service) insertRequest(ctx context.Context, r Request) (*Request, error
 			boolInt(r.Irreversible), r.Quorum, StatePending, r.CreatedAt.UnixNano(), r.ExpiresAt.UnixNano())
 		if err != nil {
 			return fmt.Errorf("insert request: %w", err)
+		}
+		for _, c := range s.channelList() {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO approval_posts (request_id, channel) VALUES (?, ?)`, r.ID, c.Name()); err != nil {
+				return fmt.Errorf("insert post of %s: %w", c.Name(), err)
+			}
 		}
 		return s.o.Audit(ctx, tx, EventRequested, "agent:"+r.Agent, r.OperationID, map[string]any{
 			"request_id":    r.ID,

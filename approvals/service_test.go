@@ -1,30 +1,36 @@
-package approvals
+package approvals_test
 
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/approvals/approvalstest"
 )
 
 func TestOptionsValidate(t *testing.T) {
 	t.Parallel()
-	noop := func(context.Context, Approver, Request, string) (bool, string, error) { return false, "", nil }
+	noop := func(context.Context, approvals.Approver, approvals.Request, string) (bool, string, error) {
+		return false, "", nil
+	}
 	tests := []struct {
 		name string
-		o    Options
+		o    approvals.Options
 		want []string
 	}{
-		{"missing funcs", Options{}, []string{"Authorizer is required", "Audit is required"}},
-		{"bad approvers", Options{Authorizer: noop, Audit: (&auditLog{}).fn, Approvers: []Approver{
+		{"missing funcs", approvals.Options{}, []string{"Authorizer is required", "Audit is required"}},
+		{"bad approvers", approvals.Options{Authorizer: noop, Audit: (&approvalstest.AuditLog{}).Fn, Approvers: []approvals.Approver{
 			{Name: ""},
 			{Name: "alice", SlackUserID: "U1ALICE"},
 			{Name: "Alice", SlackUserID: "not-an-id"},
 			{Name: "bob", SlackUserID: "U1ALICE"},
 		}}, []string{"approver 0: name is required", `"Alice": listed twice`, `slack_user_id "not-an-id"`, `"alice" and "bob" share slack_user_id`}},
-		{"bad durations", Options{Authorizer: noop, Audit: (&auditLog{}).fn, RetryMin: time.Minute, RetryMax: time.Second}, []string{"RetryMin 1m0s is above RetryMax 1s"}},
+		{"bad durations", approvals.Options{Authorizer: noop, Audit: (&approvalstest.AuditLog{}).Fn, RetryMin: time.Minute, RetryMax: time.Second}, []string{"RetryMin 1m0s is above RetryMax 1s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -40,39 +46,39 @@ func TestOptionsValidate(t *testing.T) {
 			}
 		})
 	}
-	if err := (Options{Authorizer: noop, Audit: (&auditLog{}).fn, Approvers: testApprovers}).Validate(); err != nil {
+	if err := (approvals.Options{Authorizer: noop, Audit: (&approvalstest.AuditLog{}).Fn, Approvers: approvalstest.Approvers}).Validate(); err != nil {
 		t.Fatalf("good options refused: %v", err)
 	}
 }
 
 func TestRequestValidation(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	f := approvalstest.New(t)
 	tests := []struct {
 		name string
-		mut  func(*Request)
+		mut  func(*approvals.Request)
 		want string
 	}{
-		{"no operation", func(r *Request) { r.OperationID = "" }, "operation_id is required"},
-		{"no tool", func(r *Request) { r.Tool = " " }, "tool is required"},
-		{"no agent", func(r *Request) { r.Agent = "" }, "agent is required"},
-		{"no hash", func(r *Request) { r.ArgsHash = "" }, "args_hash is required"},
-		{"negative amount", func(r *Request) { r.AmountMicros = -1 }, "amount_micros -1 is negative"},
-		{"bad currency", func(r *Request) { r.Currency = "usd" }, `currency "usd" is not an ISO 4217 code`},
-		{"no expiry", func(r *Request) { r.ExpiresAt = time.Time{} }, "expires_at is required"},
-		{"past expiry", func(r *Request) { r.ExpiresAt = f.clock.Now().Add(-time.Second) }, "is not in the future"},
-		{"negative quorum", func(r *Request) { r.Quorum = -2 }, "quorum -2 must be at least 1"},
-		{"unmeetable quorum", func(r *Request) { r.Quorum = 4 }, "quorum 4 cannot be met: 3 configured approver(s)"},
-		{"bad id", func(r *Request) { r.ID = "apr_UPPER" }, `id "apr_UPPER" must be`},
+		{"no operation", func(r *approvals.Request) { r.OperationID = "" }, "operation_id is required"},
+		{"no tool", func(r *approvals.Request) { r.Tool = " " }, "tool is required"},
+		{"no agent", func(r *approvals.Request) { r.Agent = "" }, "agent is required"},
+		{"no hash", func(r *approvals.Request) { r.ArgsHash = "" }, "args_hash is required"},
+		{"negative amount", func(r *approvals.Request) { r.AmountMicros = -1 }, "amount_micros -1 is negative"},
+		{"bad currency", func(r *approvals.Request) { r.Currency = "usd" }, `currency "usd" is not an ISO 4217 code`},
+		{"no expiry", func(r *approvals.Request) { r.ExpiresAt = time.Time{} }, "expires_at is required"},
+		{"past expiry", func(r *approvals.Request) { r.ExpiresAt = f.Clock.Now().Add(-time.Second) }, "is not in the future"},
+		{"negative quorum", func(r *approvals.Request) { r.Quorum = -2 }, "quorum -2 must be at least 1"},
+		{"unmeetable quorum", func(r *approvals.Request) { r.Quorum = 4 }, "quorum 4 cannot be met: 3 configured approver(s)"},
+		{"bad id", func(r *approvals.Request) { r.ID = "apr_UPPER" }, `id "apr_UPPER" must be`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := domainRequest(f.clock.Now())
+			r := approvalstest.DomainRequest(f.Clock.Now())
 			tt.mut(&r)
-			_, err := f.svc.Request(context.Background(), r)
-			if !errors.Is(err, ErrInvalidInput) || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("err = %v, want ErrInvalidInput mentioning %q", err, tt.want)
+			_, err := f.Svc.Request(context.Background(), r)
+			if !errors.Is(err, approvals.ErrInvalidInput) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want approvals.ErrInvalidInput mentioning %q", err, tt.want)
 			}
 		})
 	}
@@ -80,47 +86,47 @@ func TestRequestValidation(t *testing.T) {
 
 func TestRequestPersistsAndIsIdempotentPerOperation(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
-	in := domainRequest(f.clock.Now())
+	f := approvalstest.New(t)
+	in := approvalstest.DomainRequest(f.Clock.Now())
 	in.Quorum = 0
 	in.AmountText = ""
-	in.Module = &Module{Name: "worker.js", Size: 1234, SHA256: argsHash("module"), FirstLines: "export default {}"}
-	r, err := f.svc.Request(context.Background(), in)
+	in.Module = &approvals.Module{Name: "worker.js", Size: 1234, SHA256: approvalstest.ArgsHash("module"), FirstLines: "export default {}"}
+	r, err := f.Svc.Request(context.Background(), in)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(r.ID, "apr_") || len(r.ID) != 30 {
 		t.Errorf("id %q, want apr_ + 26 chars", r.ID)
 	}
-	if r.State != StatePending || r.Quorum != 1 || r.AmountText != "12.20 USD" || !r.CreatedAt.Equal(f.clock.Now()) {
+	if r.State != approvals.StatePending || r.Quorum != 1 || r.AmountText != "12.20 USD" || !r.CreatedAt.Equal(f.Clock.Now()) {
 		t.Errorf("request = %+v", r)
 	}
-	got := f.get(r.ID)
+	got := f.Get(r.ID)
 	if got.Summary != in.Summary || len(got.Args) != 4 || got.Args[3] != in.Args[3] || got.Module == nil || *got.Module != *in.Module ||
 		!got.ExpiresAt.Equal(in.ExpiresAt) || got.ArgsHash != in.ArgsHash || !got.Irreversible || len(got.Headroom) != 2 {
 		t.Errorf("stored request differs: %+v", got)
 	}
-	byOp, err := f.svc.ByOperation(context.Background(), in.OperationID)
+	byOp, err := f.Svc.ByOperation(context.Background(), in.OperationID)
 	if err != nil || byOp.ID != r.ID {
 		t.Fatalf("ByOperation = %v, %v", byOp.ID, err)
 	}
-	if ev := f.audit.events(t, EventRequested); len(ev) != 1 || ev[0].OperationID != in.OperationID || ev[0].Data["request_id"] != r.ID {
+	if ev := f.Audit.Events(t, approvals.EventRequested); len(ev) != 1 || ev[0].OperationID != in.OperationID || ev[0].Data["request_id"] != r.ID {
 		t.Fatalf("audit = %+v", ev)
 	}
 
-	again, err := f.svc.Request(context.Background(), in)
+	again, err := f.Svc.Request(context.Background(), in)
 	if err != nil || again.ID != r.ID {
 		t.Fatalf("same operation and binding: %v, %v; want the stored request", again.ID, err)
 	}
 	changed := in
-	changed.ArgsHash = argsHash("other args")
-	if _, err := f.svc.Request(context.Background(), changed); !errors.Is(err, ErrBindingMismatch) {
+	changed.ArgsHash = approvalstest.ArgsHash("other args")
+	if _, err := f.Svc.Request(context.Background(), changed); !errors.Is(err, approvals.ErrBindingMismatch) {
 		t.Fatalf("other binding under the same operation: %v, want ErrBindingMismatch", err)
 	}
-	if n := len(f.audit.events(t, EventRequested)); n != 1 {
+	if n := len(f.Audit.Events(t, approvals.EventRequested)); n != 1 {
 		t.Fatalf("%d approval.requested events, want 1", n)
 	}
-	if _, err := f.svc.ByOperation(context.Background(), "op_missing"); !errors.Is(err, ErrNotFound) {
+	if _, err := f.Svc.ByOperation(context.Background(), "op_missing"); !errors.Is(err, approvals.ErrNotFound) {
 		t.Fatalf("ByOperation(missing) = %v", err)
 	}
 }
@@ -134,45 +140,45 @@ func TestDecideCLI(t *testing.T) {
 	}
 	tests := []struct {
 		name      string
-		mut       func(*Request)
+		mut       func(*approvals.Request)
 		steps     []step
 		wantState string
 		wantCodes []string // approval.rejected codes
 	}{
-		{"approve", nil, []step{{"alice", OutcomeApprove, "", nil, true}}, StateApproved, nil},
-		{"deny is final at once", func(r *Request) { r.Quorum = 2 },
-			[]step{{"alice", OutcomeDeny, "wrong TLD for marketing", nil, true}}, StateDenied, nil},
-		{"quorum of two", func(r *Request) { r.Quorum = 2 }, []step{
-			{"alice", OutcomeApprove, "", nil, false},
-			{"bob", OutcomeApprove, "", nil, true},
-		}, StateApproved, nil},
-		{"quorum: same approver twice", func(r *Request) { r.Quorum = 2 }, []step{
-			{"alice", OutcomeApprove, "", nil, false},
-			{"alice", OutcomeApprove, "", ErrDuplicateVote, false},
-		}, StatePending, []string{"duplicate_vote"}},
-		{"owner may not approve", nil, []step{{"dave", OutcomeApprove, "", ErrSelfApproval, false}}, StatePending, []string{"self_approval"}},
-		{"owner may not deny either", nil, []step{{"dave", OutcomeDeny, "no", ErrSelfApproval, false}}, StatePending, []string{"self_approval"}},
-		{"agent's namesake may not approve", func(r *Request) { r.Agent = "bob"; r.Owner = "" },
-			[]step{{"bob", OutcomeApprove, "", ErrSelfApproval, false}}, StatePending, []string{"self_approval"}},
-		{"non-approver", nil, []step{{"mallory", OutcomeApprove, "", ErrNotApprover, false}}, StatePending, []string{"not_approver"}},
-		{"policy limit", func(r *Request) { r.AmountMicros = 250_000_000 }, []step{
-			{"alice", OutcomeApprove, "", &NotAllowedError{}, false},
-			{"carol", OutcomeApprove, "", nil, true},
-		}, StateApproved, []string{"not_allowed"}},
+		{"approve", nil, []step{{"alice", approvals.OutcomeApprove, "", nil, true}}, approvals.StateApproved, nil},
+		{"deny is final at once", func(r *approvals.Request) { r.Quorum = 2 },
+			[]step{{"alice", approvals.OutcomeDeny, "wrong TLD for marketing", nil, true}}, approvals.StateDenied, nil},
+		{"quorum of two", func(r *approvals.Request) { r.Quorum = 2 }, []step{
+			{"alice", approvals.OutcomeApprove, "", nil, false},
+			{"bob", approvals.OutcomeApprove, "", nil, true},
+		}, approvals.StateApproved, nil},
+		{"quorum: same approver twice", func(r *approvals.Request) { r.Quorum = 2 }, []step{
+			{"alice", approvals.OutcomeApprove, "", nil, false},
+			{"alice", approvals.OutcomeApprove, "", approvals.ErrDuplicateVote, false},
+		}, approvals.StatePending, []string{"duplicate_vote"}},
+		{"owner may not approve", nil, []step{{"dave", approvals.OutcomeApprove, "", approvals.ErrSelfApproval, false}}, approvals.StatePending, []string{"self_approval"}},
+		{"owner may not deny either", nil, []step{{"dave", approvals.OutcomeDeny, "no", approvals.ErrSelfApproval, false}}, approvals.StatePending, []string{"self_approval"}},
+		{"agent's namesake may not approve", func(r *approvals.Request) { r.Agent = "bob"; r.Owner = "" },
+			[]step{{"bob", approvals.OutcomeApprove, "", approvals.ErrSelfApproval, false}}, approvals.StatePending, []string{"self_approval"}},
+		{"non-approver", nil, []step{{"mallory", approvals.OutcomeApprove, "", approvals.ErrNotApprover, false}}, approvals.StatePending, []string{"not_approver"}},
+		{"policy limit", func(r *approvals.Request) { r.AmountMicros = 250_000_000 }, []step{
+			{"alice", approvals.OutcomeApprove, "", &approvals.NotAllowedError{}, false},
+			{"carol", approvals.OutcomeApprove, "", nil, true},
+		}, approvals.StateApproved, []string{"not_allowed"}},
 		{"second vote after decision", nil, []step{
-			{"alice", OutcomeApprove, "", nil, true},
-			{"bob", OutcomeDeny, "late", ErrAlreadyDecided, false},
-		}, StateApproved, []string{"already_decided"}},
-		{"bad outcome", nil, []step{{"alice", "maybe", "", ErrInvalidInput, false}}, StatePending, []string{"invalid_input"}},
+			{"alice", approvals.OutcomeApprove, "", nil, true},
+			{"bob", approvals.OutcomeDeny, "late", approvals.ErrAlreadyDecided, false},
+		}, approvals.StateApproved, []string{"already_decided"}},
+		{"bad outcome", nil, []step{{"alice", "maybe", "", approvals.ErrInvalidInput, false}}, approvals.StatePending, []string{"invalid_input"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t)
-			r := f.request(tt.mut)
+			f := approvalstest.New(t)
+			r := f.Request(tt.mut)
 			for i, st := range tt.steps {
-				out, err := f.svc.Decide(context.Background(), VoteInput{RequestID: r.ID, ApproverName: st.who, Via: ViaCLI, Outcome: st.outcome, Reason: st.reason})
-				var na *NotAllowedError
+				out, err := f.Svc.Decide(context.Background(), approvals.VoteInput{RequestID: r.ID, Approver: st.who, Via: approvals.ViaCLI, Outcome: st.outcome, Reason: st.reason})
+				var na *approvals.NotAllowedError
 				switch {
 				case st.wantErr == nil && err != nil:
 					t.Fatalf("step %d: %v", i, err)
@@ -182,32 +188,32 @@ func TestDecideCLI(t *testing.T) {
 					}
 				case errors.As(st.wantErr, &na):
 					if !errors.As(err, &na) || na.Reason == "" {
-						t.Fatalf("step %d: err = %v, want NotAllowedError with a reason", i, err)
+						t.Fatalf("step %d: err = %v, want approvals.NotAllowedError with a reason", i, err)
 					}
 				case !errors.Is(err, st.wantErr):
 					t.Fatalf("step %d: err = %v, want %v", i, err, st.wantErr)
 				}
 			}
-			got := f.get(r.ID)
+			got := f.Get(r.ID)
 			if got.State != tt.wantState {
 				t.Fatalf("state %s, want %s", got.State, tt.wantState)
 			}
-			if codes := f.audit.codes(t, EventRejected); strings.Join(codes, ",") != strings.Join(tt.wantCodes, ",") {
+			if codes := f.Audit.Codes(t, approvals.EventRejected); strings.Join(codes, ",") != strings.Join(tt.wantCodes, ",") {
 				t.Fatalf("rejections audited %v, want %v", codes, tt.wantCodes)
 			}
-			if tt.wantState == StatePending {
-				f.noDecision()
-				if n := len(f.audit.events(t, EventDecided)); n != 0 {
+			if tt.wantState == approvals.StatePending {
+				f.NoDecision()
+				if n := len(f.Audit.Events(t, approvals.EventDecided)); n != 0 {
 					t.Fatalf("%d decisions audited", n)
 				}
 				return
 			}
-			d := f.mustDecided(tt.wantState)
+			d := f.MustDecided(tt.wantState)
 			if d.ID != r.ID || d.DecidedAt.IsZero() {
 				t.Fatalf("OnDecided got %+v", d)
 			}
-			f.noDecision() // exactly once
-			if n := len(f.audit.events(t, EventDecided)); n != 1 {
+			f.NoDecision() // exactly once
+			if n := len(f.Audit.Events(t, approvals.EventDecided)); n != 1 {
 				t.Fatalf("%d approval.decided events, want 1", n)
 			}
 		})
@@ -216,10 +222,10 @@ func TestDecideCLI(t *testing.T) {
 
 func TestDecideRecordsVotesAndAudit(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
-	r := f.request(func(r *Request) { r.Quorum = 2 })
-	f.clock.Advance(time.Minute)
-	out, err := f.svc.Decide(context.Background(), VoteInput{RequestID: r.ID, ApproverName: "alice", Via: ViaCLI, Outcome: OutcomeApprove})
+	f := approvalstest.New(t)
+	r := f.Request(func(r *approvals.Request) { r.Quorum = 2 })
+	f.Clock.Advance(time.Minute)
+	out, err := f.Svc.Decide(context.Background(), approvals.VoteInput{RequestID: r.ID, Approver: "alice", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,114 +233,120 @@ func TestDecideRecordsVotesAndAudit(t *testing.T) {
 		t.Fatalf("outcome %+v", out)
 	}
 	v := out.Request.Votes[0]
-	if v.Approver != "alice" || v.SlackUserID != "U0ALICE" || v.Via != ViaCLI || !v.At.Equal(f.clock.Now()) {
+	if v.Approver != "alice" || v.User != "" || v.Via != approvals.ViaCLI || !v.At.Equal(f.Clock.Now()) {
 		t.Fatalf("vote %+v", v)
 	}
-	ev := f.audit.events(t, EventVoted)
+	ev := f.Audit.Events(t, approvals.EventVoted)
 	if len(ev) != 1 || ev[0].Actor != "cli:alice" || ev[0].OperationID != r.OperationID || ev[0].Data["approvals"] != float64(1) || ev[0].Data["final"] != false {
 		t.Fatalf("vote audit %+v", ev)
 	}
-	if _, err := f.svc.Decide(context.Background(), VoteInput{RequestID: r.ID, SlackUserID: "U0CAROL", ApproverName: "carol", Via: ViaSlack, Outcome: OutcomeApprove}); err != nil {
+	if _, err := f.Svc.Decide(context.Background(), approvals.VoteInput{RequestID: r.ID, User: "U0CAROL", Approver: "carol", Via: approvals.ViaSlack, Outcome: approvals.OutcomeApprove}); err != nil {
 		t.Fatal(err)
 	}
-	got := f.mustDecided(StateApproved)
+	got := f.MustDecided(approvals.StateApproved)
 	if got.DecidedReason != "approved by alice, carol" || got.Approvals() != 2 {
 		t.Fatalf("decided %+v", got)
 	}
-	if ev := f.audit.events(t, EventDecided); len(ev) != 1 || ev[0].Actor != "slack:U0CAROL" || ev[0].Data["state"] != StateApproved {
+	if ev := f.Audit.Events(t, approvals.EventDecided); len(ev) != 1 || ev[0].Actor != "slack:U0CAROL" || ev[0].Data["state"] != approvals.StateApproved {
 		t.Fatalf("decision audit %+v", ev)
 	}
-	// A Slack id and a name that disagree do not identify anyone.
-	r2 := f.request(nil)
-	_, err = f.svc.Decide(context.Background(), VoteInput{RequestID: r2.ID, SlackUserID: "U0CAROL", ApproverName: "alice", Via: ViaSlack, Outcome: OutcomeApprove})
-	if !errors.Is(err, ErrNotApprover) {
-		t.Fatalf("mismatched identity: %v", err)
+	if ev := f.Audit.Events(t, approvals.EventVoted); len(ev) != 2 || ev[1].Data["user"] != "U0CAROL" || ev[1].Data["via"] != approvals.ViaSlack {
+		t.Fatalf("vote audit %+v", ev)
+	}
+	// A channel user who maps to no approver is refused, named in the channel's terms.
+	r2 := f.Request(nil)
+	_, err = f.Svc.Decide(context.Background(), approvals.VoteInput{RequestID: r2.ID, User: "U0NOBODY", Via: approvals.ViaSlack, Outcome: approvals.OutcomeApprove})
+	if !errors.Is(err, approvals.ErrNotApprover) || !strings.Contains(err.Error(), "Slack user U0NOBODY") {
+		t.Fatalf("unknown channel user: %v", err)
+	}
+	if ev := f.Audit.Events(t, approvals.EventRejected); len(ev) != 1 || ev[0].Actor != "slack:U0NOBODY" || ev[0].Data["code"] != "not_approver" {
+		t.Fatalf("rejection audit %+v", ev)
 	}
 }
 
 func TestDecideAuthorizerErrorFailsClosed(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, func(o *Options, _ *fixture) {
-		o.Authorizer = func(context.Context, Approver, Request, string) (bool, string, error) {
+	f := approvalstest.New(t, func(o *approvals.Options, _ *approvalstest.Fixture) {
+		o.Authorizer = func(context.Context, approvals.Approver, approvals.Request, string) (bool, string, error) {
 			return true, "", errors.New("rpc error: code = Unavailable desc = connection refused")
 		}
 	})
-	r := f.request(nil)
-	_, err := f.svc.Decide(context.Background(), VoteInput{RequestID: r.ID, ApproverName: "alice", Via: ViaCLI, Outcome: OutcomeApprove})
-	var na *NotAllowedError
+	r := f.Request(nil)
+	_, err := f.Svc.Decide(context.Background(), approvals.VoteInput{RequestID: r.ID, Approver: "alice", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove})
+	var na *approvals.NotAllowedError
 	if !errors.As(err, &na) || !strings.Contains(na.Reason, "could not be asked") || errors.Unwrap(na) == nil {
-		t.Fatalf("err = %v, want NotAllowedError wrapping the policy error", err)
+		t.Fatalf("err = %v, want approvals.NotAllowedError wrapping the policy error", err)
 	}
-	if got := f.get(r.ID); got.State != StatePending || len(got.Votes) != 0 {
+	if got := f.Get(r.ID); got.State != approvals.StatePending || len(got.Votes) != 0 {
 		t.Fatalf("request changed: %+v", got)
 	}
-	f.noDecision()
+	f.NoDecision()
 }
 
 func TestExpiryNeverDenies(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
-	a := f.request(func(r *Request) { r.Quorum = 2 })
-	b := f.request(func(r *Request) { r.ExpiresAt = f.clock.Now().Add(2 * time.Hour) })
-	if _, err := f.svc.Decide(context.Background(), VoteInput{RequestID: a.ID, ApproverName: "alice", Via: ViaCLI, Outcome: OutcomeApprove}); err != nil {
+	f := approvalstest.New(t)
+	a := f.Request(func(r *approvals.Request) { r.Quorum = 2 })
+	b := f.Request(func(r *approvals.Request) { r.ExpiresAt = f.Clock.Now().Add(2 * time.Hour) })
+	if _, err := f.Svc.Decide(context.Background(), approvals.VoteInput{RequestID: a.ID, Approver: "alice", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove}); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := f.svc.ExpireDue(context.Background()); err != nil || len(got) != 0 {
+	if got, err := f.Svc.ExpireDue(context.Background()); err != nil || len(got) != 0 {
 		t.Fatalf("ExpireDue before expiry = %v, %v", got, err)
 	}
-	f.clock.Advance(30 * time.Minute)
-	got, err := f.svc.ExpireDue(context.Background())
-	if err != nil || len(got) != 1 || got[0].ID != a.ID || got[0].State != StateExpired {
+	f.Clock.Advance(30 * time.Minute)
+	got, err := f.Svc.ExpireDue(context.Background())
+	if err != nil || len(got) != 1 || got[0].ID != a.ID || got[0].State != approvals.StateExpired {
 		t.Fatalf("ExpireDue = %+v, %v", got, err)
 	}
 	if !strings.Contains(got[0].DecidedReason, "1 of 2 approvals") {
 		t.Errorf("reason %q", got[0].DecidedReason)
 	}
 	select {
-	case e := <-f.expired:
-		if e.ID != a.ID || e.State != StateExpired {
+	case e := <-f.Expired:
+		if e.ID != a.ID || e.State != approvals.StateExpired {
 			t.Fatalf("OnExpired(%+v)", e)
 		}
 	default:
 		t.Fatal("OnExpired did not fire")
 	}
-	f.noDecision()
-	if again, _ := f.svc.ExpireDue(context.Background()); len(again) != 0 {
+	f.NoDecision()
+	if again, _ := f.Svc.ExpireDue(context.Background()); len(again) != 0 {
 		t.Fatalf("expired twice: %+v", again)
 	}
 	// A vote after expiry is refused as expired, and b is untouched.
-	_, err = f.svc.Decide(context.Background(), VoteInput{RequestID: a.ID, ApproverName: "bob", Via: ViaCLI, Outcome: OutcomeApprove})
-	if !errors.Is(err, ErrExpired) {
+	_, err = f.Svc.Decide(context.Background(), approvals.VoteInput{RequestID: a.ID, Approver: "bob", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove})
+	if !errors.Is(err, approvals.ErrExpired) {
 		t.Fatalf("vote after expiry: %v", err)
 	}
-	if f.get(b.ID).State != StatePending {
+	if f.Get(b.ID).State != approvals.StatePending {
 		t.Fatal("unexpired request changed")
 	}
-	if ev := f.audit.events(t, EventExpired); len(ev) != 1 || ev[0].Actor != "system" {
+	if ev := f.Audit.Events(t, approvals.EventExpired); len(ev) != 1 || ev[0].Actor != "system" {
 		t.Fatalf("expiry audit %+v", ev)
 	}
-	if n := len(f.audit.events(t, EventDecided)); n != 0 {
+	if n := len(f.Audit.Events(t, approvals.EventDecided)); n != 0 {
 		t.Fatalf("an expiry was audited as a decision")
 	}
 }
 
 func TestDecideOnDueRequestExpiresIt(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
-	r := f.request(nil)
-	f.clock.Advance(31 * time.Minute) // Run has not expired it yet
-	_, err := f.svc.Decide(context.Background(), VoteInput{RequestID: r.ID, ApproverName: "alice", Via: ViaCLI, Outcome: OutcomeApprove})
-	if !errors.Is(err, ErrExpired) {
+	f := approvalstest.New(t)
+	r := f.Request(nil)
+	f.Clock.Advance(31 * time.Minute) // Run has not expired it yet
+	_, err := f.Svc.Decide(context.Background(), approvals.VoteInput{RequestID: r.ID, Approver: "alice", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove})
+	if !errors.Is(err, approvals.ErrExpired) {
 		t.Fatalf("err = %v, want ErrExpired", err)
 	}
-	if got := f.get(r.ID); got.State != StateExpired || len(got.Votes) != 0 {
+	if got := f.Get(r.ID); got.State != approvals.StateExpired || len(got.Votes) != 0 {
 		t.Fatalf("state %s votes %d, want expired with no votes", got.State, len(got.Votes))
 	}
-	if e := <-f.expired; e.ID != r.ID {
+	if e := <-f.Expired; e.ID != r.ID {
 		t.Fatal("OnExpired missing")
 	}
-	f.noDecision()
-	if codes := f.audit.codes(t, EventRejected); strings.Join(codes, ",") != "expired" {
+	f.NoDecision()
+	if codes := f.Audit.Codes(t, approvals.EventRejected); strings.Join(codes, ",") != "expired" {
 		t.Fatalf("rejections %v", codes)
 	}
 }
@@ -342,61 +354,63 @@ func TestDecideOnDueRequestExpiresIt(t *testing.T) {
 func TestConsume(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	approved := func(f *fixture) Request {
-		r := f.request(nil)
-		if _, err := f.svc.Decide(ctx, VoteInput{RequestID: r.ID, ApproverName: "alice", Via: ViaCLI, Outcome: OutcomeApprove}); err != nil {
+	approved := func(f *approvalstest.Fixture) approvals.Request {
+		r := f.Request(nil)
+		if _, err := f.Svc.Decide(ctx, approvals.VoteInput{RequestID: r.ID, Approver: "alice", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove}); err != nil {
 			t.Fatal(err)
 		}
-		return f.get(r.ID)
+		return f.Get(r.ID)
 	}
 	tests := []struct {
 		name   string
-		setup  func(f *fixture) Request
-		hash   func(r Request) string
+		setup  func(f *approvalstest.Fixture) approvals.Request
+		hash   func(r approvals.Request) string
 		amount int64
 		cur    string
 		want   []error
 	}{
 		{"exact", approved, nil, 12_200_000, "USD", nil},
 		{"cheaper", approved, nil, 11_000_000, "USD", nil},
-		{"binding mismatch", approved, func(Request) string { return argsHash("changed args") }, 12_200_000, "USD", []error{ErrBindingMismatch}},
-		{"amount above max", approved, nil, 12_200_001, "USD", []error{ErrBindingMismatch, ErrAmountExceeded}},
-		{"other currency", approved, nil, 12_200_000, "EUR", []error{ErrBindingMismatch}},
-		{"pending", func(f *fixture) Request { return f.request(nil) }, nil, 12_200_000, "USD", []error{ErrNotApproved}},
-		{"denied", func(f *fixture) Request {
-			r := f.request(nil)
-			if _, err := f.svc.Decide(ctx, VoteInput{RequestID: r.ID, ApproverName: "bob", Via: ViaCLI, Outcome: OutcomeDeny, Reason: "no"}); err != nil {
+		{"binding mismatch", approved, func(approvals.Request) string { return approvalstest.ArgsHash("changed args") }, 12_200_000, "USD", []error{approvals.ErrBindingMismatch}},
+		{"amount above max", approved, nil, 12_200_001, "USD", []error{approvals.ErrBindingMismatch, approvals.ErrAmountExceeded}},
+		{"other currency", approved, nil, 12_200_000, "EUR", []error{approvals.ErrBindingMismatch}},
+		{"pending", func(f *approvalstest.Fixture) approvals.Request { return f.Request(nil) }, nil, 12_200_000, "USD", []error{approvals.ErrNotApproved}},
+		{"denied", func(f *approvalstest.Fixture) approvals.Request {
+			r := f.Request(nil)
+			if _, err := f.Svc.Decide(ctx, approvals.VoteInput{RequestID: r.ID, Approver: "bob", Via: approvals.ViaCLI, Outcome: approvals.OutcomeDeny, Reason: "no"}); err != nil {
 				t.Fatal(err)
 			}
 			return r
-		}, nil, 12_200_000, "USD", []error{ErrNotApproved}},
-		{"missing", func(f *fixture) Request { return Request{ID: "apr_missing", ArgsHash: "x"} }, nil, 1, "USD", []error{ErrNotFound}},
+		}, nil, 12_200_000, "USD", []error{approvals.ErrNotApproved}},
+		{"missing", func(f *approvalstest.Fixture) approvals.Request {
+			return approvals.Request{ID: "apr_missing", ArgsHash: "x"}
+		}, nil, 1, "USD", []error{approvals.ErrNotFound}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t)
+			f := approvalstest.New(t)
 			r := tt.setup(f)
 			hash := r.ArgsHash
 			if tt.hash != nil {
 				hash = tt.hash(r)
 			}
-			err := f.svc.Consume(ctx, r.ID, hash, tt.amount, tt.cur)
+			err := f.Svc.Consume(ctx, r.ID, hash, tt.amount, tt.cur)
 			if len(tt.want) == 0 {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := f.get(r.ID); !got.Consumed || got.ConsumedAt.IsZero() {
+				if got := f.Get(r.ID); !got.Consumed || got.ConsumedAt.IsZero() {
 					t.Fatal("not marked consumed")
 				}
-				if ev := f.audit.events(t, EventConsumed); len(ev) != 1 || ev[0].OperationID != r.OperationID {
+				if ev := f.Audit.Events(t, approvals.EventConsumed); len(ev) != 1 || ev[0].OperationID != r.OperationID {
 					t.Fatalf("consume audit %+v", ev)
 				}
 				// Single use: a second execution is refused.
-				if err := f.svc.Consume(ctx, r.ID, hash, tt.amount, tt.cur); !errors.Is(err, ErrConsumed) {
+				if err := f.Svc.Consume(ctx, r.ID, hash, tt.amount, tt.cur); !errors.Is(err, approvals.ErrConsumed) {
 					t.Fatalf("second consume: %v, want ErrConsumed", err)
 				}
-				if codes := f.audit.codes(t, EventConsumeRejected); strings.Join(codes, ",") != "consumed" {
+				if codes := f.Audit.Codes(t, approvals.EventConsumeRejected); strings.Join(codes, ",") != "consumed" {
 					t.Fatalf("refusals audited %v", codes)
 				}
 				return
@@ -406,10 +420,10 @@ func TestConsume(t *testing.T) {
 					t.Fatalf("err = %v, want %v", err, w)
 				}
 			}
-			if got, gerr := f.svc.Get(ctx, r.ID); gerr == nil && got.Consumed {
+			if got, gerr := f.Svc.Get(ctx, r.ID); gerr == nil && got.Consumed {
 				t.Fatal("refused consume marked the approval used")
 			}
-			if n := len(f.audit.events(t, EventConsumeRejected)); n != 1 {
+			if n := len(f.Audit.Events(t, approvals.EventConsumeRejected)); n != 1 {
 				t.Fatalf("%d refusals audited, want 1", n)
 			}
 		})
@@ -419,45 +433,45 @@ func TestConsume(t *testing.T) {
 func TestCancelAndFinish(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	f := newFixture(t)
-	r := f.request(nil)
-	if err := f.svc.Cancel(ctx, r.ID, "agent web-bot frozen by alice", "cli:alice"); err != nil {
+	f := approvalstest.New(t)
+	r := f.Request(nil)
+	if err := f.Svc.Cancel(ctx, r.ID, "agent web-bot frozen by alice", "cli:alice"); err != nil {
 		t.Fatal(err)
 	}
-	got := f.get(r.ID)
-	if got.State != StateCancelled || got.DecidedReason != "agent web-bot frozen by alice" {
+	got := f.Get(r.ID)
+	if got.State != approvals.StateCancelled || got.DecidedReason != "agent web-bot frozen by alice" {
 		t.Fatalf("%+v", got)
 	}
-	if err := f.svc.Cancel(ctx, r.ID, "again", "x"); !errors.Is(err, ErrCancelled) {
+	if err := f.Svc.Cancel(ctx, r.ID, "again", "x"); !errors.Is(err, approvals.ErrCancelled) {
 		t.Fatalf("second cancel: %v", err)
 	}
-	if _, err := f.svc.Decide(ctx, VoteInput{RequestID: r.ID, ApproverName: "alice", Via: ViaCLI, Outcome: OutcomeApprove}); !errors.Is(err, ErrCancelled) {
+	if _, err := f.Svc.Decide(ctx, approvals.VoteInput{RequestID: r.ID, Approver: "alice", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove}); !errors.Is(err, approvals.ErrCancelled) {
 		t.Fatalf("vote on cancelled: %v", err)
 	}
-	if ev := f.audit.events(t, EventCancelled); len(ev) != 1 || ev[0].Actor != "cli:alice" {
+	if ev := f.Audit.Events(t, approvals.EventCancelled); len(ev) != 1 || ev[0].Actor != "cli:alice" {
 		t.Fatalf("cancel audit %+v", ev)
 	}
-	f.noDecision()
+	f.NoDecision()
 	// Deliveries never hand a cancellation to OnDecided/OnExpired.
-	f.svc.deliverDue(ctx)
-	f.noDecision()
+	f.Svc.Tick(ctx)
+	f.NoDecision()
 
-	due := f.request(nil)
-	f.clock.Advance(time.Hour)
-	if err := f.svc.Cancel(ctx, due.ID, "freeze", "system"); !errors.Is(err, ErrExpired) {
+	due := f.Request(nil)
+	f.Clock.Advance(time.Hour)
+	if err := f.Svc.Cancel(ctx, due.ID, "freeze", "system"); !errors.Is(err, approvals.ErrExpired) {
 		t.Fatalf("cancel after expiry: %v, want ErrExpired", err)
 	}
-	if f.get(due.ID).State != StateExpired {
+	if f.Get(due.ID).State != approvals.StateExpired {
 		t.Fatal("due request not expired")
 	}
 
-	if err := f.svc.Finish(ctx, r.ID, "registered example.dev until 2027-11-22"); err != nil {
+	if err := f.Svc.Finish(ctx, r.ID, "registered example.dev until 2027-11-22"); err != nil {
 		t.Fatal(err)
 	}
-	if f.get(r.ID).ResultText != "registered example.dev until 2027-11-22" {
+	if f.Get(r.ID).ResultText != "registered example.dev until 2027-11-22" {
 		t.Fatal("result not stored")
 	}
-	if err := f.svc.Finish(ctx, "apr_missing", "x"); !errors.Is(err, ErrNotFound) {
+	if err := f.Svc.Finish(ctx, "apr_missing", "x"); !errors.Is(err, approvals.ErrNotFound) {
 		t.Fatalf("Finish(missing) = %v", err)
 	}
 }
@@ -465,27 +479,27 @@ func TestCancelAndFinish(t *testing.T) {
 func TestAuditFailureFailsClosed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	f := newFixture(t)
-	f.audit.fail.Store(true)
-	if _, err := f.svc.Request(ctx, domainRequest(f.clock.Now())); err == nil {
+	f := approvalstest.New(t)
+	f.Audit.Fail.Store(true)
+	if _, err := f.Svc.Request(ctx, approvalstest.DomainRequest(f.Clock.Now())); err == nil {
 		t.Fatal("request persisted without its audit event")
 	}
-	if all, _ := f.svc.List(ctx); len(all) != 0 {
+	if all, _ := f.Svc.List(ctx); len(all) != 0 {
 		t.Fatalf("%d requests stored without audit", len(all))
 	}
-	f.audit.fail.Store(false)
-	r := f.request(nil)
-	f.audit.fail.Store(true)
-	if _, err := f.svc.Decide(ctx, VoteInput{RequestID: r.ID, ApproverName: "alice", Via: ViaCLI, Outcome: OutcomeApprove}); err == nil {
+	f.Audit.Fail.Store(false)
+	r := f.Request(nil)
+	f.Audit.Fail.Store(true)
+	if _, err := f.Svc.Decide(ctx, approvals.VoteInput{RequestID: r.ID, Approver: "alice", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove}); err == nil {
 		t.Fatal("vote recorded without its audit event")
 	}
-	if got := f.get(r.ID); got.State != StatePending || len(got.Votes) != 0 {
+	if got := f.Get(r.ID); got.State != approvals.StatePending || len(got.Votes) != 0 {
 		t.Fatalf("vote kept after audit failure: %+v", got)
 	}
-	f.noDecision()
+	f.NoDecision()
 	// A refusal whose audit fails is still a refusal.
-	_, err := f.svc.Decide(ctx, VoteInput{RequestID: r.ID, ApproverName: "mallory", Via: ViaCLI, Outcome: OutcomeApprove})
-	if !errors.Is(err, ErrNotApprover) || !strings.Contains(err.Error(), "audit rejection") {
+	_, err := f.Svc.Decide(ctx, approvals.VoteInput{RequestID: r.ID, Approver: "mallory", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove})
+	if !errors.Is(err, approvals.ErrNotApprover) || !strings.Contains(err.Error(), "audit rejection") {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -493,26 +507,26 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 func TestListAndApproverForOSUser(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	f := newFixture(t)
-	a := f.request(nil)
-	f.clock.Advance(time.Second)
-	b := f.request(nil)
-	if _, err := f.svc.Decide(ctx, VoteInput{RequestID: a.ID, ApproverName: "alice", Via: ViaCLI, Outcome: OutcomeApprove}); err != nil {
+	f := approvalstest.New(t)
+	a := f.Request(nil)
+	f.Clock.Advance(time.Second)
+	b := f.Request(nil)
+	if _, err := f.Svc.Decide(ctx, approvals.VoteInput{RequestID: a.ID, Approver: "alice", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove}); err != nil {
 		t.Fatal(err)
 	}
-	all, err := f.svc.List(ctx)
+	all, err := f.Svc.List(ctx)
 	if err != nil || len(all) != 2 || all[0].ID != b.ID || all[1].ID != a.ID || len(all[1].Votes) != 1 {
 		t.Fatalf("List() = %v, %v", all, err)
 	}
-	pending, err := f.svc.List(ctx, StatePending)
+	pending, err := f.Svc.List(ctx, approvals.StatePending)
 	if err != nil || len(pending) != 1 || pending[0].ID != b.ID {
 		t.Fatalf("List(pending) = %v, %v", pending, err)
 	}
-	if _, err := f.svc.List(ctx, "open"); !errors.Is(err, ErrInvalidInput) || !strings.Contains(err.Error(), "states are pending, approved") {
+	if _, err := f.Svc.List(ctx, "open"); !errors.Is(err, approvals.ErrInvalidInput) || !strings.Contains(err.Error(), "states are pending, approved") {
 		t.Fatalf("List(open) = %v", err)
 	}
 	for user, want := range map[string]string{"alice": "alice", "cjones": "carol", "bob": "bob", "carol": "", "mallory": ""} {
-		got, ok := f.svc.ApproverForOSUser(user)
+		got, ok := f.Svc.ApproverForOSUser(user)
 		if (want == "") == ok || got.Name != want {
 			t.Errorf("ApproverForOSUser(%q) = %q, %v; want %q", user, got.Name, ok, want)
 		}
@@ -524,31 +538,31 @@ func TestListAndApproverForOSUser(t *testing.T) {
 func TestDecisionFromAnotherProcess(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	server := newFixture(t)
-	r := server.request(nil)
-	cliDB := openHandle(t, server.path)
-	cli, err := NewService(cliDB, Options{Approvers: testApprovers, Authorizer: policyAuthorizer(nil), Audit: (&auditLog{db: cliDB}).fn,
-		Clock: server.clock.Now, Logger: server.svc.log})
+	server := approvalstest.New(t)
+	r := server.Request(nil)
+	cliDB := approvalstest.OpenHandle(t, server.Path)
+	cli, err := approvals.NewService(cliDB, approvals.Options{Approvers: approvalstest.Approvers, Authorizer: approvalstest.PolicyAuthorizer(nil), Audit: (&approvalstest.AuditLog{DB: cliDB}).Fn,
+		Clock: server.Clock.Now, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Decide(ctx, VoteInput{RequestID: r.ID, ApproverName: "alice", Via: ViaCLI, Outcome: OutcomeApprove}); err != nil {
+	if _, err := cli.Decide(ctx, approvals.VoteInput{RequestID: r.ID, Approver: "alice", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove}); err != nil {
 		t.Fatal(err)
 	}
-	server.noDecision()
+	server.NoDecision()
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error)
-	go func() { done <- server.svc.Run(runCtx) }()
-	got := server.mustDecided(StateApproved)
+	go func() { done <- server.Svc.Run(runCtx) }()
+	got := server.MustDecided(approvals.StateApproved)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if got.ID != r.ID || got.Votes[0].Via != ViaCLI {
+	if got.ID != r.ID || got.Votes[0].Via != approvals.ViaCLI {
 		t.Fatalf("delivered %+v", got)
 	}
-	server.svc.deliverDue(ctx)
-	server.noDecision()
+	server.Svc.Tick(ctx)
+	server.NoDecision()
 }
 
 // TestConcurrentVotes: three approvers vote at once from two processes (two
@@ -557,23 +571,23 @@ func TestDecisionFromAnotherProcess(t *testing.T) {
 func TestConcurrentVotes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	f := newFixture(t)
-	other, err := NewService(openHandle(t, f.path), Options{Approvers: testApprovers, Authorizer: policyAuthorizer(nil),
-		Audit: f.audit.fn, Clock: f.clock.Now, Logger: f.svc.log})
+	f := approvalstest.New(t)
+	other, err := approvals.NewService(approvalstest.OpenHandle(t, f.Path), approvals.Options{Approvers: approvalstest.Approvers, Authorizer: approvalstest.PolicyAuthorizer(nil),
+		Audit: f.Audit.Fn, Clock: f.Clock.Now, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 5 {
-		r := f.request(func(r *Request) { r.Quorum = 2 })
+		r := f.Request(func(r *approvals.Request) { r.Quorum = 2 })
 		var wg sync.WaitGroup
 		errs := make(chan error, 3)
 		for i, who := range []string{"alice", "bob", "carol"} {
-			svc := f.svc
+			svc := f.Svc
 			if i%2 == 1 {
 				svc = other
 			}
 			wg.Go(func() {
-				_, err := svc.Decide(ctx, VoteInput{RequestID: r.ID, ApproverName: who, Via: ViaCLI, Outcome: OutcomeApprove})
+				_, err := svc.Decide(ctx, approvals.VoteInput{RequestID: r.ID, Approver: who, Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove})
 				errs <- err
 			})
 		}
@@ -582,21 +596,21 @@ func TestConcurrentVotes(t *testing.T) {
 		var refused int
 		for err := range errs {
 			if err != nil {
-				if !errors.Is(err, ErrAlreadyDecided) {
+				if !errors.Is(err, approvals.ErrAlreadyDecided) {
 					t.Fatalf("unexpected refusal: %v", err)
 				}
 				refused++
 			}
 		}
-		got := f.get(r.ID)
-		if refused != 1 || got.State != StateApproved || len(got.Votes) != 2 {
+		got := f.Get(r.ID)
+		if refused != 1 || got.State != approvals.StateApproved || len(got.Votes) != 2 {
 			t.Fatalf("refused %d, state %s, votes %d", refused, got.State, len(got.Votes))
 		}
 	}
 	// Decisions completed by the other process reach this one's hook through Run's delivery.
-	f.svc.deliverDue(ctx)
+	f.Svc.Tick(ctx)
 	for range 5 {
-		f.mustDecided(StateApproved)
+		f.MustDecided(approvals.StateApproved)
 	}
-	f.noDecision()
+	f.NoDecision()
 }

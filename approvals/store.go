@@ -13,8 +13,7 @@ import (
 
 const requestColumns = `id, operation_id, tool, agent, team, owner, client, summary, args_json, module_json,
 	amount_micros, currency, amount_text, headroom_json, reason, policy, args_hash, irreversible, quorum,
-	state, decided_reason, decided_at, consumed_at, created_at, expires_at, result_text,
-	slack_channel, slack_ts`
+	state, decided_reason, decided_at, consumed_at, created_at, expires_at, result_text`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -30,7 +29,7 @@ func scanRequest(row scanner) (Request, error) {
 	err := row.Scan(&r.ID, &r.OperationID, &r.Tool, &r.Agent, &r.Team, &r.Owner, &r.Client, &r.Summary,
 		&argsJSON, &moduleJSON, &r.AmountMicros, &r.Currency, &r.AmountText, &headroomJSON, &r.Reason,
 		&r.Policy, &r.ArgsHash, &irreversible, &r.Quorum, &r.State, &r.DecidedReason, &decidedAt,
-		&consumedAt, &createdAt, &expiresAt, &r.ResultText, &r.SlackChannel, &r.SlackTS)
+		&consumedAt, &createdAt, &expiresAt, &r.ResultText)
 	if err != nil {
 		return Request{}, err
 	}
@@ -79,7 +78,7 @@ func (s *Service) loadRequest(ctx context.Context, q store.Queryer, id string) (
 }
 
 func loadVotes(ctx context.Context, q store.Queryer, id string) ([]Vote, error) {
-	rows, err := q.QueryContext(ctx, `SELECT approver, slack_user_id, via, outcome, reason, at
+	rows, err := q.QueryContext(ctx, `SELECT approver, channel_user, via, outcome, reason, at
 		FROM approval_votes WHERE request_id = ? ORDER BY at, rowid`, id)
 	if err != nil {
 		return nil, fmt.Errorf("read votes: %w", err)
@@ -89,7 +88,7 @@ func loadVotes(ctx context.Context, q store.Queryer, id string) ([]Vote, error) 
 	for rows.Next() {
 		var v Vote
 		var at int64
-		if err := rows.Scan(&v.Approver, &v.SlackUserID, &v.Via, &v.Outcome, &v.Reason, &at); err != nil {
+		if err := rows.Scan(&v.Approver, &v.User, &v.Via, &v.Outcome, &v.Reason, &at); err != nil {
 			return nil, fmt.Errorf("read votes: %w", err)
 		}
 		v.At = fromNanos(at)
@@ -126,4 +125,16 @@ func encodeRequestJSON(r Request) (args string, module sql.NullString, headroom 
 		module = sql.NullString{String: string(b), Valid: true}
 	}
 	return args, module, headroom, nil
+}
+
+// touch records a change to request id that its posts must show: the
+// request's version (a change counter) and every post's.
+func touch(ctx context.Context, tx *store.Tx, id string) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE approval_requests SET version = version + 1 WHERE id = ?`, id); err != nil {
+		return fmt.Errorf("record change of %s: %w", id, err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE approval_posts SET version = version + 1 WHERE request_id = ?`, id); err != nil {
+		return fmt.Errorf("record change of %s: %w", id, err)
+	}
+	return nil
 }

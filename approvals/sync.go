@@ -9,16 +9,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/slack-go/slack"
-
 	"github.com/tollgatehq/tollgate/approvals/display"
 	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // Run drives the timers: expiry (at start and every ExpiryInterval), delivery
-// of decisions made by other processes or lost to a crash, and the Slack post
-// and update retries (every SyncInterval, with per-request backoff). It returns
-// nil when ctx ends; failures are logged and retried, never fatal.
+// of decisions made by other processes or lost to a crash, the channels' own
+// housekeeping, and the channel post and update retries (every SyncInterval,
+// with per-post backoff). It returns nil when ctx ends; failures are logged
+// and retried, never fatal.
 func (s *Service) Run(ctx context.Context) error {
 	s.housekeep(ctx)
 	s.syncDue(ctx)
@@ -38,14 +37,22 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
+// Tick does one round of Run's work now: expiry, delivery of decisions,
+// the channels' housekeeping, and every post whose retry is due.
+func (s *Service) Tick(ctx context.Context) {
+	s.housekeep(ctx)
+	s.syncDue(ctx)
+}
+
 func (s *Service) housekeep(ctx context.Context) {
-	s.logUnlogged(ctx, s.rejected.due(s.now()))
 	if _, err := s.ExpireDue(ctx); err != nil && ctx.Err() == nil {
 		s.log.ErrorContext(ctx, "expire approvals", slog.String("error", err.Error()))
 	}
 	s.deliverDue(ctx)
-	if err := s.pruneSeen(ctx); err != nil && ctx.Err() == nil {
-		s.log.WarnContext(ctx, "prune replay cache", slog.String("error", err.Error()))
+	for _, c := range s.channelList() {
+		if h, ok := c.(Housekeeper); ok {
+			h.Housekeep(ctx)
+		}
 	}
 }
 
@@ -124,72 +131,84 @@ func (s *Service) deliverDue(ctx context.Context) {
 	}
 }
 
-// syncDue brings every Slack message whose retry is due up to date.
+// syncDue brings every post whose retry is due up to date.
 func (s *Service) syncDue(ctx context.Context) {
-	if s.o.Notifier == nil {
-		return
-	}
-	ids, err := store.Strings(ctx, s.st, `SELECT id FROM approval_requests WHERE slack_synced < version AND slack_next_at <= ?
-		ORDER BY slack_next_at LIMIT 100`, s.now().UnixNano())
-	if err != nil {
-		if ctx.Err() == nil {
-			s.log.ErrorContext(ctx, "find slack work", slog.String("error", err.Error()))
+	for _, c := range s.channelList() {
+		ids, err := store.Strings(ctx, s.st, `SELECT request_id FROM approval_posts WHERE channel = ? AND synced < version AND next_at <= ?
+			ORDER BY next_at LIMIT 100`, c.Name(), s.now().UnixNano())
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.ErrorContext(ctx, "find channel work", slog.String("channel", c.Name()), slog.String("error", err.Error()))
+			}
+			continue
 		}
-		return
-	}
-	for _, id := range ids {
-		if ctx.Err() != nil {
-			return
+		for _, id := range ids {
+			if ctx.Err() != nil {
+				return
+			}
+			s.syncPost(ctx, c, id)
 		}
-		s.syncRequest(ctx, id)
 	}
 }
 
-// syncRequest posts or updates one request's message. Only one goroutine of the
-// process syncs a request at a time; a change that arrives meanwhile makes it
-// sync once more, so the message always ends on the latest state.
+// syncRequest brings request id's post in every channel up to date.
 func (s *Service) syncRequest(ctx context.Context, id string) {
-	if s.o.Notifier == nil {
-		return
+	for _, c := range s.channelList() {
+		s.syncPost(ctx, c, id)
 	}
+}
+
+// syncPost posts or updates one request's post in one channel. Only one
+// goroutine of the process syncs a post at a time; a change that arrives
+// meanwhile makes it sync once more, so the post always ends on the latest state.
+func (s *Service) syncPost(ctx context.Context, c Channel, id string) {
+	key := c.Name() + "\x00" + id
 	s.mu.Lock()
-	if s.syncing[id] {
-		s.again[id] = true
+	if s.syncing[key] {
+		s.again[key] = true
 		s.mu.Unlock()
 		return
 	}
-	s.syncing[id] = true
+	s.syncing[key] = true
 	s.mu.Unlock()
 	for {
-		s.syncOnce(ctx, id)
+		s.syncOnce(ctx, c, id)
 		s.mu.Lock()
-		if s.again[id] {
-			delete(s.again, id)
+		if s.again[key] {
+			delete(s.again, key)
 			s.mu.Unlock()
 			continue
 		}
-		delete(s.syncing, id)
+		delete(s.syncing, key)
 		s.mu.Unlock()
 		return
 	}
 }
 
-type syncState struct {
+type postState struct {
+	ref             string
 	version, synced int64
 	attempts        int
 }
 
-func (s *Service) syncOnce(parent context.Context, id string) {
-	// Slack calls stop with the caller; the bookkeeping around them does not,
-	// so a call that happened is always recorded.
+func (s *Service) syncOnce(parent context.Context, c Channel, id string) {
+	// Channel calls stop with the caller; the bookkeeping around them does
+	// not, so a call that happened is always recorded.
 	ctx := context.WithoutCancel(parent)
+	name := c.Name()
+	logErr := func(msg string, err error) {
+		s.log.ErrorContext(ctx, msg, slog.String("request_id", id), slog.String("channel", name), slog.String("error", err.Error()))
+	}
 	// A few rounds: a decision may land while the first post is in flight.
 	for range 3 {
-		var st syncState
-		err := s.st.QueryRowContext(ctx, `SELECT version, slack_synced, slack_attempts FROM approval_requests WHERE id = ?`, id).
-			Scan(&st.version, &st.synced, &st.attempts)
+		var st postState
+		err := s.st.QueryRowContext(ctx, `SELECT ref, version, synced, attempts FROM approval_posts WHERE request_id = ? AND channel = ?`, id, name).
+			Scan(&st.ref, &st.version, &st.synced, &st.attempts)
+		if errors.Is(err, sql.ErrNoRows) {
+			return // the request was made before this channel was attached
+		}
 		if err != nil {
-			s.log.ErrorContext(ctx, "read slack state", slog.String("request_id", id), slog.String("error", err.Error()))
+			logErr("read post state", err)
 			return
 		}
 		if st.synced >= st.version {
@@ -197,48 +216,61 @@ func (s *Service) syncOnce(parent context.Context, id string) {
 		}
 		r, err := s.loadRequest(ctx, s.st, id)
 		if err != nil {
-			s.log.ErrorContext(ctx, "read request for slack", slog.String("request_id", id), slog.String("error", err.Error()))
+			logErr("read request for a channel", err)
 			return
 		}
-		callCtx, cancel := context.WithTimeout(parent, s.o.SlackTimeout)
-		if r.SlackTS == "" {
+		callCtx, cancel := context.WithTimeout(parent, s.o.ChannelTimeout)
+		if st.ref == "" {
 			if r.State != StatePending {
 				cancel()
 				// Never posted and no longer pending: nothing to ask anyone.
-				_, err = s.st.ExecContext(ctx, `UPDATE approval_requests SET slack_synced = ? WHERE id = ? AND slack_ts = ''`, st.version, id)
-				if err != nil {
-					s.log.ErrorContext(ctx, "record slack state", slog.String("request_id", id), slog.String("error", err.Error()))
+				if _, err := s.st.ExecContext(ctx, `UPDATE approval_posts SET synced = ? WHERE request_id = ? AND channel = ? AND ref = ''`, st.version, id, name); err != nil {
+					logErr("record post state", err)
 				}
 				return
 			}
-			ref, err := s.o.Notifier.Post(callCtx, r)
+			ref, err := c.Post(callCtx, r)
 			cancel()
 			if err != nil {
-				s.scheduleRetry(ctx, id, st.attempts, "post", err)
+				s.scheduleRetry(ctx, name, id, st.attempts, "post", err)
 				return
 			}
-			_, err = s.st.ExecContext(ctx, `UPDATE approval_requests SET slack_channel = ?, slack_ts = ?, slack_synced = ?,
-				slack_attempts = 0, slack_next_at = 0, slack_error = '' WHERE id = ? AND slack_ts = ''`, ref.Channel, ref.TS, st.version, id)
-			if err != nil {
-				s.log.ErrorContext(ctx, "record slack message", slog.String("request_id", id), slog.String("error", err.Error()))
+			if ref == "" {
+				ref = "-" // posted, but the channel keeps no reference
+			}
+			if _, err := s.st.ExecContext(ctx, `UPDATE approval_posts SET ref = ?, synced = ?, attempts = 0, next_at = 0, error = ''
+				WHERE request_id = ? AND channel = ? AND ref = ''`, ref, st.version, id, name); err != nil {
+				logErr("record post", err)
 				return
 			}
-			s.log.InfoContext(ctx, "approval posted to slack", slog.String("request_id", id), slog.String("channel", ref.Channel), slog.String("ts", ref.TS))
+			s.log.InfoContext(ctx, "approval posted", slog.String("request_id", id), slog.String("channel", name), slog.String("ref", ref))
 			continue
 		}
-		err = s.o.Notifier.Update(callCtx, MessageRef{Channel: r.SlackChannel, TS: r.SlackTS}, r)
+		err = c.Update(callCtx, st.ref, r)
 		cancel()
 		if err != nil {
-			s.scheduleRetry(ctx, id, st.attempts, "update", err)
+			s.scheduleRetry(ctx, name, id, st.attempts, "update", err)
 			return
 		}
-		_, err = s.st.ExecContext(ctx, `UPDATE approval_requests SET slack_synced = CASE WHEN slack_synced > ?1 THEN slack_synced ELSE ?1 END,
-			slack_attempts = 0, slack_next_at = 0, slack_error = '' WHERE id = ?2`, st.version, id)
-		if err != nil {
-			s.log.ErrorContext(ctx, "record slack state", slog.String("request_id", id), slog.String("error", err.Error()))
+		if _, err := s.st.ExecContext(ctx, `UPDATE approval_posts SET synced = CASE WHEN synced > ?1 THEN synced ELSE ?1 END,
+			attempts = 0, next_at = 0, error = '' WHERE request_id = ?2 AND channel = ?3`, st.version, id, name); err != nil {
+			logErr("record post state", err)
 			return
 		}
 	}
+}
+
+// PostRef returns what channel posted for request id ("" when nothing yet).
+func (s *Service) PostRef(ctx context.Context, id, channel string) (string, error) {
+	var ref string
+	err := s.st.QueryRowContext(ctx, `SELECT ref FROM approval_posts WHERE request_id = ? AND channel = ?`, id, channel).Scan(&ref)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("post of %s in %s: %w", id, channel, err)
+	}
+	return ref, nil
 }
 
 // retryDelay is RetryMin doubled per failed attempt, capped at RetryMax.
@@ -250,34 +282,42 @@ func (s *Service) retryDelay(attempts int) time.Duration {
 	return min(d, s.o.RetryMax)
 }
 
-func (s *Service) scheduleRetry(ctx context.Context, id string, attempts int, what string, cause error) {
+func (s *Service) scheduleRetry(ctx context.Context, channel, id string, attempts int, what string, cause error) {
 	delay := s.retryDelay(attempts)
-	var rl *slack.RateLimitedError
-	if errors.As(cause, &rl) && rl.RetryAfter > delay {
-		delay = rl.RetryAfter
+	var ra RetryAfterError
+	if errors.As(cause, &ra) && ra.RetryAfter() > delay {
+		delay = ra.RetryAfter()
 	}
 	next := s.now().Add(delay)
 	msg := display.Text(cause.Error(), 500)
-	if _, err := s.st.ExecContext(ctx, `UPDATE approval_requests SET slack_attempts = slack_attempts + 1, slack_next_at = ?, slack_error = ?
-		WHERE id = ?`, next.UnixNano(), msg, id); err != nil {
-		s.log.ErrorContext(ctx, "record slack failure", slog.String("request_id", id), slog.String("error", err.Error()))
+	if _, err := s.st.ExecContext(ctx, `UPDATE approval_posts SET attempts = attempts + 1, next_at = ?, error = ?
+		WHERE request_id = ? AND channel = ?`, next.UnixNano(), msg, id, channel); err != nil {
+		s.log.ErrorContext(ctx, "record channel failure", slog.String("request_id", id), slog.String("channel", channel), slog.String("error", err.Error()))
 	}
-	s.log.WarnContext(ctx, "slack call failed; the request is unchanged and the call will be retried",
-		slog.String("request_id", id), slog.String("call", what), slog.Int("attempt", attempts+1),
+	s.log.WarnContext(ctx, "channel call failed; the request is unchanged and the call will be retried",
+		slog.String("request_id", id), slog.String("channel", channel), slog.String("call", what), slog.Int("attempt", attempts+1),
 		slog.Duration("retry_in", delay), slog.String("error", msg))
 }
 
-// Notify posts a plain alert to the approvals channel (budget blocks,
-// auto-freeze). Without a Notifier it only logs.
+// Notify posts a plain alert (budget blocks, auto-freeze) to every channel
+// that takes alerts. Without one it only logs.
 func (s *Service) Notify(ctx context.Context, text string) error {
-	if s.o.Notifier == nil {
-		s.log.InfoContext(ctx, "alert (no slack configured)", slog.String("text", text))
-		return nil
+	var errs []error
+	sent := false
+	for _, c := range s.channelList() {
+		a, ok := c.(Alerter)
+		if !ok {
+			continue
+		}
+		sent = true
+		cctx, cancel := context.WithTimeout(ctx, s.o.ChannelTimeout)
+		if err := a.Alert(cctx, text); err != nil {
+			errs = append(errs, fmt.Errorf("notify %s: %w", c.Name(), err))
+		}
+		cancel()
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.o.SlackTimeout)
-	defer cancel()
-	if err := s.o.Notifier.Alert(ctx, text); err != nil {
-		return fmt.Errorf("notify: %w", err)
+	if !sent {
+		s.log.InfoContext(ctx, "alert (no channel takes alerts)", slog.String("text", display.Text(text, 1000)))
 	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -1,13 +1,20 @@
-// Package approvals holds the human approvals that irreversible tollgate
-// operations wait for: requests bound to the exact arguments and maximum amount
-// of one Operation, the votes cast on them from Slack (signed interactivity
-// endpoint or Socket Mode) or the local CLI, expiry, single-use consumption at
-// execution time, and the Slack Block Kit messages that show all of it.
+// Package approvals is the channel-neutral core of the human approvals that
+// irreversible tollgate operations wait for: requests bound to the exact
+// arguments and maximum amount of one Operation, votes, quorum, the
+// self-approval rule, the policy check of every voter, expiry, and single-use
+// consumption at execution time.
 //
-// The package owns its tables (see Migrations) on the ledger's single write
-// connection and never imports ledger, authz, cloudflare, tools or server: the
-// policy check, the audit chain and the reactions to a decision arrive as
-// funcs in Options.
+// Channels stand beside the core, each in its own package, as in teleport's
+// access plugins: approvals/slack (Block Kit messages, signed interactivity,
+// Socket Mode), approvals/web (the console), and the CLI in cmd/tollgate. A
+// channel presents requests and collects votes only through the core's API
+// (Decide, Check, Freeze, Get, List); one that posts somewhere implements
+// Channel, and the core keeps what it posted in step with the request.
+//
+// The package owns its tables (see Migrations), the channels' included, on the
+// ledger's store, and never imports ledger, authz, cloudflare, tools or
+// server: the policy check, the audit chain and the reactions to a decision
+// arrive as funcs in Options.
 package approvals
 
 import (
@@ -32,7 +39,31 @@ const (
 	ViaSlack  = "slack"  // signed HTTP interactivity endpoint
 	ViaSocket = "socket" // Slack Socket Mode
 	ViaCLI    = "cli"    // tollgate approvals approve|deny
+	ViaWeb    = "web"    // the console at /console/
 )
+
+// ViaLabel names a vote channel for people: "Slack", "CLI", "web console".
+func ViaLabel(via string) string {
+	switch via {
+	case ViaSlack:
+		return "Slack"
+	case ViaSocket:
+		return "Slack (Socket Mode)"
+	case ViaCLI:
+		return "CLI"
+	case ViaWeb:
+		return "web console"
+	}
+	return via
+}
+
+func validVia(via string) bool {
+	switch via {
+	case ViaSlack, ViaSocket, ViaCLI, ViaWeb:
+		return true
+	}
+	return false
+}
 
 // Vote outcomes. They double as the Authorizer actions for a vote.
 const (
@@ -54,7 +85,6 @@ const (
 	EventConsumed        = "approval.consumed"         // the single use at execution
 	EventConsumeRejected = "approval.consume_rejected" // an execution the approval does not cover
 	EventFreezeRequested = "approval.freeze"           // the Freeze agent button was accepted
-	EventSlackRejected   = "slack.rejected"            // an interactivity request that failed verification
 )
 
 // Approver is a human who may vote, mapped from config.
@@ -109,8 +139,6 @@ type Request struct {
 	Votes         []Vote    `json:"votes"`
 	CreatedAt     time.Time `json:"created_at"`
 	ExpiresAt     time.Time `json:"expires_at"`
-	SlackChannel  string    `json:"slack_channel,omitempty"`
-	SlackTS       string    `json:"slack_ts,omitempty"`
 	ResultText    string    `json:"result_text,omitempty"` // execution outcome shown on the message
 }
 
@@ -127,23 +155,25 @@ func (r Request) Approvals() int {
 
 // Vote is one accepted vote.
 type Vote struct {
-	Approver    string    `json:"approver"`
-	SlackUserID string    `json:"slack_user_id,omitempty"`
-	Via         string    `json:"via"`     // slack | socket | cli
-	Outcome     string    `json:"outcome"` // approve | deny
-	Reason      string    `json:"reason,omitempty"`
-	At          time.Time `json:"at"`
+	Approver string    `json:"approver"`
+	User     string    `json:"user,omitempty"` // the voter as the channel knows them (a Slack user id)
+	Via      string    `json:"via"`            // slack | socket | cli | web
+	Outcome  string    `json:"outcome"`        // approve | deny
+	Reason   string    `json:"reason,omitempty"`
+	At       time.Time `json:"at"`
 }
 
-// VoteInput asks Decide to record a vote. The voter is named by SlackUserID (Slack
-// clicks) or ApproverName (CLI); when both are set they must name the same approver.
+// VoteInput asks Decide to record a vote. The channel names the voter: Approver
+// is the approver it resolved its user to ("" when its user maps to no
+// approver, which Decide refuses and audits), User is that user in the
+// channel's own terms (a Slack user id), kept for the audit trail.
 type VoteInput struct {
-	RequestID    string
-	SlackUserID  string
-	ApproverName string
-	Via          string // slack | socket | cli
-	Outcome      string // approve | deny
-	Reason       string // required in spirit for deny; stored and audited
+	RequestID string
+	Approver  string
+	User      string
+	Via       string // slack | socket | cli | web
+	Outcome   string // approve | deny
+	Reason    string // required in spirit for deny; stored and audited
 }
 
 // Outcome is the result of an accepted vote.
@@ -181,6 +211,8 @@ var (
 	ErrAmountExceeded = errors.New("amount above the approved maximum")
 	// ErrInvalidInput: a request or vote that is malformed; the message says what is allowed.
 	ErrInvalidInput = errors.New("invalid input")
+	// ErrFreezeUnavailable: Freeze on a service without Options.OnFreeze.
+	ErrFreezeUnavailable = errors.New("freeze is not enabled on this server")
 )
 
 // NotAllowedError reports that the policy engine refused the approver (or
@@ -195,3 +227,7 @@ func (e *NotAllowedError) Error() string { return "not allowed by policy: " + e.
 
 // Unwrap returns the Authorizer's error when the refusal came from one.
 func (e *NotAllowedError) Unwrap() error { return e.cause }
+
+// ValidRequestID reports whether id has the form of a request id ("apr_…"),
+// for channels that read one from untrusted input.
+func ValidRequestID(id string) bool { return requestIDPattern.MatchString(id) }

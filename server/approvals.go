@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tollgatehq/tollgate/approvals"
+	slackchan "github.com/tollgatehq/tollgate/approvals/slack"
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/ledger/store"
@@ -15,13 +16,11 @@ import (
 
 // ApprovalHooks are how the approvals service reaches the rest of tollgate.
 type ApprovalHooks struct {
-	Notifier      approvals.Notifier
-	SigningSecret string
-	Logger        *slog.Logger
-	Clock         func() time.Time
-	OnDecided     func(ctx context.Context, r approvals.Request)
-	OnExpired     func(ctx context.Context, r approvals.Request)
-	OnFreeze      func(ctx context.Context, agent string, by approvals.Approver) error
+	Logger    *slog.Logger
+	Clock     func() time.Time
+	OnDecided func(ctx context.Context, r approvals.Request)
+	OnExpired func(ctx context.Context, r approvals.Request)
+	OnFreeze  func(ctx context.Context, agent string, by approvals.Approver, via string) error
 }
 
 // NewApprovals builds the approvals service on the ledger's database with
@@ -33,16 +32,14 @@ func NewApprovals(db *ledger.DB, az *authz.Client, cfg Config, h ApprovalHooks) 
 		approvers = append(approvers, approvals.Approver{Name: a.Name, SlackUserID: a.SlackUserID, OSUser: a.OSUser, Roles: a.Roles})
 	}
 	return approvals.NewService(db.Store(), approvals.Options{
-		Approvers:     approvers,
-		Authorizer:    approvalAuthorizer(az),
-		Audit:         approvalAudit(db, h.Clock),
-		Notifier:      h.Notifier,
-		Clock:         h.Clock,
-		Logger:        h.Logger,
-		OnDecided:     h.OnDecided,
-		OnExpired:     h.OnExpired,
-		OnFreeze:      h.OnFreeze,
-		SigningSecret: h.SigningSecret,
+		Approvers:  approvers,
+		Authorizer: approvalAuthorizer(az),
+		Audit:      approvalAudit(db, h.Clock),
+		Clock:      h.Clock,
+		Logger:     h.Logger,
+		OnDecided:  h.OnDecided,
+		OnExpired:  h.OnExpired,
+		OnFreeze:   h.OnFreeze,
 	})
 }
 
@@ -93,7 +90,7 @@ func approvalAudit(db *ledger.DB, now func() time.Time) approvals.AuditFunc {
 	// send them: past the rate only their number is recorded.
 	var forged rateLimit
 	return func(ctx context.Context, tx *store.Tx, typ, actor, opID string, data map[string]any) error {
-		if typ == approvals.EventSlackRejected {
+		if typ == slackchan.EventRejected {
 			ok, skipped := forged.allow(now())
 			if !ok {
 				return nil

@@ -24,7 +24,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/tollgatehq/tollgate/approvals"
+	slackchan "github.com/tollgatehq/tollgate/approvals/slack"
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
@@ -448,7 +448,7 @@ func BenchmarkApprovalClickToResult(b *testing.B) {
 			done <- benchOutcome{res, err, time.Now()}
 		}()
 		reqID := rig.awaitApprovalRequest(b, domain)
-		body, ts, sig := rig.signedClick(b, "U0BOB", approvals.ActionIDApprove, reqID)
+		body, ts, sig := rig.signedClick(b, "U0BOB", slackchan.ActionIDApprove, reqID)
 		b.StartTimer()
 
 		start := time.Now()
@@ -521,8 +521,10 @@ func (r *benchClickRig) awaitApprovalRequest(b *testing.B, domain string) string
 		}
 		for _, op := range ops {
 			if op.Resource == "domain:"+domain {
-				if req, err := r.e.srv.Approvals().ByOperation(ctx, op.ID); err == nil && req.SlackTS != "" {
-					return req.ID
+				if req, err := r.e.srv.Approvals().ByOperation(ctx, op.ID); err == nil {
+					if ref, _ := r.e.srv.Approvals().PostRef(ctx, req.ID, slackchan.Name); ref != "" {
+						return req.ID
+					}
 				}
 			}
 		}
@@ -551,7 +553,7 @@ func (r *benchClickRig) signedClick(b *testing.B, userID, actionID, requestID st
 		"message":    map[string]any{"type": "message", "user": "U0BOT", "ts": "1790000000.000001", "bot_id": "B0BOT", "text": "Approval needed"},
 		"state":      map[string]any{"values": map[string]any{}},
 		"actions": []any{map[string]any{
-			"action_id": actionID, "block_id": approvals.BlockActions, "value": requestID, "type": "button", "style": "primary",
+			"action_id": actionID, "block_id": slackchan.BlockActions, "value": requestID, "type": "button", "style": "primary",
 			"text": map[string]any{"type": "plain_text", "text": "Approve", "emoji": true}, "action_ts": fmt.Sprintf("1790000123.%06d", n),
 		}},
 		"response_url": "https://hooks.slack.com/actions/T0TOLLGATE/1/abc",

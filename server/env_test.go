@@ -403,7 +403,7 @@ func (e *testEnv) pendingApproval(opID string) approvals.Request {
 func (e *testEnv) approve(opID, approver string) approvals.Outcome {
 	e.t.Helper()
 	r := e.pendingApproval(opID)
-	out, err := e.srv.Approvals().Decide(context.Background(), approvals.VoteInput{RequestID: r.ID, ApproverName: approver, Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove})
+	out, err := e.srv.Approvals().Decide(context.Background(), approvals.VoteInput{RequestID: r.ID, Approver: approver, Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove})
 	if err != nil {
 		e.t.Fatalf("approve %s as %s: %v", r.ID, approver, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tollgatehq/tollgate/approvals"
+	slackchan "github.com/tollgatehq/tollgate/approvals/slack"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/tools"
 )
@@ -47,7 +48,7 @@ func TestFreezeDuringPendingApprovalCancelsAndReleases(t *testing.T) {
 
 	// A click that arrives afterwards changes nothing.
 	sl.approve(t, "U0BOB", r.ID)
-	if rep := sl.rec.lastEphemeral(t, "U0BOB"); rep != approvals.ReplyCancelled {
+	if rep := sl.rec.lastEphemeral(t, "U0BOB"); rep != slackchan.ReplyCancelled {
 		t.Errorf("late click reply %q", rep)
 	}
 	if n := len(e.sb.Registrations()); n != 0 {
@@ -212,17 +213,17 @@ func TestSlackFreezeButton(t *testing.T) {
 	sl.rec.waitPost(t, r.ID)
 
 	// Someone who is not an approver cannot freeze.
-	if rep := sl.click(t, slackBlockAction("U0EVE", approvals.ActionIDFreeze, r.ID)); rep.Status != 200 {
+	if rep := sl.click(t, slackBlockAction("U0EVE", slackchan.ActionIDFreeze, r.ID)); rep.Status != 200 {
 		t.Fatalf("freeze click by a non-approver: %d", rep.Status)
 	}
-	if got := sl.rec.lastEphemeral(t, "U0EVE"); got != approvals.ReplyNotApprover {
+	if got := sl.rec.lastEphemeral(t, "U0EVE"); got != slackchan.ReplyNotApprover {
 		t.Errorf("non-approver freeze reply %q", got)
 	}
 	if fs, _ := e.db.Freezes(context.Background()); len(fs) != 0 {
 		t.Fatalf("a non-approver froze %+v", fs)
 	}
 
-	if rep := sl.click(t, slackBlockAction("U0BOB", approvals.ActionIDFreeze, r.ID)); rep.Status != 200 {
+	if rep := sl.click(t, slackBlockAction("U0BOB", slackchan.ActionIDFreeze, r.ID)); rep.Status != 200 {
 		t.Fatalf("freeze click: %d %s", rep.Status, rep.Body)
 	}
 	if got := sl.rec.lastEphemeral(t, "U0BOB"); !strings.HasPrefix(got, "Agent `web-bot` is frozen") {

@@ -64,7 +64,7 @@ func (s *Server) Handler() http.Handler {
 
 	guarded := s.checkHost(mux)
 	root := http.NewServeMux()
-	root.Handle("/slack/interactions", s.approvals.InteractionHandler())
+	root.Handle("/slack/interactions", s.slack.Handler())
 	root.Handle("/", guarded)
 	return root
 }

@@ -216,7 +216,7 @@ func TestDenialReleasesTheHold(t *testing.T) {
 	v := opView(t, e.call(webBot, "register_domain", registerArgs("denied-later.dev")))
 	assertHeld(t, e, "team:web", 12_180_000)
 	r := e.pendingApproval(v.OperationID)
-	if _, err := e.srv.Approvals().Decide(context.Background(), approvals.VoteInput{RequestID: r.ID, ApproverName: "bob", Via: approvals.ViaCLI, Outcome: approvals.OutcomeDeny, Reason: "we already own a launch domain"}); err != nil {
+	if _, err := e.srv.Approvals().Decide(context.Background(), approvals.VoteInput{RequestID: r.ID, Approver: "bob", Via: approvals.ViaCLI, Outcome: approvals.OutcomeDeny, Reason: "we already own a launch domain"}); err != nil {
 		t.Fatal(err)
 	}
 	op := e.waitState(v.OperationID, ledger.StateDenied)

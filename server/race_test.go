@@ -115,7 +115,7 @@ func TestRaceForTheTeamBudget(t *testing.T) {
 				outcome, why = approvals.OutcomeDeny, "one launch domain per sprint"
 			}
 			r := e.pendingApproval(v.OperationID)
-			if _, err := e.srv.Approvals().Decide(ctx, approvals.VoteInput{RequestID: r.ID, ApproverName: "bob", Via: approvals.ViaCLI, Outcome: outcome, Reason: why}); err != nil {
+			if _, err := e.srv.Approvals().Decide(ctx, approvals.VoteInput{RequestID: r.ID, Approver: "bob", Via: approvals.ViaCLI, Outcome: outcome, Reason: why}); err != nil {
 				t.Errorf("%s %s: %v", outcome, r.ID, err)
 			}
 		})

@@ -282,7 +282,7 @@ func TestNoSecretReachesLogsAuditResultsOrSlack(t *testing.T) {
 	}
 	hay["database file"] = string(stored)
 
-	if rows < 50 || len(said) < 10 || len(sl.rec.all()) < 3 || !strings.Contains(hay["logs"], "approval posted to slack") {
+	if rows < 50 || len(said) < 10 || len(sl.rec.all()) < 3 || !strings.Contains(hay["logs"], "approval posted") {
 		t.Fatalf("the flow left too little to scan: %d audit rows, %d results, %d Slack calls", rows, len(said), len(sl.rec.all()))
 	}
 	for what, secret := range secrets {

@@ -20,6 +20,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/tollgatehq/tollgate/approvals"
+	slackchan "github.com/tollgatehq/tollgate/approvals/slack"
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
@@ -53,6 +54,7 @@ type Server struct {
 	pipe      *Pipeline
 	broker    *cloudflare.Broker
 	approvals *approvals.Service
+	slack     *slackchan.Channel // Slack clicks; posts only when a client and channel are configured
 	metrics   *metrics
 	notify    *notifier
 
@@ -125,25 +127,31 @@ func New(cfg Config, d Deps) (*Server, error) {
 		quotes:  quoteLimiter{perMinute: cfg.QuotesPerMinute},
 	}
 
-	var notifier approvals.Notifier
-	if d.Slack != nil && cfg.Slack.Channel != "" {
-		// The message's "expires in" must count on the clock that expires it.
-		notifier = approvals.NewSlackNotifier(d.Slack, cfg.Slack.Channel, approvals.WithNotifierClock(d.Clock))
-	}
 	s.approvals, err = NewApprovals(d.DB, d.Authz, cfg, ApprovalHooks{
-		Notifier:      notifier,
-		SigningSecret: d.SlackSigningSecret,
-		Logger:        d.Logger.With("subsystem", "approvals"),
-		Clock:         d.Clock,
-		OnDecided:     s.pipe.onDecided,
-		OnExpired:     s.pipe.onDecided,
-		OnFreeze: func(ctx context.Context, agent string, by approvals.Approver) error {
-			_, err := Freeze(ctx, d.DB, s.approvals, ledger.AgentScope(agent), "frozen from Slack by "+by.Name, "slack:"+by.Name)
+		Logger:    d.Logger.With("subsystem", "approvals"),
+		Clock:     d.Clock,
+		OnDecided: s.pipe.onDecided,
+		OnExpired: s.pipe.onDecided,
+		OnFreeze: func(ctx context.Context, agent string, by approvals.Approver, via string) error {
+			_, err := Freeze(ctx, d.DB, s.approvals, ledger.AgentScope(agent), "frozen from "+approvals.ViaLabel(via)+" by "+by.Name, via+":"+by.Name)
 			return err
 		},
 	})
 	if err != nil {
 		return nil, err
+	}
+	slackCfg := slackchan.Config{
+		SigningSecret: d.SlackSigningSecret,
+		// The message's "expires in" must count on the clock that expires it.
+		Clock:  d.Clock,
+		Logger: d.Logger.With("subsystem", "approvals"),
+	}
+	if d.Slack != nil && cfg.Slack.Channel != "" {
+		slackCfg.Client, slackCfg.Channel = d.Slack, cfg.Slack.Channel
+	}
+	s.slack = slackchan.New(s.approvals, slackCfg)
+	if s.slack.Posts() {
+		s.approvals.AddChannel(s.slack)
 	}
 	s.pipe.approvals = s.approvals
 
@@ -183,6 +191,10 @@ func (s *Server) Pipeline() *Pipeline { return s.pipe }
 
 // Approvals returns the approvals service.
 func (s *Server) Approvals() *approvals.Service { return s.approvals }
+
+// Slack returns the Slack channel of the approvals (its clicks arrive on
+// Handler's /slack/interactions, or through its RunSocketMode).
+func (s *Server) Slack() *slackchan.Channel { return s.slack }
 
 // Start recovers from any crash and starts the background loops: approval
 // expiry and Slack retries, CLI decisions, in_doubt reconciliation.

@@ -25,6 +25,7 @@ import (
 	"github.com/slack-go/slack/slacktest"
 
 	"github.com/tollgatehq/tollgate/approvals"
+	slackchan "github.com/tollgatehq/tollgate/approvals/slack"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/tools"
 )
@@ -279,7 +280,7 @@ func slackBlockAction(userID, actionID, requestID string) map[string]any {
 		"response_url": "https://hooks.slack.com/actions/T0TOLLGATE/1/abc",
 		"actions": []any{map[string]any{
 			"action_id": actionID,
-			"block_id":  approvals.BlockActions,
+			"block_id":  slackchan.BlockActions,
 			"text":      map[string]any{"type": "plain_text", "text": "Approve", "emoji": true},
 			"value":     requestID,
 			"type":      "button",
@@ -300,13 +301,13 @@ func slackViewSubmission(userID, requestID, reason string) map[string]any {
 		"view": map[string]any{
 			"id": "V0DENY", "team_id": "T0TOLLGATE", "type": "modal",
 			"private_metadata": requestID,
-			"callback_id":      approvals.DenyModalCallbackID,
+			"callback_id":      slackchan.DenyModalCallbackID,
 			"hash":             "156772938.1827394",
 			"title":            map[string]any{"type": "plain_text", "text": "Deny request"},
 			"blocks":           []any{},
 			"state": map[string]any{"values": map[string]any{
-				approvals.DenyReasonBlockID: map[string]any{
-					approvals.DenyReasonActionID: map[string]any{"type": "plain_text_input", "value": reason},
+				slackchan.DenyReasonBlockID: map[string]any{
+					slackchan.DenyReasonActionID: map[string]any{"type": "plain_text_input", "value": reason},
 				},
 			}},
 		},
@@ -390,7 +391,7 @@ func (s *slackSide) click(t *testing.T, payload any) slackReply {
 // approve clicks Approve as a Slack user and expects Slack's plain 200.
 func (s *slackSide) approve(t *testing.T, user, requestID string) {
 	t.Helper()
-	if r := s.click(t, slackBlockAction(user, approvals.ActionIDApprove, requestID)); r.Status != http.StatusOK {
+	if r := s.click(t, slackBlockAction(user, slackchan.ActionIDApprove, requestID)); r.Status != http.StatusOK {
 		t.Fatalf("approve click by %s: %d %s", user, r.Status, r.Body)
 	}
 }
@@ -477,9 +478,9 @@ func TestSlackApprovalMessageThenApproveClickExecutes(t *testing.T) {
 		}
 	}
 	wantButtons := []slackButton{
-		{approvals.ActionIDApprove, r.ID, "primary"},
-		{approvals.ActionIDDeny, r.ID, "danger"},
-		{approvals.ActionIDFreeze, r.ID, ""},
+		{slackchan.ActionIDApprove, r.ID, "primary"},
+		{slackchan.ActionIDDeny, r.ID, "danger"},
+		{slackchan.ActionIDFreeze, r.ID, ""},
 	}
 	if got := messageButtons(t, post); !slices.Equal(got, wantButtons) {
 		t.Errorf("buttons %+v, want %+v", got, wantButtons)
@@ -503,12 +504,13 @@ func TestSlackApprovalMessageThenApproveClickExecutes(t *testing.T) {
 
 	// The message is updated in place: who, when, the outcome, then the result.
 	final := sl.rec.waitUpdate(t, "Execution result", "Registered launch-page.dev")
-	posted, err := e.srv.Approvals().Get(context.Background(), r.ID)
+	ref, err := e.srv.Approvals().PostRef(context.Background(), r.ID, slackchan.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if posted.SlackTS == "" || final.Fields["ts"] != posted.SlackTS || final.Fields["channel"] != "C0APPROVALS" {
-		t.Errorf("update targets %s/%s, want the posted message %s", final.Fields["channel"], final.Fields["ts"], posted.SlackTS)
+	posted, err := slackchan.ParseRef(ref)
+	if err != nil || final.Fields["ts"] != posted.TS || final.Fields["channel"] != "C0APPROVALS" {
+		t.Errorf("update targets %s/%s, want the posted message %s (%v)", final.Fields["channel"], final.Fields["ts"], ref, err)
 	}
 	got := blocksText(t, final)
 	for _, want := range []string{"Approved: register_domain", "*Approved* by `bob` at " + slackDateOf(decidedAt), "charged 12.18 USD", "1 of 1"} {
@@ -542,7 +544,7 @@ func TestSlackDenyViaModalReleasesTheHold(t *testing.T) {
 	assertHeld(t, e, "team:web", 12_180_000)
 
 	// Deny opens the modal; nothing is decided yet.
-	if rep := sl.click(t, slackBlockAction("U0BOB", approvals.ActionIDDeny, r.ID)); rep.Status != http.StatusOK {
+	if rep := sl.click(t, slackBlockAction("U0BOB", slackchan.ActionIDDeny, r.ID)); rep.Status != http.StatusOK {
 		t.Fatalf("deny click: %d %s", rep.Status, rep.Body)
 	}
 	views := sl.rec.byMethod("views.open")
@@ -556,7 +558,7 @@ func TestSlackDenyViaModalReleasesTheHold(t *testing.T) {
 	if err := json.Unmarshal([]byte(views[0].Fields["view"]), &view); err != nil {
 		t.Fatal(err)
 	}
-	if view.CallbackID != approvals.DenyModalCallbackID || view.PrivateMetadata != r.ID || !strings.HasPrefix(views[0].Fields["trigger_id"], "13345224609.") {
+	if view.CallbackID != slackchan.DenyModalCallbackID || view.PrivateMetadata != r.ID || !strings.HasPrefix(views[0].Fields["trigger_id"], "13345224609.") {
 		t.Fatalf("modal %+v trigger %q", view, views[0].Fields["trigger_id"])
 	}
 	if op, _ := e.db.Operation(context.Background(), v.OperationID); op.State != ledger.StateAwaitingApproval {
@@ -645,24 +647,24 @@ func TestSlackRejections(t *testing.T) {
 		want  want
 	}{
 		{name: "forged signature", run: func(t *testing.T, e *testEnv, sl *slackSide, _ *manualClock, _ tools.OperationView, r approvals.Request) slackReply {
-			body := slackForm(t, slackBlockAction("U0BOB", approvals.ActionIDApprove, r.ID))
+			body := slackForm(t, slackBlockAction("U0BOB", slackchan.ActionIDApprove, r.ID))
 			ts := strconv.FormatInt(time.Now().Unix(), 10)
 			return slackPost(t, sl.url, body, ts, slackSignature("not-the-signing-secret", ts, body))
-		}, want: want{status: 401, auditType: approvals.EventSlackRejected, code: "bad_signature", state: ledger.StateAwaitingApproval}},
+		}, want: want{status: 401, auditType: slackchan.EventRejected, code: "bad_signature", state: ledger.StateAwaitingApproval}},
 		{name: "tampered body", run: func(t *testing.T, e *testEnv, sl *slackSide, _ *manualClock, _ tools.OperationView, r approvals.Request) slackReply {
-			body := slackForm(t, slackBlockAction("U0EVE", approvals.ActionIDApprove, r.ID))
+			body := slackForm(t, slackBlockAction("U0EVE", slackchan.ActionIDApprove, r.ID))
 			ts := strconv.FormatInt(time.Now().Unix(), 10)
 			sig := slackSignature(sl.secret, ts, body)
 			return slackPost(t, sl.url, strings.Replace(body, "U0EVE", "U0BOB", 1), ts, sig)
-		}, want: want{status: 401, auditType: approvals.EventSlackRejected, code: "bad_signature", state: ledger.StateAwaitingApproval}},
+		}, want: want{status: 401, auditType: slackchan.EventRejected, code: "bad_signature", state: ledger.StateAwaitingApproval}},
 		{name: "stale timestamp", run: func(t *testing.T, e *testEnv, sl *slackSide, _ *manualClock, _ tools.OperationView, r approvals.Request) slackReply {
-			body := slackForm(t, slackBlockAction("U0BOB", approvals.ActionIDApprove, r.ID))
+			body := slackForm(t, slackBlockAction("U0BOB", slackchan.ActionIDApprove, r.ID))
 			ts := strconv.FormatInt(time.Now().Add(-6*time.Minute).Unix(), 10)
 			return slackPost(t, sl.url, body, ts, slackSignature(sl.secret, ts, body))
-		}, want: want{status: 401, auditType: approvals.EventSlackRejected, code: "stale_timestamp", state: ledger.StateAwaitingApproval}},
+		}, want: want{status: 401, auditType: slackchan.EventRejected, code: "stale_timestamp", state: ledger.StateAwaitingApproval}},
 		{name: "replayed payload", run: func(t *testing.T, e *testEnv, sl *slackSide, _ *manualClock, _ tools.OperationView, r approvals.Request) slackReply {
 			// A captured Deny click (it only opens the modal) sent again verbatim.
-			body := slackForm(t, slackBlockAction("U0BOB", approvals.ActionIDDeny, r.ID))
+			body := slackForm(t, slackBlockAction("U0BOB", slackchan.ActionIDDeny, r.ID))
 			ts := strconv.FormatInt(time.Now().Unix(), 10)
 			sig := slackSignature(sl.secret, ts, body)
 			if first := slackPost(t, sl.url, body, ts, sig); first.Status != http.StatusOK {
@@ -673,27 +675,27 @@ func TestSlackRejections(t *testing.T) {
 				t.Errorf("the replay opened the modal again: %d views.open", n)
 			}
 			return rep
-		}, want: want{status: 401, auditType: approvals.EventSlackRejected, code: "replayed", state: ledger.StateAwaitingApproval}},
+		}, want: want{status: 401, auditType: slackchan.EventRejected, code: "replayed", state: ledger.StateAwaitingApproval}},
 		{name: "non-approver", user: "U0EVE", run: func(t *testing.T, e *testEnv, sl *slackSide, _ *manualClock, _ tools.OperationView, r approvals.Request) slackReply {
-			return sl.click(t, slackBlockAction("U0EVE", approvals.ActionIDApprove, r.ID))
-		}, want: want{status: 200, ephemeral: approvals.ReplyNotApprover, auditType: approvals.EventRejected, code: "not_approver", state: ledger.StateAwaitingApproval}},
+			return sl.click(t, slackBlockAction("U0EVE", slackchan.ActionIDApprove, r.ID))
+		}, want: want{status: 200, ephemeral: slackchan.ReplyNotApprover, auditType: approvals.EventRejected, code: "not_approver", state: ledger.StateAwaitingApproval}},
 		{name: "the agent's owner approving", user: "U0ALICE", run: func(t *testing.T, e *testEnv, sl *slackSide, _ *manualClock, _ tools.OperationView, r approvals.Request) slackReply {
-			return sl.click(t, slackBlockAction("U0ALICE", approvals.ActionIDApprove, r.ID))
-		}, want: want{status: 200, ephemeral: approvals.ReplySelfApproval, auditType: approvals.EventRejected, code: "self_approval", state: ledger.StateAwaitingApproval}},
+			return sl.click(t, slackBlockAction("U0ALICE", slackchan.ActionIDApprove, r.ID))
+		}, want: want{status: 200, ephemeral: slackchan.ReplySelfApproval, auditType: approvals.EventRejected, code: "self_approval", state: ledger.StateAwaitingApproval}},
 		{name: "double click", run: func(t *testing.T, e *testEnv, sl *slackSide, _ *manualClock, v tools.OperationView, r approvals.Request) slackReply {
 			sl.approve(t, "U0BOB", r.ID)
 			e.waitState(v.OperationID, ledger.StateSucceeded)
-			return sl.click(t, slackBlockAction("U0BOB", approvals.ActionIDApprove, r.ID))
-		}, want: want{status: 200, ephemeral: approvals.ReplyAlreadyDecided, auditType: approvals.EventRejected, code: "already_decided", state: ledger.StateSucceeded, regs: 1}},
+			return sl.click(t, slackBlockAction("U0BOB", slackchan.ActionIDApprove, r.ID))
+		}, want: want{status: 200, ephemeral: slackchan.ReplyAlreadyDecided, auditType: approvals.EventRejected, code: "already_decided", state: ledger.StateSucceeded, regs: 1}},
 		{name: "approve after expiry", clock: true, run: func(t *testing.T, e *testEnv, sl *slackSide, clock *manualClock, v tools.OperationView, r approvals.Request) slackReply {
 			clock.Advance(31 * time.Minute)
 			e.waitState(v.OperationID, ledger.StateExpired)
-			return sl.click(t, slackBlockAction("U0BOB", approvals.ActionIDApprove, r.ID))
-		}, want: want{status: 200, ephemeral: approvals.ReplyExpired, auditType: approvals.EventRejected, code: "expired", state: ledger.StateExpired}},
+			return sl.click(t, slackBlockAction("U0BOB", slackchan.ActionIDApprove, r.ID))
+		}, want: want{status: 200, ephemeral: slackchan.ReplyExpired, auditType: approvals.EventRejected, code: "expired", state: ledger.StateExpired}},
 		{name: "approve at the expiry, before the timer ran", clock: true, run: func(t *testing.T, e *testEnv, sl *slackSide, clock *manualClock, v tools.OperationView, r approvals.Request) slackReply {
 			clock.Advance(30 * time.Minute)
-			return sl.click(t, slackBlockAction("U0BOB", approvals.ActionIDApprove, r.ID))
-		}, want: want{status: 200, ephemeral: approvals.ReplyExpired, auditType: approvals.EventRejected, code: "expired", state: ledger.StateExpired}},
+			return sl.click(t, slackBlockAction("U0BOB", slackchan.ActionIDApprove, r.ID))
+		}, want: want{status: 200, ephemeral: slackchan.ReplyExpired, auditType: approvals.EventRejected, code: "expired", state: ledger.StateExpired}},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -721,7 +723,7 @@ func TestSlackRejections(t *testing.T) {
 				}
 			}
 			wantReq := r.ID
-			if tc.want.auditType == approvals.EventSlackRejected && tc.want.code != "replayed" {
+			if tc.want.auditType == slackchan.EventRejected && tc.want.code != "replayed" {
 				wantReq = "" // refused before the payload is read
 			}
 			if !hasAuditCode(t, e, tc.want.auditType, tc.want.code, wantReq) {
@@ -808,7 +810,7 @@ func TestSlackQuorumNeedsTwoDistinctApprovers(t *testing.T) {
 	}
 	// The same approver twice is still one approver.
 	sl.approve(t, "U0BOB", r.ID)
-	if got := sl.rec.lastEphemeral(t, "U0BOB"); got != approvals.ReplyDuplicateVote {
+	if got := sl.rec.lastEphemeral(t, "U0BOB"); got != slackchan.ReplyDuplicateVote {
 		t.Errorf("second click by bob: %q", got)
 	}
 	if len(e.sb.Registrations()) != 0 {
@@ -848,7 +850,7 @@ func TestSlackFinanceApproverAbove100USD(t *testing.T) {
 
 	sl.approve(t, "U0BOB", r.ID)
 	got := sl.rec.lastEphemeral(t, "U0BOB")
-	if !strings.HasPrefix(got, approvals.ReplyNotAllowed) || !strings.Contains(got, "needs a finance_approver") {
+	if !strings.HasPrefix(got, slackchan.ReplyNotAllowed) || !strings.Contains(got, "needs a finance_approver") {
 		t.Fatalf("bob's reply %q, want the finance rule", got)
 	}
 	if !hasAuditCode(t, e, approvals.EventRejected, "not_allowed", r.ID) {
@@ -1058,7 +1060,7 @@ func TestSlackDownNeverApproves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.State != approvals.StatePending || got.SlackTS != "" || len(got.Votes) != 0 {
+	if ref, _ := e.srv.Approvals().PostRef(context.Background(), r.ID, slackchan.Name); got.State != approvals.StatePending || ref != "" || len(got.Votes) != 0 {
 		t.Fatalf("approval while Slack is down: %+v", got)
 	}
 	if op, _ := e.db.Operation(context.Background(), v.OperationID); op.State != ledger.StateAwaitingApproval {
@@ -1098,7 +1100,7 @@ func TestAttackForgedSlackFloodAuditIsRateLimited(t *testing.T) {
 	t.Parallel()
 	clock := newManualClock()
 	e, sl := newSlackEnv(t, withClock(clock.Now), withQuietLogs())
-	body := slackForm(t, slackBlockAction("U0BOB", approvals.ActionIDApprove, "apr_forged"))
+	body := slackForm(t, slackBlockAction("U0BOB", slackchan.ActionIDApprove, "apr_forged"))
 	forge := func() {
 		ts := strconv.FormatInt(time.Now().Unix(), 10)
 		if rep := slackPost(t, sl.url, body, ts, slackSignature("not-the-signing-secret", ts, body)); rep.Status != http.StatusUnauthorized {
@@ -1109,12 +1111,12 @@ func TestAttackForgedSlackFloodAuditIsRateLimited(t *testing.T) {
 	for range sent {
 		forge()
 	}
-	if n := len(auditEvents(t, e, approvals.EventSlackRejected)); n != auditedRejectionsPerSecond {
+	if n := len(auditEvents(t, e, slackchan.EventRejected)); n != auditedRejectionsPerSecond {
 		t.Fatalf("%d slack.rejected events for %d forged requests within a second, want %d", n, sent, auditedRejectionsPerSecond)
 	}
 	clock.Advance(time.Second)
 	forge()
-	ev := auditEvents(t, e, approvals.EventSlackRejected)
+	ev := auditEvents(t, e, slackchan.EventRejected)
 	if len(ev) != auditedRejectionsPerSecond+1 {
 		t.Fatalf("%d events after the next second", len(ev))
 	}

@@ -153,7 +153,7 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 		if !ok {
 			return fmt.Errorf("OS user %q is not mapped to an approver (add os_user: %s to an entry under approvers: in tollgate.yaml)", user, user)
 		}
-		res, err := ap.Decide(ctx, approvals.VoteInput{RequestID: id, ApproverName: me.Name, Via: approvals.ViaCLI, Outcome: outcome, Reason: *reason})
+		res, err := ap.Decide(ctx, approvals.VoteInput{RequestID: id, Approver: me.Name, Via: approvals.ViaCLI, Outcome: outcome, Reason: *reason})
 		if err != nil {
 			var na *approvals.NotAllowedError
 			switch {

@@ -150,7 +150,7 @@ func start(ctx context.Context, cfg server.Config, log *slog.Logger) (_ *runtime
 	if appToken != "" {
 		sm := socketmode.New(deps.Slack)
 		go func() {
-			if err := srv.Approvals().RunSocketMode(ctx, sm); err != nil && !errors.Is(err, context.Canceled) {
+			if err := srv.Slack().RunSocketMode(ctx, sm); err != nil && !errors.Is(err, context.Canceled) {
 				log.Error("slack socket mode stopped", "err", err)
 			}
 		}()

@@ -1,4 +1,4 @@
-package approvals
+package slack
 
 import (
 	"context"
@@ -13,9 +13,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/slack-go/slack"
+	slackapi "github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
+	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/approvals/display"
 )
 
@@ -47,48 +48,50 @@ const (
 	ReplyDenyReasonEmpty = "Give a reason: the agent and the audit trail see it."
 )
 
-var errFreezeUnavailable = errors.New("freeze is not enabled on this server")
+// EventRejected is the audit event of an interactivity request that failed
+// verification (bad signature, stale timestamp, replay).
+const EventRejected = "slack.rejected"
 
 // replyFor maps a refusal to the fixed reply the clicking user sees.
 func replyFor(err error) string {
-	var na *NotAllowedError
+	var na *approvals.NotAllowedError
 	switch {
 	case errors.As(err, &na):
 		return ReplyNotAllowed + display.Mrkdwn(na.Reason, 500)
-	case errors.Is(err, ErrNotApprover):
+	case errors.Is(err, approvals.ErrNotApprover):
 		return ReplyNotApprover
-	case errors.Is(err, ErrSelfApproval):
+	case errors.Is(err, approvals.ErrSelfApproval):
 		return ReplySelfApproval
-	case errors.Is(err, ErrExpired):
+	case errors.Is(err, approvals.ErrExpired):
 		return ReplyExpired
-	case errors.Is(err, ErrAlreadyDecided):
+	case errors.Is(err, approvals.ErrAlreadyDecided):
 		return ReplyAlreadyDecided
-	case errors.Is(err, ErrDuplicateVote):
+	case errors.Is(err, approvals.ErrDuplicateVote):
 		return ReplyDuplicateVote
-	case errors.Is(err, ErrCancelled):
+	case errors.Is(err, approvals.ErrCancelled):
 		return ReplyCancelled
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, approvals.ErrNotFound):
 		return ReplyNotFound
-	case errors.Is(err, errFreezeUnavailable):
+	case errors.Is(err, approvals.ErrFreezeUnavailable):
 		return ReplyFreezeOff
-	case errors.Is(err, ErrInvalidInput):
+	case errors.Is(err, approvals.ErrInvalidInput):
 		return ReplyInvalid
 	}
 	return ReplyInternal
 }
 
-// InteractionHandler serves POST /slack/interactions. Each request is verified
-// over its raw body with the signing secret (slack.NewSecretsVerifier): a bad
+// Handler serves POST /slack/interactions. Each request is verified
+// over its raw body with the signing secret (slackapi.NewSecretsVerifier): a bad
 // signature, missing headers or a timestamp more than 5 minutes away is
 // answered 401, a replay of an already seen signature too, and each is audited
 // as slack.rejected. A verified request must carry exactly one action with a
 // known action id (block_actions: approve, deny → modal, freeze) or the deny
 // modal's view_submission.
-func (s *Service) InteractionHandler() http.Handler {
-	return http.HandlerFunc(s.serveInteraction)
+func (c *Channel) Handler() http.Handler {
+	return http.HandlerFunc(c.serveInteraction)
 }
 
-func (s *Service) serveInteraction(w http.ResponseWriter, req *http.Request) {
+func (c *Channel) serveInteraction(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "method not allowed: Slack interactivity requests are POST", http.StatusMethodNotAllowed)
@@ -99,21 +102,21 @@ func (s *Service) serveInteraction(w http.ResponseWriter, req *http.Request) {
 	defer cancel()
 	meta := map[string]any{
 		"remote_addr": req.RemoteAddr,
-		"timestamp":   clip(req.Header.Get("X-Slack-Request-Timestamp"), 20),
+		"timestamp":   display.Text(req.Header.Get("X-Slack-Request-Timestamp"), 20),
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, maxInteractionBody))
 	if err != nil {
-		s.auditSlack(ctx, "body_unreadable", "request body unreadable or above 1 MiB: "+err.Error(), meta)
+		c.auditSlack(ctx, "body_unreadable", "request body unreadable or above 1 MiB: "+err.Error(), meta)
 		http.Error(w, "request body unreadable or above 1 MiB", http.StatusRequestEntityTooLarge)
 		return
 	}
-	if code, err := s.verify(ctx, req.Header, body); err != nil {
+	if code, err := c.verify(ctx, req.Header, body); err != nil {
 		if code == "replayed" {
 			if cb, perr := parseInteraction(body); perr == nil {
 				addCallbackMeta(meta, cb)
 			}
 		}
-		s.auditSlack(ctx, code, err.Error(), meta)
+		c.auditSlack(ctx, code, err.Error(), meta)
 		status := http.StatusUnauthorized
 		if code == "not_configured" || code == "replay_check_failed" {
 			status = http.StatusServiceUnavailable
@@ -123,14 +126,14 @@ func (s *Service) serveInteraction(w http.ResponseWriter, req *http.Request) {
 	}
 	cb, err := parseInteraction(body)
 	if err != nil {
-		s.auditSlack(ctx, "bad_payload", err.Error(), meta)
+		c.auditSlack(ctx, "bad_payload", err.Error(), meta)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	resp, err := s.dispatch(ctx, ViaSlack, cb)
+	resp, err := c.dispatch(ctx, approvals.ViaSlack, cb)
 	if err != nil {
 		addCallbackMeta(meta, cb)
-		s.auditSlack(ctx, "bad_interaction", err.Error(), meta)
+		c.auditSlack(ctx, "bad_interaction", err.Error(), meta)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -144,15 +147,15 @@ func (s *Service) serveInteraction(w http.ResponseWriter, req *http.Request) {
 
 // verify checks the Slack signature over the raw body and refuses replays. It
 // returns a machine code with the error.
-func (s *Service) verify(ctx context.Context, h http.Header, body []byte) (string, error) {
-	if s.o.SigningSecret == "" {
+func (c *Channel) verify(ctx context.Context, h http.Header, body []byte) (string, error) {
+	if c.secret == "" {
 		return "not_configured", errors.New("slack interactivity is not configured on this server (no signing secret)")
 	}
-	sv, err := slack.NewSecretsVerifier(h, s.o.SigningSecret)
+	sv, err := slackapi.NewSecretsVerifier(h, c.secret)
 	switch {
-	case errors.Is(err, slack.ErrExpiredTimestamp):
+	case errors.Is(err, slackapi.ErrExpiredTimestamp):
 		return "stale_timestamp", errors.New("slack request timestamp is more than 5 minutes from now")
-	case errors.Is(err, slack.ErrMissingHeaders):
+	case errors.Is(err, slackapi.ErrMissingHeaders):
 		return "missing_headers", errors.New("X-Slack-Signature and X-Slack-Request-Timestamp are required")
 	case err != nil:
 		return "bad_signature", errors.New("malformed slack signature or timestamp")
@@ -164,7 +167,7 @@ func (s *Service) verify(ctx context.Context, h http.Header, body []byte) (strin
 		return "bad_signature", errors.New("slack signature does not match the request")
 	}
 	// Only a verified signature is remembered, so forged requests cannot poison the cache.
-	fresh, err := s.markSeen(ctx, "sig:"+strings.ToLower(h.Get("X-Slack-Signature")))
+	fresh, err := c.markSeen(ctx, "sig:"+strings.ToLower(h.Get("X-Slack-Signature")))
 	if err != nil {
 		return "replay_check_failed", errors.New("could not check the request against replays; try again")
 	}
@@ -175,8 +178,8 @@ func (s *Service) verify(ctx context.Context, h http.Header, body []byte) (strin
 }
 
 // markSeen records key and reports whether it was new.
-func (s *Service) markSeen(ctx context.Context, key string) (bool, error) {
-	res, err := s.st.ExecContext(ctx, `INSERT INTO approval_slack_seen (key, seen_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`,
+func (c *Channel) markSeen(ctx context.Context, key string) (bool, error) {
+	res, err := c.svc.Store().ExecContext(ctx, `INSERT INTO approval_slack_seen (key, seen_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`,
 		key, time.Now().UnixNano())
 	if err != nil {
 		return false, fmt.Errorf("record slack request: %w", err)
@@ -189,9 +192,9 @@ func (s *Service) markSeen(ctx context.Context, key string) (bool, error) {
 }
 
 // pruneSeen forgets replay keys older than any signature could still be valid.
-// Slack's window is wall-clock time, so this uses the wall clock, not Options.Clock.
-func (s *Service) pruneSeen(ctx context.Context) error {
-	_, err := s.st.ExecContext(ctx, `DELETE FROM approval_slack_seen WHERE seen_at < ?`, time.Now().Add(-seenRetention).UnixNano())
+// Slack's window is wall-clock time, so this uses the wall clock, not approvals.Options.Clock.
+func (c *Channel) pruneSeen(ctx context.Context) error {
+	_, err := c.svc.Store().ExecContext(ctx, `DELETE FROM approval_slack_seen WHERE seen_at < ?`, time.Now().Add(-seenRetention).UnixNano())
 	return err
 }
 
@@ -248,56 +251,56 @@ func (l *rejectLog) rollLocked(now time.Time) int {
 }
 
 // logUnlogged writes the summary line for refusals that had none.
-func (s *Service) logUnlogged(ctx context.Context, n int) {
+func (c *Channel) logUnlogged(ctx context.Context, n int) {
 	if n > 0 {
-		s.log.WarnContext(ctx, "more slack requests were rejected than are logged one by one",
+		c.log.WarnContext(ctx, "more slack requests were rejected than are logged one by one",
 			slog.Int("unlogged", n), slog.Duration("within", rejectLogWindow), slog.Int("logged_per_window", rejectLogBurst))
 	}
 }
 
-func (s *Service) auditSlack(ctx context.Context, code, detail string, extra map[string]any) {
+func (c *Channel) auditSlack(ctx context.Context, code, detail string, extra map[string]any) {
 	data := map[string]any{"code": code, "reason": detail}
 	for k, v := range extra {
 		data[k] = v
 	}
-	own, unlogged := s.rejected.note(s.now())
-	s.logUnlogged(ctx, unlogged)
+	own, unlogged := c.rejected.note(c.now())
+	c.logUnlogged(ctx, unlogged)
 	if own {
-		s.log.WarnContext(ctx, "slack request rejected", slog.String("code", code), slog.String("reason", detail))
+		c.log.WarnContext(ctx, "slack request rejected", slog.String("code", code), slog.String("reason", detail))
 	}
-	if err := s.o.Audit(ctx, nil, EventSlackRejected, "slack", "", data); err != nil {
-		s.log.ErrorContext(ctx, "audit of a rejected slack request failed", slog.String("code", code), slog.String("error", err.Error()))
+	if err := c.svc.Record(ctx, EventRejected, "slack", "", data); err != nil {
+		c.log.ErrorContext(ctx, "audit of a rejected slack request failed", slog.String("code", code), slog.String("error", err.Error()))
 	}
 }
 
-func addCallbackMeta(meta map[string]any, cb slack.InteractionCallback) {
+func addCallbackMeta(meta map[string]any, cb slackapi.InteractionCallback) {
 	meta["type"] = string(cb.Type)
 	if cb.User.ID != "" {
-		meta["slack_user_id"] = clip(cb.User.ID, 40)
+		meta["slack_user_id"] = display.Text(cb.User.ID, 40)
 	}
 	if acts := cb.ActionCallback.BlockActions; len(acts) > 0 {
-		meta["action_id"] = clip(acts[0].ActionID, 80)
-		meta["request_id"] = clip(acts[0].Value, 80)
+		meta["action_id"] = display.Text(acts[0].ActionID, 80)
+		meta["request_id"] = display.Text(acts[0].Value, 80)
 	}
 	if cb.View.PrivateMetadata != "" {
-		meta["request_id"] = clip(cb.View.PrivateMetadata, 80)
+		meta["request_id"] = display.Text(cb.View.PrivateMetadata, 80)
 	}
 }
 
 // parseInteraction reads the form-encoded body Slack sends: one field,
 // payload, holding the interaction as JSON.
-func parseInteraction(body []byte) (slack.InteractionCallback, error) {
+func parseInteraction(body []byte) (slackapi.InteractionCallback, error) {
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		return slack.InteractionCallback{}, fmt.Errorf("body is not form-encoded: %w", err)
+		return slackapi.InteractionCallback{}, fmt.Errorf("body is not form-encoded: %w", err)
 	}
 	payload := form.Get("payload")
 	if payload == "" {
-		return slack.InteractionCallback{}, errors.New("form field payload is missing or empty")
+		return slackapi.InteractionCallback{}, errors.New("form field payload is missing or empty")
 	}
-	var cb slack.InteractionCallback
+	var cb slackapi.InteractionCallback
 	if err := json.Unmarshal([]byte(payload), &cb); err != nil {
-		return slack.InteractionCallback{}, fmt.Errorf("payload is not a Slack interaction: %w", err)
+		return slackapi.InteractionCallback{}, fmt.Errorf("payload is not a Slack interaction: %w", err)
 	}
 	return cb, nil
 }
@@ -306,9 +309,9 @@ func parseInteraction(body []byte) (slack.InteractionCallback, error) {
 // share it. It returns the response body for a view_submission (nil closes the
 // modal), or an error for an interaction tollgate does not understand. Refusals
 // of a click are not errors: the user gets a fixed ephemeral reply.
-func (s *Service) dispatch(ctx context.Context, via string, cb slack.InteractionCallback) (any, error) {
+func (c *Channel) dispatch(ctx context.Context, via string, cb slackapi.InteractionCallback) (any, error) {
 	switch cb.Type {
-	case slack.InteractionTypeBlockActions:
+	case slackapi.InteractionTypeBlockActions:
 		acts := cb.ActionCallback.BlockActions
 		if len(acts) != 1 || len(cb.ActionCallback.AttachmentActions) != 0 {
 			return nil, fmt.Errorf("block_actions must carry exactly one block action, got %d", len(acts)+len(cb.ActionCallback.AttachmentActions))
@@ -317,10 +320,10 @@ func (s *Service) dispatch(ctx context.Context, via string, cb slack.Interaction
 		switch a.ActionID {
 		case ActionIDApprove, ActionIDDeny, ActionIDFreeze:
 		default:
-			return nil, fmt.Errorf("unknown action_id %q; known: %s, %s, %s", clip(a.ActionID, 80), ActionIDApprove, ActionIDDeny, ActionIDFreeze)
+			return nil, fmt.Errorf("unknown action_id %q; known: %s, %s, %s", display.Text(a.ActionID, 80), ActionIDApprove, ActionIDDeny, ActionIDFreeze)
 		}
-		if !requestIDPattern.MatchString(a.Value) {
-			return nil, fmt.Errorf("button value %q is not an approval request id", clip(a.Value, 80))
+		if !approvals.ValidRequestID(a.Value) {
+			return nil, fmt.Errorf("button value %q is not an approval request id", display.Text(a.Value, 80))
 		}
 		channel := cb.Channel.ID
 		if channel == "" {
@@ -329,129 +332,90 @@ func (s *Service) dispatch(ctx context.Context, via string, cb slack.Interaction
 		user := cb.User.ID
 		switch a.ActionID {
 		case ActionIDApprove:
-			out, err := s.Decide(ctx, VoteInput{RequestID: a.Value, SlackUserID: user, Via: via, Outcome: OutcomeApprove})
+			out, err := c.svc.Decide(ctx, approvals.VoteInput{RequestID: a.Value, Approver: c.approver(user), User: user, Via: via, Outcome: approvals.OutcomeApprove})
 			switch {
 			case err != nil:
-				s.reply(ctx, channel, user, replyFor(err))
+				c.reply(ctx, channel, user, replyFor(err))
 			case !out.Final:
-				s.reply(ctx, channel, user, fmt.Sprintf("Your approval is recorded: %d of %d. Another approver has to approve before it runs.", out.Approvals, out.Needed))
+				c.reply(ctx, channel, user, fmt.Sprintf("Your approval is recorded: %d of %d. Another approver has to approve before it runs.", out.Approvals, out.Needed))
 			}
 		case ActionIDDeny:
-			r, _, err := s.check(ctx, VoteInput{RequestID: a.Value, SlackUserID: user, Via: via, Outcome: OutcomeDeny})
+			r, _, err := c.svc.Check(ctx, approvals.VoteInput{RequestID: a.Value, Approver: c.approver(user), User: user, Via: via, Outcome: approvals.OutcomeDeny})
 			if err != nil {
-				s.reply(ctx, channel, user, replyFor(err))
+				c.reply(ctx, channel, user, replyFor(err))
 				return nil, nil
 			}
-			if s.o.Notifier == nil {
+			if c.api == nil {
 				return nil, nil
 			}
-			if err := s.o.Notifier.OpenDenyModal(ctx, cb.TriggerID, r); err != nil {
-				s.log.WarnContext(ctx, "open deny modal", slog.String("request_id", r.ID), slog.String("error", err.Error()))
-				s.reply(ctx, channel, user, ReplyModalFailed)
+			if err := c.openDenyModal(ctx, cb.TriggerID, r); err != nil {
+				c.log.WarnContext(ctx, "open deny modal", slog.String("request_id", r.ID), slog.String("error", err.Error()))
+				c.reply(ctx, channel, user, ReplyModalFailed)
 			}
 		case ActionIDFreeze:
-			s.freeze(ctx, via, user, channel, a.Value)
+			c.freeze(ctx, via, user, channel, a.Value)
 		}
 		return nil, nil
 
-	case slack.InteractionTypeViewSubmission:
+	case slackapi.InteractionTypeViewSubmission:
 		if cb.View.CallbackID != DenyModalCallbackID {
-			return nil, fmt.Errorf("unknown view callback_id %q; known: %s", clip(cb.View.CallbackID, 80), DenyModalCallbackID)
+			return nil, fmt.Errorf("unknown view callback_id %q; known: %s", display.Text(cb.View.CallbackID, 80), DenyModalCallbackID)
 		}
 		id := cb.View.PrivateMetadata
-		if !requestIDPattern.MatchString(id) {
-			return nil, fmt.Errorf("modal private_metadata %q is not an approval request id", clip(id, 80))
+		if !approvals.ValidRequestID(id) {
+			return nil, fmt.Errorf("modal private_metadata %q is not an approval request id", display.Text(id, 80))
 		}
 		var reason string
 		if cb.View.State != nil {
 			reason = cb.View.State.Values[DenyReasonBlockID][DenyReasonActionID].Value
 		}
 		if strings.TrimSpace(reason) == "" {
-			return slack.NewErrorsViewSubmissionResponse(map[string]string{DenyReasonBlockID: ReplyDenyReasonEmpty}), nil
+			return slackapi.NewErrorsViewSubmissionResponse(map[string]string{DenyReasonBlockID: ReplyDenyReasonEmpty}), nil
 		}
-		if _, err := s.Decide(ctx, VoteInput{RequestID: id, SlackUserID: cb.User.ID, Via: via, Outcome: OutcomeDeny, Reason: reason}); err != nil {
-			return slack.NewErrorsViewSubmissionResponse(map[string]string{DenyReasonBlockID: replyFor(err)}), nil
+		if _, err := c.svc.Decide(ctx, approvals.VoteInput{RequestID: id, Approver: c.approver(cb.User.ID), User: cb.User.ID, Via: via, Outcome: approvals.OutcomeDeny, Reason: reason}); err != nil {
+			return slackapi.NewErrorsViewSubmissionResponse(map[string]string{DenyReasonBlockID: replyFor(err)}), nil
 		}
 		return nil, nil
 	}
-	return nil, fmt.Errorf("unsupported interaction type %q; tollgate handles block_actions and view_submission", clip(string(cb.Type), 40))
+	return nil, fmt.Errorf("unsupported interaction type %q; tollgate handles block_actions and view_submission", display.Text(string(cb.Type), 40))
 }
 
-// freeze handles the Freeze agent button: a configured approver whom the
-// policy allows to freeze, on a request that exists. The request's state does
-// not matter: stopping an agent is always allowed to the allowed.
-func (s *Service) freeze(ctx context.Context, via, user, channel, requestID string) {
-	v := VoteInput{RequestID: requestID, SlackUserID: user, Via: via, Outcome: ActionFreeze}
-	ap, isApprover := s.bySlack[user]
-	var apRef *Approver
-	if isApprover {
-		apRef = &ap
-	}
-	r, err := s.loadRequest(ctx, s.st, requestID)
-	if err != nil {
-		if !errors.Is(err, ErrNotFound) {
-			s.log.ErrorContext(ctx, "read request for freeze", slog.String("request_id", requestID), slog.String("error", err.Error()))
-		}
-		s.reply(ctx, channel, user, replyFor(s.reject(ctx, nil, v, apRef, fmt.Errorf("approval %s: %w", requestID, err))))
-		return
-	}
-	if !isApprover {
-		s.reply(ctx, channel, user, replyFor(s.reject(ctx, &r, v, nil, fmt.Errorf("%w: Slack user %s", ErrNotApprover, clip(user, 40)))))
-		return
-	}
-	allowed, reason, err := s.o.Authorizer(ctx, ap, r, ActionFreeze)
+// freeze handles the Freeze agent button through the core, which checks the
+// approver and the policy and audits either way; the clicking user is told
+// what happened.
+func (c *Channel) freeze(ctx context.Context, via, user, channel, requestID string) {
+	r, err := c.svc.Freeze(ctx, approvals.FreezeInput{RequestID: requestID, Approver: c.approver(user), User: user, Via: via})
 	switch {
-	case err != nil:
-		s.reply(ctx, channel, user, replyFor(s.reject(ctx, &r, v, apRef, &NotAllowedError{Reason: "the policy engine could not be asked: " + err.Error(), cause: err})))
-		return
-	case !allowed:
-		if reason == "" {
-			reason = "no policy rule allows " + ap.Name + " to freeze agents"
-		}
-		s.reply(ctx, channel, user, replyFor(s.reject(ctx, &r, v, apRef, &NotAllowedError{Reason: reason})))
-		return
-	case s.o.OnFreeze == nil:
-		s.reply(ctx, channel, user, replyFor(s.reject(ctx, &r, v, apRef, errFreezeUnavailable)))
-		return
-	}
-	if err := s.o.OnFreeze(ctx, r.Agent, ap); err != nil {
-		_ = s.reject(ctx, &r, v, apRef, fmt.Errorf("freeze agent %s: %w", r.Agent, err))
-		s.reply(ctx, channel, user, fmt.Sprintf("Freezing agent %s failed, so it is not frozen: %s. Use %s.",
+	case errors.Is(err, approvals.ErrFreezeFailed):
+		c.reply(ctx, channel, user, fmt.Sprintf("Freezing agent %s failed, so it is not frozen: %s. Use %s.",
 			display.Code(r.Agent, 100), display.Code(err.Error(), 300), display.Code("tollgate freeze --agent "+r.Agent, 130)))
-		return
+	case err != nil:
+		c.reply(ctx, channel, user, replyFor(err))
+	default:
+		c.reply(ctx, channel, user, fmt.Sprintf("Agent %s is frozen: its mutating calls are denied and its pending approvals cancelled. Unfreeze with %s.",
+			display.Code(r.Agent, 100), display.Code("tollgate unfreeze --agent "+r.Agent, 130)))
 	}
-	if err := s.o.Audit(ctx, nil, EventFreezeRequested, actorFor(v, &ap), r.OperationID, map[string]any{
-		"request_id": r.ID,
-		"agent":      r.Agent,
-		"approver":   ap.Name,
-		"via":        via,
-	}); err != nil {
-		s.log.ErrorContext(ctx, "audit freeze click", slog.String("request_id", r.ID), slog.String("error", err.Error()))
-	}
-	s.log.InfoContext(ctx, "agent frozen from slack", slog.String("agent", r.Agent), slog.String("approver", ap.Name), slog.String("request_id", r.ID))
-	s.reply(ctx, channel, user, fmt.Sprintf("Agent %s is frozen: its mutating calls are denied and its pending approvals cancelled. Unfreeze with %s.",
-		display.Code(r.Agent, 100), display.Code("tollgate unfreeze --agent "+r.Agent, 130)))
 }
 
 // reply shows text to the clicking user; failures are logged, never retried:
 // the message itself already shows the request's true state.
-func (s *Service) reply(ctx context.Context, channel, user, text string) {
-	if s.o.Notifier == nil || user == "" {
+func (c *Channel) reply(ctx context.Context, channel, user, text string) {
+	if c.api == nil || user == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.o.SlackTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	if err := s.o.Notifier.Ephemeral(ctx, channel, user, text); err != nil {
-		s.log.WarnContext(ctx, "ephemeral reply failed", slog.String("slack_user_id", user), slog.String("error", err.Error()))
+	if err := c.ephemeral(ctx, channel, user, text); err != nil {
+		c.log.WarnContext(ctx, "ephemeral reply failed", slog.String("slack_user_id", user), slog.String("error", err.Error()))
 	}
 }
 
 // RunSocketMode receives interactions over Slack Socket Mode (for servers
 // without a public URL) until ctx ends. client is built with
-// socketmode.New(slack.New(botToken, slack.OptionAppLevelToken(appToken))).
+// socketmode.New(slackapi.New(botToken, slackapi.OptionAppLevelToken(appToken))).
 // Every envelope is acknowledged; interactions go through the same dispatch as
 // the HTTP endpoint, with envelope ids deduplicated instead of signatures.
-func (s *Service) RunSocketMode(ctx context.Context, client *socketmode.Client) error {
+func (c *Channel) RunSocketMode(ctx context.Context, client *socketmode.Client) error {
 	if client == nil {
 		return errors.New("socket mode: client is nil")
 	}
@@ -473,73 +437,82 @@ func (s *Service) RunSocketMode(ctx context.Context, client *socketmode.Client) 
 			}
 			return fmt.Errorf("socket mode: %w", err)
 		case evt := <-client.Events:
-			s.handleSocketEvent(ctx, client, evt)
+			c.handleSocketEvent(ctx, client, evt)
 		}
 	}
 }
 
 // handleSocketEvent acknowledges and dispatches one Socket Mode event.
-func (s *Service) handleSocketEvent(ctx context.Context, client *socketmode.Client, evt socketmode.Event) {
+func (c *Channel) handleSocketEvent(ctx context.Context, client *socketmode.Client, evt socketmode.Event) {
 	ack := func(payload any) {
 		if evt.Request == nil || evt.Request.EnvelopeID == "" {
 			return
 		}
 		if err := client.AckCtx(ctx, evt.Request.EnvelopeID, payload); err != nil {
-			s.log.WarnContext(ctx, "socket mode ack failed", slog.String("envelope_id", evt.Request.EnvelopeID), slog.String("error", err.Error()))
+			c.log.WarnContext(ctx, "socket mode ack failed", slog.String("envelope_id", evt.Request.EnvelopeID), slog.String("error", err.Error()))
 		}
 	}
 	switch evt.Type {
 	case socketmode.EventTypeInteractive:
 		if evt.Request == nil || evt.Request.EnvelopeID == "" {
-			s.auditSlack(ctx, "bad_envelope", "socket mode interactive event without an envelope id", nil)
+			c.auditSlack(ctx, "bad_envelope", "socket mode interactive event without an envelope id", nil)
 			return
 		}
-		meta := map[string]any{"envelope_id": clip(evt.Request.EnvelopeID, 80), "via": ViaSocket}
-		cb, ok := evt.Data.(slack.InteractionCallback)
+		meta := map[string]any{"envelope_id": display.Text(evt.Request.EnvelopeID, 80), "via": approvals.ViaSocket}
+		cb, ok := evt.Data.(slackapi.InteractionCallback)
 		if !ok {
 			ack(nil)
-			s.auditSlack(ctx, "bad_payload", "socket mode interactive payload is not a Slack interaction", meta)
+			c.auditSlack(ctx, "bad_payload", "socket mode interactive payload is not a Slack interaction", meta)
 			return
 		}
-		fresh, err := s.markSeen(ctx, "env:"+evt.Request.EnvelopeID)
+		fresh, err := c.markSeen(ctx, "env:"+evt.Request.EnvelopeID)
 		if err != nil {
 			// Not processed: acknowledging without acting would lose the click
 			// silently, so leave it unacknowledged and let Slack retry.
-			s.log.ErrorContext(ctx, "socket mode replay check", slog.String("error", err.Error()))
+			c.log.ErrorContext(ctx, "socket mode replay check", slog.String("error", err.Error()))
 			return
 		}
 		if !fresh {
 			ack(nil)
 			addCallbackMeta(meta, cb)
-			s.auditSlack(ctx, "replayed", "socket mode envelope already received (replay or redelivery)", meta)
+			c.auditSlack(ctx, "replayed", "socket mode envelope already received (replay or redelivery)", meta)
 			return
 		}
 		dctx, cancel := context.WithTimeout(ctx, dispatchTimeout)
 		defer cancel()
-		if cb.Type == slack.InteractionTypeViewSubmission {
+		if cb.Type == slackapi.InteractionTypeViewSubmission {
 			// The modal's answer travels in the ack payload.
-			resp, err := s.dispatch(dctx, ViaSocket, cb)
+			resp, err := c.dispatch(dctx, approvals.ViaSocket, cb)
 			if err != nil {
 				addCallbackMeta(meta, cb)
-				s.auditSlack(ctx, "bad_interaction", err.Error(), meta)
+				c.auditSlack(ctx, "bad_interaction", err.Error(), meta)
 			}
 			ack(resp)
 			return
 		}
 		// Slack wants the ack within 3 seconds; the decision and replies follow.
 		ack(nil)
-		if _, err := s.dispatch(dctx, ViaSocket, cb); err != nil {
+		if _, err := c.dispatch(dctx, approvals.ViaSocket, cb); err != nil {
 			addCallbackMeta(meta, cb)
-			s.auditSlack(ctx, "bad_interaction", err.Error(), meta)
+			c.auditSlack(ctx, "bad_interaction", err.Error(), meta)
 		}
 	case socketmode.EventTypeEventsAPI, socketmode.EventTypeSlashCommand:
 		// Not subscribed by tollgate's manifest; acknowledged so Slack does not retry.
 		ack(nil)
 	case socketmode.EventTypeConnecting, socketmode.EventTypeConnected, socketmode.EventTypeHello:
-		s.log.DebugContext(ctx, "socket mode", slog.String("event", string(evt.Type)))
+		c.log.DebugContext(ctx, "socket mode", slog.String("event", string(evt.Type)))
 	case socketmode.EventTypeDisconnect:
-		s.log.InfoContext(ctx, "socket mode: slack asked to reconnect")
+		c.log.InfoContext(ctx, "socket mode: slack asked to reconnect")
 	default:
-		s.log.WarnContext(ctx, "socket mode", slog.String("event", string(evt.Type)), slog.String("detail", fmt.Sprint(evt.Data)))
+		c.log.WarnContext(ctx, "socket mode", slog.String("event", string(evt.Type)), slog.String("detail", fmt.Sprint(evt.Data)))
+	}
+}
+
+// Housekeep implements approvals.Housekeeper: it writes the summary line of
+// refusals that had none and forgets replay keys no signature can reuse.
+func (c *Channel) Housekeep(ctx context.Context) {
+	c.logUnlogged(ctx, c.rejected.due(c.now()))
+	if err := c.pruneSeen(ctx); err != nil && ctx.Err() == nil {
+		c.log.WarnContext(ctx, "prune replay cache", slog.String("error", err.Error()))
 	}
 }

@@ -1,4 +1,4 @@
-package approvals
+package slack
 
 import (
 	"context"
@@ -12,16 +12,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/slack-go/slack"
+	"github.com/tollgatehq/tollgate/approvals"
+
+	slackapi "github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 )
 
 func TestSlackApproveClick(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, withSlack())
-	r := f.request(nil)
-	if r.SlackTS == "" || r.SlackChannel != "C0APPROVALS" {
-		t.Fatalf("request not posted: %+v", r)
+	r := f.Request(nil)
+	posted := f.ref(r.ID)
+	if posted.TS == "" || posted.Channel != "C0APPROVALS" {
+		t.Fatalf("request not posted: %+v", posted)
 	}
 	posts := f.slack.byMethod("chat.postMessage")
 	if len(posts) != 1 || !strings.Contains(posts[0].Form.Get("blocks"), ActionIDApprove) ||
@@ -33,8 +36,8 @@ func TestSlackApproveClick(t *testing.T) {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body)
 	}
-	d := f.mustDecided(StateApproved)
-	if d.ID != r.ID || len(d.Votes) != 1 || d.Votes[0].Via != ViaSlack || d.Votes[0].SlackUserID != "U0ALICE" {
+	d := f.MustDecided(approvals.StateApproved)
+	if d.ID != r.ID || len(d.Votes) != 1 || d.Votes[0].Via != approvals.ViaSlack || d.Votes[0].User != "U0ALICE" {
 		t.Fatalf("OnDecided(%+v)", d)
 	}
 	updates := f.slack.byMethod("chat.update")
@@ -42,11 +45,11 @@ func TestSlackApproveClick(t *testing.T) {
 		t.Fatalf("%d chat.update calls, want 1", len(updates))
 	}
 	u := updates[0].Form
-	if u.Get("ts") != r.SlackTS || u.Get("channel") != "C0APPROVALS" || strings.Contains(u.Get("blocks"), ActionIDApprove) ||
+	if u.Get("ts") != posted.TS || u.Get("channel") != "C0APPROVALS" || strings.Contains(u.Get("blocks"), ActionIDApprove) ||
 		!strings.Contains(u.Get("blocks"), "*Approved* by `alice`") {
 		t.Fatalf("update = %v", u)
 	}
-	if ev := f.audit.events(t, EventDecided); len(ev) != 1 || ev[0].Actor != "slack:U0ALICE" || ev[0].Data["via"] != ViaSlack {
+	if ev := f.Audit.Events(t, approvals.EventDecided); len(ev) != 1 || ev[0].Actor != "slack:U0ALICE" || ev[0].Data["via"] != approvals.ViaSlack {
 		t.Fatalf("decision audit %+v", ev)
 	}
 	if n := len(f.slack.byMethod("chat.postEphemeral")); n != 0 {
@@ -54,7 +57,7 @@ func TestSlackApproveClick(t *testing.T) {
 	}
 
 	// The execution result lands on the same message.
-	if err := f.svc.Finish(context.Background(), r.ID, "Registered example.dev until 2027-11-22"); err != nil {
+	if err := f.Svc.Finish(context.Background(), r.ID, "Registered example.dev until 2027-11-22"); err != nil {
 		t.Fatal(err)
 	}
 	updates = f.slack.byMethod("chat.update")
@@ -66,7 +69,7 @@ func TestSlackApproveClick(t *testing.T) {
 func TestSlackDenyViaModal(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, withSlack())
-	r := f.request(nil)
+	r := f.Request(nil)
 
 	rec := f.click(blockActionPayload("U0BOB", ActionIDDeny, r.ID))
 	if rec.Code != http.StatusOK {
@@ -80,8 +83,8 @@ func TestSlackDenyViaModal(t *testing.T) {
 	if !strings.HasPrefix(views[0].JSON["trigger_id"].(string), "13345224609.738474920.") || view["callback_id"] != DenyModalCallbackID || view["private_metadata"] != r.ID {
 		t.Fatalf("modal = %v", views[0].JSON)
 	}
-	f.noDecision()
-	if f.get(r.ID).State != StatePending {
+	f.NoDecision()
+	if f.Get(r.ID).State != approvals.StatePending {
 		t.Fatal("the deny button alone decided")
 	}
 
@@ -91,13 +94,13 @@ func TestSlackDenyViaModal(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || resp["response_action"] != "errors" {
 		t.Fatalf("empty reason: %d %s", rec.Code, rec.Body)
 	}
-	f.noDecision()
+	f.NoDecision()
 
 	rec = f.click(viewSubmissionPayload("U0BOB", r.ID, "example.dev is taken by legal; use example.app"))
 	if rec.Code != http.StatusOK || rec.Body.Len() != 0 {
 		t.Fatalf("submission: %d %q (an empty 200 closes the modal)", rec.Code, rec.Body)
 	}
-	d := f.mustDecided(StateDenied)
+	d := f.MustDecided(approvals.StateDenied)
 	if d.DecidedReason != "example.dev is taken by legal; use example.app" {
 		t.Fatalf("reason %q", d.DecidedReason)
 	}
@@ -107,7 +110,7 @@ func TestSlackDenyViaModal(t *testing.T) {
 	}
 
 	// The owner's deny click is refused before a modal opens.
-	r2 := f.request(nil)
+	r2 := f.Request(nil)
 	f.click(blockActionPayload("U0DAVE", ActionIDDeny, r2.ID))
 	if got := f.slack.lastEphemeral(t); got != ReplySelfApproval {
 		t.Fatalf("ephemeral %q", got)
@@ -121,7 +124,7 @@ func TestSlackDenyViaModal(t *testing.T) {
 		!strings.Contains(rec.Body.String(), "not a tollgate approver") {
 		t.Fatalf("non-approver submission: %s", rec.Body)
 	}
-	f.noDecision()
+	f.NoDecision()
 }
 
 // TestSlackRejections: each bad click is refused, audited, and decides nothing.
@@ -136,124 +139,124 @@ func TestSlackRejections(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		mut  func(*Request)
-		run  func(f *fixture, r Request) *httptest.ResponseRecorder
+		mut  func(*approvals.Request)
+		run  func(f *fixture, r approvals.Request) *httptest.ResponseRecorder
 		want want
 	}{
-		{"forged signature", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		{"forged signature", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			body := signedBody(t, blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
 			ts := strconv.FormatInt(time.Now().Unix(), 10)
 			rec := httptest.NewRecorder()
-			f.svc.InteractionHandler().ServeHTTP(rec, interactionRequest(body, ts, sign("not-the-secret", ts, body)))
+			f.ch.Handler().ServeHTTP(rec, interactionRequest(body, ts, sign("not-the-secret", ts, body)))
 			return rec
-		}, want{status: 401, slackCode: "bad_signature", state: StatePending}},
-		{"tampered body", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 401, slackCode: "bad_signature", state: approvals.StatePending}},
+		{"tampered body", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			body := signedBody(t, blockActionPayload("U0EVE", ActionIDApprove, r.ID))
 			ts := strconv.FormatInt(time.Now().Unix(), 10)
 			sig := sign(testSecret, ts, body)
 			forged := strings.Replace(body, "U0EVE", "U0ALICE", 1)
 			rec := httptest.NewRecorder()
-			f.svc.InteractionHandler().ServeHTTP(rec, interactionRequest(forged, ts, sig))
+			f.ch.Handler().ServeHTTP(rec, interactionRequest(forged, ts, sig))
 			return rec
-		}, want{status: 401, slackCode: "bad_signature", state: StatePending}},
-		{"stale timestamp", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 401, slackCode: "bad_signature", state: approvals.StatePending}},
+		{"stale timestamp", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			body := signedBody(t, blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
 			ts := strconv.FormatInt(time.Now().Add(-6*time.Minute).Unix(), 10)
 			rec := httptest.NewRecorder()
-			f.svc.InteractionHandler().ServeHTTP(rec, interactionRequest(body, ts, sign(testSecret, ts, body)))
+			f.ch.Handler().ServeHTTP(rec, interactionRequest(body, ts, sign(testSecret, ts, body)))
 			return rec
-		}, want{status: 401, slackCode: "stale_timestamp", state: StatePending}},
-		{"missing headers", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 401, slackCode: "stale_timestamp", state: approvals.StatePending}},
+		{"missing headers", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			rec := httptest.NewRecorder()
-			f.svc.InteractionHandler().ServeHTTP(rec, interactionRequest(signedBody(t, blockActionPayload("U0ALICE", ActionIDApprove, r.ID)), "", ""))
+			f.ch.Handler().ServeHTTP(rec, interactionRequest(signedBody(t, blockActionPayload("U0ALICE", ActionIDApprove, r.ID)), "", ""))
 			return rec
-		}, want{status: 401, slackCode: "missing_headers", state: StatePending}},
-		{"replayed payload", func(r *Request) { r.Quorum = 2 }, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 401, slackCode: "missing_headers", state: approvals.StatePending}},
+		{"replayed payload", func(r *approvals.Request) { r.Quorum = 2 }, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			body := signedBody(t, blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
 			ts := strconv.FormatInt(time.Now().Unix(), 10)
 			sig := sign(testSecret, ts, body)
 			first := httptest.NewRecorder()
-			f.svc.InteractionHandler().ServeHTTP(first, interactionRequest(body, ts, sig))
+			f.ch.Handler().ServeHTTP(first, interactionRequest(body, ts, sig))
 			if first.Code != 200 {
 				t.Errorf("first delivery: %d", first.Code)
 			}
 			rec := httptest.NewRecorder()
-			f.svc.InteractionHandler().ServeHTTP(rec, interactionRequest(body, ts, sig))
+			f.ch.Handler().ServeHTTP(rec, interactionRequest(body, ts, sig))
 			return rec
-		}, want{status: 401, slackCode: "replayed", ephemeral: "Your approval is recorded: 1 of 2. Another approver has to approve before it runs.", state: StatePending}},
-		{"non-approver", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 401, slackCode: "replayed", ephemeral: "Your approval is recorded: 1 of 2. Another approver has to approve before it runs.", state: approvals.StatePending}},
+		{"non-approver", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			return f.click(blockActionPayload("U0EVE", ActionIDApprove, r.ID))
-		}, want{status: 200, ephemeral: ReplyNotApprover, voteCode: "not_approver", state: StatePending}},
-		{"owner approving own agent", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 200, ephemeral: ReplyNotApprover, voteCode: "not_approver", state: approvals.StatePending}},
+		{"owner approving own agent", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			return f.click(blockActionPayload("U0DAVE", ActionIDApprove, r.ID))
-		}, want{status: 200, ephemeral: ReplySelfApproval, voteCode: "self_approval", state: StatePending}},
-		{"policy refuses", func(r *Request) { r.AmountMicros = 250_000_000 }, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 200, ephemeral: ReplySelfApproval, voteCode: "self_approval", state: approvals.StatePending}},
+		{"policy refuses", func(r *approvals.Request) { r.AmountMicros = 250_000_000 }, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			return f.click(blockActionPayload("U0BOB", ActionIDApprove, r.ID))
-		}, want{status: 200, ephemeral: ReplyNotAllowed + "amounts above 100.00 USD need a finance_approver", voteCode: "not_allowed", state: StatePending}},
-		{"double click", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 200, ephemeral: ReplyNotAllowed + "amounts above 100.00 USD need a finance_approver", voteCode: "not_allowed", state: approvals.StatePending}},
+		{"double click", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			if rec := f.click(blockActionPayload("U0ALICE", ActionIDApprove, r.ID)); rec.Code != 200 {
 				t.Errorf("first click: %d", rec.Code)
 			}
-			f.mustDecided(StateApproved)
+			f.MustDecided(approvals.StateApproved)
 			return f.click(blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
-		}, want{status: 200, ephemeral: ReplyAlreadyDecided, voteCode: "already_decided", state: StateApproved}},
-		{"approve after expiry", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
-			f.clock.Advance(31 * time.Minute)
+		}, want{status: 200, ephemeral: ReplyAlreadyDecided, voteCode: "already_decided", state: approvals.StateApproved}},
+		{"approve after expiry", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
+			f.Clock.Advance(31 * time.Minute)
 			return f.click(blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
-		}, want{status: 200, ephemeral: ReplyExpired, voteCode: "expired", state: StateExpired}},
-		{"quorum: same approver twice", func(r *Request) { r.Quorum = 2 }, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 200, ephemeral: ReplyExpired, voteCode: "expired", state: approvals.StateExpired}},
+		{"quorum: same approver twice", func(r *approvals.Request) { r.Quorum = 2 }, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			f.click(blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
 			return f.click(blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
-		}, want{status: 200, ephemeral: ReplyDuplicateVote, voteCode: "duplicate_vote", state: StatePending}},
-		{"click on cancelled", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
-			if err := f.svc.Cancel(context.Background(), r.ID, "agent web-bot frozen", "cli:alice"); err != nil {
+		}, want{status: 200, ephemeral: ReplyDuplicateVote, voteCode: "duplicate_vote", state: approvals.StatePending}},
+		{"click on cancelled", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
+			if err := f.Svc.Cancel(context.Background(), r.ID, "agent web-bot frozen", "cli:alice"); err != nil {
 				t.Error(err)
 			}
 			return f.click(blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
-		}, want{status: 200, ephemeral: ReplyCancelled, voteCode: "cancelled", state: StateCancelled}},
-		{"unknown request", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 200, ephemeral: ReplyCancelled, voteCode: "cancelled", state: approvals.StateCancelled}},
+		{"unknown request", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			return f.click(blockActionPayload("U0ALICE", ActionIDApprove, "apr_doesnotexist"))
-		}, want{status: 200, ephemeral: ReplyNotFound, voteCode: "not_found", state: StatePending}},
-		{"unknown action id", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 200, ephemeral: ReplyNotFound, voteCode: "not_found", state: approvals.StatePending}},
+		{"unknown action id", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			return f.click(blockActionPayload("U0ALICE", "tollgate_approve_all", r.ID))
-		}, want{status: 400, slackCode: "bad_interaction", state: StatePending}},
-		{"two actions", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 400, slackCode: "bad_interaction", state: approvals.StatePending}},
+		{"two actions", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			p := blockActionPayload("U0ALICE", ActionIDApprove, r.ID)
 			a := p["actions"].([]any)
 			p["actions"] = append(a, a[0])
 			return f.click(p)
-		}, want{status: 400, slackCode: "bad_interaction", state: StatePending}},
-		{"button value not an id", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 400, slackCode: "bad_interaction", state: approvals.StatePending}},
+		{"button value not an id", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			return f.click(blockActionPayload("U0ALICE", ActionIDApprove, "'; DROP TABLE approval_requests; --"))
-		}, want{status: 400, slackCode: "bad_interaction", state: StatePending}},
-		{"no payload field", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 400, slackCode: "bad_interaction", state: approvals.StatePending}},
+		{"no payload field", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			body := "foo=bar"
 			ts := strconv.FormatInt(time.Now().Unix(), 10)
 			rec := httptest.NewRecorder()
-			f.svc.InteractionHandler().ServeHTTP(rec, interactionRequest(body, ts, sign(testSecret, ts, body)))
+			f.ch.Handler().ServeHTTP(rec, interactionRequest(body, ts, sign(testSecret, ts, body)))
 			return rec
-		}, want{status: 400, slackCode: "bad_payload", state: StatePending}},
-		{"unsupported type", nil, func(f *fixture, r Request) *httptest.ResponseRecorder {
+		}, want{status: 400, slackCode: "bad_payload", state: approvals.StatePending}},
+		{"unsupported type", nil, func(f *fixture, r approvals.Request) *httptest.ResponseRecorder {
 			return f.click(map[string]any{"type": "shortcut", "callback_id": "x", "user": slackUser("U0ALICE")})
-		}, want{status: 400, slackCode: "bad_interaction", state: StatePending}},
+		}, want{status: 400, slackCode: "bad_interaction", state: approvals.StatePending}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, withSlack())
-			r := f.request(tt.mut)
+			r := f.Request(tt.mut)
 			rec := tt.run(f, r)
 			if rec.Code != tt.want.status {
 				t.Fatalf("status %d, want %d (%s)", rec.Code, tt.want.status, rec.Body)
 			}
-			got := f.get(r.ID)
+			got := f.Get(r.ID)
 			if got.State != tt.want.state {
 				t.Fatalf("state %s, want %s", got.State, tt.want.state)
 			}
-			if tt.want.state == StatePending || tt.want.state == StateCancelled || tt.want.state == StateExpired {
-				f.noDecision()
+			if tt.want.state == approvals.StatePending || tt.want.state == approvals.StateCancelled || tt.want.state == approvals.StateExpired {
+				f.NoDecision()
 			}
-			if tt.want.state == StatePending && tt.name != "replayed payload" && tt.name != "quorum: same approver twice" && len(got.Votes) != 0 {
+			if tt.want.state == approvals.StatePending && tt.name != "replayed payload" && tt.name != "quorum: same approver twice" && len(got.Votes) != 0 {
 				t.Fatalf("votes recorded: %+v", got.Votes)
 			}
 			if tt.want.ephemeral != "" {
@@ -262,18 +265,18 @@ func TestSlackRejections(t *testing.T) {
 				}
 			}
 			if tt.want.slackCode != "" {
-				if codes := f.audit.codes(t, EventSlackRejected); len(codes) != 1 || codes[0] != tt.want.slackCode {
+				if codes := f.Audit.Codes(t, EventRejected); len(codes) != 1 || codes[0] != tt.want.slackCode {
 					t.Fatalf("slack.rejected codes %v, want [%s]", codes, tt.want.slackCode)
 				}
 			}
 			if tt.want.voteCode != "" {
-				codes := f.audit.codes(t, EventRejected)
+				codes := f.Audit.Codes(t, approvals.EventRejected)
 				if len(codes) == 0 || codes[len(codes)-1] != tt.want.voteCode {
 					t.Fatalf("approval.rejected codes %v, want …%s", codes, tt.want.voteCode)
 				}
 			}
 			// Nothing leaks the signing secret.
-			for _, e := range f.audit.events(t) {
+			for _, e := range f.Audit.Events(t) {
 				b, _ := json.Marshal(e)
 				if strings.Contains(string(b), testSecret) {
 					t.Fatalf("audit event carries the signing secret: %s", b)
@@ -285,27 +288,27 @@ func TestSlackRejections(t *testing.T) {
 
 func TestInteractionHandlerRefusesWithoutSecretAndNonPost(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, func(o *Options, _ *fixture) { o.SigningSecret = "" })
-	r := f.request(nil)
+	f := newFixture(t, func(_ *approvals.Options, f *fixture) { f.secret = "" })
+	r := f.Request(nil)
 	rec := f.click(blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("no secret: %d", rec.Code)
 	}
-	if codes := f.audit.codes(t, EventSlackRejected); len(codes) != 1 || codes[0] != "not_configured" {
+	if codes := f.Audit.Codes(t, EventRejected); len(codes) != 1 || codes[0] != "not_configured" {
 		t.Fatalf("codes %v", codes)
 	}
 	rec = httptest.NewRecorder()
-	f.svc.InteractionHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/slack/interactions", nil))
+	f.ch.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/slack/interactions", nil))
 	if rec.Code != http.StatusMethodNotAllowed || rec.Header().Get("Allow") != "POST" {
 		t.Fatalf("GET: %d", rec.Code)
 	}
 	rec = httptest.NewRecorder()
 	big := strings.NewReader("payload=" + strings.Repeat("a", maxInteractionBody+1))
-	f.svc.InteractionHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/slack/interactions", big))
+	f.ch.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/slack/interactions", big))
 	if rec.Code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("oversized body: %d", rec.Code)
 	}
-	if f.get(r.ID).State != StatePending {
+	if f.Get(r.ID).State != approvals.StatePending {
 		t.Fatal("state changed")
 	}
 }
@@ -313,9 +316,9 @@ func TestInteractionHandlerRefusesWithoutSecretAndNonPost(t *testing.T) {
 func TestSlackQuorumProgress(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, withSlack())
-	r := f.request(func(r *Request) { r.Quorum = 2 })
+	r := f.Request(func(r *approvals.Request) { r.Quorum = 2 })
 	f.click(blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
-	f.noDecision()
+	f.NoDecision()
 	if e := f.slack.lastEphemeral(t); !strings.Contains(e, "1 of 2") {
 		t.Fatalf("ephemeral %q", e)
 	}
@@ -324,7 +327,7 @@ func TestSlackQuorumProgress(t *testing.T) {
 		t.Fatalf("progress not shown with live buttons")
 	}
 	f.click(blockActionPayload("U0CAROL", ActionIDApprove, r.ID))
-	d := f.mustDecided(StateApproved)
+	d := f.MustDecided(approvals.StateApproved)
 	if d.Approvals() != 2 {
 		t.Fatalf("approvals %d", d.Approvals())
 	}
@@ -337,35 +340,35 @@ func TestSlackQuorumProgress(t *testing.T) {
 func TestSlackFreezeButton(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, withSlack())
-	r := f.request(nil)
+	r := f.Request(nil)
 	f.click(blockActionPayload("U0EVE", ActionIDFreeze, r.ID))
 	if e := f.slack.lastEphemeral(t); e != ReplyNotApprover {
 		t.Fatalf("non-approver freeze: %q", e)
 	}
 	select {
-	case got := <-f.frozen:
+	case got := <-f.Frozen:
 		t.Fatalf("froze %s for a non-approver", got)
 	default:
 	}
 	// The owner may pull the kill switch on their own agent when the policy allows it.
 	f.click(blockActionPayload("U0DAVE", ActionIDFreeze, r.ID))
-	if got := <-f.frozen; got != "web-bot by dave" {
+	if got := <-f.Frozen; got != "web-bot by dave via slack" {
 		t.Fatalf("OnFreeze(%s)", got)
 	}
 	if e := f.slack.lastEphemeral(t); !strings.Contains(e, "Agent `web-bot` is frozen") {
 		t.Fatalf("reply %q", e)
 	}
-	if ev := f.audit.events(t, EventFreezeRequested); len(ev) != 1 || ev[0].Data["agent"] != "web-bot" || ev[0].Actor != "slack:U0DAVE" {
+	if ev := f.Audit.Events(t, approvals.EventFreezeRequested); len(ev) != 1 || ev[0].Data["agent"] != "web-bot" || ev[0].Actor != "slack:U0DAVE" {
 		t.Fatalf("freeze audit %+v", ev)
 	}
 
-	off := newFixture(t, withSlack(), func(o *Options, _ *fixture) { o.OnFreeze = nil })
-	r2 := off.request(nil)
+	off := newFixture(t, withSlack(), func(o *approvals.Options, _ *fixture) { o.OnFreeze = nil })
+	r2 := off.Request(nil)
 	off.click(blockActionPayload("U0ALICE", ActionIDFreeze, r2.ID))
 	if e := off.slack.lastEphemeral(t); e != ReplyFreezeOff {
 		t.Fatalf("reply %q", e)
 	}
-	if codes := off.audit.codes(t, EventRejected); len(codes) != 1 || codes[0] != "freeze_unavailable" {
+	if codes := off.Audit.Codes(t, approvals.EventRejected); len(codes) != 1 || codes[0] != "freeze_unavailable" {
 		t.Fatalf("codes %v", codes)
 	}
 }
@@ -377,66 +380,66 @@ func TestSlackDown(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, withSlack())
 	f.slack.failing.Store(true)
-	r := f.request(nil)
-	if r.State != StatePending || r.SlackTS != "" {
+	r := f.Request(nil)
+	if r.State != approvals.StatePending || f.ref(r.ID).TS != "" {
 		t.Fatalf("request after failed post: %+v", r)
 	}
 	var attempts int
 	var next int64
 	row := func() {
-		if err := f.db.QueryRowContext(context.Background(), `SELECT slack_attempts, slack_next_at FROM approval_requests WHERE id = ?`, r.ID).Scan(&attempts, &next); err != nil {
+		if err := f.DB.QueryRowContext(context.Background(), `SELECT attempts, next_at FROM approval_posts WHERE request_id = ? AND channel = 'slack'`, r.ID).Scan(&attempts, &next); err != nil {
 			t.Fatal(err)
 		}
 	}
 	row()
-	if attempts != 1 || next != f.clock.Now().Add(time.Second).UnixNano() {
+	if attempts != 1 || next != f.Clock.Now().Add(time.Second).UnixNano() {
 		t.Fatalf("attempts %d next %v", attempts, time.Unix(0, next))
 	}
-	f.svc.syncDue(ctx) // not due yet: no call
+	f.Svc.Tick(ctx) // not due yet: no call
 	row()
 	if attempts != 1 {
 		t.Fatalf("retried before the backoff: %d", attempts)
 	}
-	f.clock.Advance(time.Second)
-	f.svc.syncDue(ctx)
+	f.Clock.Advance(time.Second)
+	f.Svc.Tick(ctx)
 	row()
-	if attempts != 2 || next != f.clock.Now().Add(2*time.Second).UnixNano() {
-		t.Fatalf("second failure: attempts %d, next in %v", attempts, time.Unix(0, next).Sub(f.clock.Now()))
+	if attempts != 2 || next != f.Clock.Now().Add(2*time.Second).UnixNano() {
+		t.Fatalf("second failure: attempts %d, next in %v", attempts, time.Unix(0, next).Sub(f.Clock.Now()))
 	}
-	f.noDecision()
+	f.NoDecision()
 
 	// Slack comes back: the next due retry posts.
 	f.slack.failing.Store(false)
-	f.clock.Advance(2 * time.Second)
-	f.svc.syncDue(ctx)
-	if got := f.get(r.ID); got.SlackTS == "" || got.State != StatePending {
+	f.Clock.Advance(2 * time.Second)
+	f.Svc.Tick(ctx)
+	if got := f.Get(r.ID); f.ref(r.ID).TS == "" || got.State != approvals.StatePending {
 		t.Fatalf("not posted after recovery: %+v", got)
 	}
 
 	// An update that fails after a decision is retried too.
 	f.slack.failing.Store(true)
-	if _, err := f.svc.Decide(ctx, VoteInput{RequestID: r.ID, ApproverName: "alice", Via: ViaCLI, Outcome: OutcomeApprove}); err != nil {
+	if _, err := f.Svc.Decide(ctx, approvals.VoteInput{RequestID: r.ID, Approver: "alice", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove}); err != nil {
 		t.Fatal(err)
 	}
-	f.mustDecided(StateApproved)
+	f.MustDecided(approvals.StateApproved)
 	f.slack.failing.Store(false)
-	f.clock.Advance(time.Second)
-	f.svc.syncDue(ctx)
+	f.Clock.Advance(time.Second)
+	f.Svc.Tick(ctx)
 	if u := f.slack.byMethod("chat.update"); len(u) != 1 || !strings.Contains(u[0].Form.Get("blocks"), "*Approved*") {
 		t.Fatalf("update not retried: %d", len(u))
 	}
 
 	// With the server gone entirely, a new request stays pending and still expires.
 	f.slack.stop()
-	r2 := f.request(nil)
-	f.svc.syncDue(ctx)
-	f.clock.Advance(31 * time.Minute)
+	r2 := f.Request(nil)
+	f.Svc.Tick(ctx)
+	f.Clock.Advance(31 * time.Minute)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error)
-	go func() { done <- f.svc.Run(runCtx) }()
+	go func() { done <- f.Svc.Run(runCtx) }()
 	select {
-	case e := <-f.expired:
-		if e.ID != r2.ID || e.State != StateExpired {
+	case e := <-f.Expired:
+		if e.ID != r2.ID || e.State != approvals.StateExpired {
 			t.Fatalf("OnExpired(%+v)", e)
 		}
 	case <-time.After(5 * time.Second):
@@ -446,9 +449,9 @@ func TestSlackDown(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	f.noDecision()
+	f.NoDecision()
 	var synced, version int64
-	if err := f.db.QueryRowContext(context.Background(), `SELECT slack_synced, version FROM approval_requests WHERE id = ?`, r2.ID).Scan(&synced, &version); err != nil {
+	if err := f.DB.QueryRowContext(context.Background(), `SELECT synced, version FROM approval_posts WHERE request_id = ? AND channel = 'slack'`, r2.ID).Scan(&synced, &version); err != nil {
 		t.Fatal(err)
 	}
 	if synced != version {
@@ -460,16 +463,13 @@ func TestSlackRateLimitBackoff(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, withSlack())
 	f.slack.rateLimit.Store(30)
-	r := f.request(nil)
+	r := f.Request(nil)
 	var next int64
-	if err := f.db.QueryRowContext(context.Background(), `SELECT slack_next_at FROM approval_requests WHERE id = ?`, r.ID).Scan(&next); err != nil {
+	if err := f.DB.QueryRowContext(context.Background(), `SELECT next_at FROM approval_posts WHERE request_id = ? AND channel = 'slack'`, r.ID).Scan(&next); err != nil {
 		t.Fatal(err)
 	}
-	if got := time.Unix(0, next).Sub(f.clock.Now()); got != 30*time.Second {
+	if got := time.Unix(0, next).Sub(f.Clock.Now()); got != 30*time.Second {
 		t.Fatalf("retry in %v, want Slack's Retry-After of 30s", got)
-	}
-	if d := f.svc.retryDelay(10); d != 8*time.Second {
-		t.Fatalf("capped delay %v", d)
 	}
 }
 
@@ -495,32 +495,32 @@ func (s *syncBuffer) String() string {
 func TestNoSecretsInLogsOrAudit(t *testing.T) {
 	t.Parallel()
 	var logs syncBuffer
-	f := newFixture(t, withSlack(), func(o *Options, _ *fixture) {
+	f := newFixture(t, withSlack(), func(o *approvals.Options, _ *fixture) {
 		o.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	ctx := context.Background()
-	r := f.request(func(r *Request) { r.Quorum = 2 })
+	r := f.Request(func(r *approvals.Request) { r.Quorum = 2 })
 	body := signedBody(t, blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	for _, sig := range []string{sign("wrong", ts, body), sign(testSecret, ts, body), sign(testSecret, ts, body)} {
-		f.svc.InteractionHandler().ServeHTTP(httptest.NewRecorder(), interactionRequest(body, ts, sig))
+		f.ch.Handler().ServeHTTP(httptest.NewRecorder(), interactionRequest(body, ts, sig))
 	}
 	f.click(blockActionPayload("U0EVE", ActionIDApprove, r.ID))
 	f.slack.failing.Store(true)
 	f.click(blockActionPayload("U0BOB", ActionIDApprove, r.ID))
-	f.request(nil)
+	f.Request(nil)
 	f.slack.stop()
-	f.request(nil)
-	_ = f.svc.Notify(ctx, "budget team:web blocked")
-	api := slack.New("xoxb-test-token", slack.OptionAPIURL(f.slack.srv.GetAPIURL()), slack.OptionAppLevelToken("xapp-1-test"))
-	f.svc.handleSocketEvent(ctx, socketmode.New(api), interactiveEvent(t, "env-s", blockActionPayload("U0CAROL", ActionIDDeny, r.ID)))
+	f.Request(nil)
+	_ = f.Svc.Notify(ctx, "budget team:web blocked")
+	api := slackapi.New("xoxb-test-token", slackapi.OptionAPIURL(f.slack.srv.GetAPIURL()), slackapi.OptionAppLevelToken("xapp-1-test"))
+	f.ch.handleSocketEvent(ctx, socketmode.New(api), interactiveEvent(t, "env-s", blockActionPayload("U0CAROL", ActionIDDeny, r.ID)))
 
 	var audit strings.Builder
-	for _, e := range f.audit.events(t) {
+	for _, e := range f.Audit.Events(t) {
 		b, _ := json.Marshal(e)
 		audit.Write(b)
 	}
-	if !strings.Contains(logs.String(), "slack call failed") || !strings.Contains(audit.String(), "bad_signature") {
+	if !strings.Contains(logs.String(), "channel call failed") || !strings.Contains(audit.String(), "bad_signature") {
 		t.Fatalf("the failure paths did not run:\n%s", logs.String())
 	}
 	for _, secret := range []string{testSecret, "xoxb-test-token", "xapp-1-test"} {

@@ -1,4 +1,4 @@
-package approvals
+package slack
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgatehq/tollgate/approvals"
 
 	"github.com/tollgatehq/tollgate/approvals/display"
 )
@@ -26,12 +28,12 @@ const (
 
 // hostileRequest fills every field a message shows from outside tollgate's
 // own code with an attack.
-func hostileRequest() Request {
+func hostileRequest() approvals.Request {
 	r := goldenDomain()
 	r.Client = forgedCostLine
 	r.Reason = rtlReason + " " + forgedApproval
 	r.Summary = "Register example.dev\n*for free*" + markupSoup
-	r.Args = append(r.Args, Field{Label: "note\n*bold*", Value: markupSoup + invisibles})
+	r.Args = append(r.Args, approvals.Field{Label: "note\n*bold*", Value: markupSoup + invisibles})
 	r.Agent = "web-bot\n<!channel>"
 	r.Team = "web`\u202e"
 	return r
@@ -81,7 +83,7 @@ func noForbidden(t *testing.T, what string, texts []textObject) {
 	for _, o := range texts {
 		for _, r := range o.Text {
 			if r != '\n' && display.Forbidden(r) {
-				t.Errorf("%s: %s text %q carries U+%04X", what, o.Type, clip(o.Text, 60), r)
+				t.Errorf("%s: %s text %q carries U+%04X", what, o.Type, display.Text(o.Text, 60), r)
 			}
 		}
 	}
@@ -150,8 +152,8 @@ func TestAttackReasonForgesApprovedLine(t *testing.T) {
 func TestAttackMentionsAndLinks(t *testing.T) {
 	t.Parallel()
 	r := hostileRequest()
-	r.Module = &Module{Name: markupSoup, SHA256: markupSoup, FirstLines: markupSoup + "\n" + markupSoup}
-	r.Votes = []Vote{{Approver: markupSoup, Via: ViaSlack, Outcome: OutcomeApprove, Reason: markupSoup, At: goldenNow}}
+	r.Module = &approvals.Module{Name: markupSoup, SHA256: markupSoup, FirstLines: markupSoup + "\n" + markupSoup}
+	r.Votes = []approvals.Vote{{Approver: markupSoup, Via: approvals.ViaSlack, Outcome: approvals.OutcomeApprove, Reason: markupSoup, At: goldenNow}}
 	r.ResultText = markupSoup
 	for name, v := range map[string]any{"pending": RequestBlocks(r, goldenNow), "modal": DenyModal(r)} {
 		checkLimits(t, v)
@@ -161,7 +163,7 @@ func TestAttackMentionsAndLinks(t *testing.T) {
 			}
 		}
 	}
-	r.State, r.DecidedReason, r.DecidedAt = StateDenied, markupSoup, goldenNow
+	r.State, r.DecidedReason, r.DecidedAt = approvals.StateDenied, markupSoup, goldenNow
 	checkLimits(t, RequestBlocks(r, goldenNow))
 	if fb := FallbackText(r); strings.Contains(fb, "\n") {
 		t.Errorf("fallback text %q has a line break", fb)
@@ -172,12 +174,12 @@ func TestAttackInvisibleAndControlCharacters(t *testing.T) {
 	t.Parallel()
 	r := hostileRequest()
 	r.Client, r.Reason, r.Owner = invisibles, invisibles, invisibles
-	r.Module = &Module{Name: invisibles, SHA256: invisibles, FirstLines: invisibles}
-	r.Votes = []Vote{{Approver: invisibles, Via: ViaSlack, Outcome: OutcomeDeny, Reason: invisibles, At: goldenNow}}
+	r.Module = &approvals.Module{Name: invisibles, SHA256: invisibles, FirstLines: invisibles}
+	r.Votes = []approvals.Vote{{Approver: invisibles, Via: approvals.ViaSlack, Outcome: approvals.OutcomeDeny, Reason: invisibles, At: goldenNow}}
 	r.ResultText = invisibles
 	noForbidden(t, "pending", textObjects(t, RequestBlocks(r, goldenNow)))
 	noForbidden(t, "modal", textObjects(t, DenyModal(r)))
-	r.State, r.DecidedReason, r.DecidedAt = StateDenied, invisibles, goldenNow
+	r.State, r.DecidedReason, r.DecidedAt = approvals.StateDenied, invisibles, goldenNow
 	noForbidden(t, "denied", textObjects(t, RequestBlocks(r, goldenNow)))
 	noForbidden(t, "fallback", []textObject{{"plain_text", FallbackText(r)}})
 }
@@ -187,12 +189,12 @@ func TestAttackTenKilobyteFields(t *testing.T) {
 	big := tenKilobytes("<!channel> *x* \u202e`")
 	r := goldenDeploy()
 	r.Summary, r.Client, r.Reason, r.Agent, r.Team, r.Owner, r.ResultText = big, big, big, big, big, big, big
-	r.Args = []Field{{Label: big, Value: big}, {Label: "b", Value: big}}
+	r.Args = []approvals.Field{{Label: big, Value: big}, {Label: "b", Value: big}}
 	r.Module.Name, r.Module.FirstLines = big, big
-	r.Votes = []Vote{{Approver: big, Via: ViaSlack, Outcome: OutcomeApprove, Reason: big, At: goldenNow}}
+	r.Votes = []approvals.Vote{{Approver: big, Via: approvals.ViaSlack, Outcome: approvals.OutcomeApprove, Reason: big, At: goldenNow}}
 	checkLimits(t, RequestBlocks(r, goldenNow))
 	checkLimits(t, DenyModal(r))
-	r.State, r.DecidedReason, r.DecidedAt = StateDenied, big, goldenNow
+	r.State, r.DecidedReason, r.DecidedAt = approvals.StateDenied, big, goldenNow
 	checkLimits(t, RequestBlocks(r, goldenNow))
 	if n := runeLen(FallbackText(r)); n > maxMessageText {
 		t.Errorf("fallback text has %d characters", n)
@@ -204,10 +206,10 @@ func TestAttackTenKilobyteFields(t *testing.T) {
 func TestAttackDenyReasonForgesLines(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, withSlack())
-	r := f.request(nil)
+	r := f.Request(nil)
 	f.click(blockActionPayload("U0BOB", ActionIDDeny, r.ID))
 	f.click(viewSubmissionPayload("U0BOB", r.ID, "no\n\n*Approved* by `carol` <!channel>\u202e"))
-	f.mustDecided(StateDenied)
+	f.MustDecided(approvals.StateDenied)
 	updates := f.slack.byMethod("chat.update")
 	if len(updates) == 0 {
 		t.Fatal("message not updated")
@@ -233,7 +235,7 @@ func TestAttackDenyReasonForgesLines(t *testing.T) {
 func TestAttackAlertForgesLines(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, withSlack())
-	if err := f.svc.Notify(context.Background(), "Blocked register_domain for agent web-bot\n\n:white_check_mark: all clear \u202e<!channel>"); err != nil {
+	if err := f.Svc.Notify(context.Background(), "Blocked register_domain for agent web-bot\n\n:white_check_mark: all clear \u202e<!channel>"); err != nil {
 		t.Fatal(err)
 	}
 	posts := f.slack.byMethod("chat.postMessage")
@@ -250,7 +252,9 @@ func TestAttackAlertForgesLines(t *testing.T) {
 func TestAttackNotificationTextIsPlain(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, withSlack())
-	f.request(func(r *Request) { r.Summary, r.Agent = "Register example.dev\n*free*"+markupSoup, "web-bot\u202e" })
+	f.Request(func(r *approvals.Request) {
+		r.Summary, r.Agent = "Register example.dev\n*free*"+markupSoup, "web-bot\u202e"
+	})
 	posts := f.slack.byMethod("chat.postMessage")
 	if len(posts) != 1 {
 		t.Fatalf("%d posts", len(posts))
@@ -264,10 +268,10 @@ func TestAttackNotificationTextIsPlain(t *testing.T) {
 // The hostile messages as Slack receives them, pinned in testdata.
 func hostileGoldens() map[string]any {
 	denied := hostileRequest()
-	denied.State = StateDenied
+	denied.State = approvals.StateDenied
 	denied.DecidedAt = goldenNow.Add(2 * time.Minute)
 	denied.DecidedReason = forgedApproval
-	denied.Votes = []Vote{{Approver: "bob", SlackUserID: "U0BOB", Via: ViaSlack, Outcome: OutcomeDeny, Reason: forgedApproval + markupSoup, At: denied.DecidedAt}}
+	denied.Votes = []approvals.Vote{{Approver: "bob", User: "U0BOB", Via: approvals.ViaSlack, Outcome: approvals.OutcomeDeny, Reason: forgedApproval + markupSoup, At: denied.DecidedAt}}
 	big := goldenDeploy()
 	big.Client, big.Reason = tenKilobytes(forgedCostLine+" "), tenKilobytes(rtlReason+" ")
 	return map[string]any{
@@ -319,14 +323,14 @@ func (l *logLines) with(msg string) []map[string]string {
 func TestAttackForgedSlackFloodLogsAreRateLimited(t *testing.T) {
 	t.Parallel()
 	logs := &logLines{}
-	f := newFixture(t, withSlack(), func(o *Options, _ *fixture) { o.Logger = slog.New(logs) })
-	r := f.request(nil)
+	f := newFixture(t, withSlack(), func(o *approvals.Options, _ *fixture) { o.Logger = slog.New(logs) })
+	r := f.Request(nil)
 	body := signedBody(t, blockActionPayload("U0BOB", ActionIDApprove, r.ID))
 	now := strconv.FormatInt(time.Now().Unix(), 10)
 	stale := strconv.FormatInt(time.Now().Add(-10*time.Minute).Unix(), 10)
 	send := func(ts, sig string) int {
 		rec := httptest.NewRecorder()
-		f.svc.InteractionHandler().ServeHTTP(rec, interactionRequest(body, ts, sig))
+		f.ch.Handler().ServeHTTP(rec, interactionRequest(body, ts, sig))
 		return rec.Code
 	}
 	const forged = 40
@@ -339,7 +343,7 @@ func TestAttackForgedSlackFloodLogsAreRateLimited(t *testing.T) {
 			t.Fatalf("forged request %d answered %d", i, code)
 		}
 	}
-	if got := len(f.audit.events(t, EventSlackRejected)); got != forged {
+	if got := len(f.Audit.Events(t, EventRejected)); got != forged {
 		t.Fatalf("%d slack.rejected events for %d refusals", got, forged)
 	}
 	if got := len(logs.with("slack request rejected")); got != rejectLogBurst {
@@ -350,13 +354,13 @@ func TestAttackForgedSlackFloodLogsAreRateLimited(t *testing.T) {
 	}
 
 	// The minute ends with no further request: housekeeping writes the count.
-	f.clock.Advance(rejectLogWindow)
-	f.svc.housekeep(context.Background())
+	f.Clock.Advance(rejectLogWindow)
+	f.ch.Housekeep(context.Background())
 	sum := logs.with("more slack requests were rejected than are logged one by one")
 	if len(sum) != 1 || sum[0]["unlogged"] != strconv.Itoa(forged-rejectLogBurst) || sum[0]["level"] != "WARN" {
 		t.Fatalf("summary lines %v, want one counting %d", sum, forged-rejectLogBurst)
 	}
-	f.svc.housekeep(context.Background())
+	f.ch.Housekeep(context.Background())
 	if n := len(logs.with("more slack requests were rejected than are logged one by one")); n != 1 {
 		t.Fatalf("%d summary lines after a quiet minute, want still 1", n)
 	}
@@ -365,7 +369,7 @@ func TestAttackForgedSlackFloodLogsAreRateLimited(t *testing.T) {
 	for range rejectLogBurst + 3 {
 		send(now, sign("not-the-secret", now, body))
 	}
-	f.clock.Advance(rejectLogWindow)
+	f.Clock.Advance(rejectLogWindow)
 	send(now, "v0=00")
 	if got := len(logs.with("slack request rejected")); got != 2*rejectLogBurst+1 {
 		t.Fatalf("%d WARN lines, want %d", got, 2*rejectLogBurst+1)

@@ -1,4 +1,4 @@
-package approvals
+package slack
 
 import (
 	"context"
@@ -7,19 +7,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/slack-go/slack"
+	"github.com/tollgatehq/tollgate/approvals"
+
+	slackapi "github.com/slack-go/slack"
 	"github.com/slack-go/slack/slacktest"
 	"github.com/slack-go/slack/socketmode"
 	"golang.org/x/net/websocket"
 )
 
-func callback(t testing.TB, payload map[string]any) (slack.InteractionCallback, json.RawMessage) {
+func callback(t testing.TB, payload map[string]any) (slackapi.InteractionCallback, json.RawMessage) {
 	t.Helper()
 	raw, err := json.Marshal(payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cb slack.InteractionCallback
+	var cb slackapi.InteractionCallback
 	if err := json.Unmarshal(raw, &cb); err != nil {
 		t.Fatal(err)
 	}
@@ -41,51 +43,51 @@ func TestSocketModeDispatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := newFixture(t, withSlack())
-	api := slack.New("xoxb-test-token", slack.OptionAPIURL(f.slack.srv.GetAPIURL()), slack.OptionAppLevelToken("xapp-1-test"))
+	api := slackapi.New("xoxb-test-token", slackapi.OptionAPIURL(f.slack.srv.GetAPIURL()), slackapi.OptionAppLevelToken("xapp-1-test"))
 	client := socketmode.New(api)
 
-	r := f.request(nil)
-	f.svc.handleSocketEvent(ctx, client, interactiveEvent(t, "env-1", blockActionPayload("U0ALICE", ActionIDApprove, r.ID)))
-	d := f.mustDecided(StateApproved)
-	if d.Votes[0].Via != ViaSocket {
+	r := f.Request(nil)
+	f.ch.handleSocketEvent(ctx, client, interactiveEvent(t, "env-1", blockActionPayload("U0ALICE", ActionIDApprove, r.ID)))
+	d := f.MustDecided(approvals.StateApproved)
+	if d.Votes[0].Via != approvals.ViaSocket {
 		t.Fatalf("via %s", d.Votes[0].Via)
 	}
-	if ev := f.audit.events(t, EventVoted); len(ev) != 1 || ev[0].Data["via"] != ViaSocket || ev[0].Actor != "slack:U0ALICE" {
+	if ev := f.Audit.Events(t, approvals.EventVoted); len(ev) != 1 || ev[0].Data["via"] != approvals.ViaSocket || ev[0].Actor != "slack:U0ALICE" {
 		t.Fatalf("vote audit %+v", ev)
 	}
 
 	// A redelivered envelope is acknowledged, audited and ignored.
-	r2 := f.request(func(r *Request) { r.Quorum = 2 })
-	f.svc.handleSocketEvent(ctx, client, interactiveEvent(t, "env-2", blockActionPayload("U0BOB", ActionIDApprove, r2.ID)))
-	f.svc.handleSocketEvent(ctx, client, interactiveEvent(t, "env-2", blockActionPayload("U0CAROL", ActionIDApprove, r2.ID)))
-	if got := f.get(r2.ID); got.State != StatePending || got.Approvals() != 1 {
+	r2 := f.Request(func(r *approvals.Request) { r.Quorum = 2 })
+	f.ch.handleSocketEvent(ctx, client, interactiveEvent(t, "env-2", blockActionPayload("U0BOB", ActionIDApprove, r2.ID)))
+	f.ch.handleSocketEvent(ctx, client, interactiveEvent(t, "env-2", blockActionPayload("U0CAROL", ActionIDApprove, r2.ID)))
+	if got := f.Get(r2.ID); got.State != approvals.StatePending || got.Approvals() != 1 {
 		t.Fatalf("replayed envelope counted: %+v", got.Votes)
 	}
-	if codes := f.audit.codes(t, EventSlackRejected); strings.Join(codes, ",") != "replayed" {
+	if codes := f.Audit.Codes(t, EventRejected); strings.Join(codes, ",") != "replayed" {
 		t.Fatalf("codes %v", codes)
 	}
-	f.noDecision()
+	f.NoDecision()
 
 	// Non-approver over Socket Mode: same fixed reply, nothing changes.
-	f.svc.handleSocketEvent(ctx, client, interactiveEvent(t, "env-3", blockActionPayload("U0EVE", ActionIDApprove, r2.ID)))
+	f.ch.handleSocketEvent(ctx, client, interactiveEvent(t, "env-3", blockActionPayload("U0EVE", ActionIDApprove, r2.ID)))
 	if e := f.slack.lastEphemeral(t); e != ReplyNotApprover {
 		t.Fatalf("ephemeral %q", e)
 	}
 
 	// The deny modal's submission arrives as an interactive envelope too.
-	f.svc.handleSocketEvent(ctx, client, interactiveEvent(t, "env-4", viewSubmissionPayload("U0CAROL", r2.ID, "not this quarter")))
-	if d := f.mustDecided(StateDenied); d.ID != r2.ID || d.Votes[1].Via != ViaSocket {
+	f.ch.handleSocketEvent(ctx, client, interactiveEvent(t, "env-4", viewSubmissionPayload("U0CAROL", r2.ID, "not this quarter")))
+	if d := f.MustDecided(approvals.StateDenied); d.ID != r2.ID || d.Votes[1].Via != approvals.ViaSocket {
 		t.Fatalf("denied %+v", d)
 	}
 
 	// Events tollgate does not subscribe to, and bad interactions, decide nothing.
-	f.svc.handleSocketEvent(ctx, client, socketmode.Event{Type: socketmode.EventTypeEventsAPI, Request: &socketmode.Request{EnvelopeID: "env-5"}})
-	f.svc.handleSocketEvent(ctx, client, interactiveEvent(t, "env-6", blockActionPayload("U0ALICE", "tollgate_nuke", r2.ID)))
-	f.svc.handleSocketEvent(ctx, client, socketmode.Event{Type: socketmode.EventTypeInteractive, Data: "garbage", Request: &socketmode.Request{EnvelopeID: "env-7"}})
-	if codes := f.audit.codes(t, EventSlackRejected); strings.Join(codes, ",") != "replayed,bad_interaction,bad_payload" {
+	f.ch.handleSocketEvent(ctx, client, socketmode.Event{Type: socketmode.EventTypeEventsAPI, Request: &socketmode.Request{EnvelopeID: "env-5"}})
+	f.ch.handleSocketEvent(ctx, client, interactiveEvent(t, "env-6", blockActionPayload("U0ALICE", "tollgate_nuke", r2.ID)))
+	f.ch.handleSocketEvent(ctx, client, socketmode.Event{Type: socketmode.EventTypeInteractive, Data: "garbage", Request: &socketmode.Request{EnvelopeID: "env-7"}})
+	if codes := f.Audit.Codes(t, EventRejected); strings.Join(codes, ",") != "replayed,bad_interaction,bad_payload" {
 		t.Fatalf("codes %v", codes)
 	}
-	f.noDecision()
+	f.NoDecision()
 }
 
 // TestSocketModeRoundTrip runs RunSocketMode against slacktest's
@@ -120,13 +122,13 @@ func TestSocketModeRoundTrip(t *testing.T) {
 	})
 	f := newFixture(t, withSlack(func(c slacktest.Customize) { c.Handle("/ws", ws.ServeHTTP) }))
 	defer close(done)
-	api := slack.New("xoxb-test-token", slack.OptionAPIURL(f.slack.srv.GetAPIURL()), slack.OptionAppLevelToken("xapp-1-test"))
+	api := slackapi.New("xoxb-test-token", slackapi.OptionAPIURL(f.slack.srv.GetAPIURL()), slackapi.OptionAppLevelToken("xapp-1-test"))
 	client := socketmode.New(api)
 	ctx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)
-	go func() { runErr <- f.svc.RunSocketMode(ctx, client) }()
+	go func() { runErr <- f.ch.RunSocketMode(ctx, client) }()
 
-	r := f.request(nil)
+	r := f.Request(nil)
 	_, raw := callback(t, blockActionPayload("U0ALICE", ActionIDApprove, r.ID))
 	toClient <- map[string]any{"envelope_id": "env-rt-1", "type": "interactive", "accepts_response_payload": false, "payload": raw}
 	select {
@@ -137,12 +139,12 @@ func TestSocketModeRoundTrip(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no ack over the WebSocket")
 	}
-	if d := f.mustDecided(StateApproved); d.ID != r.ID || d.Votes[0].Via != ViaSocket {
+	if d := f.MustDecided(approvals.StateApproved); d.ID != r.ID || d.Votes[0].Via != approvals.ViaSocket {
 		t.Fatalf("decided %+v", d)
 	}
 
 	// A view_submission's answer travels in the ack payload.
-	r2 := f.request(nil)
+	r2 := f.Request(nil)
 	_, raw = callback(t, viewSubmissionPayload("U0BOB", r2.ID, ""))
 	toClient <- map[string]any{"envelope_id": "env-rt-2", "type": "interactive", "accepts_response_payload": true, "payload": raw}
 	select {
@@ -154,7 +156,7 @@ func TestSocketModeRoundTrip(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no ack for the modal")
 	}
-	f.noDecision()
+	f.NoDecision()
 
 	cancel()
 	select {

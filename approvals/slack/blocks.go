@@ -1,4 +1,4 @@
-package approvals
+package slack
 
 import (
 	"fmt"
@@ -7,8 +7,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/slack-go/slack"
+	slackapi "github.com/slack-go/slack"
 
+	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/approvals/display"
 	"github.com/tollgatehq/tollgate/ledger/money"
 )
@@ -61,8 +62,8 @@ const (
 const ellipsis = display.Ellipsis
 
 // mrkdwnSection is a section whose text is built by the caller (already escaped).
-func mrkdwnSection(blockID, text string) *slack.SectionBlock {
-	return slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, text, false, true), nil, nil, slack.SectionBlockOptionBlockID(blockID))
+func mrkdwnSection(blockID, text string) *slackapi.SectionBlock {
+	return slackapi.NewSectionBlock(slackapi.NewTextBlockObject(slackapi.MarkdownType, text, false, true), nil, nil, slackapi.SectionBlockOptionBlockID(blockID))
 }
 
 // linesWithin joins title and whole lines while they fit in max characters;
@@ -113,19 +114,7 @@ func humanDuration(d time.Duration) string {
 	}
 }
 
-func viaLabel(via string) string {
-	switch via {
-	case ViaSlack:
-		return "Slack"
-	case ViaSocket:
-		return "Slack (Socket Mode)"
-	case ViaCLI:
-		return "CLI"
-	}
-	return via
-}
-
-func amountText(r Request) string {
+func amountText(r approvals.Request) string {
 	if r.AmountText != "" {
 		return r.AmountText
 	}
@@ -142,12 +131,12 @@ func shortHash(h string) string {
 // plainText is a plain_text object: Slack shows it as it is, with no
 // formatting, mentions, links or :emoji: codes; the text is sanitised and
 // cut to max.
-func plainText(s string, max int) *slack.TextBlockObject {
-	return slack.NewTextBlockObject(slack.PlainTextType, display.Text(s, max), false, false)
+func plainText(s string, max int) *slackapi.TextBlockObject {
+	return slackapi.NewTextBlockObject(slackapi.PlainTextType, display.Text(s, max), false, false)
 }
 
 // summaryOf is the one-line summary, or the tool when there is none.
-func summaryOf(r Request) string {
+func summaryOf(r approvals.Request) string {
 	if r.Summary == "" {
 		return r.Tool
 	}
@@ -157,16 +146,16 @@ func summaryOf(r Request) string {
 // FallbackText is the message's plain notification text (push notifications,
 // clients without Block Kit). Every part is sanitised: Slack escapes &, < and
 // > of this text itself.
-func FallbackText(r Request) string {
+func FallbackText(r approvals.Request) string {
 	var head string
 	switch r.State {
-	case StateApproved:
+	case approvals.StateApproved:
 		head = "Approved"
-	case StateDenied:
+	case approvals.StateDenied:
 		head = "Denied"
-	case StateExpired:
+	case approvals.StateExpired:
 		head = "Expired"
-	case StateCancelled:
+	case approvals.StateCancelled:
 		head = "Cancelled"
 	default:
 		head = "Approval needed"
@@ -175,15 +164,15 @@ func FallbackText(r Request) string {
 		display.Text(r.Agent, 200), display.Text(amountText(r), 100)), maxMessageText)
 }
 
-func headerText(r Request) string {
+func headerText(r approvals.Request) string {
 	switch r.State {
-	case StateApproved:
+	case approvals.StateApproved:
 		return ":white_check_mark: Approved: " + r.Tool
-	case StateDenied:
+	case approvals.StateDenied:
 		return ":no_entry: Denied: " + r.Tool
-	case StateExpired:
+	case approvals.StateExpired:
 		return ":hourglass: Expired: " + r.Tool
-	case StateCancelled:
+	case approvals.StateCancelled:
 		return ":ice_cube: Cancelled: " + r.Tool
 	}
 	return ":lock: Approval needed: " + r.Tool
@@ -201,13 +190,13 @@ func headerText(r Request) string {
 // plain_text or as inline code or a code block, sanitised by package display:
 // it can never open a line, bold text, a heading, a link or a mention of its
 // own. Everything is cut to Slack's limits.
-func RequestBlocks(r Request, now time.Time) []slack.Block {
+func RequestBlocks(r approvals.Request, now time.Time) []slackapi.Block {
 	quorum := max(r.Quorum, 1)
-	var blocks []slack.Block
+	var blocks []slackapi.Block
 
-	blocks = append(blocks, slack.NewHeaderBlock(
-		slack.NewTextBlockObject(slack.PlainTextType, display.Text(headerText(r), maxHeaderText), true, false),
-		slack.HeaderBlockOptionBlockID(BlockHeader)))
+	blocks = append(blocks, slackapi.NewHeaderBlock(
+		slackapi.NewTextBlockObject(slackapi.PlainTextType, display.Text(headerText(r), maxHeaderText), true, false),
+		slackapi.HeaderBlockOptionBlockID(BlockHeader)))
 
 	// plain_text with no emoji codes: the summary names what the agent asked
 	// for, so nothing in it is read as markup.
@@ -215,8 +204,8 @@ func RequestBlocks(r Request, now time.Time) []slack.Block {
 	if r.Irreversible {
 		summary += "\n⚠ Irreversible: this cannot be undone once executed."
 	}
-	blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.PlainTextType, summary, false, false), nil, nil,
-		slack.SectionBlockOptionBlockID(BlockSummary)))
+	blocks = append(blocks, slackapi.NewSectionBlock(slackapi.NewTextBlockObject(slackapi.PlainTextType, summary, false, false), nil, nil,
+		slackapi.SectionBlockOptionBlockID(BlockSummary)))
 
 	agent := display.Code(r.Agent, 200)
 	if r.Team != "" {
@@ -232,18 +221,18 @@ func RequestBlocks(r Request, now time.Time) []slack.Block {
 	}
 	var expiry string
 	switch {
-	case r.State == StatePending && now.Before(r.ExpiresAt):
+	case r.State == approvals.StatePending && now.Before(r.ExpiresAt):
 		expiry = slackDate(r.ExpiresAt) + " (in " + humanDuration(r.ExpiresAt.Sub(now)) + ")"
-	case r.State == StatePending:
+	case r.State == approvals.StatePending:
 		expiry = slackDate(r.ExpiresAt) + " (due now)"
 	default:
 		expiry = slackDate(r.ExpiresAt)
 	}
 	// Every value below is within its own cap, so a field never needs cutting.
-	field := func(label, value string) *slack.TextBlockObject {
-		return slack.NewTextBlockObject(slack.MarkdownType, "*"+label+"*\n"+value, false, true)
+	field := func(label, value string) *slackapi.TextBlockObject {
+		return slackapi.NewTextBlockObject(slackapi.MarkdownType, "*"+label+"*\n"+value, false, true)
 	}
-	facts := []*slack.TextBlockObject{
+	facts := []*slackapi.TextBlockObject{
 		field("Tool", display.Code(r.Tool, 200)),
 		field("Agent", agent),
 		field("Accountable owner", owner),
@@ -252,7 +241,7 @@ func RequestBlocks(r Request, now time.Time) []slack.Block {
 		field("Expires", expiry),
 		field("Approvals", fmt.Sprintf("%d of %d", r.Approvals(), quorum)),
 	}
-	blocks = append(blocks, slack.NewSectionBlock(nil, facts, nil, slack.SectionBlockOptionBlockID(BlockFacts)))
+	blocks = append(blocks, slackapi.NewSectionBlock(nil, facts, nil, slackapi.SectionBlockOptionBlockID(BlockFacts)))
 
 	// One line per argument: a value cannot start a line of its own.
 	args := make([]string, 0, len(r.Args))
@@ -298,16 +287,16 @@ func RequestBlocks(r Request, now time.Time) []slack.Block {
 
 	binding := fmt.Sprintf("Request %s · operation %s · single use, bound to args sha256 %s and at most %s",
 		display.Code(r.ID, 80), display.Code(r.OperationID, 80), display.Code(shortHash(r.ArgsHash), 20), display.Mrkdwn(amountText(r), 100))
-	blocks = append(blocks, slack.NewContextBlock(BlockBinding, slack.NewTextBlockObject(slack.MarkdownType, binding, false, true)))
+	blocks = append(blocks, slackapi.NewContextBlock(BlockBinding, slackapi.NewTextBlockObject(slackapi.MarkdownType, binding, false, true)))
 
 	if len(r.Votes) > 0 {
 		lines := make([]string, 0, len(r.Votes))
 		for _, v := range r.Votes {
 			icon, verb := ":white_check_mark:", "approved"
-			if v.Outcome == OutcomeDeny {
+			if v.Outcome == approvals.OutcomeDeny {
 				icon, verb = ":no_entry:", "denied"
 			}
-			line := fmt.Sprintf("%s %s %s via %s at %s", icon, display.Code(v.Approver, 100), verb, viaLabel(v.Via), slackDate(v.At))
+			line := fmt.Sprintf("%s %s %s via %s at %s", icon, display.Code(v.Approver, 100), verb, approvals.ViaLabel(v.Via), slackDate(v.At))
 			if display.Clean(v.Reason) != "" {
 				line += ": " + display.Code(v.Reason, 1000)
 			}
@@ -318,21 +307,21 @@ func RequestBlocks(r Request, now time.Time) []slack.Block {
 	}
 
 	switch r.State {
-	case StatePending:
-		button := func(id, label string) *slack.ButtonBlockElement {
-			return slack.NewButtonBlockElement(id, r.ID, slack.NewTextBlockObject(slack.PlainTextType, label, false, false))
+	case approvals.StatePending:
+		button := func(id, label string) *slackapi.ButtonBlockElement {
+			return slackapi.NewButtonBlockElement(id, r.ID, slackapi.NewTextBlockObject(slackapi.PlainTextType, label, false, false))
 		}
-		approve := button(ActionIDApprove, "Approve").WithStyle(slack.StylePrimary)
-		deny := button(ActionIDDeny, "Deny").WithStyle(slack.StyleDanger)
+		approve := button(ActionIDApprove, "Approve").WithStyle(slackapi.StylePrimary)
+		deny := button(ActionIDDeny, "Deny").WithStyle(slackapi.StyleDanger)
 		agentName := display.Text(r.Agent, 60)
 		freeze := button(ActionIDFreeze, "Freeze agent").
-			WithConfirm(slack.NewConfirmationBlockObject(
+			WithConfirm(slackapi.NewConfirmationBlockObject(
 				plainText("Freeze agent "+agentName+"?", maxConfirmTitle),
 				plainText("Every mutating call of "+agentName+" will be denied and its pending approvals cancelled until someone unfreezes it.", maxConfirmText),
 				plainText("Freeze", maxConfirmButton),
 				plainText("Cancel", maxConfirmButton),
-			).WithStyle(slack.StyleDanger))
-		blocks = append(blocks, slack.NewActionBlock(BlockActions, approve, deny, freeze))
+			).WithStyle(slackapi.StyleDanger))
+		blocks = append(blocks, slackapi.NewActionBlock(BlockActions, approve, deny, freeze))
 	default:
 		blocks = append(blocks, mrkdwnSection(BlockDecision, decisionText(r)))
 	}
@@ -343,14 +332,14 @@ func RequestBlocks(r Request, now time.Time) []slack.Block {
 	}
 
 	if len(blocks) > maxBlocks {
-		blocks = append(blocks[:maxBlocks-1], slack.NewContextBlock(BlockOverflow,
-			slack.NewTextBlockObject(slack.MarkdownType, ellipsis+" more detail than a Slack message holds; see `tollgate approvals show "+display.Text(r.ID, 80)+"`", false, true)))
+		blocks = append(blocks[:maxBlocks-1], slackapi.NewContextBlock(BlockOverflow,
+			slackapi.NewTextBlockObject(slackapi.MarkdownType, ellipsis+" more detail than a Slack message holds; see `tollgate approvals show "+display.Text(r.ID, 80)+"`", false, true)))
 	}
 	return blocks
 }
 
 // namesCode renders the names of the voters with outcome as inline code.
-func namesCode(votes []Vote, outcome string) string {
+func namesCode(votes []approvals.Vote, outcome string) string {
 	var names []string
 	for _, v := range votes {
 		if v.Outcome == outcome {
@@ -364,20 +353,20 @@ func namesCode(votes []Vote, outcome string) string {
 }
 
 // decisionText says who decided, when and what, for a request that left pending.
-func decisionText(r Request) string {
+func decisionText(r approvals.Request) string {
 	switch r.State {
-	case StateApproved:
-		s := fmt.Sprintf(":white_check_mark: *Approved* by %s at %s.", namesCode(r.Votes, OutcomeApprove), slackDate(r.DecidedAt))
+	case approvals.StateApproved:
+		s := fmt.Sprintf(":white_check_mark: *Approved* by %s at %s.", namesCode(r.Votes, approvals.OutcomeApprove), slackDate(r.DecidedAt))
 		if r.Consumed {
 			s += " The approval was used for its one execution at " + slackDate(r.ConsumedAt) + "."
 		}
 		return s
-	case StateDenied:
-		return fmt.Sprintf(":no_entry: *Denied* by %s at %s: %s", namesCode(r.Votes, OutcomeDeny), slackDate(r.DecidedAt), display.Code(r.DecidedReason, 2000))
-	case StateExpired:
+	case approvals.StateDenied:
+		return fmt.Sprintf(":no_entry: *Denied* by %s at %s: %s", namesCode(r.Votes, approvals.OutcomeDeny), slackDate(r.DecidedAt), display.Code(r.DecidedReason, 2000))
+	case approvals.StateExpired:
 		return fmt.Sprintf(":hourglass: *Expired* at %s with %d of %d approvals. Nothing was approved; the agent must ask again.",
 			slackDate(r.ExpiresAt), r.Approvals(), max(r.Quorum, 1))
-	case StateCancelled:
+	case approvals.StateCancelled:
 		return fmt.Sprintf(":ice_cube: *Cancelled* at %s: %s", slackDate(r.DecidedAt), display.Code(r.DecidedReason, 2000))
 	}
 	return display.Code(r.State, 50)
@@ -404,26 +393,26 @@ func groupDigits(n int64) string {
 // DenyModal builds the modal that asks a denying approver for a reason. The
 // request id travels in private_metadata; the reason comes back in the
 // view_submission under DenyReasonBlockID / DenyReasonActionID.
-func DenyModal(r Request) slack.ModalViewRequest {
+func DenyModal(r approvals.Request) slackapi.ModalViewRequest {
 	text := fmt.Sprintf("%s\nAgent %s · %s · request %s",
 		display.Code(summaryOf(r), 1000), display.Code(r.Agent, 200), display.Mrkdwn(amountText(r), 100), display.Code(r.ID, 80))
-	input := slack.NewPlainTextInputBlockElement(
-		slack.NewTextBlockObject(slack.PlainTextType, "Why is this denied? The agent and the audit trail see this.", false, false),
+	input := slackapi.NewPlainTextInputBlockElement(
+		slackapi.NewTextBlockObject(slackapi.PlainTextType, "Why is this denied? The agent and the audit trail see this.", false, false),
 		DenyReasonActionID)
 	input.Multiline = true
 	input.MinLength = 1
 	input.MaxLength = maxPlainInputChars
-	return slack.ModalViewRequest{
-		Type:            slack.VTModal,
+	return slackapi.ModalViewRequest{
+		Type:            slackapi.VTModal,
 		CallbackID:      DenyModalCallbackID,
 		PrivateMetadata: r.ID,
-		Title:           slack.NewTextBlockObject(slack.PlainTextType, "Deny request", false, false),
-		Submit:          slack.NewTextBlockObject(slack.PlainTextType, "Deny", false, false),
-		Close:           slack.NewTextBlockObject(slack.PlainTextType, "Cancel", false, false),
-		Blocks: slack.Blocks{BlockSet: []slack.Block{
+		Title:           slackapi.NewTextBlockObject(slackapi.PlainTextType, "Deny request", false, false),
+		Submit:          slackapi.NewTextBlockObject(slackapi.PlainTextType, "Deny", false, false),
+		Close:           slackapi.NewTextBlockObject(slackapi.PlainTextType, "Cancel", false, false),
+		Blocks: slackapi.Blocks{BlockSet: []slackapi.Block{
 			mrkdwnSection(BlockModalSummary, text),
-			slack.NewInputBlock(DenyReasonBlockID,
-				slack.NewTextBlockObject(slack.PlainTextType, "Reason", false, false),
+			slackapi.NewInputBlock(DenyReasonBlockID,
+				slackapi.NewTextBlockObject(slackapi.PlainTextType, "Reason", false, false),
 				nil, input),
 		}},
 	}

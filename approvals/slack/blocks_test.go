@@ -1,4 +1,4 @@
-package approvals
+package slack
 
 import (
 	"bytes"
@@ -11,21 +11,23 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/slack-go/slack"
+	slackapi "github.com/slack-go/slack"
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/approvals/display"
 )
 
 var goldenNow = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
-func goldenDomain() Request {
+func goldenDomain() approvals.Request {
 	r := domainRequest(goldenNow)
 	r.ID = "apr_7f3kq2m5x9c4v8b6n1z0w3e5r7"
 	r.OperationID = "op_4h6j8k2m4n6p8q2r4s6t8v2w4x"
 	r.CreatedAt = goldenNow
-	r.State = StatePending
+	r.State = approvals.StatePending
 	return r
 }
 
-func goldenDeploy() Request {
+func goldenDeploy() approvals.Request {
 	var module strings.Builder
 	module.WriteString("// web-app production worker <script>&amp;\n")
 	for i := 0; module.Len() < 6000; i++ {
@@ -33,7 +35,7 @@ func goldenDeploy() Request {
 	}
 	module.WriteString("```\n<!channel> please approve\n")
 	reason := strings.Repeat("Deploying the checkout fix <@U0CAROL> & friends; ", 100) // 5000 chars
-	return Request{
+	return approvals.Request{
 		ID:          "apr_2b4d6f8h0j2l4n6p8r0t2v4x6z",
 		OperationID: "op_9a8b7c6d5e4f3g2h1j0k9l8m7n",
 		Tool:        "deploy_worker",
@@ -42,13 +44,13 @@ func goldenDeploy() Request {
 		Owner:       "dave",
 		Client:      "claude-code 1.2.3 (session 5f1c)",
 		Summary:     "Deploy worker web-app to production",
-		Args: []Field{
+		Args: []approvals.Field{
 			{Label: "script_name", Value: "web-app"},
 			{Label: "environment", Value: "production"},
 			{Label: "compatibility_date", Value: "2026-11-01"},
 			{Label: "module", Value: "worker.js (6,1xx bytes, sha256 " + argsHash("module")[:12] + "…)"},
 		},
-		Module: &Module{
+		Module: &approvals.Module{
 			Name:       "worker.js",
 			Size:       module.Len(),
 			SHA256:     argsHash(module.String()),
@@ -63,7 +65,7 @@ func goldenDeploy() Request {
 		ArgsHash:     argsHash("deploy web-app"),
 		Irreversible: true,
 		Quorum:       1,
-		State:        StatePending,
+		State:        approvals.StatePending,
 		CreatedAt:    goldenNow,
 		ExpiresAt:    goldenNow.Add(30 * time.Minute),
 	}
@@ -71,8 +73,8 @@ func goldenDeploy() Request {
 
 func goldenCases() map[string]any {
 	decided := goldenDomain()
-	decided.State = StateApproved
-	decided.Votes = []Vote{{Approver: "alice", SlackUserID: "U0ALICE", Via: ViaSlack, Outcome: OutcomeApprove, At: goldenNow.Add(4 * time.Minute)}}
+	decided.State = approvals.StateApproved
+	decided.Votes = []approvals.Vote{{Approver: "alice", User: "U0ALICE", Via: approvals.ViaSlack, Outcome: approvals.OutcomeApprove, At: goldenNow.Add(4 * time.Minute)}}
 	decided.DecidedAt = goldenNow.Add(4 * time.Minute)
 	decided.DecidedReason = "approved by alice"
 	decided.Consumed = true
@@ -82,7 +84,7 @@ func goldenCases() map[string]any {
 	quorum := goldenDomain()
 	quorum.AmountMicros, quorum.AmountText = 62_000_000, "62.00 USD"
 	quorum.Quorum = 2
-	quorum.Votes = []Vote{{Approver: "bob", SlackUserID: "U0BOB", Via: ViaSocket, Outcome: OutcomeApprove, At: goldenNow.Add(2 * time.Minute)}}
+	quorum.Votes = []approvals.Vote{{Approver: "bob", User: "U0BOB", Via: approvals.ViaSocket, Outcome: approvals.OutcomeApprove, At: goldenNow.Add(2 * time.Minute)}}
 
 	cases := map[string]any{
 		"domain_registration":         RequestBlocks(goldenDomain(), goldenNow.Add(time.Minute)),
@@ -133,7 +135,7 @@ func checkLimits(t testing.TB, v any) {
 		t.Fatal(err)
 	}
 	var blocks []map[string]any
-	if _, ok := v.(slack.ModalViewRequest); ok {
+	if _, ok := v.(slackapi.ModalViewRequest); ok {
 		var m map[string]any
 		if err := json.Unmarshal(b, &m); err != nil {
 			t.Fatal(err)
@@ -244,7 +246,7 @@ func checkMarkup(t testing.TB, id, s string) {
 			break
 		}
 		if !strings.HasPrefix(rest[i:], "<!date^") {
-			t.Errorf("block %s carries raw markup: %q", id, clip(rest[i:], 40))
+			t.Errorf("block %s carries raw markup: %q", id, display.Text(rest[i:], 40))
 			return
 		}
 		rest = rest[i+1:]
@@ -288,7 +290,7 @@ func TestRequestBlocksContent(t *testing.T) {
 			t.Errorf("deploy message lacks %q", want)
 		}
 	}
-	for _, state := range []string{StateApproved, StateDenied, StateExpired, StateCancelled} {
+	for _, state := range []string{approvals.StateApproved, approvals.StateDenied, approvals.StateExpired, approvals.StateCancelled} {
 		r := goldenDomain()
 		r.State = state
 		r.DecidedAt = goldenNow.Add(time.Minute)
@@ -304,7 +306,7 @@ func TestRequestBlocksContent(t *testing.T) {
 		checkLimits(t, blocks)
 	}
 	expired := goldenDomain()
-	expired.State = StateExpired
+	expired.State = approvals.StateExpired
 	js = wireJSON(t, RequestBlocks(expired, goldenNow.Add(time.Hour)), "")
 	if !strings.Contains(string(js), "Expired") || strings.Contains(strings.ToLower(string(js)), "denied") {
 		t.Error("an expired request must read as expired, never denied")
@@ -332,15 +334,15 @@ func FuzzRequestBlocks(f *testing.F) {
 	f.Fuzz(func(t *testing.T, summary, reason, label, value, module string, votes int) {
 		r := goldenDeploy()
 		r.Summary, r.Reason, r.Agent = summary, reason, label
-		r.Args = []Field{{Label: label, Value: value}}
+		r.Args = []approvals.Field{{Label: label, Value: value}}
 		r.Module.FirstLines = module
 		r.Policy = value
 		r.Headroom = []string{value, reason}
 		for i := range votes % 8 {
-			r.Votes = append(r.Votes, Vote{Approver: label + fmt.Sprint(i), Via: ViaSlack, Outcome: OutcomeApprove, Reason: reason, At: goldenNow})
+			r.Votes = append(r.Votes, approvals.Vote{Approver: label + fmt.Sprint(i), Via: approvals.ViaSlack, Outcome: approvals.OutcomeApprove, Reason: reason, At: goldenNow})
 		}
 		checkLimits(t, RequestBlocks(r, goldenNow))
-		r.State = StateDenied
+		r.State = approvals.StateDenied
 		r.DecidedReason = reason
 		r.ResultText = reason
 		checkLimits(t, RequestBlocks(r, goldenNow))
