@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -55,6 +56,7 @@ type clientConfig struct {
 	plaintext bool
 	timeout   time.Duration
 	logger    *slog.Logger
+	cache     *DecisionCacheConfig
 }
 
 // WithTLS connects over TLS, verifying the PDP's certificate against the PEM
@@ -91,6 +93,12 @@ type Client struct {
 	stub    svcv1.CerbosServiceClient
 	timeout time.Duration
 	log     *slog.Logger
+	cache   *decisionCache // nil: every check asks the PDP
+
+	subjMu   sync.Mutex
+	subjects map[string]*subject
+
+	requests, hits, misses atomic.Uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -121,6 +129,9 @@ func NewClient(ctx context.Context, addr string, opts ...Option) (*Client, error
 	}
 	if cfg.tls && cfg.plaintext {
 		problems = append(problems, errors.New("WithTLS and WithPlaintext are mutually exclusive"))
+	}
+	if cfg.cache != nil && cfg.cache.Policies == nil {
+		problems = append(problems, errors.New("WithDecisionCache needs a PolicySource (the managed PDP, or WatchPolicies for an external one)"))
 	}
 	var creds credentials.TransportCredentials
 	switch {
@@ -160,13 +171,23 @@ func NewClient(ctx context.Context, addr string, opts ...Option) (*Client, error
 	if err != nil {
 		return nil, fmt.Errorf("cerbos client for %s: %w", a, err)
 	}
-	return &Client{
-		addr:    a,
-		conn:    conn,
-		stub:    svcv1.NewCerbosServiceClient(conn),
-		timeout: cfg.timeout,
-		log:     logger.With("subsystem", "authz", "pdp", a.String()),
-	}, nil
+	c := &Client{
+		addr:     a,
+		conn:     conn,
+		stub:     svcv1.NewCerbosServiceClient(conn),
+		timeout:  cfg.timeout,
+		log:      logger.With("subsystem", "authz", "pdp", a.String()),
+		subjects: map[string]*subject{},
+	}
+	if cfg.cache != nil {
+		c.cache = newDecisionCache(*cfg.cache)
+	}
+	return c, nil
+}
+
+// Stats returns what the client has done so far.
+func (c *Client) Stats() Stats {
+	return Stats{Requests: c.requests.Load(), CacheHits: c.hits.Load(), CacheMisses: c.misses.Load()}
 }
 
 func loadCAs(file string) (*x509.CertPool, error) {
@@ -232,29 +253,35 @@ func (c *Client) Check(ctx context.Context, p Principal, r Resource, actions ...
 // CheckResources call. result[i][j] is the decision for checks[i].Actions[j].
 // Like Check, it never fails: a check that cannot be sent (invalid resource
 // or attributes) is denied on its own, and a failed call denies every
-// action as unavailable.
+// action as unavailable. With a decision cache, what it can answer is
+// answered from memory and only the rest is sent; when nothing is left, no
+// call is made.
 func (c *Client) CheckBatch(ctx context.Context, p Principal, checks []Check) [][]Decision {
 	out := make([][]Decision, len(checks))
 	for i, ch := range checks {
 		out[i] = make([]Decision, len(ch.Actions))
 	}
-
-	principal, perr := buildPrincipal(p)
+	subj := c.subject(p)
+	var st PolicyState
+	if c.cache != nil {
+		st = c.cache.src.PolicyState()
+	}
 
 	type sentCheck struct {
 		idx     int
-		actions []string
+		actions []string            // sent to the PDP
+		known   map[string]Decision // answered from the cache
+		key     string              // decision-key prefix; "" = not cacheable
 	}
 	entries := make([]*requestv1.CheckResourcesRequest_ResourceEntry, 0, len(checks))
 	sent := make([]sentCheck, 0, len(checks))
 	for i, ch := range checks {
 		uniq, _ := uniqueActions(ch.Actions)
-		if perr != nil {
-			fill(out[i], ch.Actions, denyAll(uniq, false, "invalid authorization request: "+perr.Error()))
+		if subj.err != nil {
+			fill(out[i], ch.Actions, denyAll(uniq, false, "invalid authorization request: "+subj.err.Error()))
 			continue
 		}
-		res, err := buildResource(ch.Resource)
-		if err != nil {
+		if err := checkAttrs(ch.Resource.Kind+" "+strconv.Quote(ch.Resource.ID), ch.Resource.Attr); err != nil {
 			fill(out[i], ch.Actions, denyAll(uniq, false, "invalid authorization request: "+err.Error()))
 			continue
 		}
@@ -262,8 +289,32 @@ func (c *Client) CheckBatch(ctx context.Context, p Principal, checks []Check) []
 			fill(out[i], ch.Actions, nil)
 			continue
 		}
-		entries = append(entries, &requestv1.CheckResourcesRequest_ResourceEntry{Actions: uniq, Resource: res.Obj})
-		sent = append(sent, sentCheck{idx: i, actions: uniq})
+		sc := sentCheck{idx: i, actions: uniq}
+		if key, ok := c.cacheable(subj, st, ch.Resource); ok {
+			sc.key, sc.actions, sc.known = key, nil, map[string]Decision{}
+			for _, a := range uniq {
+				if d, ok := c.cache.get(st.Generation, key+a); ok {
+					sc.known[a] = d
+					continue
+				}
+				sc.actions = append(sc.actions, a)
+			}
+			c.hits.Add(uint64(len(sc.known)))
+			c.misses.Add(uint64(len(sc.actions)))
+			if len(sc.actions) == 0 {
+				fill(out[i], ch.Actions, sc.known)
+				continue
+			}
+		} else if c.cache != nil {
+			c.misses.Add(uint64(len(uniq)))
+		}
+		res, err := buildResource(ch.Resource)
+		if err != nil {
+			fill(out[i], ch.Actions, denyAll(uniq, false, "invalid authorization request: "+err.Error()))
+			continue
+		}
+		entries = append(entries, &requestv1.CheckResourcesRequest_ResourceEntry{Actions: sc.actions, Resource: res.Obj})
+		sent = append(sent, sc)
 	}
 	if len(entries) == 0 {
 		return out
@@ -271,17 +322,18 @@ func (c *Client) CheckBatch(ctx context.Context, p Principal, checks []Check) []
 
 	callCtx, cancel := c.bound(ctx)
 	defer cancel()
+	c.requests.Add(1)
 	resp, err := c.stub.CheckResources(callCtx, &requestv1.CheckResourcesRequest{
 		RequestId:   strconv.FormatUint(rand.Uint64(), 36),
 		IncludeMeta: true,
-		Principal:   principal.Obj,
+		Principal:   subj.built.Obj,
 		Resources:   entries,
 	}, grpc.WaitForReady(true))
 	if err != nil {
 		unavailable, reason := c.callFailure(ctx, callCtx, err)
 		c.log.Warn("cerbos check failed; denying", "resources", len(entries), "unavailable", unavailable, "error", oneLine(err))
 		for _, s := range sent {
-			fill(out[s.idx], checks[s.idx].Actions, denyAll(s.actions, unavailable, reason))
+			fill(out[s.idx], checks[s.idx].Actions, withKnown(denyAll(s.actions, unavailable, reason), s.known))
 		}
 		return out
 	}
@@ -291,7 +343,7 @@ func (c *Client) CheckBatch(ctx context.Context, p Principal, checks []Check) []
 		reason := fmt.Sprintf("policy engine unavailable: unexpected response: %d results for %d resources", len(results), len(entries))
 		c.log.Warn("cerbos returned a malformed response; denying", "results", len(results), "resources", len(entries))
 		for _, s := range sent {
-			fill(out[s.idx], checks[s.idx].Actions, denyAll(s.actions, true, reason))
+			fill(out[s.idx], checks[s.idx].Actions, withKnown(denyAll(s.actions, true, reason), s.known))
 		}
 		return out
 	}
@@ -301,12 +353,74 @@ func (c *Client) CheckBatch(ctx context.Context, p Principal, checks []Check) []
 		if got.GetId() != r.ID || got.GetKind() != r.Kind {
 			reason := fmt.Sprintf("policy engine unavailable: unexpected response: result %d is for %s %q, want %s %q", k, got.GetKind(), got.GetId(), r.Kind, r.ID)
 			c.log.Warn("cerbos returned results out of order; denying", "result", k)
-			fill(out[s.idx], checks[s.idx].Actions, denyAll(s.actions, true, reason))
+			fill(out[s.idx], checks[s.idx].Actions, withKnown(denyAll(s.actions, true, reason), s.known))
 			continue
 		}
-		fill(out[s.idx], checks[s.idx].Actions, decide(results[k], r, p.Roles, s.actions))
+		decided := decide(results[k], r, p.Roles, s.actions)
+		c.remember(subj, st, r, s.key, results[k], decided)
+		fill(out[s.idx], checks[s.idx].Actions, withKnown(decided, s.known))
 	}
 	return out
+}
+
+// withKnown adds the decisions answered from the cache to those of the call.
+func withKnown(decided, known map[string]Decision) map[string]Decision {
+	for a, d := range known {
+		decided[a] = d
+	}
+	return decided
+}
+
+// cacheable returns the decision-key prefix (without the action) for
+// checking r as subj under st, or ok=false when the cache may not answer:
+// no cache, policies not settled, rules of r's kind read the clock, or the
+// PDP has not yet accepted this principal's attributes under st.
+func (c *Client) cacheable(subj *subject, st PolicyState, r Resource) (string, bool) {
+	if c.cache == nil || st.Reads == nil || st.Reads.ReadsClock(r.Kind) {
+		return "", false
+	}
+	pk, ok := subj.cacheKey(st, r.Kind)
+	if !ok {
+		return "", false
+	}
+	return pk + "\x00" + resourceKey(st.Reads, r) + "\x00", true
+}
+
+// remember keeps the PDP's decisions for one resource when they may be
+// reused: the policies were settled when the check started and still are
+// (same generation), the kind's rules do not read the clock, and the PDP
+// reported no schema problem. A principal the PDP accepted is marked so,
+// letting the next check of that kind use the cache.
+func (c *Client) remember(subj *subject, st PolicyState, r Resource, key string, res *responsev1.CheckResourcesResponse_ResultEntry, decided map[string]Decision) {
+	if c.cache == nil || st.Reads == nil || st.Reads.ReadsClock(r.Kind) || c.cache.src.PolicyState().Generation != st.Generation {
+		return
+	}
+	principalOK, resourceOK := true, true
+	for _, e := range res.GetValidationErrors() {
+		if e.GetSource() == schemav1.ValidationError_SOURCE_PRINCIPAL {
+			principalOK = false
+		} else {
+			resourceOK = false
+		}
+	}
+	if !principalOK {
+		return
+	}
+	if key == "" {
+		subj.accepted(r.Kind, st.Generation)
+		var ok bool
+		if key, ok = c.cacheable(subj, st, r); !ok {
+			return
+		}
+	}
+	if !resourceOK {
+		return
+	}
+	for a, d := range decided {
+		if !d.Unavailable {
+			c.cache.put(st.Generation, key+a, d)
+		}
+	}
 }
 
 // callFailure turns a failed RPC into a deny reason. Only InvalidArgument is

@@ -80,6 +80,10 @@ type ManagedConfig struct {
 	// refuses (parse or compile error), e.g. to feed a metric or /healthz.
 	// It runs on the log-forwarding goroutine and must not block.
 	OnPolicyError func(PolicyError)
+	// PolicyWatchInterval is how often the policy folder and the PDP's
+	// reload counters are read for the decision cache; default
+	// DefaultPolicyWatchInterval.
+	PolicyWatchInterval time.Duration
 }
 
 func (c ManagedConfig) withDefaults() ManagedConfig {
@@ -169,6 +173,7 @@ type Managed struct {
 	sock      string
 	httpSock  string
 	probe     *Client
+	policies  *PolicyWatch
 
 	cur       atomic.Pointer[child]
 	restarts  atomic.Int64
@@ -217,9 +222,11 @@ func StartManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
 			return nil, fmt.Errorf("start managed cerbos: %w", err)
 		}
 	}
-	if err := checkVersion(ctx, bin, log); err != nil {
-		return nil, fmt.Errorf("start managed cerbos: %w", err)
-	}
+	// `cerbos --version` costs a process start (~125 ms): it runs beside
+	// the PDP's own start and is waited for only when that start fails, to
+	// say whether the binary is the problem.
+	version := make(chan error, 1)
+	go func() { version <- checkVersion(context.WithoutCancel(ctx), bin, log) }()
 	policyDir, err := filepath.Abs(cfg.PolicyDir)
 	if err != nil {
 		return nil, fmt.Errorf("start managed cerbos: policy dir: %w", err)
@@ -245,6 +252,12 @@ func StartManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start managed cerbos: %w", err)
 	}
+	fetch, err := metricsFetcher("unix:"+m.httpSock, "")
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("start managed cerbos: %w", err)
+	}
+	m.policies = newPolicyWatch(policyDir, fetch, m.startedAt, log, cfg.PolicyWatchInterval)
 	m.probe, err = NewClient(ctx, m.Addr(), WithTimeout(250*time.Millisecond),
 		WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -261,8 +274,12 @@ func StartManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
 	}
 	if err != nil {
 		_ = m.Stop()
+		if verr := <-version; verr != nil {
+			return nil, fmt.Errorf("start managed cerbos: %w", verr)
+		}
 		return nil, fmt.Errorf("start managed cerbos: %w", err)
 	}
+	m.policies.start(ctx)
 	log.Info("managed cerbos is ready", "addr", m.Addr(), "pid", m.PID(), "policies", policyDir)
 	return m, nil
 }
@@ -294,9 +311,10 @@ func (m *Managed) cerbosConfig() map[string]any {
 			"grpcListenAddr": "unix:" + m.sock,
 			// Cerbos cannot turn HTTP off; a socket in the private dir keeps
 			// it unreachable from the network.
-			"httpListenAddr":     "unix:" + m.httpSock,
-			"udsFileMode":        "0o600",
-			"metricsEnabled":     false,
+			"httpListenAddr": "unix:" + m.httpSock,
+			"udsFileMode":    "0o600",
+			// The policy watch reads the store's reload counters here.
+			"metricsEnabled":     true,
 			"apiExplorerEnabled": false,
 			"adminAPI":           map[string]any{"enabled": false},
 		},
@@ -344,10 +362,23 @@ func (m *Managed) LastPolicyError() (PolicyError, bool) {
 	return PolicyError{}, false
 }
 
+// PolicyState implements [PolicySource]: the generation changes the moment a
+// change to the policy folder is seen and again when the PDP has reloaded it.
+func (m *Managed) PolicyState() PolicyState { return m.policies.PolicyState() }
+
+// startedAt is when the PDP serving now was started (zero between restarts).
+func (m *Managed) startedAt() time.Time {
+	if c := m.cur.Load(); c != nil {
+		return c.started
+	}
+	return time.Time{}
+}
+
 // Stop terminates the PDP (SIGTERM, then SIGKILL after StopTimeout), stops
 // supervising and removes the private dir. It is safe to call more than once.
 func (m *Managed) Stop() error {
 	m.stopOnce.Do(func() {
+		m.policies.Close()
 		close(m.stopCh)
 		<-m.done
 		var errs []error
@@ -530,6 +561,7 @@ func (m *Managed) terminate(c *child) {
 
 func (m *Managed) recordPolicyError(pe PolicyError) {
 	m.policyErr.Store(&pe)
+	m.policies.refused(pe.At)
 	if m.cfg.OnPolicyError != nil {
 		m.cfg.OnPolicyError(pe)
 	}
