@@ -43,6 +43,13 @@ type Broker struct {
 
 	mu   sync.Mutex
 	live map[string]bool // minted token ids not yet deleted
+	// accountTokens is the account's token count (all of them, not only
+	// tollgate's) as of the last Sweep plus mints minus deletions since;
+	// -1 until a Sweep counted them.
+	accountTokens int
+	capWarned     bool
+
+	budget *rateBudget
 }
 
 // NewBroker validates cfg and returns a Broker. No request is made.
@@ -51,7 +58,8 @@ func NewBroker(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("cloudflare config: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	b := &Broker{source: cfg.ParentSource, log: cfg.Logger, live: map[string]bool{}}
+	b := &Broker{source: cfg.ParentSource, log: cfg.Logger, live: map[string]bool{}, accountTokens: -1,
+		budget: newRateBudget(cfg.RateLimit, cfg.RateWindow, cfg.RateHeadroom, cfg.Clock, cfg.Logger)}
 	if b.source == nil {
 		b.source = StaticParent(cfg.ParentToken, "Config.ParentToken")
 	}
@@ -234,6 +242,9 @@ func (b *Broker) Open(ctx context.Context, spec SessionSpec) (*Session, error) {
 	if _, err := rand.Read(suffix); err != nil {
 		return nil, fmt.Errorf("mint %s token: %w", p, err)
 	}
+	if err := b.tokenRoom(); err != nil {
+		return nil, fmt.Errorf("mint %s token: %w", p, err)
+	}
 	name := TokenNamePrefix + string(p) + ":" + label + ":" + hex.EncodeToString(suffix)
 	expires := b.cfg.Clock().Add(b.cfg.TokenTTL).UTC().Truncate(time.Second)
 
@@ -260,9 +271,7 @@ func (b *Broker) Open(ctx context.Context, spec SessionSpec) (*Session, error) {
 		}
 		return nil, fmt.Errorf("mint %s token: %w", p, err)
 	}
-	b.mu.Lock()
-	b.live[res.ID] = true
-	b.mu.Unlock()
+	b.tokenMinted(res.ID)
 	groupNames := append(slices.Clone(g.account), g.zone...)
 	b.log.LogAttrs(ctx, slog.LevelDebug, "minted cloudflare token",
 		slog.String(logPurpose, string(p)), slog.String(logLabel, label), slog.String(logTokenID, res.ID),
@@ -346,9 +355,7 @@ func (b *Broker) deleteToken(ctx context.Context, p Purpose, label, id string) e
 		var ae *APIError
 		switch {
 		case err == nil, errors.Is(err, ErrNotFound):
-			b.mu.Lock()
-			delete(b.live, id)
-			b.mu.Unlock()
+			b.tokenDeleted(id, err == nil)
 			return nil
 		case errors.As(err, &ae) && ae.Status < 500 && ae.Status != 429:
 			return err // refused (e.g. the parent token lost its permission): retrying won't help
@@ -429,6 +436,7 @@ func (b *Broker) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("sweep tokens: %w", err)
 	}
+	b.countTokens(len(toks))
 	deleted := 0
 	var errs []error
 	for _, t := range toks {

@@ -317,8 +317,10 @@ func TestCreateRetriesOnlyRateLimits(t *testing.T) {
 		return n
 	}
 	start := count()
+	// Register tokens are for executions: a price check's token would stop
+	// at the first 429 instead (the rate budget defers price checks).
 	e.sb.SetFaults(sandbox.Faults{RateLimitRate: 1, PathContains: "/tokens"})
-	if _, err := e.b.Session(context.Background(), PurposeQuote, "limited"); err == nil {
+	if _, err := e.b.Session(context.Background(), PurposeRegister, "limited"); err == nil {
 		t.Fatal("Session succeeded against a permanent 429")
 	}
 	if got := count() - start; got != 1+e.b.cfg.ReadRetries {
@@ -326,7 +328,7 @@ func TestCreateRetriesOnlyRateLimits(t *testing.T) {
 	}
 	start = count()
 	e.sb.SetFaults(sandbox.Faults{ErrorRate: 1, PathContains: "/tokens"})
-	if _, err := e.b.Session(context.Background(), PurposeQuote, "broken"); err == nil {
+	if _, err := e.b.Session(context.Background(), PurposeRegister, "broken"); err == nil {
 		t.Fatal("Session succeeded against a permanent 500")
 	}
 	if got := count() - start; got != 1 {

@@ -92,6 +92,20 @@ type Config struct {
 	// registration, which Cloudflare may hold open while it completes.
 	// Default 60s.
 	RequestTimeout time.Duration
+
+	// RateLimit is Cloudflare's API request limit per RateWindow, counted
+	// over every request tollgate makes. Default DefaultRateLimit per
+	// DefaultRateWindow; a Ratelimit-Policy header from Cloudflare replaces
+	// both, and its Ratelimit header's remaining count is honoured too.
+	RateLimit  int
+	RateWindow time.Duration
+	// RateHeadroom is the share of the limit kept for executions and token
+	// revocations: price checks (and minting their token) are refused with
+	// a *LimitError once no more than this share is left. Default 0.2.
+	RateHeadroom float64
+	// TokenCap is how many API tokens the account may hold; new tokens are
+	// refused with a *LimitError ten below it. Default DefaultTokenCap.
+	TokenCap int
 }
 
 // Observer sees every Cloudflare HTTP request the Broker or a Session makes,
@@ -163,6 +177,18 @@ func (c Config) withDefaults() Config {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 60 * time.Second
 	}
+	if c.RateLimit == 0 {
+		c.RateLimit = DefaultRateLimit
+	}
+	if c.RateWindow == 0 {
+		c.RateWindow = DefaultRateWindow
+	}
+	if c.RateHeadroom == 0 {
+		c.RateHeadroom = 0.2
+	}
+	if c.TokenCap == 0 {
+		c.TokenCap = DefaultTokenCap
+	}
 	return c
 }
 
@@ -208,6 +234,15 @@ func (c Config) Validate() error {
 	}
 	if c.DeleteAttempts < 0 {
 		errs = append(errs, fmt.Errorf("DeleteAttempts %d: must not be negative", c.DeleteAttempts))
+	}
+	if c.RateLimit < 0 || c.RateWindow < 0 {
+		errs = append(errs, fmt.Errorf("RateLimit %d per %v: must not be negative", c.RateLimit, c.RateWindow))
+	}
+	if c.RateHeadroom < 0 || c.RateHeadroom >= 1 {
+		errs = append(errs, fmt.Errorf("RateHeadroom %v: a share of the limit from 0 to below 1, e.g. 0.2", c.RateHeadroom))
+	}
+	if c.TokenCap < 0 || (c.TokenCap > 0 && c.TokenCap <= tokenCapMargin) {
+		errs = append(errs, fmt.Errorf("TokenCap %d: more than %d (Cloudflare's is %d)", c.TokenCap, tokenCapMargin, DefaultTokenCap))
 	}
 	return errors.Join(errs...)
 }

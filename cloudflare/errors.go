@@ -127,7 +127,8 @@ func mapError(err error, ci *callInfo) error {
 		}
 		return out
 	}
-	if errors.Is(err, ErrObserver) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	var le *LimitError
+	if errors.Is(err, ErrObserver) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &le) {
 		return err
 	}
 	if ci != nil && ci.status >= 400 {
@@ -143,7 +144,8 @@ func mapError(err error, ci *callInfo) error {
 // included), but not a cancellation and not an audit failure. The retry
 // loop stops on its own once the caller's context is done.
 func retryable(err error) bool {
-	if err == nil || errors.Is(err, ErrObserver) || errors.Is(err, context.Canceled) {
+	var le *LimitError
+	if err == nil || errors.Is(err, ErrObserver) || errors.Is(err, context.Canceled) || errors.As(err, &le) {
 		return false
 	}
 	var ae *APIError
@@ -160,7 +162,8 @@ func ambiguous(err error) bool {
 	if errors.As(err, &ae) {
 		return ae.Status >= 500
 	}
-	return err != nil
+	var le *LimitError
+	return err != nil && !errors.As(err, &le) // a refused request was never sent
 }
 
 // rateLimited reports a 429, the one answer that proves a mutating request

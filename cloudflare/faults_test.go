@@ -26,22 +26,32 @@ func TestReadsRetryServerErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name     string
+		purpose  Purpose
 		faults   sandbox.Faults
 		status   int
 		attempts int
 	}{
-		{"5xx", sandbox.Faults{ErrorRate: 1, PathContains: "/domain-check"}, 500, 3},
-		{"429", sandbox.Faults{RateLimitRate: 1, PathContains: "/domain-check"}, 429, 3},
+		{"5xx", PurposeQuote, sandbox.Faults{ErrorRate: 1, PathContains: "/domain-check"}, 500, 3},
+		{"429", PurposeRegister, sandbox.Faults{RateLimitRate: 1, PathContains: "/domain-check"}, 429, 3},
+		// A price check is deferrable: after a 429 with Retry-After the
+		// budget refuses the retry itself, with the wait, sending nothing.
+		{"429 on a price check", PurposeQuote, sandbox.Faults{RateLimitRate: 1, PathContains: "/domain-check"}, 0, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
-			s := e.session(t, PurposeQuote, "faults")
+			s := e.session(t, tc.purpose, "faults")
 			e.sb.SetFaults(tc.faults)
 			_, err := s.CheckDomains(context.Background(), "faulty.com")
 			var ae *APIError
-			if !errors.As(err, &ae) || ae.Status != tc.status || ae.CFRay == "" {
+			var le *LimitError
+			switch {
+			case tc.status == 0:
+				if !errors.As(err, &le) || le.RetryAfter <= 0 || !strings.Contains(err.Error(), "retry after") {
+					t.Fatalf("CheckDomains = %v, want a *LimitError with a retry-after", err)
+				}
+			case !errors.As(err, &ae) || ae.Status != tc.status || ae.CFRay == "":
 				t.Fatalf("CheckDomains = %v", err)
 			}
 			if got := countPath(e, "POST", "/domain-check"); got != tc.attempts {

@@ -59,9 +59,21 @@ func (b *Broker) clientOptions(token string, p Purpose, label, tokenID string, r
 // acting, so an audit outage must not keep a credential alive. There the
 // error is logged at error level and the deletion goes on.
 func (b *Broker) recorder(p Purpose, label, tokenID string, revoking bool) option.Middleware {
+	class := classEssential
+	if p == PurposeQuote && !revoking {
+		class = classDeferrable
+	}
+	budgetKey := tokenID
+	if budgetKey == "" {
+		budgetKey = "parent"
+	}
 	return func(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+		if err := b.budget.admit(class, budgetKey); err != nil {
+			return nil, err // never sent: nothing to record
+		}
 		start := time.Now()
 		res, err := next(req)
+		b.budget.observe(res)
 		rec := RequestRecord{
 			Purpose: p, Label: label, TokenID: tokenID,
 			Method: req.Method, Path: req.URL.Path, Duration: time.Since(start),

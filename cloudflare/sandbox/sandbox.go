@@ -54,6 +54,9 @@ type Options struct {
 	// clients, so a test can change faults in a sandbox running in another
 	// process. Off by default: an embedded sandbox has no use for it.
 	Admin bool
+	// RateLimit emulates Cloudflare's API rate limit (on by default, with
+	// Cloudflare's numbers).
+	RateLimit RateLimit
 }
 
 // Faults make the sandbox misbehave on purpose, for tests of timeouts,
@@ -166,6 +169,7 @@ type Sandbox struct {
 	admin    bool
 	// hanging counts requests held by the Hang fault right now.
 	hanging atomic.Int64
+	limit   limiter
 
 	// The shared state file: its lock file (held open), the stamp of the
 	// version st was last synced with, the lazy changes not yet written and
@@ -189,7 +193,7 @@ var _ http.Handler = (*Sandbox)(nil)
 // file's lock, so sandboxes starting together on one file agree on one
 // account and one parent token.
 func New(opts Options) (*Sandbox, error) {
-	if err := checkFaults(opts.Faults); err != nil {
+	if err := errors.Join(checkFaults(opts.Faults), checkRateLimit(opts.RateLimit)); err != nil {
 		return nil, err
 	}
 	if opts.FlushInterval < 0 {
@@ -206,6 +210,7 @@ func New(opts Options) (*Sandbox, error) {
 		flushEvery: opts.FlushInterval,
 		closed:     make(chan struct{}),
 	}
+	s.limit.cfg = opts.RateLimit.withDefaults()
 	if s.clock == nil {
 		s.clock = time.Now
 	}
@@ -608,7 +613,7 @@ func (s *Sandbox) endpoint(need []string, h func(http.ResponseWriter, *http.Requ
 			return
 		}
 		tok, ok := s.authenticate(w, r, need)
-		if !ok {
+		if !ok || !s.limit.admit(w, s.clock()) {
 			return
 		}
 		if after == afterNothing {
