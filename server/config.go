@@ -87,6 +87,25 @@ type CerbosConfig struct {
 	Plaintext bool `yaml:"plaintext"`
 	// Timeout bounds each decision.
 	Timeout time.Duration `yaml:"timeout"`
+	// MetricsAddr is an external PDP's HTTP listener ("http://host:3592",
+	// "https://host:3592" or "unix:/path/http.sock") whose /_cerbos/metrics
+	// tell tollgate when that PDP reloaded its policies; with Policies
+	// naming the folder it serves, decisions of the external PDP are cached
+	// too. Empty: an external PDP's decisions are not cached. The managed
+	// PDP needs nothing here.
+	MetricsAddr string `yaml:"metrics_addr"`
+	// DecisionCache bounds the decision cache.
+	DecisionCache DecisionCacheConfig `yaml:"decision_cache"`
+}
+
+// DecisionCacheConfig bounds the cache of policy decisions (see
+// authz.WithDecisionCache): a decision is reused only under the policy
+// generation it was made under, for exactly what the policies read.
+type DecisionCacheConfig struct {
+	// Size is how many decisions are kept; 0 turns the cache off.
+	Size int `yaml:"size"`
+	// TTL is how long one is kept at most.
+	TTL time.Duration `yaml:"ttl"`
 }
 
 // CloudflareConfig selects the account; credentials come only from the environment.
@@ -199,7 +218,8 @@ func Default() Config {
 		DB:        "./var/tollgate.db",
 		Agent:     DefaultAgent,
 		Auth:      "tokens",
-		Cerbos:    CerbosConfig{Policies: "cerbos-policies", Timeout: 2 * time.Second},
+		Cerbos: CerbosConfig{Policies: "cerbos-policies", Timeout: 2 * time.Second,
+			DecisionCache: DecisionCacheConfig{Size: 10_000, TTL: time.Minute}},
 		Cloudflare: CloudflareConfig{
 			TokenTTL:    5 * time.Minute,
 			RotateEvery: cloudflare.DefaultRotateEvery,
@@ -347,6 +367,12 @@ func (c Config) Validate() error {
 	}
 	if c.Cloudflare.RotateEvery != 0 && c.Cloudflare.RotateEvery < time.Hour {
 		add("cloudflare.rotate_every %s: use 0 (never) or at least 1h", c.Cloudflare.RotateEvery)
+	}
+	if dc := c.Cerbos.DecisionCache; dc.Size < 0 || (dc.Size > 0 && (dc.TTL < time.Second || dc.TTL > time.Hour)) {
+		add("cerbos.decision_cache: size %d, ttl %s: use size 0 (off) or more, with a ttl from 1s to 1h", dc.Size, dc.TTL)
+	}
+	if c.Cerbos.MetricsAddr != "" && c.Cerbos.Addr == "" {
+		add("cerbos.metrics_addr %q is for an external PDP (cerbos.addr); the managed PDP needs none", c.Cerbos.MetricsAddr)
 	}
 	if c.QuotesPerMinute < 0 {
 		add("quotes_per_minute %d: use 0 (no cap) or more", c.QuotesPerMinute)

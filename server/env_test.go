@@ -127,7 +127,17 @@ type envOptions struct {
 	beforeStart []func(*ledger.DB)
 	// cloudflare: see withCloudflare.
 	cloudflare func(*cloudflare.Config, *sandbox.Sandbox)
+	// decisionCache: see withDecisionCache; rateLimit: see withRateLimit.
+	decisionCache bool
+	rateLimit     sandbox.RateLimit
 }
+
+// withDecisionCache gives the env's authz client a decision cache over the
+// shared managed PDP, as serve does.
+func withDecisionCache() envOption { return func(o *envOptions) { o.decisionCache = true } }
+
+// withRateLimit sets the sandbox's emulated Cloudflare rate limit.
+func withRateLimit(rl sandbox.RateLimit) envOption { return func(o *envOptions) { o.rateLimit = rl } }
 
 func withConfig(f func(*Config)) envOption { return func(o *envOptions) { o.cfg = f } }
 
@@ -233,13 +243,17 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	if addr == "" {
 		addr = pdpAddr(t)
 	}
-	e.az, err = authz.NewClient(ctx, addr, authz.WithTimeout(2*time.Second))
+	azOpts := []authz.Option{authz.WithTimeout(2 * time.Second)}
+	if o.decisionCache {
+		azOpts = append(azOpts, authz.WithDecisionCache(authz.DecisionCacheConfig{Policies: sharedPDP.m}))
+	}
+	e.az, err = authz.NewClient(ctx, addr, azOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.az.Close() })
 
-	e.sb, err = sandbox.New(sandbox.Options{})
+	e.sb, err = sandbox.New(sandbox.Options{RateLimit: o.rateLimit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,4 +458,17 @@ func registerArgs(domain string) map[string]any {
 func opView(t *testing.T, res *mcp.CallToolResult) tools.OperationView {
 	t.Helper()
 	return structured[tools.OperationView](t, res)
+}
+
+// operationTokens are the minted tokens still alive, without the shared
+// quote token: that one lives for its window by design (revoked at its
+// renewal time and on Close).
+func operationTokens(e *testEnv) []sandbox.TokenRecord {
+	var out []sandbox.TokenRecord
+	for _, tok := range e.sb.LiveTokens() {
+		if strings.HasPrefix(tok.Name, "tollgate:") && !strings.HasPrefix(tok.Name, "tollgate:quote:"+cloudflare.SharedLabel+":") {
+			out = append(out, tok)
+		}
+	}
+	return out
 }

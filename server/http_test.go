@@ -590,7 +590,17 @@ func TestMetricsExposeEverySeries(t *testing.T) {
 		`tollgate_execution_seconds_count{outcome="ok",tool="deploy_worker"} 1`,
 		// The pending gauge is refreshed by the background loop (every second).
 		`tollgate_pending_approvals 1`,
-		`tollgate_cloudflare_tokens_alive 0`,
+		// The shared quote token of check_domain's price check; the
+		// deploy's own token is gone.
+		`tollgate_cloudflare_tokens_alive 1`,
+		`tollgate_policy_requests_total `,
+		`tollgate_policy_cache_hits_total 0`,
+		`tollgate_ledger_write_transactions_total `,
+		`tollgate_cloudflare_requests_in_window{token_id="parent"} `,
+		`tollgate_cloudflare_rate_limit 1200`,
+		`tollgate_cloudflare_requests_refused_total 0`,
+		`tollgate_cloudflare_account_tokens `,
+		`tollgate_cloudflare_token_cap 500`,
 		`tollgate_budget_limit{currency="USD",scope="team:web",window="day"} 100`,
 		`tollgate_budget_held{currency="USD",scope="team:web",window="day"} 12.18`,
 		`tollgate_budget_spent{currency="USD",scope="team:web",window="day"} 0`,

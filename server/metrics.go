@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
 )
@@ -25,7 +26,7 @@ type metrics struct {
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
-func newMetrics(db *ledger.DB, broker *cloudflare.Broker) *metrics {
+func newMetrics(db *ledger.DB, broker *cloudflare.Broker, az *authz.Client) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		toolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -49,12 +50,56 @@ func newMetrics(db *ledger.DB, broker *cloudflare.Broker) *metrics {
 	}
 	m.registry.MustRegister(m.toolCalls, m.decisions, m.reserves, m.cloudflare, m.executions, m.pending,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "tollgate_cloudflare_tokens_alive", Help: "Per-operation Cloudflare tokens minted and not yet deleted.",
+			Name: "tollgate_cloudflare_tokens_alive", Help: "Cloudflare tokens minted and not yet deleted: per-operation ones and the shared quote token.",
 		}, func() float64 { return float64(broker.Alive()) }),
 		&spendCollector{db: db},
+		&workCollector{db: db, broker: broker, authz: az},
 		collectors.NewGoCollector(),
 	)
 	return m
+}
+
+// workCollector reports the work counters behind "what one call costs":
+// PDP requests and decision-cache hits, ledger write transactions, and the
+// Cloudflare request budget and token count.
+type workCollector struct {
+	db     *ledger.DB
+	broker *cloudflare.Broker
+	authz  *authz.Client
+}
+
+var (
+	pdpRequestsDesc = prometheus.NewDesc("tollgate_policy_requests_total", "CheckResources calls sent to the Cerbos PDP (a decision-cache hit sends none).", nil, nil)
+	cacheHitsDesc   = prometheus.NewDesc("tollgate_policy_cache_hits_total", "Decisions (resource and action) answered from the decision cache.", nil, nil)
+	cacheMissesDesc = prometheus.NewDesc("tollgate_policy_cache_misses_total", "Decisions the decision cache could not answer.", nil, nil)
+	writeTxDesc     = prometheus.NewDesc("tollgate_ledger_write_transactions_total", "Write transactions begun on the ledger.", nil, nil)
+	cfWindowDesc    = prometheus.NewDesc("tollgate_cloudflare_requests_in_window", "Cloudflare API requests sent in the current rate-limit window, by token (parent = the parent token).", []string{"token_id"}, nil)
+	cfLimitDesc     = prometheus.NewDesc("tollgate_cloudflare_rate_limit", "Cloudflare API requests allowed per window (configured, or as Cloudflare reported).", nil, nil)
+	cfRefusedDesc   = prometheus.NewDesc("tollgate_cloudflare_requests_refused_total", "Requests tollgate refused to send to stay inside Cloudflare's rate limit or token cap.", nil, nil)
+	cfTokensDesc    = prometheus.NewDesc("tollgate_cloudflare_account_tokens", "API tokens the Cloudflare account holds (-1 until counted), against tollgate_cloudflare_token_cap.", nil, nil)
+	cfTokenCapDesc  = prometheus.NewDesc("tollgate_cloudflare_token_cap", "API tokens the Cloudflare account may hold.", nil, nil)
+)
+
+func (c *workCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{pdpRequestsDesc, cacheHitsDesc, cacheMissesDesc, writeTxDesc, cfWindowDesc, cfLimitDesc, cfRefusedDesc, cfTokensDesc, cfTokenCapDesc} {
+		ch <- d
+	}
+}
+
+func (c *workCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.authz.Stats()
+	ch <- prometheus.MustNewConstMetric(pdpRequestsDesc, prometheus.CounterValue, float64(st.Requests))
+	ch <- prometheus.MustNewConstMetric(cacheHitsDesc, prometheus.CounterValue, float64(st.CacheHits))
+	ch <- prometheus.MustNewConstMetric(cacheMissesDesc, prometheus.CounterValue, float64(st.CacheMisses))
+	ch <- prometheus.MustNewConstMetric(writeTxDesc, prometheus.CounterValue, float64(c.db.Store().WriteTransactions()))
+	u := c.broker.Usage()
+	for id, n := range u.PerToken {
+		ch <- prometheus.MustNewConstMetric(cfWindowDesc, prometheus.GaugeValue, float64(n), id)
+	}
+	ch <- prometheus.MustNewConstMetric(cfLimitDesc, prometheus.GaugeValue, float64(u.RateLimit))
+	ch <- prometheus.MustNewConstMetric(cfRefusedDesc, prometheus.CounterValue, float64(u.Refused))
+	ch <- prometheus.MustNewConstMetric(cfTokensDesc, prometheus.GaugeValue, float64(u.AccountTokens))
+	ch <- prometheus.MustNewConstMetric(cfTokenCapDesc, prometheus.GaugeValue, float64(u.TokenCap))
 }
 
 func (m *metrics) observeTool(tool, outcome string) {

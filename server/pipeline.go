@@ -51,42 +51,10 @@ type Pipeline struct {
 	quotes      quoteLimiter
 	// freezes are the active freezes the loop last saw (watchFreezes); only
 	// the loop touches it.
-	freezes map[string]bool
-}
-
-// quoteLimiter is a token bucket per agent for registrar price checks.
-type quoteLimiter struct {
-	perMinute int
-	mu        sync.Mutex
-	buckets   map[string]*quoteBucket
-}
-
-type quoteBucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func (l *quoteLimiter) allow(agent string, now time.Time) bool {
-	if l.perMinute <= 0 {
-		return true
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.buckets == nil {
-		l.buckets = map[string]*quoteBucket{}
-	}
-	b := l.buckets[agent]
-	if b == nil {
-		b = &quoteBucket{tokens: float64(l.perMinute), last: now}
-		l.buckets[agent] = b
-	}
-	b.tokens = min(float64(l.perMinute), b.tokens+now.Sub(b.last).Minutes()*float64(l.perMinute))
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	freezes    map[string]bool
+	quoteCache *quoteCache
+	// quoteSession is the shared read-only token every price check uses.
+	quoteSession *cloudflare.SharedSession
 }
 
 var _ tools.Runner = (*Pipeline)(nil)
@@ -109,13 +77,73 @@ func (p *Pipeline) caller(ctx context.Context) (Principal, ledger.ClientInfo, er
 
 // decide asks Cerbos and times it. It never fails open.
 func (p *Pipeline) decide(ctx context.Context, pr authz.Principal, res authz.Resource, action string) authz.Decision {
+	return p.decideAll(ctx, pr, authz.Check{Resource: res, Actions: []string{action}})[0]
+}
+
+// decideAll asks Cerbos about several resources, one action each, in one
+// call (or none, when the decision cache knows them all) and times it. It
+// never fails open.
+func (p *Pipeline) decideAll(ctx context.Context, pr authz.Principal, checks ...authz.Check) []authz.Decision {
 	start := time.Now()
-	dec, ok := p.authz.Check(ctx, pr, res, action)[action]
-	p.metrics.observeDecision(res.Kind, action, dec.Allowed, time.Since(start))
-	if !ok {
-		return authz.Decision{Action: action, Allowed: false, Unavailable: true, Reasons: []string{"policy engine unavailable: no decision for " + action}}
+	got := p.authz.CheckBatch(ctx, pr, checks)
+	took := time.Since(start)
+	out := make([]authz.Decision, len(checks))
+	for i, c := range checks {
+		action := c.Actions[0]
+		if i < len(got) && len(got[i]) == 1 {
+			out[i] = got[i][0]
+		} else {
+			out[i] = authz.Decision{Action: action, Unavailable: true, Reasons: []string{"policy engine unavailable: no decision for " + action}}
+		}
+		p.metrics.observeDecision(c.Resource.Kind, action, out[i].Allowed, took)
 	}
-	return dec
+	return out
+}
+
+// planned is a mutation planned and decided: the check on its arguments
+// alone (pre) and, when that allowed and planning worked, the check on the
+// plan (with the price).
+type planned struct {
+	pre         authz.Resource
+	preDecision authz.Decision
+	plan        tools.Plan
+	planErr     error
+	decision    authz.Decision
+}
+
+// planAndDecide plans m and asks policy about the arguments (preAction on
+// m.PreResource) and about the plan (m.Action() on plan.Resource). When the
+// plan needs nothing from Cloudflare (the Workers price book, a cached
+// quote), both questions go in one CheckResources call. Otherwise the
+// arguments are checked first, so a call the policy refuses never reaches
+// Cloudflare, not even for a price; then the live plan is checked.
+func (p *Pipeline) planAndDecide(ctx context.Context, m tools.Mutation, principal authz.Principal, args json.RawMessage, blob []byte, preAction string) (planned, error) {
+	var out planned
+	pre, err := m.PreResource(args)
+	if err != nil {
+		return out, err
+	}
+	out.pre = pre
+	plan, err := m.Plan(ctx, cachedQuotes{p}, args, blob)
+	if err == nil {
+		ds := p.decideAll(ctx, principal,
+			authz.Check{Resource: pre, Actions: []string{preAction}},
+			authz.Check{Resource: plan.Resource, Actions: []string{m.Action()}})
+		out.preDecision, out.plan, out.decision = ds[0], plan, ds[1]
+		return out, nil
+	}
+	out.preDecision = p.decide(ctx, principal, pre, preAction)
+	if !out.preDecision.Allowed {
+		return out, nil
+	}
+	if !errors.Is(err, errQuoteNeeded) {
+		out.planErr = err
+		return out, nil
+	}
+	if out.plan, out.planErr = m.Plan(ctx, p, args, blob); out.planErr == nil {
+		out.decision = p.decide(ctx, principal, out.plan.Resource, m.Action())
+	}
+	return out, nil
 }
 
 func decisionEvent(actor, opID string, res authz.Resource, action string, d authz.Decision) ledger.Event {
@@ -141,39 +169,22 @@ func (p *Pipeline) Authorize(ctx context.Context, res authz.Resource, action str
 		p.log.Error("audit append failed; denying", "err", err)
 		return authz.Decision{Action: action, Reasons: []string{"audit trail unavailable; refusing to act without a record"}}
 	}
+	p.tellDenied(pr, res, action, d)
+	return d
+}
+
+// tellDenied sends the agent a log notification for a policy deny.
+func (p *Pipeline) tellDenied(pr Principal, res authz.Resource, action string, d authz.Decision) {
 	if !d.Allowed {
 		p.notify.tellAgent(pr.Name, mcp.LoggingLevelWarning, loggerPolicy, agentMessage{
 			Event: "policy_denied", Code: denyCode(d), Message: fmt.Sprintf("policy refused %s on %s:%s: %s", action, res.Kind, res.ID, denyReason(action, d)),
 		})
 	}
-	return d
 }
 
 // Progress implements tools.Runner.
 func (p *Pipeline) Progress(ctx context.Context, token mcp.ProgressToken) func(string) {
 	return p.notify.progress(ctx, token)
-}
-
-// Quote implements tools.PlanEnv: a registrar domain-check under a token
-// minted for it alone.
-func (p *Pipeline) Quote(ctx context.Context, domain string) (cloudflare.DomainCheck, error) {
-	var out cloudflare.DomainCheck
-	if pr, ok := principalFrom(ctx); ok && !p.quotes.allow(pr.Name, p.now()) {
-		return out, &tools.ToolError{Code: "rate_limited", Message: fmt.Sprintf(
-			"price check refused: at most %d registrar price checks a minute per agent; wait a moment, or reuse the price you already have", p.cfg.QuotesPerMinute)}
-	}
-	err := p.withSession(ctx, cloudflare.PurposeQuote, operationFrom(ctx), func(s *cloudflare.Session) error {
-		checks, err := s.CheckDomains(ctx, domain)
-		if err != nil {
-			return err
-		}
-		if len(checks) != 1 {
-			return fmt.Errorf("registrar answered for %d names, asked for 1", len(checks))
-		}
-		out = checks[0]
-		return nil
-	})
-	return out, err
 }
 
 // CommitmentRecorded implements tools.PlanEnv.
@@ -300,29 +311,26 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 
 	// A check on what the arguments alone say, so a call the policy refuses
 	// never reaches Cloudflare, not even for a price.
-	pre, err := m.PreResource(op.Args)
+	pd, err := p.planAndDecide(ctx, m, principal, op.Args, blob, m.Action())
 	if err != nil {
 		p.end(ctx, op.ID, planned, ledger.StateFailed, "invalid_arguments", err.Error())
 		return
 	}
-	dec := p.decide(ctx, principal, pre, m.Action())
-	if !dec.Allowed {
-		p.deny(ctx, op, pre, m.Action(), dec, actor)
+	if !pd.preDecision.Allowed {
+		p.deny(ctx, op, pd.pre, m.Action(), pd.preDecision, actor)
 		return
 	}
-	preEvent := decisionEvent(actor, op.ID, pre, m.Action(), dec)
-
-	plan, err := m.Plan(ctx, p, op.Args, blob)
-	if err != nil {
+	preEvent := decisionEvent(actor, op.ID, pd.pre, m.Action(), pd.preDecision)
+	if pd.planErr != nil {
 		code := "plan_failed"
 		var te *tools.ToolError
-		if errors.As(err, &te) {
+		if errors.As(pd.planErr, &te) {
 			code = te.Code
 		}
-		p.end(ctx, op.ID, planned, ledger.StateFailed, code, err.Error())
+		p.end(ctx, op.ID, planned, ledger.StateFailed, code, pd.planErr.Error(), preEvent)
 		return
 	}
-	dec = p.decide(ctx, principal, plan.Resource, m.Action())
+	plan, dec := pd.plan, pd.decision
 	if !dec.Allowed {
 		p.deny(ctx, op, plan.Resource, m.Action(), dec, actor, preEvent)
 		return
@@ -970,21 +978,27 @@ func (p *Pipeline) Estimate(ctx context.Context, m tools.Mutation, call tools.Ca
 	if err != nil {
 		return tools.EstimateResult{}, err
 	}
-	pre, err := m.PreResource(call.Args)
+	pd, err := p.planAndDecide(ctx, m, pr.authzPrincipal(ci), call.Args, call.Blob, "estimate")
 	if err != nil {
 		return tools.EstimateResult{}, err
 	}
-	if d := p.Authorize(ctx, pre, "estimate"); !d.Allowed {
-		return tools.EstimateResult{}, tools.PolicyDenied("estimate", pre, d)
+	// Every decision is in the audit trail, in one transaction.
+	events := []ledger.Event{decisionEvent(pr.actor(), "", pd.pre, "estimate", pd.preDecision)}
+	if pd.preDecision.Allowed && pd.planErr == nil {
+		events = append(events, decisionEvent(pr.actor(), "", pd.plan.Resource, m.Action(), pd.decision))
 	}
-	plan, err := m.Plan(ctx, p, call.Args, call.Blob)
-	if err != nil {
-		return tools.EstimateResult{}, err
-	}
-	real := p.decide(ctx, pr.authzPrincipal(ci), plan.Resource, m.Action())
-	if err := p.db.Append(ctx, decisionEvent(pr.actor(), "", plan.Resource, m.Action(), real)); err != nil {
+	if err := p.db.Append(ctx, events...); err != nil {
+		p.log.Error("audit append failed; denying", "err", err)
 		return tools.EstimateResult{}, &tools.ToolError{Code: "audit_unavailable", Message: "audit trail unavailable; refusing"}
 	}
+	if !pd.preDecision.Allowed {
+		p.tellDenied(pr, pd.pre, "estimate", pd.preDecision)
+		return tools.EstimateResult{}, tools.PolicyDenied("estimate", pd.pre, pd.preDecision)
+	}
+	if pd.planErr != nil {
+		return tools.EstimateResult{}, pd.planErr
+	}
+	plan, real := pd.plan, pd.decision
 	sts, blocked, err := p.db.CheckBudget(ctx, ledger.ReserveRequest{
 		Agent: pr.Name, Team: pr.Team, Action: m.Name(), Amount: plan.Amount, Commitment: plan.Commitment,
 	})

@@ -191,8 +191,8 @@ func TestRaceForTheTeamBudget(t *testing.T) {
 	if n, approved := sandboxCalls(e, "POST", "/registrar/registrations"), len(pending)-counts["denied/denied_by_approver"]; n != approved {
 		t.Fatalf("%d registration requests for %d approved operations (%v)", n, approved, counts)
 	}
-	for _, tok := range e.sb.LiveTokens() {
-		if strings.HasPrefix(tok.Name, "tollgate:") {
+	for _, tok := range operationTokens(e) {
+		{
 			t.Errorf("token %s outlived its operation", tok.Name)
 		}
 	}

@@ -304,12 +304,7 @@ func waitNoLiveOperationTokens(t *testing.T, e *testEnv) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		live := 0
-		for _, tok := range e.sb.LiveTokens() {
-			if strings.HasPrefix(tok.Name, "tollgate:") {
-				live++
-			}
-		}
+		live := len(operationTokens(e))
 		if live == 0 {
 			return
 		}

@@ -109,7 +109,8 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if s.broker, err = cloudflare.NewBroker(cfCfg); err != nil {
 		return nil, fmt.Errorf("cloudflare: %w", err)
 	}
-	s.metrics = newMetrics(d.DB, s.broker)
+	s.metrics = newMetrics(d.DB, s.broker, d.Authz)
+	toolsCfg := tools.Config{Workers: book, QuoteTTL: tools.DefaultQuoteTTL}
 	s.notify = newNotifier()
 
 	life, stop := context.WithCancel(context.Background())
@@ -117,14 +118,19 @@ func New(cfg Config, d Deps) (*Server, error) {
 	s.loops, s.stopLoops = context.WithCancel(life)
 	s.pipe = &Pipeline{
 		db: d.DB, authz: d.Authz, broker: s.broker, cfg: cfg, quorum: quorum,
-		muts:    tools.Mutations(tools.Config{Workers: book}),
-		log:     d.Logger.With("subsystem", "pipeline"),
-		now:     d.Clock,
-		metrics: s.metrics,
-		watch:   newWatcher(),
-		notify:  s.notify,
-		life:    life,
-		quotes:  quoteLimiter{perMinute: cfg.QuotesPerMinute},
+		muts:       tools.Mutations(toolsCfg),
+		log:        d.Logger.With("subsystem", "pipeline"),
+		now:        d.Clock,
+		metrics:    s.metrics,
+		watch:      newWatcher(),
+		notify:     s.notify,
+		life:       life,
+		quotes:     quoteLimiter{perMinute: cfg.QuotesPerMinute},
+		quoteCache: newQuoteCache(toolsCfg.QuoteTTL),
+	}
+	s.pipe.quoteSession, err = s.broker.Shared(cloudflare.PurposeQuote, sharedQuoteHooks(d.DB, cfg.Cloudflare.RequestIP, s.pipe.log.Error))
+	if err != nil {
+		return nil, err
 	}
 
 	s.approvals, err = NewApprovals(d.DB, d.Authz, cfg, ApprovalHooks{
@@ -174,7 +180,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		mcpserver.WithToolHandlerMiddleware(s.auditCalls),
 	)
 	s.notify.mcp = s.mcp
-	s.mcp.AddTools(tools.All(s.pipe, tools.Config{Workers: book})...)
+	s.mcp.AddTools(tools.All(s.pipe, toolsCfg)...)
 	return s, nil
 }
 
@@ -245,6 +251,10 @@ func (s *Server) Close() {
 	case <-time.After(10 * time.Second):
 		s.log.Warn("pipelines still running at shutdown; start-up recovery will finish them")
 	}
+	// The shared quote token is revoked now rather than left to expire.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	s.pipe.quoteSession.Close(ctx)
+	cancel()
 	s.stop()
 	if s.unlock != nil {
 		s.unlock()
@@ -321,7 +331,7 @@ func (w slogWriter) Write(b []byte) (int, error) {
 // metrics. An audit failure fails the request (closed).
 func (s *Server) observeCloudflare(ctx context.Context, r cloudflare.RequestRecord) error {
 	s.metrics.observeCloudflare(r)
-	opID := ""
+	opID := operationFrom(ctx) // a price check made while planning an operation
 	if len(r.Label) > 3 && r.Label[:3] == "op_" {
 		opID = r.Label
 	}

@@ -69,7 +69,7 @@ func CheckDomain(r Runner) Tool {
 			out.Reason = registrarReason(q.Reason)
 			return out, nil
 		}
-		reg, renew, err := quotePrices(q)
+		reg, renew, err := quotePrices(q.DomainCheck)
 		if err != nil {
 			return CheckDomainResult{}, err
 		}

@@ -182,7 +182,7 @@ func (m registerDomain) Plan(ctx context.Context, env PlanEnv, raw json.RawMessa
 	if err != nil {
 		return Plan{}, upstreamError("domain-check", err)
 	}
-	total, lines, err := registrationPrice(q, a.Years)
+	total, lines, err := registrationPrice(q.DomainCheck, a.Years)
 	if err != nil {
 		return Plan{}, err
 	}
@@ -208,7 +208,7 @@ func (m registerDomain) Plan(ctx context.Context, env PlanEnv, raw json.RawMessa
 		Amount:         total,
 		Breakdown:      lines,
 		Basis:          "live registrar quote",
-		QuoteExpiresAt: env.Now().Add(m.cfg.QuoteTTL),
+		QuoteExpiresAt: q.ExpiresAt,
 		Irreversible:   true,
 		Summary:        fmt.Sprintf("Register %s for %s (auto-renew %s)", d.Display(), plural(a.Years, "year"), renew),
 		Fields:         fields,

@@ -48,13 +48,24 @@ type Runner interface {
 
 // PlanEnv is what a Mutation may consult while planning.
 type PlanEnv interface {
-	// Quote runs a registrar domain-check under a token minted for it alone.
-	Quote(ctx context.Context, domain string) (cloudflare.DomainCheck, error)
+	// Quote is the registrar's domain-check answer for domain, live or
+	// cached within its own validity.
+	Quote(ctx context.Context, domain string) (Quote, error)
 	// CommitmentRecorded reports whether a once-per-key charge was already settled.
 	CommitmentRecorded(ctx context.Context, key string) (bool, error)
 	// Now is the pipeline's clock.
 	Now() time.Time
 }
+
+// Quote is a registrar answer and until when it may be presented as the
+// price: a cached quote keeps the expiry it had when it was fetched.
+type Quote struct {
+	cloudflare.DomainCheck
+	ExpiresAt time.Time
+}
+
+// DefaultQuoteTTL is how long a registrar quote is valid unless configured.
+const DefaultQuoteTTL = 5 * time.Minute
 
 // Call is one normalised mutating call, ready to become an Operation.
 type Call struct {
@@ -179,7 +190,7 @@ type WorkersPricing struct {
 
 func (c Config) withDefaults() Config {
 	if c.QuoteTTL <= 0 {
-		c.QuoteTTL = 5 * time.Minute
+		c.QuoteTTL = DefaultQuoteTTL
 	}
 	return c
 }

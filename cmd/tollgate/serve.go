@@ -164,6 +164,7 @@ func startPolicyEngine(ctx context.Context, cfg server.Config, log *slog.Logger,
 	if cfg.Cerbos.Timeout > 0 {
 		opts = append(opts, authz.WithTimeout(cfg.Cerbos.Timeout))
 	}
+	var policies authz.PolicySource
 	if addr == "" {
 		dir, err := policyDir(cfg, log)
 		if err != nil {
@@ -174,7 +175,7 @@ func startPolicyEngine(ctx context.Context, cfg server.Config, log *slog.Logger,
 			return nil, fmt.Errorf("start the managed Cerbos PDP: %w", err)
 		}
 		rt.closers = append(rt.closers, func() { _ = m.Stop() })
-		addr = m.Addr()
+		addr, policies = m.Addr(), m
 		log.Info("managed Cerbos PDP ready", "policies", dir, "addr", addr)
 	} else {
 		switch {
@@ -184,6 +185,19 @@ func startPolicyEngine(ctx context.Context, cfg server.Config, log *slog.Logger,
 			opts = append(opts, authz.WithPlaintext())
 		}
 		log.Info("using external Cerbos PDP", "addr", addr)
+		if cfg.Cerbos.MetricsAddr != "" && cfg.Cerbos.DecisionCache.Size > 0 {
+			w, err := authz.WatchPolicies(ctx, authz.PolicyWatchConfig{
+				PolicyDir: cfg.Cerbos.Policies, MetricsAddr: cfg.Cerbos.MetricsAddr, TLSCA: cfg.Cerbos.TLSCA, Logger: log,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("follow the external PDP's policies: %w", err)
+			}
+			rt.closers = append(rt.closers, w.Close)
+			policies = w
+		}
+	}
+	if dc := cfg.Cerbos.DecisionCache; policies != nil && dc.Size > 0 {
+		opts = append(opts, authz.WithDecisionCache(authz.DecisionCacheConfig{Policies: policies, Size: dc.Size, TTL: dc.TTL}))
 	}
 	az, err := authz.NewClient(ctx, addr, opts...)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,6 +67,7 @@ type Store struct {
 	now     func() time.Time
 	log     *slog.Logger
 	rebinds sync.Map // query -> Rebind(query), when the dialect rewrites queries
+	writes  atomic.Uint64
 }
 
 // Option configures Open and New.
@@ -215,6 +217,11 @@ func (s *Store) rebind(q string) string {
 	return r
 }
 
+// WriteTransactions is how many write transactions this store has begun
+// (committed or not), migrations included: the counter behind
+// tollgate_ledger_write_transactions_total ("write transactions per call").
+func (s *Store) WriteTransactions() uint64 { return s.writes.Load() }
+
 // Write runs fn in one serialised write transaction, committing when fn
 // returns nil and rolling back otherwise. fn must run every statement through
 // tx, and must not call anything that writes on its own: it would wait for the
@@ -233,6 +240,7 @@ func (s *Store) write(ctx context.Context, cache *stmtCache, misses *[]string, f
 	if err := s.b.Health(ctx); err != nil {
 		return err
 	}
+	s.writes.Add(1)
 	sqlTx, err := s.b.BeginWrite(ctx)
 	if err != nil {
 		return fmt.Errorf("begin write: %w", err)
