@@ -223,6 +223,18 @@
 // releases them with a 503 (changing the faults does not). Randomness comes
 // from Seed.
 //
+// # Rate limit
+//
+// Like Cloudflare, the sandbox limits the account to Options.RateLimit
+// (default 1,200 requests per 5 minutes, all tokens together; counted per
+// sandbox process). Every authenticated answer carries
+// `Ratelimit: "default";r=<left>;t=<seconds to reset>` and
+// `Ratelimit-Policy: "default";q=<limit>;w=<window seconds>`. The request
+// that exceeds the limit, and every request for Lockout (default 5 minutes)
+// after it, from any token, is answered 429 (code 971) with Retry-After: the
+// block that stops the platform team's own calls on the real API. Lockouts
+// counts them; SetRateLimit changes the numbers, or turns the emulation off.
+//
 // # Fault admin endpoint
 //
 // With Options.Admin (always on in `tollgate sandbox`), a process that does
