@@ -286,6 +286,64 @@ func (p *Pipeline) countPending(ctx context.Context) int {
 	return len(reqs)
 }
 
+// changes wakes a follower of Operation id: at once when this process
+// changes it (watcher.notify), and every pollEvery in case another process
+// did (the ledger is shared). Every follower of an Operation — a waiting
+// call, get_operation's long poll, a resource subscription — takes its
+// wake-ups from here, so how a change made elsewhere is noticed is decided
+// in this one place. stop must be called.
+func (p *Pipeline) changes(id string) (wake <-chan struct{}, stop func()) {
+	ch, unsubscribe := p.watch.subscribe(id)
+	out := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(pollEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ch:
+			case <-t.C:
+			case <-done:
+				return
+			}
+			select {
+			case out <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return out, func() { close(done); unsubscribe() }
+}
+
+// pollEvery is how soon a follower notices a change another process made.
+const pollEvery = time.Second
+
+// follow calls changed after every change of Operation id (its state or
+// its row) since from, the Operation as the follower first saw it, until
+// ctx ends or the Operation has reached a final state and that was told.
+func (p *Pipeline) follow(ctx context.Context, from ledger.Operation, changed func()) {
+	wake, stop := p.changes(from.ID)
+	defer stop()
+	last := from
+	for !last.State.Terminal() {
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return
+		}
+		op, err := p.db.Operation(ctx, from.ID)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			p.log.Warn("follow operation", "operation", from.ID, "err", err)
+		case op.State != last.State || !op.UpdatedAt.Equal(last.UpdatedAt):
+			last = op
+			changed()
+		}
+	}
+}
+
 // watcher wakes waiters when an Operation changes in this process; waiters
 // also poll, so changes made by other processes are seen within a second.
 type watcher struct {

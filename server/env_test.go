@@ -265,7 +265,11 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Cleanup(e.sbHTTP.Close)
 	t.Cleanup(e.sb.Close)
 
-	deps := Deps{DB: db, Authz: e.az, Logger: log, Version: "test", Clock: o.clock}
+	policies, err := filepath.Abs(filepath.Join("..", "cerbos-policies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := Deps{DB: db, Authz: e.az, Logger: log, Version: "test", Clock: o.clock, PolicyDir: policies}
 	deps.Cloudflare.APIBase = e.sbHTTP.URL + sandbox.APIPrefix
 	deps.Cloudflare.AccountID = e.sb.AccountID()
 	deps.Cloudflare.ParentToken = e.sb.ParentToken()

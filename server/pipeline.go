@@ -765,10 +765,8 @@ func (p *Pipeline) await(ctx context.Context, id string, approvalWait time.Durat
 	if progress == nil {
 		progress = func(string) {}
 	}
-	ch, cancel := p.watch.subscribe(id)
-	defer cancel()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	wake, stop := p.changes(id)
+	defer stop()
 	overall := time.NewTimer(approvalWait + maxExecutionWait)
 	defer overall.Stop()
 	var approvalDeadline <-chan time.Time
@@ -798,8 +796,7 @@ func (p *Pipeline) await(ctx context.Context, id string, approvalWait time.Durat
 			approvalDeadline = t.C
 		}
 		select {
-		case <-ch:
-		case <-tick.C:
+		case <-wake:
 		case <-approvalDeadline:
 			return p.view(ctx, op), nil
 		case <-overall.C:

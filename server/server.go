@@ -43,6 +43,9 @@ type Deps struct {
 	Logger             *slog.Logger
 	Clock              func() time.Time
 	Version            string
+	// PolicyDir is the policy folder the managed PDP serves, whose guardrail
+	// constants tollgate://policies puts in words; empty for an external PDP.
+	PolicyDir string
 }
 
 // Server is a running tollgate.
@@ -57,6 +60,7 @@ type Server struct {
 	slack     *slackchan.Channel // Slack clicks; posts only when a client and channel are configured
 	metrics   *metrics
 	notify    *notifier
+	subs      *subscriptions
 
 	// sessions maps an MCP session id to the agent that opened it, so a
 	// session cannot be driven with another agent's token.
@@ -166,14 +170,17 @@ func New(cfg Config, d Deps) (*Server, error) {
 	tasks.addHooks(hooks)
 	s.bindSessions(hooks)
 	s.notify.addHooks(hooks)
+	s.addSubscriptionHooks(hooks)
 	s.mcp = mcpserver.NewMCPServer("tollgate", d.Version,
 		mcpserver.WithTitle("tollgate: guarded Cloudflare provisioning"),
 		mcpserver.WithInstructions(instructions),
 		mcpserver.WithToolCapabilities(false),
+		mcpserver.WithResourceCapabilities(true, false),
 		mcpserver.WithTaskCapabilities(true, true, true),
 		mcpserver.WithLogging(),
 		mcpserver.WithHooks(hooks),
 		mcpserver.WithRecovery(),
+		mcpserver.WithResourceRecovery(),
 		// Outermost, so a task call is detached from its request before
 		// anything (the audit included) runs on it.
 		mcpserver.WithToolHandlerMiddleware(tasks.detach(life)),
@@ -181,6 +188,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	)
 	s.notify.mcp = s.mcp
 	s.mcp.AddTools(tools.All(s.pipe, toolsCfg)...)
+	s.addResources()
 	return s, nil
 }
 

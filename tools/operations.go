@@ -38,7 +38,11 @@ func mutationHandler(r Runner, m normalizer) server.ToolHandlerFunc {
 		if err != nil {
 			return errorResult(err)
 		}
-		return operationResult(view)
+		res, err := operationResult(view)
+		if err == nil && linksAllowed(server.RequestProtocolVersion(ctx)) {
+			res.Content = append(res.Content, operationLink(view))
+		}
+		return res, err
 	}
 }
 
@@ -56,6 +60,20 @@ func operationResult(v OperationView) (*mcp.CallToolResult, error) {
 		return res, nil
 	}
 	return mcp.NewToolResultStructured(v, string(text)), nil
+}
+
+// operationLink is the resource_link to a mutating call's Operation: read it,
+// or subscribe to it to hear of every change without polling.
+func operationLink(v OperationView) mcp.ResourceLink {
+	return mcp.NewResourceLink(OperationURI(v.OperationID), "operation "+v.OperationID,
+		"This call's operation ("+v.Status+"): read it for its current state, or subscribe to it to be told of every change.",
+		"application/json")
+}
+
+// linksAllowed reports whether a protocol version has resource_link content
+// (2025-06-18 and later; an older client's schema would reject it).
+func linksAllowed(version string) bool {
+	return version == "" || version >= mcp.ProtocolVersion20250618
 }
 
 const estimateCostName = "estimate_cost"

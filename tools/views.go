@@ -149,6 +149,10 @@ type OperationView struct {
 	History     []HistoryEntry  `json:"history,omitempty" jsonschema:"every step of the operation's story; only when asked for (get_operation history=true)"`
 }
 
+// OperationURI is the MCP resource of an Operation, which the server serves
+// and lets clients subscribe to.
+func OperationURI(id string) string { return "tollgate://operations/" + id }
+
 // ViewOf converts a stored Operation.
 func ViewOf(op ledger.Operation) OperationView {
 	v := OperationView{

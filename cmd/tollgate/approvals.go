@@ -34,7 +34,7 @@ func cliApprovals(ctx context.Context, cfg server.Config, db *ledger.DB) (*appro
 	}
 	log := slog.New(slog.DiscardHandler)
 	rt := &runtime{}
-	az, err := startPolicyEngine(ctx, cfg, log, rt)
+	az, _, err := startPolicyEngine(ctx, cfg, log, rt)
 	if err != nil {
 		rt.close()
 		return nil, nil, err

@@ -345,7 +345,7 @@ func TestInspectorCLI(t *testing.T) {
 // testdata/conformance-baseline.yaml lists with the reason for each.
 var interopTimestamp = regexp.MustCompile(`-\d{4}-\d{2}-\d{2}T.*$`)
 
-var interopMustPass = []string{"server-initialize", "ping", "tools-list", "logging-set-level", "server-sse-multiple-streams", "dns-rebinding-protection"}
+var interopMustPass = []string{"server-initialize", "ping", "tools-list", "logging-set-level", "resources-list", "server-sse-multiple-streams", "dns-rebinding-protection"}
 
 // TestConformanceSuite runs the MCP conformance suite's server scenarios
 // against `tollgate serve`'s streamable HTTP endpoint.

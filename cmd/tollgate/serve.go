@@ -104,7 +104,7 @@ func start(ctx context.Context, cfg server.Config, log *slog.Logger) (_ *runtime
 	}
 	rt.closers = append(rt.closers, func() { _ = db.Close() })
 
-	az, err := startPolicyEngine(ctx, cfg, log, rt)
+	az, policyDir, err := startPolicyEngine(ctx, cfg, log, rt)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func start(ctx context.Context, cfg server.Config, log *slog.Logger) (_ *runtime
 		return nil, err
 	}
 
-	deps := server.Deps{DB: db, Authz: az, Cloudflare: cfCfg, Logger: log, Version: version}
+	deps := server.Deps{DB: db, Authz: az, Cloudflare: cfCfg, Logger: log, Version: version, PolicyDir: policyDir}
 	var appToken string
 	if tok := os.Getenv("SLACK_BOT_TOKEN"); tok != "" {
 		opts := []slack.Option{}
@@ -158,21 +158,24 @@ func start(ctx context.Context, cfg server.Config, log *slog.Logger) (_ *runtime
 	return rt, nil
 }
 
-func startPolicyEngine(ctx context.Context, cfg server.Config, log *slog.Logger, rt *runtime) (*authz.Client, error) {
+// startPolicyEngine connects to the configured PDP, or starts the managed one
+// and returns the policy folder it serves ("" for an external PDP).
+func startPolicyEngine(ctx context.Context, cfg server.Config, log *slog.Logger, rt *runtime) (*authz.Client, string, error) {
 	addr := cfg.Cerbos.Addr
 	var opts []authz.Option
 	if cfg.Cerbos.Timeout > 0 {
 		opts = append(opts, authz.WithTimeout(cfg.Cerbos.Timeout))
 	}
 	var policies authz.PolicySource
+	dir := ""
 	if addr == "" {
-		dir, err := policyDir(cfg, log)
-		if err != nil {
-			return nil, err
+		var err error
+		if dir, err = policyDir(cfg, log); err != nil {
+			return nil, "", err
 		}
 		m, err := authz.StartManaged(ctx, authz.ManagedConfig{PolicyDir: dir, Logger: log})
 		if err != nil {
-			return nil, fmt.Errorf("start the managed Cerbos PDP: %w", err)
+			return nil, "", fmt.Errorf("start the managed Cerbos PDP: %w", err)
 		}
 		rt.closers = append(rt.closers, func() { _ = m.Stop() })
 		addr, policies = m.Addr(), m
@@ -190,7 +193,7 @@ func startPolicyEngine(ctx context.Context, cfg server.Config, log *slog.Logger,
 				PolicyDir: cfg.Cerbos.Policies, MetricsAddr: cfg.Cerbos.MetricsAddr, TLSCA: cfg.Cerbos.TLSCA, Logger: log,
 			})
 			if err != nil {
-				return nil, fmt.Errorf("follow the external PDP's policies: %w", err)
+				return nil, "", fmt.Errorf("follow the external PDP's policies: %w", err)
 			}
 			rt.closers = append(rt.closers, w.Close)
 			policies = w
@@ -201,10 +204,10 @@ func startPolicyEngine(ctx context.Context, cfg server.Config, log *slog.Logger,
 	}
 	az, err := authz.NewClient(ctx, addr, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to Cerbos at %s: %w", addr, err)
+		return nil, "", fmt.Errorf("connect to Cerbos at %s: %w", addr, err)
 	}
 	rt.closers = append(rt.closers, func() { _ = az.Close() })
-	return az, nil
+	return az, dir, nil
 }
 
 // policyDir is the folder the managed PDP serves. When the default folder is
