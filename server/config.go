@@ -173,7 +173,16 @@ type BudgetConfig struct {
 	Window   string `yaml:"window"`
 	Limit    string `yaml:"limit"`
 	Currency string `yaml:"currency"`
+	// embedded marks the built-in default budget: it is written only where
+	// no budget exists for its scope and window, so a limit changed with
+	// `tollgate budget set` survives a restart on the defaults.
+	embedded bool
 }
+
+// DefaultBudget is the budget a fresh install runs with, so that it is
+// never unlimited: 50 USD a day for everything together. A tollgate.yaml
+// with a budgets: list (even an empty one) replaces it.
+var DefaultBudget = BudgetConfig{Scope: "global", Window: "day", Limit: "50.00", Currency: "USD", embedded: true}
 
 // LimitConfig is one velocity limit.
 type LimitConfig struct {
@@ -236,6 +245,7 @@ func Default() Config {
 		}},
 		AutoFreeze:      AutoFreezeConfig{Blocks: 5, Within: 10 * time.Minute},
 		QuotesPerMinute: 60,
+		Budgets:         []BudgetConfig{DefaultBudget},
 	}
 }
 

@@ -1041,7 +1041,14 @@ func (p *Pipeline) SpendStatus(ctx context.Context) (tools.SpendStatusResult, er
 		return tools.SpendStatusResult{}, tools.PolicyDenied("read", res, d)
 	}
 	scopes := []ledger.Scope{ledger.AgentScope(pr.Name), ledger.TeamScope(pr.Team), ledger.GlobalScope}
-	out := tools.SpendStatusResult{Agent: pr.Name, Team: pr.Team, Budgets: []tools.BudgetView{}, Limits: []tools.LimitView{}, Frozen: []tools.FreezeView{}}
+	out := tools.SpendStatusResult{Agent: pr.Name, Team: pr.Team, Spend: []tools.SpendView{}, Budgets: []tools.BudgetView{}, Limits: []tools.LimitView{}, Frozen: []tools.FreezeView{}}
+	totals, err := p.db.SpendTotals(ctx, scopes...)
+	if err != nil {
+		return out, err
+	}
+	for _, t := range totals {
+		out.Spend = append(out.Spend, tools.SpendView{Scope: string(t.Scope), Window: string(t.Window), Period: t.Period, Spent: tools.AmountOf(t.Spent), Held: tools.AmountOf(t.Held)})
+	}
 	sts, err := p.db.BudgetStatuses(ctx, scopes...)
 	if err != nil {
 		return out, fmt.Errorf("budgets: %w", err)

@@ -221,6 +221,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.applyConfig(ctx); err != nil {
 		return err
 	}
+	if err := s.logBudgets(ctx); err != nil {
+		return err
+	}
 	if err := s.approvals.PublishApprovers(ctx); err != nil {
 		return err
 	}
@@ -280,7 +283,7 @@ func (s *Server) applyConfig(ctx context.Context) error {
 		b, _ := bc.Budget()
 		same := false
 		for _, e := range existing {
-			if e.Scope == b.Scope && e.Window == b.Window && e.Limit == b.Limit {
+			if e.Scope == b.Scope && e.Window == b.Window && (e.Limit == b.Limit || bc.embedded) {
 				same = true
 			}
 		}
@@ -307,6 +310,23 @@ func (s *Server) applyConfig(ctx context.Context) error {
 				return fmt.Errorf("apply limit: %w", err)
 			}
 		}
+	}
+	return nil
+}
+
+// logBudgets writes the budgets in force at start, so whoever starts
+// tollgate sees what limits its spending (or that nothing does).
+func (s *Server) logBudgets(ctx context.Context) error {
+	sts, err := s.deps.DB.BudgetStatuses(ctx)
+	if err != nil {
+		return fmt.Errorf("read budgets: %w", err)
+	}
+	if len(sts) == 0 {
+		s.log.Warn("no budget in force: spending is limited only by policy; set one with tollgate budget set --scope global --window day --limit 50.00")
+	}
+	for _, st := range sts {
+		s.log.Info("budget in force", "scope", string(st.Budget.Scope), "window", string(st.Budget.Window),
+			"limit", st.Budget.Limit.String(), "spent", st.Spent.String(), "held", st.Held.String(), "remaining", st.Remaining.String())
 	}
 	return nil
 }

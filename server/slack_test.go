@@ -833,6 +833,7 @@ func TestSlackFinanceApproverAbove100USD(t *testing.T) {
 	e, sl := newSlackEnv(t, withConfig(func(c *Config) {
 		c.Approvals.Wait = 0
 		c.Pricing.Workers.MonthlyPlan = "150.00" // committed on the month's first production deploy
+		c.Budgets = nil                          // above the default 50 USD a day
 	}))
 	res := e.call(webBot, "deploy_worker", map[string]any{
 		"script_name": "web-landing", "module": okModule, "compatibility_date": "2025-01-01",

@@ -287,7 +287,8 @@ type SpendStatusArgs struct{}
 func SpendStatus(r Runner) Tool {
 	tool := mcp.NewTool(spendStatusName,
 		mcp.WithToolTitle("Show your budgets, limits and freezes"),
-		mcp.WithDescription("Shows every budget that applies to you (your agent, your team, global): limit, spent, "+
+		mcp.WithDescription("Shows what you, your team and everyone spent and hold today, this month and in total "+
+			"(with or without budgets); every budget that applies to you (your agent, your team, global): limit, spent, "+
 			"held by operations in progress, remaining and when each window resets; your velocity limits and how much "+
 			"of each is used; and any freeze that stops your spending. Read-only."),
 		withInput[SpendStatusArgs](nil),

@@ -186,10 +186,20 @@ type OperationList struct {
 	NextCursor string          `json:"next_cursor,omitempty" jsonschema:"pass as cursor to get the next page"`
 }
 
+// SpendView is what a scope spent and holds in one window's current period.
+type SpendView struct {
+	Scope  string `json:"scope" jsonschema:"agent:NAME, team:NAME or global"`
+	Window string `json:"window" jsonschema:"day, month or total (calendar UTC)"`
+	Period string `json:"period" jsonschema:"the day (2026-11-22), month (2026-11) or total"`
+	Spent  Amount `json:"spent" jsonschema:"charged by operations that succeeded"`
+	Held   Amount `json:"held" jsonschema:"reserved by operations still in progress"`
+}
+
 // SpendStatusResult is the structured output of spend_status.
 type SpendStatusResult struct {
 	Agent   string       `json:"agent"`
 	Team    string       `json:"team"`
+	Spend   []SpendView  `json:"spend" jsonschema:"what you, your team and everyone spent and hold today, this month and in total, with or without budgets"`
 	Budgets []BudgetView `json:"budgets"`
 	Limits  []LimitView  `json:"limits"`
 	Frozen  []FreezeView `json:"frozen" jsonschema:"freezes that stop this agent's spending; empty when it may spend"`

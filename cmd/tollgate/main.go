@@ -37,6 +37,7 @@ func commands() []command {
 		{"sandbox", "run the Cloudflare API emulator on its own", runSandbox},
 		{"approvals", "list, show, approve or deny approval requests (local approver)", runApprovals},
 		{"budget", "set, list or show budgets", runBudget},
+		{"spend", "show what was spent and is held, by agent, team or day (with or without budgets)", runSpend},
 		{"limit", "set, list or delete velocity limits", runLimit},
 		{"agents", "create, list, rotate or revoke agent bearer tokens", runAgents},
 		{"credentials", "rotate the Cloudflare parent token, or show its age, expiry and permissions", runCredentials},
