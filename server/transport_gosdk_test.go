@@ -94,11 +94,7 @@ func (h trHeaderTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // trConnectGoSDK connects the go-sdk client to e over the named transport.
 func trConnectGoSDK(t *testing.T, e *testEnv, transportName string, era trEra, headers map[string]string) (*trGoSDK, *syncBuffer) {
 	t.Helper()
-	version := ""
-	if era == trLegacy {
-		version = "2025-11-25"
-	}
-	s, written := goSDKSession(t, e, transportName, version, nil, headers)
+	s, written := goSDKSession(t, e, transportName, string(era), nil, headers)
 	return &trGoSDK{s: s}, written
 }
 
@@ -142,8 +138,8 @@ func goSDKSession(t *testing.T, e *testEnv, transportName, version string, copts
 func TestTransportsWithGoSDKClient(t *testing.T) {
 	t.Parallel()
 	for _, tr := range []string{"streamable", "sse", "stdio"} {
-		for _, era := range []trEra{trModern, trLegacy} {
-			t.Run(tr+"/"+string(era), func(t *testing.T) {
+		for _, era := range trEras {
+			t.Run(tr+"/"+era.String(), func(t *testing.T) {
 				t.Parallel()
 				e := newEnv(t, withConfig(func(c *Config) { c.Approvals.Wait = 0 }))
 				c, written := trConnectGoSDK(t, e, tr, era, nil)

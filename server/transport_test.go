@@ -120,15 +120,21 @@ func (m *trMCPGo) callTool(ctx context.Context, name string, args map[string]any
 	return out, nil
 }
 
-// trEra selects how a client opens the connection: "modern" lets it
-// negotiate the newest protocol (server/discover, 2026-07-28), "legacy" pins
-// the initialize handshake of 2025-11-25 that deployed clients still use.
+// trEra selects how a client opens the connection: trModern lets it
+// negotiate the newest protocol (server/discover, 2026-07-28); the others pin
+// a version of the initialize handshake that deployed clients still use.
 type trEra string
 
 const (
-	trModern trEra = "modern"
-	trLegacy trEra = "legacy"
+	trModern   trEra = ""
+	trLegacy   trEra = mcp.ProtocolVersion20251125
+	tr20250618 trEra = mcp.ProtocolVersion20250618
 )
+
+// trEras are the protocol versions every transport is tested with.
+var trEras = []trEra{trModern, trLegacy, tr20250618}
+
+func (e trEra) String() string { return orNewest(string(e)) }
 
 // trServeHTTP serves the server's Handler on a loopback httptest server.
 func trServeHTTP(t *testing.T, e *testEnv) string {
@@ -190,8 +196,8 @@ func trConnectMCPGo(t *testing.T, e *testEnv, transportName string, era trEra, h
 		written *syncBuffer
 	)
 	opts := []client.ClientOption{}
-	if era == trLegacy {
-		opts = append(opts, client.WithProtocolVersion(mcp.LATEST_LEGACY_PROTOCOL_VERSION))
+	if era != trModern {
+		opts = append(opts, client.WithProtocolVersion(string(era)))
 	}
 	switch transportName {
 	case "streamable":
@@ -235,8 +241,8 @@ func trConnectMCPGo(t *testing.T, e *testEnv, transportName string, era trEra, h
 func TestTransportsWithMCPGoClient(t *testing.T) {
 	t.Parallel()
 	for _, tr := range []string{"streamable", "sse", "stdio"} {
-		for _, era := range []trEra{trModern, trLegacy} {
-			t.Run(tr+"/"+string(era), func(t *testing.T) {
+		for _, era := range trEras {
+			t.Run(tr+"/"+era.String(), func(t *testing.T) {
 				t.Parallel()
 				e := newEnv(t, withConfig(func(c *Config) { c.Approvals.Wait = 0 }))
 				c, written := trConnectMCPGo(t, e, tr, era, nil)
@@ -264,8 +270,10 @@ func trExercise(t *testing.T, e *testEnv, c trCaller, era trEra) {
 	}
 	t.Logf("negotiated protocol %s", c.protocol())
 	switch {
-	case era == trLegacy && c.protocol() != mcp.LATEST_LEGACY_PROTOCOL_VERSION:
-		t.Errorf("legacy handshake negotiated %q, want %s", c.protocol(), mcp.LATEST_LEGACY_PROTOCOL_VERSION)
+	case era != trModern && c.protocol() != string(era):
+		t.Errorf("handshake negotiated %q, want %s", c.protocol(), era)
+	case era == trModern && c.protocol() != mcp.LATEST_PROTOCOL_VERSION:
+		t.Errorf("negotiated %q, want the newest mcp-go speaks, %s", c.protocol(), mcp.LATEST_PROTOCOL_VERSION)
 	case c.protocol() == "":
 		t.Error("no protocol version negotiated")
 	}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"slices"
@@ -14,14 +15,14 @@ import (
 )
 
 // TestStdioBinaryWithGoSDKClient runs `tollgate serve --transport stdio` as
-// a subprocess of the official go-sdk client (CommandTransport), in both
-// protocol eras.
+// a subprocess of the official go-sdk client (CommandTransport), at the
+// newest protocol (2026-07-28) and at 2025-11-25 and 2025-06-18.
 func TestStdioBinaryWithGoSDKClient(t *testing.T) {
 	t.Parallel()
-	for _, version := range []string{"", "2025-11-25"} {
-		name := "modern"
+	for _, version := range []string{"", "2025-11-25", "2025-06-18"} {
+		name := "newest"
 		if version != "" {
-			name = "legacy"
+			name = version
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -49,8 +50,12 @@ func TestStdioBinaryWithGoSDKClient(t *testing.T) {
 					t.Errorf("tollgate serve did not exit cleanly when its stdin closed: %v", st)
 				}
 			}()
-			if r := s.InitializeResult(); r == nil || r.ServerInfo == nil || r.ServerInfo.Name != "tollgate" {
+			r := s.InitializeResult()
+			if r == nil || r.ServerInfo == nil || r.ServerInfo.Name != "tollgate" {
 				t.Fatalf("initialize result %+v", r)
+			}
+			if want := cmp.Or(version, "2026-07-28"); r.ProtocolVersion != want {
+				t.Errorf("negotiated %q, want %s", r.ProtocolVersion, want)
 			}
 			var names []string
 			for tl, err := range s.Tools(ctx, nil) {
