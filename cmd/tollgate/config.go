@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -37,6 +39,7 @@ type setting struct {
 	flag, env, usage string
 	apply            func(c *server.Config, v string) error
 	isBool           bool
+	isPath           bool // a file or folder, made absolute in printed client configs
 }
 
 // boolValue is a string-backed flag that may be given without a value
@@ -67,6 +70,12 @@ func stringSetting(flagName, env, usage string, field func(c *server.Config) *st
 	return setting{flag: flagName, env: env, usage: usage, apply: func(c *server.Config, v string) error { *field(c) = v; return nil }}
 }
 
+func pathSetting(flagName, env, usage string, field func(c *server.Config) *string) setting {
+	s := stringSetting(flagName, env, usage, field)
+	s.isPath = true
+	return s
+}
+
 func boolSetting(flagName, env, usage string, field func(c *server.Config) *bool) setting {
 	return setting{flag: flagName, env: env, usage: usage, isBool: true, apply: func(c *server.Config, v string) error {
 		b, err := strconv.ParseBool(v)
@@ -91,9 +100,9 @@ var (
 		stringSetting("cloudflare-api-base", "TOLLGATE_CLOUDFLARE_API_BASE", "Cloudflare API base URL used with CLOUDFLARE_API_TOKEN (proxies, or a tollgate sandbox in another process)", func(c *server.Config) *string { return &c.Cloudflare.APIBase }),
 		rotateEverySetting,
 		stringSetting("cerbos-addr", "TOLLGATE_CERBOS_ADDR", "external Cerbos PDP (host:port or unix:/path); empty starts a managed PDP", func(c *server.Config) *string { return &c.Cerbos.Addr }),
-		stringSetting("cerbos-tls-ca", "TOLLGATE_CERBOS_TLS_CA", "CA file for an external PDP over TLS", func(c *server.Config) *string { return &c.Cerbos.TLSCA }),
+		pathSetting("cerbos-tls-ca", "TOLLGATE_CERBOS_TLS_CA", "CA file for an external PDP over TLS", func(c *server.Config) *string { return &c.Cerbos.TLSCA }),
 		boolSetting("cerbos-plaintext", "TOLLGATE_CERBOS_PLAINTEXT", "connect to an external TCP PDP without TLS", func(c *server.Config) *bool { return &c.Cerbos.Plaintext }),
-		stringSetting("policies", "TOLLGATE_POLICIES", "policy folder for the managed PDP (or the one an external PDP serves, with --cerbos-metrics)", func(c *server.Config) *string { return &c.Cerbos.Policies }),
+		pathSetting("policies", "TOLLGATE_POLICIES", "policy folder for the managed PDP (or the one an external PDP serves, with --cerbos-metrics)", func(c *server.Config) *string { return &c.Cerbos.Policies }),
 		stringSetting("cerbos-metrics", "TOLLGATE_CERBOS_METRICS", "an external PDP's HTTP listener (http://host:3592 or unix:/path), to cache its decisions across its policy reloads", func(c *server.Config) *string { return &c.Cerbos.MetricsAddr }),
 		stringSetting("tls-cert", "TOLLGATE_TLS_CERT", "serve HTTPS with this certificate (PEM)", func(c *server.Config) *string { return &c.TLS.Cert }),
 		stringSetting("tls-key", "TOLLGATE_TLS_KEY", "key for --tls-cert (PEM)", func(c *server.Config) *string { return &c.TLS.Key }),
@@ -111,6 +120,10 @@ type configFlags struct {
 	path     *string
 	settings []setting
 	values   map[string]*string
+	// What load used: the config file ("" when none) and every setting given
+	// by flag or TOLLGATE_* variable, by flag name.
+	file  string
+	given map[string]string
 }
 
 func addConfigFlags(fs *flag.FlagSet, settings ...setting) *configFlags {
@@ -138,18 +151,20 @@ func (cf *configFlags) load() (server.Config, error) {
 		path, explicit = env, true
 	}
 	cfg := server.Default()
+	cf.file, cf.given = "", map[string]string{}
 	if _, err := os.Stat(path); err == nil || explicit {
 		c, err := server.LoadFile(path)
 		if err != nil {
 			return cfg, err
 		}
-		cfg = c
+		cfg, cf.file = c, path
 	}
 	for _, s := range cf.settings {
 		if v, ok := os.LookupEnv(s.env); ok && v != "" {
 			if err := s.apply(&cfg, v); err != nil {
 				return cfg, fmt.Errorf("%s: %w", s.env, err)
 			}
+			cf.given[s.flag] = v
 		}
 	}
 	for _, s := range cf.settings {
@@ -157,9 +172,46 @@ func (cf *configFlags) load() (server.Config, error) {
 			if err := s.apply(&cfg, *cf.values[s.flag]); err != nil {
 				return cfg, err
 			}
+			cf.given[s.flag] = *cf.values[s.flag]
 		}
 	}
 	return cfg, nil
+}
+
+// onlyHTTP are the serve settings a stdio server of the same behaviour does
+// not take: its transport, listener, database and agent are its own.
+var onlyHTTP = []string{"transport", "listen", "db", "agent", "auth", "tls-cert", "tls-key", "tls-client-ca"}
+
+// stdioArgs are the flags that give a stdio server the behaviour of this
+// one: its config file and every other setting it was given by flag or
+// TOLLGATE_* variable (a client starts the server without this shell's
+// environment, from an unknown folder, so paths are made absolute).
+func (cf *configFlags) stdioArgs() []string {
+	var args []string
+	abs := func(p string) string {
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+		return p
+	}
+	if cf.file != "" {
+		args = append(args, "--config", abs(cf.file))
+	}
+	for _, s := range cf.settings {
+		v, ok := cf.given[s.flag]
+		if !ok || slices.Contains(onlyHTTP, s.flag) {
+			continue
+		}
+		switch {
+		case s.isBool:
+			args = append(args, "--"+s.flag+"="+v)
+		case s.isPath:
+			args = append(args, "--"+s.flag, abs(v))
+		default:
+			args = append(args, "--"+s.flag, v)
+		}
+	}
+	return args
 }
 
 // openLedger opens the database with every component's migrations.

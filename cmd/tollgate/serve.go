@@ -9,9 +9,12 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
@@ -67,7 +70,7 @@ func runServe(ctx context.Context, args []string, out io.Writer) error {
 	if host, _, _ := net.SplitHostPort(cfg.Listen); (host == "" || host == "0.0.0.0" || host == "::") && len(cfg.AllowedHosts) == 0 {
 		log.Warn("listening on every interface, but only loopback names pass the Host check: add the names clients use to allowed_hosts", "listen", cfg.Listen)
 	}
-	printConnectHelp(os.Stderr, cfg, ln.Addr().String())
+	printConnectHelp(os.Stderr, cfg, ln.Addr().String(), cf.stdioArgs())
 	err = rt.srv.ListenAndServe(ctx, ln)
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -300,7 +303,16 @@ func cloudflareConfig(ctx context.Context, cfg server.Config, log *slog.Logger, 
 	}, nil
 }
 
-func printConnectHelp(w io.Writer, cfg server.Config, addr string) {
+// inspectorVersion is the MCP inspector the printed commands run: the
+// newest that runs on Node 20 and sends --header in CLI mode (the Taskfile's
+// setup:npm installs the same, and the README's commands are tested with it).
+const inspectorVersion = "0.22.0"
+
+// printConnectHelp prints how to connect to this server: the HTTP endpoints,
+// and client configs with every setting this server was started with that
+// changes its behaviour (stdio gives the client a server of its own, on its
+// own database).
+func printConnectHelp(w io.Writer, cfg server.Config, addr string, stdioArgs []string) {
 	scheme := "http"
 	if cfg.TLS.Cert != "" {
 		scheme = "https"
@@ -319,22 +331,65 @@ func printConnectHelp(w io.Writer, cfg server.Config, addr string) {
 	} else {
 		fmt.Fprintf(w, "HTTP sessions act as agent %q (auth none, loopback only)\n", cfg.Agent)
 	}
+	endpoint, transport := base+"/mcp", "http"
+	if cfg.Transport == "sse" {
+		endpoint, transport = base+"/sse", "sse"
+	}
 	fmt.Fprintln(w, "Connect:")
-	fmt.Fprintf(w, "  Claude Code     claude mcp add --transport http tollgate %s/mcp%s\n", base, header)
-	fmt.Fprintf(w, "  MCP inspector   npx @modelcontextprotocol/inspector --cli %s/mcp --transport http --method tools/list\n", base)
+	fmt.Fprintf(w, "  Claude Code     claude mcp add --transport %s tollgate %s%s\n", transport, endpoint, header)
+	fmt.Fprintf(w, "  MCP inspector   npx -y @modelcontextprotocol/inspector@%s --cli %s --transport %s%s --method tools/list\n", inspectorVersion, endpoint, transport, header)
+	exe, env, args := stdioServer(cfg, stdioArgs)
+	code := []string{"claude", "mcp", "add", "tollgate"}
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		code = append(code, "-e", k+"="+env[k])
+	}
+	code = append(append(code, "--", exe, "serve", "--transport", "stdio"), args...)
+	fmt.Fprintf(w, "  Claude Code (stdio, a server of its own)\n                  %s\n", shellJoin(code))
+	// The transport goes in env, not args: the inspector's CLI would take a
+	// --transport among the server's args for its own.
+	env["TOLLGATE_TRANSPORT"] = "stdio"
+	desktop, _ := json.Marshal(map[string]any{"mcpServers": map[string]any{"tollgate": map[string]any{
+		"command": exe, "args": append([]string{"serve"}, args...), "env": env,
+	}}})
+	fmt.Fprintf(w, "  Claude Desktop  %s\n", desktop)
+	fmt.Fprintln(w)
+}
+
+// stdioServer is the command, environment and arguments (after serve) of a
+// stdio server that behaves like this one: the same binary, agent, config
+// file and settings, and a database of its own beside this one's (one server
+// per database; to share this one, connect over HTTP).
+func stdioServer(cfg server.Config, stdioArgs []string) (string, map[string]string, []string) {
 	exe, err := os.Executable()
 	if err != nil {
 		exe = "tollgate"
 	}
-	// A stdio server is a server of its own, so it gets a database of its own
-	// (one server per database); to share this one, connect over HTTP.
 	db, err := filepath.Abs(filepath.Join(filepath.Dir(cfg.DB), "stdio.db"))
 	if err != nil {
 		db = "stdio.db"
 	}
-	desktop, _ := json.Marshal(map[string]any{"mcpServers": map[string]any{"tollgate": map[string]any{
-		"command": exe, "args": []string{"serve", "--transport", "stdio", "--agent", cfg.Agent, "--db", db},
-	}}})
-	fmt.Fprintf(w, "  Claude Desktop  %s\n", desktop)
-	fmt.Fprintln(w)
+	env := map[string]string{}
+	if bin := os.Getenv("TOLLGATE_CERBOS_BIN"); bin != "" {
+		if a, err := filepath.Abs(bin); err == nil {
+			bin = a
+		}
+		env["TOLLGATE_CERBOS_BIN"] = bin
+	}
+	return exe, env, append([]string{"--agent", cfg.Agent, "--db", db}, stdioArgs...)
+}
+
+// shellJoin quotes args for a POSIX shell where they need it.
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r == '-' || r == '_' || r == '.' || r == '/' || r == ':' || r == '=' || r == ',' || r == '@' || r == '+' ||
+				(r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9'))
+		}) < 0 {
+			out[i] = a
+			continue
+		}
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(out, " ")
 }
