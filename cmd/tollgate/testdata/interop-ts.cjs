@@ -101,13 +101,19 @@ async function main() {
   const opID = reg.structuredContent.operation_id;
   const requested = await waitFor('the approval_requested message', () => messages.find((m) => m.data && m.data.event === 'approval_requested' && m.data.operation_id === opID));
   console.log('APPROVE ' + requested.data.code);
+  // Each update is answered with a read, until the operation has succeeded.
   let final = '';
-  await waitFor('resources/updated until succeeded', () => {
-    if (!updates.includes(link.uri)) return false;
-    if (final === 'succeeded') return true;
-    client.readResource({ uri: link.uri }).then((r) => { final = JSON.parse(r.contents[0].text).status; });
-    return false;
-  });
+  let read = 0;
+  const started = Date.now();
+  while (final !== 'succeeded') {
+    if (Date.now() - started > 60000) fail('no update showed the operation succeeded; last read ' + final);
+    if (updates.filter((u) => u === link.uri).length > read) {
+      read++;
+      final = JSON.parse((await client.readResource({ uri: link.uri })).contents[0].text).status;
+      continue;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
   await waitFor('the approval message', () => messages.find((m) => m.data && m.data.event === 'approval_approved'));
   await client.unsubscribeResource({ uri: link.uri });
 
