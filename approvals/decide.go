@@ -656,3 +656,54 @@ func (s *Service) Finish(ctx context.Context, requestID, resultText string) erro
 	s.syncRequest(ctx, requestID)
 	return nil
 }
+
+// Abilities says which buttons a channel should offer an approver on a
+// request: every rule of a vote is applied (pending and not expired,
+// configured approver, not the agent or its owner, not voted yet, the policy
+// for approve and deny), and the policy for freeze, without recording
+// anything. Why explains a refusal in words. A channel that shows buttons by
+// it still votes through Decide, which checks everything again.
+type Abilities struct {
+	Approve, Deny, Freeze bool
+	Why                   string
+}
+
+// AbilitiesOf reports what approver may do on r now.
+func (s *Service) AbilitiesOf(ctx context.Context, approver string, r Request) Abilities {
+	ap, ok := s.byName[strings.ToLower(approver)]
+	if !ok {
+		return Abilities{Why: approver + " is not a configured approver"}
+	}
+	var ab Abilities
+	allowed := func(action string) (bool, string) {
+		ok, reason, err := s.o.Authorizer(ctx, ap, r, action)
+		switch {
+		case err != nil:
+			return false, "the policy engine could not be asked: " + err.Error()
+		case !ok && reason == "":
+			return false, "no policy rule allows " + ap.Name + " to " + action + " this request"
+		}
+		return ok, reason
+	}
+	ab.Freeze, _ = allowed(ActionFreeze)
+	switch {
+	case stateError(r) != nil:
+		ab.Why = "this request is " + r.State
+	case !s.now().Before(r.ExpiresAt):
+		ab.Why = "this request expired at " + r.ExpiresAt.Format(time.RFC3339)
+	case isSelf(ap, r):
+		ab.Why = ap.Name + " owns agent " + r.Agent + ", so another approver has to decide"
+	case hasVoted(r, ap):
+		ab.Why = ap.Name + " already voted on this request"
+	default:
+		var whyA, whyD string
+		ab.Approve, whyA = allowed(OutcomeApprove)
+		ab.Deny, whyD = allowed(OutcomeDeny)
+		if !ab.Approve {
+			ab.Why = whyA
+		} else if !ab.Deny {
+			ab.Why = whyD
+		}
+	}
+	return ab
+}

@@ -434,6 +434,19 @@ func (s *Service) ByOperation(ctx context.Context, operationID string) (Request,
 
 // List returns the requests in the given states (all states when none), newest first.
 func (s *Service) List(ctx context.Context, states ...string) ([]Request, error) {
+	return s.list(ctx, 0, states)
+}
+
+// Recent returns at most limit requests in the given states (all states when
+// none), newest first.
+func (s *Service) Recent(ctx context.Context, limit int, states ...string) ([]Request, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: list approvals: limit %d must be at least 1", ErrInvalidInput, limit)
+	}
+	return s.list(ctx, limit, states)
+}
+
+func (s *Service) list(ctx context.Context, limit int, states []string) ([]Request, error) {
 	q := `SELECT ` + requestColumns + ` FROM approval_requests`
 	var args []any
 	if len(states) > 0 {
@@ -448,6 +461,10 @@ func (s *Service) List(ctx context.Context, states ...string) ([]Request, error)
 		q += ` WHERE state IN (` + strings.Join(marks, ",") + `)`
 	}
 	q += ` ORDER BY created_at DESC, id`
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
 	rows, err := s.st.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list approvals: %w", err)

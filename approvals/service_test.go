@@ -614,3 +614,52 @@ func TestConcurrentVotes(t *testing.T) {
 	}
 	f.NoDecision()
 }
+
+// TestAbilitiesOf: the buttons a channel offers follow every rule of a vote,
+// and asking records nothing.
+func TestAbilitiesOf(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := approvalstest.New(t)
+	r := f.Request(func(r *approvals.Request) { r.Quorum = 2 })
+	f.Clock.Advance(time.Second)
+	big := f.Request(func(r *approvals.Request) { r.AmountMicros, r.AmountText = 150_000_000, "150.00 USD" })
+	tests := []struct {
+		name, approver string
+		r              approvals.Request
+		vote, freeze   bool
+		why            string
+	}{
+		{"approver", "bob", r, true, true, ""},
+		{"owner", "dave", r, false, true, "dave owns agent web-bot"},
+		{"not an approver", "mallory", r, false, false, "not a configured approver"},
+		{"above the role's limit", "bob", big, false, true, "need a finance_approver"},
+		{"finance approver", "carol", big, true, true, ""},
+	}
+	for _, tt := range tests {
+		ab := f.Svc.AbilitiesOf(ctx, tt.approver, tt.r)
+		if ab.Approve != tt.vote || ab.Deny != tt.vote || ab.Freeze != tt.freeze || !strings.Contains(ab.Why, tt.why) {
+			t.Errorf("%s: %+v", tt.name, ab)
+		}
+	}
+	if _, err := f.Svc.Decide(ctx, approvals.VoteInput{RequestID: r.ID, Approver: "bob", Via: approvals.ViaWeb, Outcome: approvals.OutcomeApprove}); err != nil {
+		t.Fatal(err)
+	}
+	if ab := f.Svc.AbilitiesOf(ctx, "bob", f.Get(r.ID)); ab.Approve || !strings.Contains(ab.Why, "already voted") {
+		t.Errorf("after voting: %+v", ab)
+	}
+	f.Clock.Advance(time.Hour)
+	if ab := f.Svc.AbilitiesOf(ctx, "carol", f.Get(r.ID)); ab.Approve || !strings.Contains(ab.Why, "expired") {
+		t.Errorf("after expiry: %+v", ab)
+	}
+	if n := len(f.Audit.Events(t, approvals.EventRejected)); n != 0 {
+		t.Errorf("asking recorded %d refusals", n)
+	}
+	recent, err := f.Svc.Recent(ctx, 1)
+	if err != nil || len(recent) != 1 || recent[0].ID != big.ID {
+		t.Errorf("Recent(1) = %v, %v; want the newest request", recent, err)
+	}
+	if _, err := f.Svc.Recent(ctx, 0); !errors.Is(err, approvals.ErrInvalidInput) {
+		t.Errorf("Recent(0): %v", err)
+	}
+}

@@ -547,6 +547,7 @@ type Script struct {
 	MainModule   string // the entry point's file name
 	ModuleSHA256 string // hex SHA-256 of the main module's content
 	Size         int    // bytes of the main module
+	Main         []byte // the main module's content
 }
 
 // GetWorker reads a Worker's metadata (from the scripts list) and its main
@@ -606,6 +607,6 @@ func (s *Session) GetWorker(ctx context.Context, name string) (*Script, error) {
 	sum := sha256.Sum256(main)
 	return &Script{
 		ScriptName: name, Etag: meta.Etag, ModifiedOn: meta.ModifiedOn,
-		MainModule: entry, ModuleSHA256: hex.EncodeToString(sum[:]), Size: len(main),
+		MainModule: entry, ModuleSHA256: hex.EncodeToString(sum[:]), Size: len(main), Main: main,
 	}, nil
 }

@@ -27,12 +27,8 @@ type ApprovalHooks struct {
 // Cerbos deciding who may approve and the ledger's chain recording every
 // vote. The server and the local approver CLI share it.
 func NewApprovals(db *ledger.DB, az *authz.Client, cfg Config, h ApprovalHooks) (*approvals.Service, error) {
-	var approvers []approvals.Approver
-	for _, a := range cfg.Approvers {
-		approvers = append(approvers, approvals.Approver{Name: a.Name, SlackUserID: a.SlackUserID, OSUser: a.OSUser, Roles: a.Roles})
-	}
 	return approvals.NewService(db.Store(), approvals.Options{
-		Approvers:  approvers,
+		Approvers:  approversOf(cfg),
 		Authorizer: approvalAuthorizer(az),
 		Audit:      approvalAudit(db, h.Clock),
 		Clock:      h.Clock,
@@ -44,12 +40,21 @@ func NewApprovals(db *ledger.DB, az *authz.Client, cfg Config, h ApprovalHooks) 
 }
 
 // ApprovalsReader is the approvals service for read-only views (the CLI's
-// list and show): it can read every request and refuses every vote.
+// list and show, console links): it knows cfg's approvers, can read every
+// request and refuses every vote.
 func ApprovalsReader(db *ledger.DB, cfg Config) (*approvals.Service, error) {
 	refuse := func(context.Context, approvals.Approver, approvals.Request, string) (bool, string, error) {
 		return false, "read-only view", nil
 	}
-	return approvals.NewService(db.Store(), approvals.Options{Authorizer: refuse, Audit: approvalAudit(db, nil)})
+	return approvals.NewService(db.Store(), approvals.Options{Approvers: approversOf(cfg), Authorizer: refuse, Audit: approvalAudit(db, nil)})
+}
+
+func approversOf(cfg Config) []approvals.Approver {
+	var out []approvals.Approver
+	for _, a := range cfg.Approvers {
+		out = append(out, approvals.Approver{Name: a.Name, SlackUserID: a.SlackUserID, OSUser: a.OSUser, Roles: a.Roles})
+	}
+	return out
 }
 
 // approvalAuthorizer asks Cerbos whether an approver may act on a request

@@ -14,6 +14,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tollgatehq/tollgate/approvals/web"
+
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/ledger/money"
@@ -51,6 +53,8 @@ type Config struct {
 	Approvals ApprovalsConfig `yaml:"approvals"`
 	// Slack is where approval requests are posted (tokens come from the environment).
 	Slack SlackConfig `yaml:"slack"`
+	// Console is the approvers' web console at /console/ on the HTTP listener.
+	Console ConsoleConfig `yaml:"console"`
 	// Budgets are applied to the ledger at start (the CLI can change them later).
 	Budgets []BudgetConfig `yaml:"budgets"`
 	// Limits are velocity limits applied at start.
@@ -165,6 +169,20 @@ type SlackConfig struct {
 	Channel string `yaml:"channel"`
 	// APIURL overrides the Web API base URL (tests, proxies).
 	APIURL string `yaml:"api_url"`
+}
+
+// ConsoleConfig is the web console.
+type ConsoleConfig struct {
+	// PublicURL is the console's address as approvers' browsers reach it
+	// (https://tollgate.example.com, behind TLS). It is the base of sign-in
+	// links and of the links an MCP client is sent, its host is accepted in
+	// Host and Origin headers, and with it Slack messages carry a Review in
+	// console button. Empty: the listener's own address, and no Slack button.
+	PublicURL string `yaml:"public_url"`
+	// LinkTTL is how long a sign-in link stays valid (default 10m, at most 1h).
+	LinkTTL time.Duration `yaml:"link_ttl"`
+	// SessionTTL is how long a signed-in browser stays signed in (default 8h, at most 7 days).
+	SessionTTL time.Duration `yaml:"session_ttl"`
 }
 
 // BudgetConfig is one budget.
@@ -383,6 +401,17 @@ func (c Config) Validate() error {
 	}
 	if c.Cerbos.MetricsAddr != "" && c.Cerbos.Addr == "" {
 		add("cerbos.metrics_addr %q is for an external PDP (cerbos.addr); the managed PDP needs none", c.Cerbos.MetricsAddr)
+	}
+	if c.Console.PublicURL != "" {
+		if err := web.CheckBaseURL(c.Console.PublicURL); err != nil {
+			add("console.public_url: %v", err)
+		}
+	}
+	if c.Console.LinkTTL < 0 || c.Console.LinkTTL > time.Hour {
+		add("console.link_ttl %s: use 1s to 1h (0 = 10m)", c.Console.LinkTTL)
+	}
+	if c.Console.SessionTTL < 0 || c.Console.SessionTTL > 7*24*time.Hour {
+		add("console.session_ttl %s: use 1s to 168h (0 = 8h)", c.Console.SessionTTL)
 	}
 	if c.QuotesPerMinute < 0 {
 		add("quotes_per_minute %d: use 0 (no cap) or more", c.QuotesPerMinute)

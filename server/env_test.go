@@ -139,7 +139,18 @@ func withDecisionCache() envOption { return func(o *envOptions) { o.decisionCach
 // withRateLimit sets the sandbox's emulated Cloudflare rate limit.
 func withRateLimit(rl sandbox.RateLimit) envOption { return func(o *envOptions) { o.rateLimit = rl } }
 
-func withConfig(f func(*Config)) envOption { return func(o *envOptions) { o.cfg = f } }
+// withConfig changes the test config; several apply in order.
+func withConfig(f func(*Config)) envOption {
+	return func(o *envOptions) {
+		prev := o.cfg
+		o.cfg = func(c *Config) {
+			if prev != nil {
+				prev(c)
+			}
+			f(c)
+		}
+	}
+}
 
 // withQuietLogs discards the server's logs (benchmarks).
 func withQuietLogs() envOption { return func(o *envOptions) { o.quiet = true } }

@@ -27,6 +27,7 @@ import (
 //	/mcp                 streamable HTTP (transport http)
 //	/sse, /message       legacy SSE (transports http and sse)
 //	/slack/interactions  Slack interactivity (signed)
+//	/console/            the approvers' web console (its own sign-in)
 //	/healthz             readiness of the PDP, database and Slack
 //	/metrics             Prometheus
 //
@@ -59,6 +60,10 @@ func (s *Server) Handler() http.Handler {
 	)
 	mux.Handle("/sse", s.authenticate(sse.SSEHandler()))
 	mux.Handle("/message", s.authenticate(sse.MessageHandler()))
+	// The console signs people in with its own links, not agent tokens; the
+	// Host and Origin checks below still apply.
+	mux.Handle("/console/", s.console.Handler())
+	mux.Handle("/console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
 	mux.HandleFunc("/healthz", s.healthz)
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 
@@ -225,6 +230,9 @@ func (s *Server) allowedHosts() []string {
 	}
 	for _, h := range s.cfg.AllowedHosts {
 		hosts = append(hosts, strings.ToLower(h))
+	}
+	if u, err := url.Parse(s.cfg.Console.PublicURL); err == nil && u.Hostname() != "" {
+		hosts = append(hosts, strings.ToLower(u.Hostname()))
 	}
 	return hosts
 }

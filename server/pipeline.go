@@ -55,6 +55,10 @@ type Pipeline struct {
 	quoteCache *quoteCache
 	// quoteSession is the shared read-only token every price check uses.
 	quoteSession *cloudflare.SharedSession
+	// elicit, when set, points the waiting call's MCP client at the
+	// approval's console page (URL-mode elicitation); the func it returns
+	// ends that when the call returns.
+	elicit func(ctx context.Context, opID string) func()
 }
 
 var _ tools.Runner = (*Pipeline)(nil)
@@ -273,6 +277,9 @@ func (p *Pipeline) Mutate(ctx context.Context, m tools.Mutation, call tools.Call
 		// human decides, and tasks/get reports what it waits for.
 		w.bind(op.ID)
 		wait = taskApprovalWait(p.cfg.Approvals.Expiry)
+	}
+	if p.elicit != nil {
+		defer p.elicit(ctx, op.ID)()
 	}
 	return p.await(ctx, op.ID, wait, call.Progress, true)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tollgatehq/tollgate/approvals"
 	slackchan "github.com/tollgatehq/tollgate/approvals/slack"
+	"github.com/tollgatehq/tollgate/approvals/web"
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
@@ -58,6 +59,7 @@ type Server struct {
 	broker    *cloudflare.Broker
 	approvals *approvals.Service
 	slack     *slackchan.Channel // Slack clicks; posts only when a client and channel are configured
+	console   *web.Console       // /console/ on the HTTP listener
 	metrics   *metrics
 	notify    *notifier
 	subs      *subscriptions
@@ -156,6 +158,14 @@ func New(cfg Config, d Deps) (*Server, error) {
 		Clock:  d.Clock,
 		Logger: d.Logger.With("subsystem", "approvals"),
 	}
+	if cfg.Console.PublicURL != "" {
+		// Review in console: a Slack-verified click gets a fresh one-time
+		// link for the clicking approver, shown to them alone.
+		slackCfg.ConsoleLink = func(ctx context.Context, approver, requestID, slackUser string) (string, time.Time, error) {
+			l, err := web.MintLink(ctx, s.approvals, cfg.ConsoleBase(), approver, "/console/approvals/"+requestID, "slack:"+slackUser, cfg.Console.LinkTTL)
+			return l.URL, l.ExpiresAt, err
+		}
+	}
 	if d.Slack != nil && cfg.Slack.Channel != "" {
 		slackCfg.Client, slackCfg.Channel = d.Slack, cfg.Slack.Channel
 	}
@@ -164,6 +174,14 @@ func New(cfg Config, d Deps) (*Server, error) {
 		s.approvals.AddChannel(s.slack)
 	}
 	s.pipe.approvals = s.approvals
+	s.console, err = web.New(s.approvals, web.Config{
+		Source: newConsoleSource(s), BaseURL: cfg.Console.PublicURL,
+		LinkTTL: cfg.Console.LinkTTL, SessionTTL: cfg.Console.SessionTTL,
+		Logger: d.Logger.With("subsystem", "console"),
+	})
+	if err != nil {
+		return nil, err
+	}
 
 	tasks := newTaskWindows(d.DB)
 	hooks := &mcpserver.Hooks{}
@@ -189,6 +207,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	s.notify.mcp = s.mcp
 	s.mcp.AddTools(tools.All(s.pipe, toolsCfg)...)
 	s.addResources()
+	s.pipe.elicit = s.elicitApproval
 	return s, nil
 }
 
@@ -225,6 +244,9 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	if err := s.approvals.PublishApprovers(ctx); err != nil {
+		return err
+	}
+	if err := web.PublishBase(ctx, s.deps.DB.Store(), s.cfg.ConsoleBase(), s.deps.Clock()); err != nil {
 		return err
 	}
 	if err := s.pipe.recover(ctx, staleAfter); err != nil {

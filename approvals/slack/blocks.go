@@ -20,6 +20,7 @@ const (
 	ActionIDApprove = "tollgate_approve"
 	ActionIDDeny    = "tollgate_deny"
 	ActionIDFreeze  = "tollgate_freeze"
+	ActionIDConsole = "tollgate_console"
 
 	BlockHeader   = "tg_header"
 	BlockSummary  = "tg_summary"
@@ -190,7 +191,11 @@ func headerText(r approvals.Request) string {
 // plain_text or as inline code or a code block, sanitised by package display:
 // it can never open a line, bold text, a heading, a link or a mention of its
 // own. Everything is cut to Slack's limits.
-func RequestBlocks(r approvals.Request, now time.Time) []slackapi.Block {
+func RequestBlocks(r approvals.Request, now time.Time, opts ...BlockOption) []slackapi.Block {
+	var o blockOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	quorum := max(r.Quorum, 1)
 	var blocks []slackapi.Block
 
@@ -321,7 +326,13 @@ func RequestBlocks(r approvals.Request, now time.Time) []slackapi.Block {
 				plainText("Freeze", maxConfirmButton),
 				plainText("Cancel", maxConfirmButton),
 			).WithStyle(slackapi.StyleDanger))
-		blocks = append(blocks, slackapi.NewActionBlock(BlockActions, approve, deny, freeze))
+		elements := []slackapi.BlockElement{approve, deny, freeze}
+		if o.console {
+			// An interactive button, not a link: the click reaches tollgate
+			// signed by Slack, and only the clicking approver gets a link.
+			elements = append(elements, button(ActionIDConsole, "Review in console"))
+		}
+		blocks = append(blocks, slackapi.NewActionBlock(BlockActions, elements...))
 	default:
 		blocks = append(blocks, mrkdwnSection(BlockDecision, decisionText(r)))
 	}
@@ -337,6 +348,14 @@ func RequestBlocks(r approvals.Request, now time.Time) []slackapi.Block {
 	}
 	return blocks
 }
+
+// BlockOption changes what RequestBlocks builds.
+type BlockOption func(*blockOptions)
+
+type blockOptions struct{ console bool }
+
+// WithConsoleButton adds Review in console to a pending request's buttons.
+func WithConsoleButton() BlockOption { return func(o *blockOptions) { o.console = true } }
 
 // namesCode renders the names of the voters with outcome as inline code.
 func namesCode(votes []approvals.Vote, outcome string) string {

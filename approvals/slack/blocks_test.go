@@ -88,6 +88,7 @@ func goldenCases() map[string]any {
 
 	cases := map[string]any{
 		"domain_registration":         RequestBlocks(goldenDomain(), goldenNow.Add(time.Minute)),
+		"with_console_button":         RequestBlocks(goldenDomain(), goldenNow.Add(time.Minute), WithConsoleButton()),
 		"production_deploy_truncated": RequestBlocks(goldenDeploy(), goldenNow.Add(time.Minute)),
 		"decided":                     RequestBlocks(decided, goldenNow.Add(5*time.Minute)),
 		"quorum_1_of_2":               RequestBlocks(quorum, goldenNow.Add(3*time.Minute)),

@@ -45,6 +45,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Timeout bounds each Slack call of a click's reply; default DefaultTimeout.
 	Timeout time.Duration
+	// ConsoleLink mints a one-time console sign-in link for an approver,
+	// landing on request requestID (the server wraps web.MintLink). With it,
+	// pending messages carry a Review in console button; nil: no button.
+	ConsoleLink func(ctx context.Context, approver, requestID, slackUser string) (url string, expires time.Time, err error)
 }
 
 // Channel is the Slack channel of one approvals service.
@@ -57,6 +61,7 @@ type Channel struct {
 	log     *slog.Logger
 	timeout time.Duration
 	bySlack map[string]approvals.Approver
+	console func(ctx context.Context, approver, requestID, slackUser string) (string, time.Time, error)
 
 	rejected rejectLog // WARN lines for refused Slack requests, rate-limited
 }
@@ -72,7 +77,7 @@ var (
 // RunSocketMode) for the clicks either way.
 func New(svc *approvals.Service, c Config) *Channel {
 	ch := &Channel{svc: svc, api: c.Client, channel: c.Channel, secret: c.SigningSecret,
-		now: c.Clock, log: c.Logger, timeout: c.Timeout, bySlack: map[string]approvals.Approver{}}
+		now: c.Clock, log: c.Logger, timeout: c.Timeout, bySlack: map[string]approvals.Approver{}, console: c.ConsoleLink}
 	if ch.now == nil {
 		ch.now = time.Now
 	}
@@ -143,7 +148,7 @@ func (c *Channel) Post(ctx context.Context, r approvals.Request) (string, error)
 	}
 	ch, ts, err := c.api.PostMessageContext(ctx, c.channel,
 		slackapi.MsgOptionText(FallbackText(r), true), slackapi.MsgOptionDisableMarkdown(),
-		slackapi.MsgOptionBlocks(RequestBlocks(r, c.now())...),
+		slackapi.MsgOptionBlocks(c.blocks(r)...),
 		slackapi.MsgOptionDisableLinkUnfurl())
 	if err != nil {
 		return "", wrapAPI("post approval "+r.ID, err)
@@ -162,11 +167,18 @@ func (c *Channel) Update(ctx context.Context, ref string, r approvals.Request) e
 	}
 	_, _, _, err = c.api.UpdateMessageContext(ctx, m.Channel, m.TS,
 		slackapi.MsgOptionText(FallbackText(r), true), slackapi.MsgOptionDisableMarkdown(),
-		slackapi.MsgOptionBlocks(RequestBlocks(r, c.now())...))
+		slackapi.MsgOptionBlocks(c.blocks(r)...))
 	if err != nil {
 		return wrapAPI("update approval message "+r.ID, err)
 	}
 	return nil
+}
+
+func (c *Channel) blocks(r approvals.Request) []slackapi.Block {
+	if c.console != nil {
+		return RequestBlocks(r, c.now(), WithConsoleButton())
+	}
+	return RequestBlocks(r, c.now())
 }
 
 // ephemeral shows text to user only. text is mrkdwn built by this package,

@@ -40,6 +40,18 @@ type fixture struct {
 	api    *slackapi.Client // nil without withSlack
 	slack  *fakeSlack
 	secret string // the channel's signing secret (testSecret)
+	// console, when set, is the channel's ConsoleLink (withConsole).
+	console func(ctx context.Context, approver, requestID, slackUser string) (string, time.Time, error)
+}
+
+// withConsole gives the channel a console link minter that records who asked.
+func withConsole(minted chan<- string) fixtureOpt {
+	return func(_ *approvals.Options, f *fixture) {
+		f.console = func(_ context.Context, approver, requestID, slackUser string) (string, time.Time, error) {
+			minted <- approver + " " + requestID + " " + slackUser
+			return "https://tollgate.example.com/console/signin?t=ONE-TIME", f.Clock.Now().Add(10 * time.Minute), nil
+		}
+	}
 }
 
 type fixtureOpt func(*approvals.Options, *fixture)
@@ -62,7 +74,7 @@ func newFixture(t testing.TB, opts ...fixtureOpt) *fixture {
 		}
 		logger = o.Logger
 	})
-	f.ch = New(f.Svc, Config{Client: f.api, Channel: "C0APPROVALS", SigningSecret: f.secret, Clock: f.Clock.Now, Logger: logger})
+	f.ch = New(f.Svc, Config{Client: f.api, Channel: "C0APPROVALS", SigningSecret: f.secret, Clock: f.Clock.Now, Logger: logger, ConsoleLink: f.console})
 	if f.ch.Posts() {
 		f.Svc.AddChannel(f.ch)
 	}

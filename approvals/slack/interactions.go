@@ -46,7 +46,12 @@ const (
 	ReplyModalFailed     = "tollgate could not open the deny dialog, so nothing changed. Try again, or run `tollgate approvals deny ID --reason ...`."
 	ReplyFreezeOff       = "Freezing from Slack is not enabled on this tollgate server, so nothing changed. Use `tollgate freeze --agent NAME`."
 	ReplyDenyReasonEmpty = "Give a reason: the agent and the audit trail see it."
+	ReplyConsoleOff      = "The web console is not reachable from Slack on this server (no console.public_url), so there is no link to give."
 )
+
+// EventConsoleRefused is the audit event of a Review in console click that
+// got no link.
+const EventConsoleRefused = "console.link_refused"
 
 // EventRejected is the audit event of an interactivity request that failed
 // verification (bad signature, stale timestamp, replay).
@@ -318,9 +323,9 @@ func (c *Channel) dispatch(ctx context.Context, via string, cb slackapi.Interact
 		}
 		a := acts[0]
 		switch a.ActionID {
-		case ActionIDApprove, ActionIDDeny, ActionIDFreeze:
+		case ActionIDApprove, ActionIDDeny, ActionIDFreeze, ActionIDConsole:
 		default:
-			return nil, fmt.Errorf("unknown action_id %q; known: %s, %s, %s", display.Text(a.ActionID, 80), ActionIDApprove, ActionIDDeny, ActionIDFreeze)
+			return nil, fmt.Errorf("unknown action_id %q; known: %s, %s, %s, %s", display.Text(a.ActionID, 80), ActionIDApprove, ActionIDDeny, ActionIDFreeze, ActionIDConsole)
 		}
 		if !approvals.ValidRequestID(a.Value) {
 			return nil, fmt.Errorf("button value %q is not an approval request id", display.Text(a.Value, 80))
@@ -354,6 +359,8 @@ func (c *Channel) dispatch(ctx context.Context, via string, cb slackapi.Interact
 			}
 		case ActionIDFreeze:
 			c.freeze(ctx, via, user, channel, a.Value)
+		case ActionIDConsole:
+			c.consoleLink(ctx, user, channel, a.Value)
 		}
 		return nil, nil
 
@@ -395,6 +402,33 @@ func (c *Channel) freeze(ctx context.Context, via, user, channel, requestID stri
 		c.reply(ctx, channel, user, fmt.Sprintf("Agent %s is frozen: its mutating calls are denied and its pending approvals cancelled. Unfreeze with %s.",
 			display.Code(r.Agent, 100), display.Code("tollgate unfreeze --agent "+r.Agent, 130)))
 	}
+}
+
+// consoleLink answers Review in console: the clicking user, verified by
+// Slack's signature (or Socket Mode), gets a fresh one-time sign-in link bound
+// to their own approver identity, in an ephemeral reply no one else sees. The
+// message itself carries no link, so forwarding it, or copying the console
+// page's address, signs nobody in.
+func (c *Channel) consoleLink(ctx context.Context, user, channel, requestID string) {
+	name := c.approver(user)
+	if c.console == nil || name == "" {
+		reason := "console links are not enabled on this server"
+		reply := ReplyConsoleOff
+		if name == "" {
+			reason, reply = "not a configured approver: Slack user "+display.Text(user, 40), ReplyNotApprover
+		}
+		_ = c.svc.Record(ctx, EventConsoleRefused, "slack:"+display.Text(user, 40), "", map[string]any{"request_id": requestID, "reason": reason})
+		c.reply(ctx, channel, user, reply)
+		return
+	}
+	url, exp, err := c.console(ctx, name, requestID, user)
+	if err != nil {
+		c.log.WarnContext(ctx, "console link", slog.String("request_id", requestID), slog.String("error", err.Error()))
+		c.reply(ctx, channel, user, ReplyInternal)
+		return
+	}
+	c.reply(ctx, channel, user, fmt.Sprintf("Your sign-in link to review this request in the tollgate console, as approver %s: <%s|Review in console>. It is for you alone: it works once, until %s.",
+		display.Code(name, 100), url, slackDate(exp)))
 }
 
 // reply shows text to the clicking user; failures are logged, never retried:

@@ -373,6 +373,55 @@ func TestSlackFreezeButton(t *testing.T) {
 	}
 }
 
+// TestSlackReviewInConsole: with console links on, pending messages carry an
+// interactive Review in console button (never a link in the message); a
+// signed click by an approver gets a one-time link bound to that approver in
+// an ephemeral reply; anyone else gets the fixed refusal and no link.
+func TestSlackReviewInConsole(t *testing.T) {
+	t.Parallel()
+	minted := make(chan string, 4)
+	f := newFixture(t, withSlack(), withConsole(minted))
+	r := f.Request(nil)
+	posted := f.slack.byMethod("chat.postMessage")[0].Form.Get("blocks")
+	if !strings.Contains(posted, ActionIDConsole) || strings.Contains(posted, "/console/") || strings.Contains(posted, `"url"`) {
+		t.Fatalf("the message must carry the button and no link: %s", posted)
+	}
+	f.click(blockActionPayload("U0BOB", ActionIDConsole, r.ID))
+	if got := <-minted; got != "bob "+r.ID+" U0BOB" {
+		t.Fatalf("minted %q", got)
+	}
+	e := f.slack.byMethod("chat.postEphemeral")
+	if len(e) != 1 || e[0].Form.Get("user") != "U0BOB" || !strings.Contains(e[0].Form.Get("text"), "<https://tollgate.example.com/console/signin?t=ONE-TIME|Review in console>") {
+		t.Fatalf("ephemeral %+v", e)
+	}
+	f.click(blockActionPayload("U0EVE", ActionIDConsole, r.ID))
+	if got := f.slack.lastEphemeral(t); got != ReplyNotApprover {
+		t.Fatalf("non-approver: %q", got)
+	}
+	select {
+	case got := <-minted:
+		t.Fatalf("a link was minted for a non-approver: %s", got)
+	default:
+	}
+	if ev := f.Audit.Events(t, EventConsoleRefused); len(ev) != 1 || ev[0].Actor != "slack:U0EVE" {
+		t.Fatalf("refusal audit %+v", ev)
+	}
+	if r := f.Get(r.ID); len(r.Votes) != 0 || r.State != approvals.StatePending {
+		t.Fatal("a console click changed the request")
+	}
+
+	// Without console links: no button, and a forged click gets the fixed reply.
+	off := newFixture(t, withSlack())
+	r2 := off.Request(nil)
+	if strings.Contains(off.slack.byMethod("chat.postMessage")[0].Form.Get("blocks"), ActionIDConsole) {
+		t.Fatal("a button without console links")
+	}
+	off.click(blockActionPayload("U0BOB", ActionIDConsole, r2.ID))
+	if got := off.slack.lastEphemeral(t); got != ReplyConsoleOff {
+		t.Fatalf("console off: %q", got)
+	}
+}
+
 // TestSlackDown: posting fails, the request stays pending and is retried with
 // backoff; an update that fails is retried too; expiry still applies.
 func TestSlackDown(t *testing.T) {

@@ -6,31 +6,64 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"strings"
 	"time"
 
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/approvals/display"
+	"github.com/tollgatehq/tollgate/approvals/web"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/server"
 )
 
-// cliApprovals builds the approvals service for a CLI command, with Cerbos
-// deciding who may approve (the managed PDP is started for the command when
-// no external one is configured). A running server sees the decision within
-// a second and executes the operation.
-func cliApprovals(ctx context.Context, cfg server.Config, db *ledger.DB) (*approvals.Service, func(), error) {
-	// Who may vote is what the serving tollgate was configured with, not
-	// whatever tollgate.yaml this command happens to find.
+// servedApprovers replaces cfg's approvers with the ones the serving tollgate
+// published: who may vote, or sign in to the console, is what the server was
+// configured with, not whatever tollgate.yaml this command happens to find.
+func servedApprovers(ctx context.Context, cfg server.Config, db *ledger.DB) (server.Config, error) {
 	stored, err := approvals.StoredApprovers(ctx, db.Store())
 	if err != nil {
-		return nil, nil, err
+		return cfg, err
 	}
 	if len(stored) > 0 {
 		cfg.Approvers = nil
 		for _, a := range stored {
 			cfg.Approvers = append(cfg.Approvers, server.ApproverConfig{Name: a.Name, SlackUserID: a.SlackUserID, OSUser: a.OSUser, Roles: a.Roles})
 		}
+	}
+	return cfg, nil
+}
+
+// localApprover is the approver the OS user running the CLI is: by its
+// os_user mapping, or --as NAME when that approver is mapped to this OS user.
+func localApprover(ap *approvals.Service, as string) (approvals.Approver, error) {
+	user := osUser()
+	me, ok := ap.ApproverForOSUser(user)
+	if as != "" {
+		a, found := ap.ApproverByName(as)
+		if !found {
+			return approvals.Approver{}, fmt.Errorf("%q is not a configured approver", as)
+		}
+		if a.OSUser != user && !(a.OSUser == "" && a.Name == user) {
+			return approvals.Approver{}, fmt.Errorf("approver %q is mapped to OS user %q, and you are %q", a.Name, a.OSUser, user)
+		}
+		me, ok = a, true
+	}
+	if !ok {
+		return approvals.Approver{}, fmt.Errorf("OS user %q is not mapped to an approver (add os_user: %s to an entry under approvers: in tollgate.yaml)", user, user)
+	}
+	return me, nil
+}
+
+// cliApprovals builds the approvals service for a CLI command, with Cerbos
+// deciding who may approve (the managed PDP is started for the command when
+// no external one is configured). A running server sees the decision within
+// a second and executes the operation.
+func cliApprovals(ctx context.Context, cfg server.Config, db *ledger.DB) (*approvals.Service, func(), error) {
+	cfg, err := servedApprovers(ctx, cfg, db)
+	if err != nil {
+		return nil, nil, err
 	}
 	log := slog.New(slog.DiscardHandler)
 	rt := &runtime{}
@@ -112,7 +145,8 @@ func runApprovals(ctx context.Context, args []string, out io.Writer) error {
 		},
 		"approve": func(args []string) error { return vote(ctx, args, out, approvals.OutcomeApprove) },
 		"deny":    func(args []string) error { return vote(ctx, args, out, approvals.OutcomeDeny) },
-	}, []string{"list", "show", "approve", "deny"})
+		"open":    func(args []string) error { return openConsole(ctx, args, out) },
+	}, []string{"list", "show", "approve", "deny", "open"})
 }
 
 func vote(ctx context.Context, args []string, out io.Writer, outcome string) error {
@@ -138,20 +172,9 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 		}
 		defer closeAP()
 
-		user := osUser()
-		me, ok := ap.ApproverForOSUser(user)
-		if *as != "" {
-			a, found := ap.ApproverByName(*as)
-			if !found {
-				return fmt.Errorf("%q is not a configured approver", *as)
-			}
-			if a.OSUser != user && !(a.OSUser == "" && a.Name == user) {
-				return fmt.Errorf("approver %q is mapped to OS user %q, and you are %q", a.Name, a.OSUser, user)
-			}
-			me, ok = a, true
-		}
-		if !ok {
-			return fmt.Errorf("OS user %q is not mapped to an approver (add os_user: %s to an entry under approvers: in tollgate.yaml)", user, user)
+		me, err := localApprover(ap, *as)
+		if err != nil {
+			return err
 		}
 		res, err := ap.Decide(ctx, approvals.VoteInput{RequestID: id, Approver: me.Name, Via: approvals.ViaCLI, Outcome: outcome, Reason: *reason})
 		if err != nil {
@@ -199,4 +222,82 @@ func printRequest(out io.Writer, r approvals.Request) {
 	if r.ResultText != "" {
 		fmt.Fprintf(out, "  result      %s\n", t(r.ResultText))
 	}
+}
+
+// openConsole prints a one-time sign-in link to the web console for the
+// approver this OS user is (the same mapping as approve), and opens it in a
+// browser where there is one.
+func openConsole(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlagSet("approvals open", "sign in to the web console: print (and open) a one-time link")
+	cf := addConfigFlags(fs, dbSetting, stringSetting("console-url", "TOLLGATE_CONSOLE_URL", "the console's public URL, when no server has published one", func(c *server.Config) *string { return &c.Console.PublicURL }))
+	as := fs.String("as", "", "approver name (must be mapped to your OS user in approvers:)")
+	printOnly := fs.Bool("print", false, "only print the link; do not open a browser")
+	request := fs.String("request", "", "land on this approval request (apr_…) instead of the inbox")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{"usage: tollgate approvals open [--as NAME] [--print] [--request apr_…]"}
+	}
+	next := "/console/"
+	if *request != "" {
+		if !approvals.ValidRequestID(*request) {
+			return usageError{fmt.Sprintf("--request %q: an approval request id, apr_…", display.Text(*request, 80))}
+		}
+		next += "approvals/" + *request
+	}
+	return onLedger(ctx, cf, false, func(cfg server.Config, db *ledger.DB) error {
+		cfg, err := servedApprovers(ctx, cfg, db)
+		if err != nil {
+			return err
+		}
+		ap, err := server.ApprovalsReader(db, cfg)
+		if err != nil {
+			return err
+		}
+		me, err := localApprover(ap, *as)
+		if err != nil {
+			return err
+		}
+		base, err := web.PublishedBase(ctx, db.Store())
+		if err != nil {
+			return err
+		}
+		if base == "" {
+			if base = cfg.ConsoleBase(); base == "" {
+				return errors.New("no tollgate server with an HTTP listener has run on this database, so there is no console to sign in to; start tollgate serve (transport http) or set --console-url")
+			}
+			fmt.Fprintf(out, "(no server has published its console address on this database; assuming %s)\n", base)
+		}
+		link, err := web.MintLink(ctx, ap, base, me.Name, next, cliActor(), cfg.Console.LinkTTL)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "Sign-in link for approver %s (works once, until %s):\n\n  %s\n\n", display.Text(me.Name, 100), link.ExpiresAt.UTC().Format("15:04:05 UTC"), link.URL)
+		if !*printOnly {
+			if err := openBrowser(ctx, link.URL); err != nil {
+				fmt.Fprintf(out, "Open it in your browser (%s).\n", err)
+			} else {
+				fmt.Fprintln(out, "Opened in your browser.")
+			}
+		}
+		return nil
+	})
+}
+
+// openBrowser hands url to xdg-open when there is a desktop session.
+func openBrowser(ctx context.Context, url string) error {
+	if os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "" {
+		return errors.New("no desktop session here")
+	}
+	bin, err := exec.LookPath("xdg-open")
+	if err != nil {
+		return errors.New("xdg-open is not installed")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := exec.CommandContext(ctx, bin, url).Run(); err != nil {
+		return fmt.Errorf("xdg-open failed: %w", err)
+	}
+	return nil
 }

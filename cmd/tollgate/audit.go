@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/tollgatehq/tollgate/approvals/display"
@@ -100,7 +99,7 @@ func runAudit(ctx context.Context, args []string, out io.Writer) error {
 				var t [][]string
 				start := op.CreatedAt
 				for _, e := range events {
-					t = append(t, []string{e.At.UTC().Format("15:04:05.000"), "+" + e.At.Sub(start).Round(time.Millisecond).String(), e.Type, e.Actor, summarize(e)})
+					t = append(t, []string{e.At.UTC().Format("15:04:05.000"), "+" + e.At.Sub(start).Round(time.Millisecond).String(), e.Type, e.Actor, server.EventDetail(e)})
 				}
 				return table(out, []string{"TIME", "ELAPSED", "EVENT", "ACTOR", "DETAIL"}, t)
 			})
@@ -118,35 +117,4 @@ func parseSince(s string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("--since %q: RFC 3339 time, YYYY-MM-DD, or a duration such as 24h", s)
-}
-
-// summarize is one line of an event's data for the timeline.
-func summarize(e ledger.Event) string {
-	var d map[string]any
-	if json.Unmarshal(e.Data, &d) != nil {
-		return ""
-	}
-	pick := func(keys ...string) string {
-		var parts []string
-		for _, k := range keys {
-			if v, ok := d[k]; ok && v != nil && v != "" {
-				parts = append(parts, fmt.Sprintf("%s=%v", k, v))
-			}
-		}
-		return strings.Join(parts, " ")
-	}
-	switch e.Type {
-	case "operation.state":
-		return pick("from", "to", "code", "error")
-	case "policy.decision":
-		return pick("action", "resource", "allowed", "reasons")
-	case "cloudflare.request":
-		return pick("method", "path", "status", "cf_ray")
-	case "token.minted", "token.revoked", "token.revoke_failed":
-		return pick("token_id", "purpose", "expires_at", "error")
-	case server.EventParentRotated, server.EventParentRotationFailed:
-		return pick("token_id", "source", "scheduled", "error")
-	}
-	b, _ := json.Marshal(d)
-	return string(b) // table() sanitises and cuts it
 }

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/approvals/web"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/server"
 )
@@ -197,5 +199,65 @@ func TestFreezeWorksWithoutThePolicyEngine(t *testing.T) {
 	// A positional id may follow the flags.
 	if _, err := run(t, db, "audit", "show", "op_doesnotexist"); err == nil || strings.Contains(err.Error(), "usage") {
 		t.Errorf("audit show with the id after the flags: %v", err)
+	}
+}
+
+// TestApprovalsOpenPrintsALink: approvals open mints a one-time link for the
+// approver this OS user maps to, on the address the server published, and
+// refuses anyone the server's approvers do not map.
+func TestApprovalsOpenPrintsALink(t *testing.T) {
+	t.Setenv("TOLLGATE_CONFIG", "")
+	ctx := context.Background()
+	db := filepath.Join(t.TempDir(), "t.db")
+	l, err := ledger.Open(ctx, db, ledger.WithMigrations(approvals.Migrations))
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := osUser()
+	cfg := server.Default()
+	cfg.DB = db
+	cfg.Approvers = []server.ApproverConfig{{Name: "ops-lead", OSUser: me, Roles: []string{"approver"}}, {Name: "carol", OSUser: "carol-not-you", Roles: []string{"approver"}}}
+	pub, err := server.NewApprovals(l, nil, cfg, server.ApprovalHooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.PublishApprovers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := web.PublishBase(ctx, l.Store(), "https://tollgate.example.com", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.Close()
+
+	out := mustRun(t, db, "approvals", "open", "--print", "--request", "apr_abc")
+	link := regexp.MustCompile(`https://tollgate\.example\.com/console/signin\?t=[A-Za-z0-9_-]{43}`).FindString(out)
+	if link == "" || !strings.Contains(out, "approver ops-lead") || strings.Contains(out, "Opened") {
+		t.Fatalf("approvals open --print:\n%s", out)
+	}
+	if _, err := run(t, db, "approvals", "open", "--print", "--as", "carol"); err == nil || !strings.Contains(err.Error(), "mapped to OS user") {
+		t.Fatalf("--as someone else: %v", err)
+	}
+	if _, err := run(t, db, "approvals", "open", "--print", "--request", "../../x"); err == nil {
+		t.Fatal("a bad --request was accepted")
+	}
+	// The link is stored hashed, lands on the request, and is audited.
+	l, err = ledger.Open(ctx, db, ledger.WithMigrations(approvals.Migrations))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var approver, next string
+	if err := l.Store().QueryRowContext(ctx, `SELECT approver, next_path FROM approval_console_links`).Scan(&approver, &next); err != nil || approver != "ops-lead" || next != "/console/approvals/apr_abc" {
+		t.Fatalf("stored link: %s %s %v", approver, next, err)
+	}
+	n := 0
+	_ = l.Events(ctx, ledger.EventQuery{Types: []string{web.EventLinkCreated}}, func(e ledger.Event) error {
+		if e.Actor == "cli:"+me {
+			n++
+		}
+		return nil
+	})
+	if n != 1 {
+		t.Fatalf("%d link events by cli:%s, want 1", n, me)
 	}
 }

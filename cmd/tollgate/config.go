@@ -109,6 +109,7 @@ var (
 		stringSetting("tls-client-ca", "TOLLGATE_TLS_CLIENT_CA", "require client certificates signed by this CA (PEM)", func(c *server.Config) *string { return &c.TLS.ClientCA }),
 		stringSetting("slack-channel", "TOLLGATE_SLACK_CHANNEL", "Slack channel for approval requests", func(c *server.Config) *string { return &c.Slack.Channel }),
 		stringSetting("slack-api-url", "TOLLGATE_SLACK_API_URL", "Slack Web API base URL (tests, proxies)", func(c *server.Config) *string { return &c.Slack.APIURL }),
+		stringSetting("console-url", "TOLLGATE_CONSOLE_URL", "the web console's public URL (console.public_url): sign-in links, MCP elicitation links, Slack's Review in console", func(c *server.Config) *string { return &c.Console.PublicURL }),
 		durationSetting("approval-wait", "TOLLGATE_APPROVAL_WAIT", "how long a tool call waits for a decision", func(c *server.Config) *time.Duration { return &c.Approvals.Wait }),
 		durationSetting("approval-expiry", "TOLLGATE_APPROVAL_EXPIRY", "how long an approval request stays open", func(c *server.Config) *time.Duration { return &c.Approvals.Expiry }),
 	}

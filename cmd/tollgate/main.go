@@ -35,7 +35,7 @@ func commands() []command {
 		{"serve", "run the MCP server (stdio, streamable HTTP or SSE)", runServe},
 		{"demo", "run a narrated end-to-end session against the sandbox", runDemo},
 		{"sandbox", "run the Cloudflare API emulator on its own", runSandbox},
-		{"approvals", "list, show, approve or deny approval requests (local approver)", runApprovals},
+		{"approvals", "list, show, approve or deny approval requests (local approver); open the web console", runApprovals},
 		{"budget", "set, list or show budgets", runBudget},
 		{"spend", "show what was spent and is held, by agent, team or day (with or without budgets)", runSpend},
 		{"limit", "set, list or delete velocity limits", runLimit},
