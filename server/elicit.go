@@ -86,9 +86,8 @@ func (s *Server) elicitApproval(ctx context.Context, opID string) func() {
 		mu.Unlock()
 		if id != "" {
 			if req, err := s.approvals.Get(context.WithoutCancel(ctx), id); err == nil && req.State != approvals.StatePending {
-				if err := s.mcp.SendElicitationComplete(context.WithoutCancel(ctx), session, id); err != nil {
-					s.log.Warn("elicitation complete not sent", "request", id, "err", err)
-				}
+				// On the call's own stream, in order with its progress.
+				s.notify.toRequest(context.WithoutCancel(ctx), string(mcp.MethodNotificationElicitationComplete), map[string]any{"elicitationId": id})
 			}
 		}
 		cancel()

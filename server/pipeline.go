@@ -826,7 +826,7 @@ func describeState(op ledger.Operation) string {
 		if op.ExpiresAt != nil {
 			exp = " (expires " + op.ExpiresAt.UTC().Format(time.RFC3339) + ")"
 		}
-		return "waiting for a human approver (Slack, or tollgate approvals approve)" + exp
+		return "waiting for a human approver (the console, Slack, or tollgate approvals approve)" + exp
 	case ledger.StateExecuting:
 		return "approved; executing at Cloudflare"
 	}

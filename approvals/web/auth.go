@@ -65,7 +65,7 @@ var secretPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 // on the inbox, so a link can never redirect out of the console.
 func consolePath(p string) string {
 	const inbox = "/console/"
-	if !strings.HasPrefix(p, inbox) || strings.ContainsAny(p, "?#\\%") || strings.Contains(p, "//") || strings.Contains(p, "/.") {
+	if !strings.HasPrefix(p, inbox) || strings.ContainsAny(p, "?#\\%") || strings.Contains(p, "//") || strings.Contains(p, "/.") || strings.Contains(p, "..") {
 		return inbox
 	}
 	for _, r := range p {
@@ -318,9 +318,10 @@ func checkCSRF(s session, got string) bool {
 }
 
 // sameOrigin requires a POST to come from a page of this console: its Origin
-// (or, without one, its Referer) must name this request's own host. The
+// (or, without one, its Referer) must name this request's own host, or the
+// host of the configured public URL (a proxy in front may rewrite Host). The
 // server's Host check has already refused hosts that are not tollgate's.
-func sameOrigin(r *http.Request) bool {
+func (c *Console) sameOrigin(r *http.Request) bool {
 	src := r.Header.Get("Origin")
 	if src == "" || src == "null" {
 		src = r.Header.Get("Referer")
@@ -332,7 +333,11 @@ func sameOrigin(r *http.Request) bool {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return false
 	}
-	return strings.EqualFold(u.Host, r.Host)
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	pub, err := url.Parse(c.base)
+	return err == nil && pub.Host != "" && strings.EqualFold(u.Host, pub.Host)
 }
 
 // setCookie sets or clears the session cookie.

@@ -348,7 +348,7 @@ func (c *Console) signInPage(w http.ResponseWriter, r *http.Request) {
 // signIn uses the link and opens a session.
 func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
-	if !sameOrigin(r) {
+	if !c.sameOrigin(r) {
 		c.message(w, r, http.StatusForbidden, "Refused", "This sign-in was not sent from this console (Origin), so nobody was signed in.", "")
 		return
 	}

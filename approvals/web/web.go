@@ -260,7 +260,7 @@ func (c *Console) signedIn(h handler) http.HandlerFunc {
 func (c *Console) signedInPost(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-		if !sameOrigin(r) {
+		if !c.sameOrigin(r) {
 			c.message(w, r, http.StatusForbidden, "Refused", "This form was not sent from this console (Origin), so nothing changed.", "")
 			return
 		}
