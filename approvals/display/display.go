@@ -33,7 +33,9 @@
 package display
 
 import (
+	"fmt"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -259,5 +261,23 @@ func writeEscaped(b *strings.Builder, s string, escape func(rune) string) {
 		} else {
 			b.WriteRune(r)
 		}
+	}
+}
+
+// Duration renders d for people, to the minute or second that matters:
+// "3d", "2h05m", "29m" or "40s" (a negative d as its size).
+func Duration(d time.Duration) string {
+	if d < 0 {
+		d = -d
+	}
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	default:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
 	}
 }

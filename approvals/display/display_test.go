@@ -3,6 +3,7 @@ package display
 import (
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -184,4 +185,16 @@ func FuzzSanitise(f *testing.F) {
 			t.Fatalf("CodeBlock(%q) = %q can leave its fence", s, block)
 		}
 	})
+}
+
+func TestDuration(t *testing.T) {
+	t.Parallel()
+	for d, want := range map[time.Duration]string{
+		40 * time.Second: "40s", 29*time.Minute + 59*time.Second: "29m", 2*time.Hour + 5*time.Minute: "2h05m",
+		-90 * time.Second: "1m", 49 * time.Hour: "2d", 0: "0s",
+	} {
+		if got := Duration(d); got != want {
+			t.Errorf("Duration(%v) = %q, want %q", d, got, want)
+		}
+	}
 }

@@ -100,21 +100,6 @@ func slackDate(t time.Time) string {
 	return fmt.Sprintf("<!date^%d^{date_short_pretty} {time}|%s>", t.Unix(), t.UTC().Format("2006-01-02 15:04 UTC"))
 }
 
-// humanDuration renders d as "2h05m", "29m" or "40s".
-func humanDuration(d time.Duration) string {
-	if d < 0 {
-		d = -d
-	}
-	switch {
-	case d >= time.Hour:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	case d >= time.Minute:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	default:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	}
-}
-
 func amountText(r approvals.Request) string {
 	if r.AmountText != "" {
 		return r.AmountText
@@ -227,7 +212,7 @@ func RequestBlocks(r approvals.Request, now time.Time, opts ...BlockOption) []sl
 	var expiry string
 	switch {
 	case r.State == approvals.StatePending && now.Before(r.ExpiresAt):
-		expiry = slackDate(r.ExpiresAt) + " (in " + humanDuration(r.ExpiresAt.Sub(now)) + ")"
+		expiry = slackDate(r.ExpiresAt) + " (in " + display.Duration(r.ExpiresAt.Sub(now)) + ")"
 	case r.State == approvals.StatePending:
 		expiry = slackDate(r.ExpiresAt) + " (due now)"
 	default:

@@ -136,8 +136,8 @@ func (c *Console) funcs() template.FuncMap {
 		"money": func(m money.Money) string { return m.String() },
 		"when":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 		"clock": func(t time.Time) string { return t.UTC().Format("15:04:05") },
-		"until": func(t time.Time) string { return relative(t.Sub(c.now())) },
-		"since": func(t time.Time) string { return relative(c.now().Sub(t)) },
+		"until": func(t time.Time) string { return display.Duration(t.Sub(c.now())) },
+		"since": func(t time.Time) string { return display.Duration(c.now().Sub(t)) },
 		"via":   approvals.ViaLabel,
 		"lines": func(s string, n int) []string {
 			ls := strings.Split(s, "\n")
@@ -155,23 +155,6 @@ func (c *Console) funcs() template.FuncMap {
 			}
 			return s
 		},
-	}
-}
-
-// relative renders d as "2h05m", "29m" or "40s".
-func relative(d time.Duration) string {
-	if d < 0 {
-		d = -d
-	}
-	switch {
-	case d >= 48*time.Hour:
-		return fmt.Sprintf("%dd", int(d.Hours()/24))
-	case d >= time.Hour:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	case d >= time.Minute:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	default:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
 	}
 }
 

@@ -139,23 +139,8 @@ func TestAgentsAndAuditCLI(t *testing.T) {
 // tollgate.yaml (where the built-in default would make the OS user an
 // approver) cannot approve anything.
 func TestLocalApproverUsesTheServersApprovers(t *testing.T) {
-	t.Setenv("TOLLGATE_CONFIG", "")
 	ctx := context.Background()
-	db := filepath.Join(t.TempDir(), "t.db")
-	l, err := ledger.Open(ctx, db, ledger.WithMigrations(approvals.Migrations))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := server.Default()
-	cfg.DB = db
-	cfg.Approvers = []server.ApproverConfig{{Name: "carol", OSUser: "carol-not-you", Roles: []string{"approver"}}}
-	pub, err := server.NewApprovals(l, nil, cfg, server.ApprovalHooks{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.PublishApprovers(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db, l, pub := servedLedger(t, server.ApproverConfig{Name: "carol", OSUser: "carol-not-you", Roles: []string{"approver"}})
 	req, err := pub.Request(ctx, approvals.Request{
 		OperationID: "op_aaaaaaaaaaaaaaaaaaaaaaaaaa", Tool: "register_domain", Agent: "local", Team: "local",
 		Summary: "Register x.dev", AmountMicros: 12_180_000, Currency: "USD", ArgsHash: strings.Repeat("a", 64),
@@ -206,24 +191,10 @@ func TestFreezeWorksWithoutThePolicyEngine(t *testing.T) {
 // approver this OS user maps to, on the address the server published, and
 // refuses anyone the server's approvers do not map.
 func TestApprovalsOpenPrintsALink(t *testing.T) {
-	t.Setenv("TOLLGATE_CONFIG", "")
 	ctx := context.Background()
-	db := filepath.Join(t.TempDir(), "t.db")
-	l, err := ledger.Open(ctx, db, ledger.WithMigrations(approvals.Migrations))
-	if err != nil {
-		t.Fatal(err)
-	}
 	me := osUser()
-	cfg := server.Default()
-	cfg.DB = db
-	cfg.Approvers = []server.ApproverConfig{{Name: "ops-lead", OSUser: me, Roles: []string{"approver"}}, {Name: "carol", OSUser: "carol-not-you", Roles: []string{"approver"}}}
-	pub, err := server.NewApprovals(l, nil, cfg, server.ApprovalHooks{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.PublishApprovers(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db, l, _ := servedLedger(t, server.ApproverConfig{Name: "ops-lead", OSUser: me, Roles: []string{"approver"}},
+		server.ApproverConfig{Name: "carol", OSUser: "carol-not-you", Roles: []string{"approver"}})
 	if err := web.PublishBase(ctx, l.Store(), "https://tollgate.example.com", time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +212,7 @@ func TestApprovalsOpenPrintsALink(t *testing.T) {
 		t.Fatal("a bad --request was accepted")
 	}
 	// The link is stored hashed, lands on the request, and is audited.
-	l, err = ledger.Open(ctx, db, ledger.WithMigrations(approvals.Migrations))
+	l, err := ledger.Open(ctx, db, ledger.WithMigrations(approvals.Migrations))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,4 +231,27 @@ func TestApprovalsOpenPrintsALink(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("%d link events by cli:%s, want 1", n, me)
 	}
+}
+
+// servedLedger is a database on which a server with these approvers has
+// published them, as tollgate serve does at start; the ledger is open.
+func servedLedger(t *testing.T, approvers ...server.ApproverConfig) (string, *ledger.DB, *approvals.Service) {
+	t.Helper()
+	t.Setenv("TOLLGATE_CONFIG", "")
+	db := filepath.Join(t.TempDir(), "t.db")
+	l, err := ledger.Open(context.Background(), db, ledger.WithMigrations(approvals.Migrations))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := server.Default()
+	cfg.DB = db
+	cfg.Approvers = approvers
+	pub, err := server.NewApprovals(l, nil, cfg, server.ApprovalHooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.PublishApprovers(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return db, l, pub
 }

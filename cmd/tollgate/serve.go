@@ -323,7 +323,12 @@ func printConnectHelp(w io.Writer, cfg server.Config, addr string, stdioArgs []s
 		fmt.Fprintf(w, "  streamable HTTP  %s/mcp\n", base)
 	}
 	fmt.Fprintf(w, "  SSE              %s/sse\n", base)
-	fmt.Fprintf(w, "  health, metrics  %s/healthz  %s/metrics\n\n", base, base)
+	fmt.Fprintf(w, "  health, metrics  %s/healthz  %s/metrics\n", base, base)
+	console := cfg.Console.PublicURL
+	if console == "" {
+		console = base
+	}
+	fmt.Fprintf(w, "  approvers        %s/console/  (sign in: tollgate approvals open)\n\n", strings.TrimSuffix(console, "/"))
 	header := ""
 	if cfg.Auth == "tokens" {
 		header = ` --header "Authorization: Bearer $TOLLGATE_TOKEN"`
