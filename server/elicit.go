@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
@@ -98,10 +97,8 @@ func (s *Server) elicitApproval(ctx context.Context, opID string) func() {
 // awaitRequest waits until operation opID has a pending approval request, and
 // gives up when the operation moves on without one or ctx ends.
 func (s *Server) awaitRequest(ctx context.Context, opID string) (approvals.Request, bool) {
-	ch, unsub := s.pipe.watch.subscribe(opID)
-	defer unsub()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	wake, stop := s.pipe.changes(opID)
+	defer stop()
 	for {
 		if req, err := s.approvals.ByOperation(ctx, opID); err == nil {
 			return req, req.State == approvals.StatePending
@@ -112,8 +109,7 @@ func (s *Server) awaitRequest(ctx context.Context, opID string) (approvals.Reque
 			return approvals.Request{}, false
 		}
 		select {
-		case <-ch:
-		case <-tick.C:
+		case <-wake:
 		case <-ctx.Done():
 			return approvals.Request{}, false
 		}
