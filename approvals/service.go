@@ -484,17 +484,41 @@ func (s *Service) list(ctx context.Context, limit int, states []string) ([]Reque
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list approvals: %w", err)
 	}
-	// Votes are read after the request rows are closed: the write handle has a
-	// single connection, and a second query while rows are open would wait forever.
-	for i := range out {
-		votes, err := loadVotes(ctx, s.st, out[i].ID)
-		if err != nil {
-			return nil, fmt.Errorf("list approvals: %w", err)
+	// Votes are read after the request rows are closed (the write handle has a
+	// single connection, and a second query while rows are open would wait
+	// forever), in one query per page of requests rather than one per request.
+	for start := 0; start < len(out); start += votesPerQuery {
+		page := out[start:min(start+votesPerQuery, len(out))]
+		ids := make([]any, len(page))
+		at := make(map[string]*Request, len(page))
+		for i := range page {
+			ids[i] = page[i].ID
+			at[page[i].ID] = &page[i]
 		}
-		out[i].Votes = votes
+		rows, err := s.st.QueryContext(ctx, `SELECT request_id, `+voteColumns+` FROM approval_votes
+			WHERE request_id IN (`+store.Placeholders(len(ids))+`) ORDER BY at, rowid`, ids...)
+		if err != nil {
+			return nil, fmt.Errorf("list approvals: read votes: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			v, err := scanVote(rows, &id)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("list approvals: %w", err)
+			}
+			at[id].Votes = append(at[id].Votes, v)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("list approvals: read votes: %w", err)
+		}
 	}
 	return out, nil
 }
+
+// votesPerQuery bounds the ids of one votes query (SQLite allows 32766
+// parameters; PostgreSQL 65535).
+const votesPerQuery = 500
 
 func validState(st string) bool {
 	switch st {

@@ -659,6 +659,11 @@ func TestAbilitiesOf(t *testing.T) {
 	if err != nil || len(recent) != 1 || recent[0].ID != big.ID {
 		t.Errorf("Recent(1) = %v, %v; want the newest request", recent, err)
 	}
+	// List reads every request's votes in one query and gives each its own.
+	all, err := f.Svc.List(ctx)
+	if err != nil || len(all) != 2 || len(all[0].Votes) != 0 || len(all[1].Votes) != 1 || all[1].Votes[0].Approver != "bob" {
+		t.Errorf("List = %+v, %v", all, err)
+	}
 	if _, err := f.Svc.Recent(ctx, 0); !errors.Is(err, approvals.ErrInvalidInput) {
 		t.Errorf("Recent(0): %v", err)
 	}

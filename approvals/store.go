@@ -77,21 +77,31 @@ func (s *Service) loadRequest(ctx context.Context, q store.Queryer, id string) (
 	return r, nil
 }
 
+const voteColumns = `approver, channel_user, via, outcome, reason, at`
+
+// scanVote reads one vote row, after the leading columns in lead.
+func scanVote(row scanner, lead ...any) (Vote, error) {
+	var v Vote
+	var at int64
+	if err := row.Scan(append(lead, &v.Approver, &v.User, &v.Via, &v.Outcome, &v.Reason, &at)...); err != nil {
+		return Vote{}, fmt.Errorf("read votes: %w", err)
+	}
+	v.At = fromNanos(at)
+	return v, nil
+}
+
 func loadVotes(ctx context.Context, q store.Queryer, id string) ([]Vote, error) {
-	rows, err := q.QueryContext(ctx, `SELECT approver, channel_user, via, outcome, reason, at
-		FROM approval_votes WHERE request_id = ? ORDER BY at, rowid`, id)
+	rows, err := q.QueryContext(ctx, `SELECT `+voteColumns+` FROM approval_votes WHERE request_id = ? ORDER BY at, rowid`, id)
 	if err != nil {
 		return nil, fmt.Errorf("read votes: %w", err)
 	}
 	defer rows.Close()
 	var out []Vote
 	for rows.Next() {
-		var v Vote
-		var at int64
-		if err := rows.Scan(&v.Approver, &v.User, &v.Via, &v.Outcome, &v.Reason, &at); err != nil {
-			return nil, fmt.Errorf("read votes: %w", err)
+		v, err := scanVote(rows)
+		if err != nil {
+			return nil, err
 		}
-		v.At = fromNanos(at)
 		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -79,7 +80,7 @@ func newConsole(t testing.TB, opts ...approvalstest.Option) *consoleFixture {
 	t.Helper()
 	f := &consoleFixture{Fixture: approvalstest.New(t, opts...), src: &stubSource{}}
 	var err error
-	f.c, err = New(f.Svc, Config{Source: f.src})
+	f.c, err = New(f.Svc, Config{Source: f.src, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
