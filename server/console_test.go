@@ -598,3 +598,78 @@ func (e *testEnv) auditCount(typ string) int {
 	_ = e.db.Events(context.Background(), ledger.EventQuery{Types: []string{typ}}, func(ledger.Event) error { n++; return nil })
 	return n
 }
+
+// TestConsolePages: operations with their audit story, budgets and spend as
+// SVG, and the audit chain's status, over the real ledger.
+func TestConsolePages(t *testing.T) {
+	t.Parallel()
+	e, base := consoleEnv(t, withConfig(func(c *Config) {
+		c.Approvals.Wait = 0
+		c.Budgets = []BudgetConfig{{Scope: "team:web", Window: "day", Limit: "50.00"}}
+	}))
+	v := opView(t, e.call(webBot, "register_domain", registerArgs("pages-test.dev")))
+	e.approve(v.OperationID, "bob")
+	e.waitState(v.OperationID, ledger.StateSucceeded)
+	c := httpSignIn(t, base, e.link(t, "bob", "", 0))
+
+	_, ops := get(t, c, base+"/console/operations")
+	if !strings.Contains(ops, v.OperationID) || !strings.Contains(ops, "12.18 USD charged") {
+		t.Errorf("operations page does not list the registration:\n%s", ops)
+	}
+	_, op := get(t, c, base+"/console/operations/"+v.OperationID)
+	n := strings.Count(op, "<tr><td>")
+	if want := e.auditCountOf(v.OperationID); n != want || !strings.Contains(op, "from=executing to=succeeded") || !strings.Contains(op, "approval.granted") {
+		t.Errorf("timeline has %d rows, the operation %d audit events:\n%s", n, want, op)
+	}
+	_, budgets := get(t, c, base+"/console/budgets")
+	for _, want := range []string{"team:web (day)", "12.18 USD", `<svg class="chart"`, `<rect class="col"`, "12.18 USD in 1 operation(s)"} {
+		if !strings.Contains(budgets, want) {
+			t.Errorf("budgets page does not show %q", want)
+		}
+	}
+	_, audit := get(t, c, base+"/console/audit")
+	if !strings.Contains(audit, `id="chain-ok"`) {
+		t.Errorf("audit page:\n%s", audit)
+	}
+	if code, _ := get(t, c, base+"/console/operations/op_nosuchoperationxxxxxxxxxxx"); code != http.StatusNotFound {
+		t.Errorf("unknown operation: %d", code)
+	}
+}
+
+// auditCountOf counts an operation's audit events.
+func (e *testEnv) auditCountOf(opID string) int {
+	n := 0
+	_ = e.db.Events(context.Background(), ledger.EventQuery{OperationID: opID}, func(ledger.Event) error { n++; return nil })
+	return n
+}
+
+// TestConsoleFreeze: Freeze agent from the console freezes through the same
+// kill switch as Slack and the CLI, recorded as from the web console.
+func TestConsoleFreeze(t *testing.T) {
+	t.Parallel()
+	e, base := consoleEnv(t, withConfig(func(c *Config) { c.Approvals.Wait = 0 }))
+	v := opView(t, e.call(webBot, "register_domain", registerArgs("freeze-me.dev")))
+	id := e.pendingApproval(v.OperationID).ID
+	c := httpSignIn(t, base, e.link(t, "bob", "", 0))
+	_, page := get(t, c, base+"/console/approvals/"+id)
+	m := csrfField.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("no CSRF token on the page")
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/console/approvals/"+id+"/freeze", strings.NewReader(url.Values{"csrf": {m[1]}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", base)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("freeze: %d", resp.StatusCode)
+	}
+	f, err := e.db.FrozenFor(context.Background(), webBot, "web")
+	if err != nil || f == nil || f.By != "web:bob" || !strings.Contains(f.Reason, "web console") {
+		t.Fatalf("freeze %+v, %v; want one by web:bob", f, err)
+	}
+	e.waitState(v.OperationID, ledger.StateCancelled)
+}
