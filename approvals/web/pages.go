@@ -150,16 +150,16 @@ func happens(r approvals.Request, op *Operation) []string {
 		charge += " (" + display.Text(op.Basis, 100) + ")"
 	}
 	out = append(out, charge+"; if the price at execution is higher, nothing is done.",
-		fmt.Sprintf("An approval is used once, for exactly the arguments below (sha256 %s), and runs at once when %s agree.",
-			display.Text(r.ArgsHash, 13), approversText(max(r.Quorum, 1))))
+		fmt.Sprintf("An approval is used once, for exactly the arguments below (sha256 %s), and runs at once when %s.",
+			display.Text(r.ArgsHash, 13), quorumText(max(r.Quorum, 1))))
 	return out
 }
 
-func approversText(n int) string {
+func quorumText(n int) string {
 	if n == 1 {
-		return "one approver"
+		return "one approver agrees"
 	}
-	return fmt.Sprintf("%d approvers", n)
+	return fmt.Sprintf("%d approvers agree", n)
 }
 
 // act records an approver's click: approve, deny (with a reason) or freeze.
