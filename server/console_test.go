@@ -22,6 +22,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	slackchan "github.com/tollgatehq/tollgate/approvals/slack"
 	"github.com/tollgatehq/tollgate/approvals/web"
 	"github.com/tollgatehq/tollgate/ledger"
 )
@@ -673,3 +674,45 @@ func TestConsoleFreeze(t *testing.T) {
 	}
 	e.waitState(v.OperationID, ledger.StateCancelled)
 }
+
+// TestSlackReviewInConsoleEndToEnd: with console.public_url set, a signed
+// Review in console click gets the clicking approver a one-time link on the
+// public URL, in a reply to them alone, and the link signs that approver in
+// on the request's page.
+func TestSlackReviewInConsoleEndToEnd(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	rec := newSlackRecorder()
+	e := newEnv(t, withSlackBinders(rec.bind), withConfig(func(c *Config) {
+		c.Approvals.Wait = 0
+		c.Console.PublicURL = base
+	}))
+	hs := &http.Server{Handler: e.srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() { _ = hs.Close() })
+	sl := &slackSide{rec: rec, url: base, secret: e.secret}
+
+	v := opView(t, e.call(webBot, "register_domain", registerArgs("review-in-console.dev")))
+	id := e.pendingApproval(v.OperationID).ID
+	if r := sl.click(t, slackBlockAction("U0BOB", slackchan.ActionIDConsole, id)); r.Status != http.StatusOK {
+		t.Fatalf("click: %d %s", r.Status, r.Body)
+	}
+	reply := sl.rec.lastEphemeral(t, "U0BOB")
+	link := regexp.MustCompile(`<(` + regexp.QuoteMeta(base) + `/console/signin\?t=[A-Za-z0-9_-]{43})\|Review in console>`).FindStringSubmatch(reply)
+	if link == nil {
+		t.Fatalf("reply holds no sign-in link: %q", reply)
+	}
+	c := httpSignIn(t, base, link[1])
+	if code, page := get(t, c, base+"/console/approvals/"+id); code != http.StatusOK || !strings.Contains(page, "Signed in as <strong id=\"approver\">bob</strong>") || !strings.Contains(page, `id="approve"`) {
+		t.Fatalf("bob's page after the Slack link: %d", code)
+	}
+	// A used link is spent.
+	if code, _ := get(t, http.DefaultClient, link[1]); code != http.StatusGone {
+		t.Errorf("the used link: %d, want 410", code)
+	}
+}
+
