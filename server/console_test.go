@@ -715,4 +715,3 @@ func TestSlackReviewInConsoleEndToEnd(t *testing.T) {
 		t.Errorf("the used link: %d, want 410", code)
 	}
 }
-
