@@ -54,6 +54,9 @@ type Event struct {
 	Data        json.RawMessage `json:"data"`
 	PrevHash    string          `json:"prev_hash"`
 	Hash        string          `json:"hash"`
+	// MAC is HMAC-SHA-256 of Hash under the chain key derived from the audit
+	// key file; empty on events from before the key's boundary.
+	MAC string `json:"mac,omitempty"`
 
 	err error // a marshal failure of NewEvent, reported by Append so the call fails closed
 }
@@ -132,6 +135,18 @@ func (db *DB) appendTx(ctx context.Context, tx *store.Tx, events ...Event) error
 		prepared[i] = e
 	}
 
+	if db.key == nil {
+		// A process without the key must not extend a keyed chain: its plain
+		// links would read as a forgery.
+		var keyID string
+		err := tx.QueryRowContext(ctx, `SELECT key_id FROM audit_keys`).Scan(&keyID)
+		if err == nil {
+			return fmt.Errorf("append audit event: %w", &KeyRequiredError{Path: db.st.String(), KeyID: keyID})
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("append audit event: read audit key record: %w", err)
+		}
+	}
 	var lastSeq int64
 	prev := genesisHash
 	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&lastSeq, &prev)
@@ -143,8 +158,11 @@ func (db *DB) appendTx(ctx context.Context, tx *store.Tx, events ...Event) error
 		e.Seq = lastSeq + 1
 		e.PrevHash = prev
 		e.Hash = chainHash(prev, e.Seq, e.At, e.Type, e.Actor, e.OperationID, e.Data)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_events (seq, at, type, actor, operation_id, data, prev_hash, hash)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, e.Seq, e.At.UnixNano(), e.Type, e.Actor, e.OperationID, string(e.Data), e.PrevHash, e.Hash); err != nil {
+		if db.key != nil {
+			e.MAC = db.key.eventMAC(e.Hash)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_events (seq, at, type, actor, operation_id, data, prev_hash, hash, mac)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.Seq, e.At.UnixNano(), e.Type, e.Actor, e.OperationID, string(e.Data), e.PrevHash, e.Hash, e.MAC); err != nil {
 			return fmt.Errorf("append audit event %s: %w", e.Type, err)
 		}
 		lastSeq, prev = e.Seq, e.Hash
@@ -172,64 +190,6 @@ func chainHash(prev string, seq int64, at time.Time, typ, actor, operationID str
 	field(h, []byte(operationID))
 	field(h, data)
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// VerifyReport is the result of recomputing the audit chain.
-type VerifyReport struct {
-	Checked   int64  `json:"checked"`
-	OK        bool   `json:"ok"`
-	BrokenSeq int64  `json:"broken_seq,omitempty"` // the first event that does not verify (or is missing)
-	Reason    string `json:"reason,omitempty"`
-}
-
-// Verify recomputes every link from the first event, in one read snapshot, and
-// reports the first one that is edited, missing, reordered or mislinked.
-func (db *DB) Verify(ctx context.Context) (VerifyReport, error) {
-	var rep VerifyReport
-	err := db.st.Read(ctx, func(tx *store.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT seq, at, type, actor, operation_id, data, prev_hash, hash FROM audit_events ORDER BY seq`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		expectSeq := int64(1)
-		prev := genesisHash
-		for rows.Next() {
-			var (
-				seq, at                                  int64
-				typ, actor, opID, data, prevHash, stored string
-			)
-			if err := rows.Scan(&seq, &at, &typ, &actor, &opID, &data, &prevHash, &stored); err != nil {
-				return err
-			}
-			broken := func(reason string) {
-				rep.BrokenSeq, rep.Reason = seq, reason
-			}
-			switch {
-			case seq != expectSeq:
-				// seq is contiguous by construction, so a gap is a deleted row; the
-				// first missing number is the broken link.
-				rep.BrokenSeq = expectSeq
-				rep.Reason = fmt.Sprintf("event %d is missing (the chain jumps from %d to %d): deleted or renumbered", expectSeq, expectSeq-1, seq)
-			case prevHash != prev:
-				broken(fmt.Sprintf("event %d does not link to event %d: its prev_hash differs from that event's hash (reordered, inserted or edited)", seq, seq-1))
-			case chainHash(prevHash, seq, time.Unix(0, at).UTC(), typ, actor, opID, []byte(data)) != stored:
-				broken(fmt.Sprintf("event %d does not match its hash: its content was edited", seq))
-			}
-			if rep.Reason != "" {
-				return nil
-			}
-			rep.Checked++
-			expectSeq++
-			prev = stored
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return VerifyReport{}, fmt.Errorf("verify audit chain: %w", err)
-	}
-	rep.OK = rep.Reason == ""
-	return rep, nil
 }
 
 // EventQuery filters Events. Zero fields do not filter.
@@ -263,7 +223,7 @@ func (db *DB) Events(ctx context.Context, q EventQuery, fn func(Event) error) er
 			args = append(args, t)
 		}
 	}
-	query := `SELECT seq, at, type, actor, operation_id, data, prev_hash, hash FROM audit_events`
+	query := `SELECT ` + eventColumns + ` FROM audit_events`
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -288,13 +248,16 @@ func (db *DB) Events(ctx context.Context, q EventQuery, fn func(Event) error) er
 	return nil
 }
 
+// eventColumns are the audit_events columns scanEvent reads, in its order.
+const eventColumns = `seq, at, type, actor, operation_id, data, prev_hash, hash, mac`
+
 func scanEvent(rows interface{ Scan(...any) error }) (Event, error) {
 	var (
 		e    Event
 		at   int64
 		data string
 	)
-	if err := rows.Scan(&e.Seq, &at, &e.Type, &e.Actor, &e.OperationID, &data, &e.PrevHash, &e.Hash); err != nil {
+	if err := rows.Scan(&e.Seq, &at, &e.Type, &e.Actor, &e.OperationID, &data, &e.PrevHash, &e.Hash, &e.MAC); err != nil {
 		return Event{}, err
 	}
 	e.At = time.Unix(0, at).UTC()

@@ -68,7 +68,8 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 				ELSE (SELECT data FROM audit_events WHERE seq = 6) END WHERE seq IN (6, 8)`)
 		}, 6, "content was edited"},
 		{"edited and rehashed", func(t *testing.T, db *DB) {
-			// A tamperer who recomputes the edited row's hash breaks the next link.
+			// A tamperer who recomputes the edited row's hash cannot recompute
+			// its MAC without the key file.
 			var at int64
 			var typ, actor, opID, prev string
 			if err := db.st.QueryRowContext(ctx, `SELECT at, type, actor, operation_id, prev_hash FROM audit_events WHERE seq = 5`).Scan(&at, &typ, &actor, &opID, &prev); err != nil {
@@ -76,7 +77,7 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 			}
 			forged := chainHash(prev, 5, time.Unix(0, at).UTC(), typ, actor, opID, []byte(`{"forged":true}`))
 			sqlite3CLI(t, db.Path(), fmt.Sprintf(`UPDATE audit_events SET data = '{"forged":true}', hash = '%s' WHERE seq = 5`, forged))
-		}, 6, "does not link"},
+		}, 5, "does not carry the audit key's MAC"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tollgatehq/tollgate/ledger/store"
 )
 
 // authorizedOps prepares n operations in state authorized, outside the timer.
@@ -157,25 +159,109 @@ func seedHistory(b *testing.B, db *DB, n int) {
 
 // BenchmarkAuditAppend: one event per BEGIN IMMEDIATE transaction, and ten per
 // transaction (the shape of a pipeline step), with the chain link computed each time.
+// BenchmarkAuditAppend appends events in one transaction each: with the audit
+// key (what tollgate runs), without it (a legacy chain), and "raw", the same
+// rows inserted into a plain table in the same kind of transaction, for the
+// ratio of what the chain itself costs.
 func BenchmarkAuditAppend(b *testing.B) {
+	events := func(n int) []Event {
+		out := make([]Event, n)
+		for i := range out {
+			out[i] = NewEvent("cloudflare.request", "system", "op_aaaaaaaaaaaaaaaaaaaaaaaaaa", map[string]any{
+				"method": "POST", "path": "/accounts/x/registrar/registrations", "status": 201, "cf_ray": "8f00aa",
+			})
+		}
+		return out
+	}
 	for _, batch := range []int{1, 10} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			ctx := context.Background()
-			db := openTest(b)
-			events := make([]Event, batch)
-			for i := range events {
-				events[i] = NewEvent("cloudflare.request", "system", "op_aaaaaaaaaaaaaaaaaaaaaaaaaa", map[string]any{
-					"method": "POST", "path": "/accounts/x/registrar/registrations", "status": 201, "cf_ray": "8f00aa",
-				})
-			}
-			b.ResetTimer()
+		for _, mode := range []string{"raw", "keyless", "keyed"} {
+			b.Run(fmt.Sprintf("%s/batch=%d", mode, batch), func(b *testing.B) {
+				ctx := context.Background()
+				var db *DB
+				if mode == "keyless" {
+					db = openTest(b, withoutKey())
+				} else {
+					db = openTest(b)
+				}
+				evs := events(batch)
+				appendOnce := func() error { return db.Append(ctx, evs...) }
+				if mode == "raw" {
+					if _, err := db.Store().ExecContext(ctx, `CREATE TABLE bench_raw (seq INTEGER PRIMARY KEY, at INTEGER, type TEXT, actor TEXT,
+						operation_id TEXT, data TEXT, prev_hash TEXT, hash TEXT, mac TEXT)`); err != nil {
+						b.Fatal(err)
+					}
+					appendOnce = func() error {
+						return db.Store().Write(ctx, func(tx *store.Tx) error {
+							for _, e := range evs {
+								if _, err := tx.ExecContext(ctx, `INSERT INTO bench_raw (at, type, actor, operation_id, data, prev_hash, hash, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+									time.Now().UnixNano(), e.Type, e.Actor, e.OperationID, string(e.Data), genesisHash, genesisHash, ""); err != nil {
+									return err
+								}
+							}
+							return nil
+						})
+					}
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if err := appendOnce(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+			})
+		}
+	}
+}
+
+// BenchmarkAuditLink is the CPU part of appending one event, without the
+// disk: the plain link hash, and the hash plus the key's MAC.
+func BenchmarkAuditLink(b *testing.B) {
+	data := []byte(`{"cf_ray":"8f00aa","method":"POST","path":"/accounts/x/registrar/registrations","status":201}`)
+	at := time.Now().UTC()
+	for _, keyed := range []bool{false, true} {
+		b.Run(map[bool]string{false: "hash", true: "hash+mac"}[keyed], func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				if err := db.Append(ctx, events...); err != nil {
+				h := chainHash(genesisHash, int64(i), at, "cloudflare.request", "system", "op_aaaaaaaaaaaaaaaaaaaaaaaaaa", data)
+				if keyed {
+					_ = testKey.eventMAC(h)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkAuditVerify recomputes a 2,000-event chain: plain hashes only, and
+// with every MAC checked.
+func BenchmarkAuditVerify(b *testing.B) {
+	for _, mode := range []string{"keyless", "keyed"} {
+		b.Run(mode, func(b *testing.B) {
+			ctx := context.Background()
+			var db *DB
+			if mode == "keyless" {
+				db = openTest(b, withoutKey())
+			} else {
+				db = openTest(b)
+			}
+			const n = 2000
+			for i := 0; i < n; i += 100 {
+				evs := make([]Event, 100)
+				for j := range evs {
+					evs[j] = NewEvent("test.bench", "system", "", map[string]any{"i": i + j})
+				}
+				if err := db.Append(ctx, evs...); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if rep, err := db.Verify(ctx); err != nil || !rep.OK {
+					b.Fatal(rep, err)
+				}
+			}
 			b.StopTimer()
-			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
 }

@@ -38,6 +38,7 @@ type DB struct {
 	freezeWithin  time.Duration
 	derivedWindow time.Duration
 	log           *slog.Logger
+	key           *AuditKey // nil: a legacy, unkeyed chain only (see WithAuditKey)
 }
 
 // Option configures Open.
@@ -51,6 +52,8 @@ type options struct {
 	derivedWindow time.Duration
 	logger        *slog.Logger
 	readers       int
+	key           *AuditKey
+	adoptLegacy   bool
 }
 
 // WithMigrations adds other packages' migrations (approvals.Migrations), applied
@@ -81,6 +84,24 @@ func WithDerivedKeyWindow(d time.Duration) Option {
 // slog.Default()). The ledger never logs secrets or operation arguments.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
+}
+
+// WithAuditKey keys the audit chain with k. On the first Open of a database
+// with a key, the key's id is recorded and the current head signed as the
+// boundary between plain and keyed events; later, a process with another key
+// is refused (*KeyMismatchError), and one with no key may read but not
+// append. An existing chain is adopted only by a key that was just created
+// (k.Created()) or with WithAuditKeyAdoption: otherwise a database whose key
+// record was deleted would have a tampered chain signed as genuine.
+func WithAuditKey(k *AuditKey) Option {
+	return func(o *options) { o.key = k }
+}
+
+// WithAuditKeyAdoption lets WithAuditKey's key sign an existing unkeyed
+// chain's head as its boundary although the key was not just created (an
+// operator upgrading an old database with a key made for another one).
+func WithAuditKeyAdoption() Option {
+	return func(o *options) { o.adoptLegacy = true }
 }
 
 // WithReadConns sets the size of the read pool (default 4).
@@ -135,14 +156,22 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}
-	return &DB{
+	db := &DB{
 		st:            st,
 		now:           func() time.Time { return o.now().UTC() },
 		freezeBlocks:  o.freezeBlocks,
 		freezeWithin:  o.freezeWithin,
 		derivedWindow: o.derivedWindow,
 		log:           o.logger.With(slog.String("component", "ledger")),
-	}, nil
+		key:           o.key,
+	}
+	if db.key != nil {
+		if err := db.adoptAuditKey(ctx, o.adoptLegacy || db.key.Created()); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("open ledger %s: %w", st, err)
+		}
+	}
+	return db, nil
 }
 
 // Path is the absolute path of the SQLite file ("" on another engine).

@@ -80,7 +80,8 @@ func scanFreeze(row interface{ Scan(...any) error }) (Freeze, error) {
 }
 
 // Unfreeze clears the freeze on scope, audited as "freeze.cleared". ErrNotFound if
-// the scope is not frozen.
+// the scope is not frozen. The auto-freeze counts only blocks after an agent's
+// last unfreeze.
 func (db *DB) Unfreeze(ctx context.Context, s Scope, by string) error {
 	by = checkActor(by)
 	err := db.st.Write(ctx, func(tx *store.Tx) error {
@@ -90,6 +91,10 @@ func (db *DB) Unfreeze(ctx context.Context, s Scope, by string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("delete freeze: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO freeze_clears (scope, at) VALUES (?, ?) ON CONFLICT (scope) DO UPDATE SET at = excluded.at`,
+			s, db.now().UnixNano()); err != nil {
+			return fmt.Errorf("record unfreeze: %w", err)
 		}
 		return db.appendTx(ctx, tx, NewEvent(EventFreezeCleared, by, "", map[string]any{
 			"scope": s, "frozen_reason": f.Reason, "frozen_by": f.By, "frozen_at": f.At, "auto": f.Auto,

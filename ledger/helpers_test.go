@@ -46,6 +46,18 @@ func (c *testClock) Set(t time.Time) {
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// testKey keys every test ledger, as tollgate always keys its own; tests of the
+// unkeyed (legacy) chain pass withoutKey().
+var testKey = func() *AuditKey {
+	k, err := GenerateAuditKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+func withoutKey() Option { return WithAuditKey(nil) }
+
 // openTest opens a ledger on a fresh temp file.
 func openTest(t testing.TB, opts ...Option) *DB {
 	t.Helper()
@@ -54,7 +66,7 @@ func openTest(t testing.TB, opts ...Option) *DB {
 
 func openAt(t testing.TB, path string, opts ...Option) *DB {
 	t.Helper()
-	db, err := Open(context.Background(), path, append([]Option{WithLogger(quietLog)}, opts...)...)
+	db, err := Open(context.Background(), path, append([]Option{WithLogger(quietLog), WithAuditKey(testKey)}, opts...)...)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

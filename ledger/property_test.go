@@ -393,7 +393,13 @@ func TestMultiProcess(t *testing.T) {
 	}
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "procs.db")
-	db := openAt(t, path)
+	// Every process appends to one keyed chain with the same key file.
+	keyFile := filepath.Join(t.TempDir(), "audit.key")
+	key, err := LoadOrCreateAuditKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := openAt(t, path, WithAuditKey(key))
 	setBudget(t, db, TeamScope("web"), WindowTotal, "40")
 	exe, err := os.Executable()
 	if err != nil {
@@ -403,7 +409,7 @@ func TestMultiProcess(t *testing.T) {
 	var cmds []*exec.Cmd
 	for p := range 2 {
 		cmd := exec.Command(exe, "-test.run=^TestHelperLedgerProcess$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "LEDGER_HELPER_DB="+path, "LEDGER_HELPER_AGENT=proc"+strconv.Itoa(p), "LEDGER_HELPER_N="+strconv.Itoa(perProc))
+		cmd.Env = append(os.Environ(), "LEDGER_HELPER_DB="+path, "LEDGER_HELPER_KEY="+keyFile, "LEDGER_HELPER_AGENT=proc"+strconv.Itoa(p), "LEDGER_HELPER_N="+strconv.Itoa(perProc))
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -440,7 +446,11 @@ func TestHelperLedgerProcess(t *testing.T) {
 		t.Skip("helper process for TestMultiProcess")
 	}
 	ctx := context.Background()
-	db := openAt(t, path)
+	key, err := LoadAuditKey(os.Getenv("LEDGER_HELPER_KEY"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := openAt(t, path, WithAuditKey(key))
 	n, _ := strconv.Atoi(os.Getenv("LEDGER_HELPER_N"))
 	agent := os.Getenv("LEDGER_HELPER_AGENT")
 	for range n {

@@ -346,9 +346,12 @@ func (db *DB) recordBlock(ctx context.Context, tx *store.Tx, now time.Time, cur 
 	}
 	var extra []Event
 	if b.Kind != BlockFrozen && db.freezeBlocks > 0 {
+		// Blocks from before the agent's last unfreeze were seen by the human
+		// who lifted it: only later ones count towards freezing it again.
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM blocks WHERE agent = ? AND at > ? AND kind <> ?`,
-			cur.Agent, now.Add(-db.freezeWithin).UnixNano(), BlockFrozen).Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM blocks WHERE agent = ?1 AND at > ?2 AND kind <> ?3
+			AND at > COALESCE((SELECT at FROM freeze_clears WHERE scope = ?4), 0)`,
+			cur.Agent, now.Add(-db.freezeWithin).UnixNano(), BlockFrozen, AgentScope(cur.Agent)).Scan(&n); err != nil {
 			return Operation{}, fmt.Errorf("count blocks: %w", err)
 		}
 		if n >= db.freezeBlocks {
@@ -443,8 +446,10 @@ func readHolds(ctx context.Context, tx *store.Tx, id string) ([]hold, error) {
 
 // Settle moves an executing or in_doubt operation to succeeded and turns its holds
 // into charges of Actual in the periods they were reserved in. Actual may differ
-// from the quote; above it, it is settled anyway (the charge happened) and the
-// "budget.settled" event is flagged. The operation's commitment key is recorded
+// from the quote; above it (the amount that was approved), it is settled anyway
+// (the charge happened), the "budget.settled" event is flagged and the agent is
+// frozen in the same transaction (the caller compares Actual with the quote to
+// alert a human). The operation's commitment key is recorded
 // once: if another operation already recorded it, its amount is not charged again.
 // Settling twice is ErrStateConflict, never a second charge.
 func (db *DB) Settle(ctx context.Context, id string, s SettleRequest, events ...Event) (Operation, error) {
@@ -513,12 +518,22 @@ func (db *DB) Settle(ctx context.Context, id string, s SettleRequest, events ...
 		data["charged"] = charged
 		data["charged_text"] = charged.String()
 		data["released"] = money.Money{Micros: holds[0].amount, Currency: holds[0].currency}
-		if s.Actual.Micros > cur.Quote.Micros {
+		over := s.Actual.Micros > cur.Quote.Micros
+		if over {
 			data["over_quote"] = true
 			data["flagged"] = true
 		}
 		all := append([]Event{NewEvent(EventBudgetSettled, ActorSystem, id, data)}, events...)
-		op, err = db.applyTransition(ctx, tx, cur, StateSucceeded, TransitionOpts{Result: s.Result}, all)
+		if op, err = db.applyTransition(ctx, tx, cur, StateSucceeded, TransitionOpts{Result: s.Result}, all); err != nil || !over {
+			return err
+		}
+		// More was spent than a human (or policy) approved: settled all the
+		// same, and the agent stops spending until someone has looked.
+		_, _, err = db.freezeTx(ctx, tx, Freeze{
+			Scope:  AgentScope(cur.Agent),
+			Reason: fmt.Sprintf("charged %s for operation %s, above the %s approved", s.Actual, id, cur.Quote),
+			By:     ActorSystem, At: now, Auto: true,
+		}, id)
 		return err
 	})
 	if err != nil {

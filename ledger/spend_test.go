@@ -386,6 +386,54 @@ func TestFreezeAndAutoFreeze(t *testing.T) {
 	mustInvariants(t, db, true)
 }
 
+// TestAutoFreezeCountsOnlyBlocksAfterUnfreeze: the blocks that froze an agent
+// were seen by the human who unfroze it; the next block must not freeze it
+// again at once, only as many new blocks as froze it the first time.
+func TestAutoFreezeCountsOnlyBlocksAfterUnfreeze(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk := newClock(nov22)
+	db := openTest(t, WithClock(clk.Now), WithAutoFreeze(3, 10*time.Minute))
+	setBudget(t, db, AgentScope("greedy"), WindowDay, "1")
+	block := func() *BlockedError {
+		t.Helper()
+		clk.Advance(time.Second)
+		_, err := pipelineOp(ctx, db, "greedy", "web", ActionRegisterDomain, usd("2"))
+		var be *BlockedError
+		if !errors.As(err, &be) || be.Kind != BlockBudget {
+			t.Fatalf("want a budget block, got %v", err)
+		}
+		return be
+	}
+	for range 2 {
+		if block().AutoFroze {
+			t.Fatal("froze before the third block")
+		}
+	}
+	if !block().AutoFroze {
+		t.Fatal("three blocks within 10 minutes did not freeze the agent")
+	}
+	if err := db.Unfreeze(ctx, AgentScope("greedy"), "cli:alice"); err != nil {
+		t.Fatal(err)
+	}
+	// Still within 10 minutes of the three old blocks.
+	for i := range 2 {
+		if block().AutoFroze {
+			t.Fatalf("block %d after the unfreeze froze the agent again: blocks from before the unfreeze were counted", i+1)
+		}
+		if f, _ := db.FrozenFor(ctx, "greedy", "web"); f != nil {
+			t.Fatalf("frozen after block %d following the unfreeze: %+v", i+1, f)
+		}
+	}
+	if !block().AutoFroze {
+		t.Fatal("three new blocks after the unfreeze did not freeze the agent")
+	}
+	if n := countRows(t, db, `SELECT COUNT(*) FROM freeze_clears WHERE scope = 'agent:greedy'`); n != 1 {
+		t.Fatalf("%d unfreeze records", n)
+	}
+	mustInvariants(t, db, true)
+}
+
 func TestCommitmentRecordedOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -443,6 +491,9 @@ func TestCommitmentRecordedOnce(t *testing.T) {
 	mustInvariants(t, db, true)
 }
 
+// TestSettleOverQuoteIsFlagged: a charge above the approved amount is
+// settled (the money was spent), flagged, and freezes the agent in the same
+// transaction.
 func TestSettleOverQuoteIsFlagged(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -462,6 +513,20 @@ func TestSettleOverQuoteIsFlagged(t *testing.T) {
 	}
 	if st := statusOf(t, db, AgentScope("a"), WindowTotal); st.Spent != usd("12") || st.Remaining != usd("0") {
 		t.Fatalf("status %+v", st)
+	}
+	f, err := db.FrozenFor(ctx, "a", "t")
+	if err != nil || f == nil || f.Scope != AgentScope("a") || !f.Auto || f.By != ActorSystem ||
+		!strings.Contains(f.Reason, "12.00 USD") || !strings.Contains(f.Reason, op.ID) || !strings.Contains(f.Reason, "8.00 USD approved") {
+		t.Fatalf("agent not frozen after an over-quote charge: %+v %v", f, err)
+	}
+	if n := countRows(t, db, `SELECT COUNT(*) FROM audit_events WHERE type = 'freeze.set' AND operation_id = ?`, op.ID); n != 1 {
+		t.Fatalf("%d freeze.set events for the operation", n)
+	}
+	// A charge at or below the quote freezes nobody.
+	op2 := reserveOK(t, db, "b", "t", ActionRegisterDomain, "1")
+	settleOK(t, db, op2.ID, "1")
+	if f, _ := db.FrozenFor(ctx, "b", "t"); f != nil {
+		t.Fatalf("agent b frozen after a charge equal to its quote: %+v", f)
 	}
 	mustInvariants(t, db, false) // spent exceeds the limit by design here
 }
