@@ -473,7 +473,8 @@ type CheckpointPolicy struct {
 
 // Checkpoint signs and records the head when policy says one is due. It
 // first verifies what was appended since the last checkpoint (that
-// checkpoint's signature, the events after it linked to it, their MACs), so
+// checkpoint's signature and event, the events after it linked to it, their
+// MACs), so
 // a checkpoint never vouches for a tampered chain: a failure is a
 // *ChainBrokenError. created is false when none was due, or another process
 // recorded the same or a newer one first.
@@ -529,7 +530,18 @@ func (db *DB) Checkpoint(ctx context.Context, policy CheckpointPolicy) (head Sig
 		if !due {
 			return nil
 		}
-		rep, t, err := scanChain(ctx, tx, db.key, rec, chainTip{seq: last.Seq, hash: last.Hash}, nil, nil)
+		// Re-check the checkpoint's own event too: the scan starts just
+		// before it and the checkpoint must match it.
+		from, marks := chainTip{seq: last.Seq, hash: last.Hash}, []Anchor(nil)
+		if last.Seq > 0 {
+			var prev string
+			if err := tx.QueryRowContext(ctx, `SELECT prev_hash FROM audit_events WHERE seq = ?`, last.Seq).Scan(&prev); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("read checkpointed event: %w", err)
+			}
+			from = chainTip{seq: last.Seq - 1, hash: prev}
+			marks = []Anchor{{Source: "the database's newest checkpoint", Head: last}}
+		}
+		rep, t, err := scanChain(ctx, tx, db.key, rec, from, marks, nil)
 		if err != nil {
 			return err
 		}
@@ -566,4 +578,13 @@ func wrapErr(op string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// AuditKeyID is the id of the audit key this handle appends with ("" when it
+// has none and may only read a keyed chain).
+func (db *DB) AuditKeyID() string {
+	if db.key == nil {
+		return ""
+	}
+	return db.key.id
 }

@@ -63,6 +63,8 @@ type Config struct {
 	Pricing PricingConfig `yaml:"pricing"`
 	// AutoFreeze freezes an agent after Blocks budget blocks within Within.
 	AutoFreeze AutoFreezeConfig `yaml:"auto_freeze"`
+	// Audit keys the audit trail and says where signed checkpoints go.
+	Audit AuditConfig `yaml:"audit"`
 	// QuotesPerMinute caps each agent's registrar price checks (check_domain,
 	// estimate_cost and planning): each mints a token and calls Cloudflare, and
 	// a runaway agent must not use up the account's API rate limit. 0 = no cap.
@@ -223,6 +225,25 @@ type WorkersPricingConfig struct {
 	PerMillionCPUMs    string `yaml:"per_million_cpu_ms"`
 }
 
+// AuditConfig is the audit key and the signed checkpoints of the chain.
+type AuditConfig struct {
+	// KeyFile holds the secret that keys the chain and signs its heads,
+	// created (0600) on first start when missing. Every tollgate process on
+	// one database must use the same file; keep it off the database's disk.
+	// Empty means audit.key beside the config file when one is used, else
+	// $XDG_CONFIG_HOME/tollgate/audit.key (~/.config/tollgate/audit.key).
+	KeyFile string `yaml:"key_file"`
+	// CheckpointFile receives every signed checkpoint this server makes as
+	// a JSON line (append-only, 0600); `audit verify` checks the database
+	// against it. Empty: checkpoints go to the database and Slack only.
+	CheckpointFile string `yaml:"checkpoint_file"`
+	// CheckpointEvents and CheckpointInterval: a checkpoint is signed once
+	// that many events were appended since the last one, or that much time
+	// passed with at least one. 0 and 0 turn checkpoints off.
+	CheckpointEvents   int           `yaml:"checkpoint_events"`
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+}
+
 // AutoFreezeConfig freezes an agent after repeated budget blocks.
 type AutoFreezeConfig struct {
 	Blocks int           `yaml:"blocks"`
@@ -262,6 +283,7 @@ func Default() Config {
 			Currency: "USD", MonthlyPlan: "5.00", PerMillionRequests: "0.30", PerMillionCPUMs: "0.02",
 		}},
 		AutoFreeze:      AutoFreezeConfig{Blocks: 5, Within: 10 * time.Minute},
+		Audit:           AuditConfig{CheckpointEvents: 1000, CheckpointInterval: 10 * time.Minute},
 		QuotesPerMinute: 60,
 		Budgets:         []BudgetConfig{DefaultBudget},
 	}
@@ -418,6 +440,12 @@ func (c Config) Validate() error {
 	}
 	if c.AutoFreeze.Blocks < 0 || (c.AutoFreeze.Blocks > 0 && c.AutoFreeze.Within <= 0) {
 		add("auto_freeze: blocks ≥ 0 and a positive within")
+	}
+	if c.Audit.CheckpointEvents < 0 {
+		add("audit.checkpoint_events %d: use 0 (no count) or more", c.Audit.CheckpointEvents)
+	}
+	if c.Audit.CheckpointInterval < 0 || (c.Audit.CheckpointInterval > 0 && c.Audit.CheckpointInterval < time.Minute) {
+		add("audit.checkpoint_interval %s: use 0 (no interval) or 1m and more", c.Audit.CheckpointInterval)
 	}
 	return errors.Join(errs...)
 }

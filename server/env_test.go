@@ -65,6 +65,15 @@ func pdpAddr(t testing.TB) string {
 	return sharedPDP.m.Addr()
 }
 
+// testAuditKey keys every test ledger, as tollgate keys its own.
+var testAuditKey = func() *ledger.AuditKey {
+	k, err := ledger.GenerateAuditKey()
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
 // Test principals and approvers, mirrored in the policies' test fixtures.
 const (
 	webBot   = "web-bot" // team web, roles agent+deployer, owner alice
@@ -240,7 +249,7 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 		log = slog.New(slog.DiscardHandler)
 	}
 
-	db, err := ledger.Open(ctx, cfg.DB, append([]ledger.Option{ledger.WithMigrations(approvals.Migrations), ledger.WithLogger(log)}, o.ledgerOp...)...)
+	db, err := ledger.Open(ctx, cfg.DB, append([]ledger.Option{ledger.WithMigrations(approvals.Migrations), ledger.WithLogger(log), ledger.WithAuditKey(testAuditKey)}, o.ledgerOp...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

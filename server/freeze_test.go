@@ -10,6 +10,7 @@ import (
 	"github.com/tollgatehq/tollgate/approvals"
 	slackchan "github.com/tollgatehq/tollgate/approvals/slack"
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
 	"github.com/tollgatehq/tollgate/tools"
 )
 
@@ -287,5 +288,74 @@ func TestAutoFreezeCancelsPendingApprovals(t *testing.T) {
 	fz, err := e.db.FrozenFor(context.Background(), webBot, "web")
 	if err != nil || fz == nil || !fz.Auto {
 		t.Fatalf("want an automatic freeze of web-bot, got %+v %v", fz, err)
+	}
+}
+
+// TestOverChargeFreezesAndAlerts: the registrar charges more than the amount
+// a human approved. The money was spent, so the real charge is settled and
+// audited; the agent is frozen, its other pending operation cancelled, and
+// Slack and the log say so.
+func TestOverChargeFreezesAndAlerts(t *testing.T) {
+	t.Parallel()
+	e, sl := newSlackEnv(t, withConfig(func(c *Config) {
+		c.Approvals.Wait = 0
+		c.Budgets = []BudgetConfig{{Scope: "team:web", Window: "day", Limit: "100.00"}}
+	}))
+	ctx := context.Background()
+	if err := e.sb.SetSurcharge("1.25"); err != nil {
+		t.Fatal(err)
+	}
+	v, req := requestRegistration(t, e, registerArgs("overcharged.dev"))
+	other, _ := requestRegistration(t, e, registerArgs("still-waiting.dev"))
+	sl.approve(t, "U0BOB", req.ID)
+
+	op := e.waitState(v.OperationID, ledger.StateSucceeded)
+	want, err := op.Quote.Add(money.Money{Micros: 1_250_000, Currency: op.Quote.Currency})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Charged == nil || *op.Charged != want {
+		t.Fatalf("charged %v, want the real charge %s (quote %s + 1.25)", op.Charged, want, op.Quote)
+	}
+	st, err := e.db.BudgetStatuses(ctx, ledger.TeamScope("web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 1 || st[0].Spent != want {
+		t.Fatalf("budget %+v, want %s spent", st, want)
+	}
+	fz, err := e.db.FrozenFor(ctx, webBot, "web")
+	if err != nil || fz == nil || fz.Scope != ledger.AgentScope(webBot) || !strings.Contains(fz.Reason, v.OperationID) {
+		t.Fatalf("want web-bot frozen for %s, got %+v %v", v.OperationID, fz, err)
+	}
+	if o := e.waitState(other.OperationID, ledger.StateCancelled); o.ErrorCode != "frozen" {
+		t.Fatalf("the agent's other pending operation ended %s (%s)", o.State, o.ErrorCode)
+	}
+	assertHeld(t, e, "team:web", 0)
+
+	msg := sl.rec.waitFor(t, "chat.postMessage", "the over-charge alert", func(c slackAPICall) bool {
+		return strings.Contains(c.Fields["text"], "above the") && strings.Contains(c.Fields["text"], v.OperationID)
+	})
+	for _, w := range []string{want.String(), op.Quote.String(), "frozen", "tollgate unfreeze --agent " + webBot} {
+		if !strings.Contains(msg.Fields["text"], w) {
+			t.Errorf("alert lacks %q: %s", w, msg.Fields["text"])
+		}
+	}
+	if !strings.Contains(e.logs.String(), "charged above the approved amount") {
+		t.Errorf("no error log line for the over-charge:\n%s", e.logs.String())
+	}
+	settled := auditEvents(t, e, ledger.EventBudgetSettled)
+	if len(settled) != 1 || settled[0]["over_quote"] != true || settled[0]["flagged"] != true {
+		t.Fatalf("budget.settled %+v", settled)
+	}
+	var froze bool
+	for _, f := range auditEvents(t, e, ledger.EventFreezeSet) {
+		froze = froze || f["_operation"] == v.OperationID
+	}
+	if !froze {
+		t.Fatal("no freeze.set event for the over-charged operation")
+	}
+	if rep, err := e.db.Verify(ctx); err != nil || !rep.OK {
+		t.Fatalf("audit: %+v %v", rep, err)
 	}
 }

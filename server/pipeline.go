@@ -677,9 +677,28 @@ func (p *Pipeline) settle(ctx context.Context, op ledger.Operation, reqID string
 		// Operation in_doubt so reconciliation settles it, never release.
 		p.log.Error("settle failed; marking in_doubt", "operation", op.ID, "err", err)
 		_, _ = p.db.Transition(ctx, op.ID, ledger.StateInDoubt, ledger.TransitionOpts{From: []ledger.State{ledger.StateExecuting}, Error: err.Error()})
+	} else if out.Charged.Currency == op.Quote.Currency && out.Charged.Micros > op.Quote.Micros {
+		p.overCharged(ctx, op, out.Charged)
 	}
 	p.watch.notify(op.ID)
 	p.finish(ctx, reqID, out.Summary)
+}
+
+// overCharged follows up a settle above the approved amount: the ledger
+// recorded the real charge and froze the agent in that transaction; the
+// agent's other pending operations are cancelled like any freeze's, and a
+// human hears about it.
+func (p *Pipeline) overCharged(ctx context.Context, op ledger.Operation, charged money.Money) {
+	p.log.Error("charged above the approved amount; agent frozen", "operation", op.ID, "agent", op.Agent, "approved", op.Quote.String(), "charged", charged.String())
+	cancelled, err := Freeze(ctx, p.db, p.approvals, ledger.AgentScope(op.Agent), fmt.Sprintf("charged %s for %s, above the %s approved", charged, op.ID, op.Quote), ledger.ActorSystem)
+	if err != nil {
+		p.log.Error("over-charge freeze follow-up failed", "agent", op.Agent, "err", err)
+	}
+	for _, id := range cancelled {
+		p.watch.notify(id)
+	}
+	p.alert(ctx, fmt.Sprintf(":rotating_light: Cloudflare charged %s for operation %s (%s by agent %s), above the %s that was approved. The charge is recorded; agent %s is now frozen and %d pending operation(s) were cancelled. Check the bill, then `tollgate unfreeze --agent %s`.",
+		charged, op.ID, op.Tool, op.Agent, op.Quote, op.Agent, len(cancelled), op.Agent))
 }
 
 // executionFailed decides between failed (Cloudflare certainly did not act)

@@ -63,6 +63,7 @@ type Server struct {
 	metrics   *metrics
 	notify    *notifier
 	subs      *subscriptions
+	audit     *checkpointer
 
 	// sessions maps an MCP session id to the agent that opened it, so a
 	// session cannot be driven with another agent's token.
@@ -182,6 +183,13 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.audit = &checkpointer{
+		db:     d.DB,
+		policy: ledger.CheckpointPolicy{Events: cfg.Audit.CheckpointEvents, Interval: cfg.Audit.CheckpointInterval},
+		file:   cfg.Audit.CheckpointFile,
+		alert:  s.pipe.alert,
+		log:    d.Logger.With("subsystem", "audit"),
+	}
 
 	tasks := newTaskWindows(d.DB)
 	hooks := &mcpserver.Hooks{}
@@ -267,6 +275,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.broker.RunRotation(ctx, s.cfg.Cloudflare.RotateEvery, time.Hour)
 		return nil
 	})
+	run("audit checkpoints", func(ctx context.Context) error { s.audit.loop(ctx, 5*time.Second); return nil })
 	return nil
 }
 

@@ -183,7 +183,7 @@ func (s *Sandbox) handleRegister(w http.ResponseWriter, r *http.Request, _ *toke
 		}
 		regC, _ := parseCents(res.Pricing.RegistrationCost)
 		renC, _ := parseCents(res.Pricing.RenewalCost)
-		charge := formatCents(regC + int64(req.Years-1)*renC)
+		charge := formatCents(regC + int64(req.Years-1)*renC + s.surcharge)
 		reg := &regRec{Domain: res.Name, Status: "registration_pending", AutoRenew: req.AutoRenew, Years: req.Years, CreatedAt: now}
 		wf = &workflowRec{Domain: res.Name, Kind: kind, CreatedAt: now, UpdatedAt: now, Charge: charge}
 		st.Registrations[res.Name] = reg

@@ -184,6 +184,9 @@ type Sandbox struct {
 	mux       *http.ServeMux
 	closed    chan struct{}
 	closeOnce sync.Once
+
+	// surcharge (cents) is added to every registration's charge: see SetSurcharge.
+	surcharge int64
 }
 
 var _ http.Handler = (*Sandbox)(nil)
@@ -391,6 +394,21 @@ func (s *Sandbox) SetPrice(tld, registration, renewal string) error {
 		st.Prices[tld] = priceRow{Registration: registration, Renewal: renewal}
 		return nil
 	})
+}
+
+// SetSurcharge makes every registration from now on charge amount (USD, two
+// fraction digits) more than the price it was quoted at, as a registrar
+// billing error would, for "charged above the approved amount" tests. "0.00"
+// turns it off. It is not saved in the state file.
+func (s *Sandbox) SetSurcharge(amount string) error {
+	c, err := parseCents(amount)
+	if err != nil {
+		return fmt.Errorf("set surcharge: %w", err)
+	}
+	s.mu.Lock()
+	s.surcharge = c
+	s.mu.Unlock()
+	return nil
 }
 
 // OnRequest installs a hook called with every request before it is handled
