@@ -120,7 +120,7 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 	return subcommand("budget", args, map[string]func([]string) error{
 		"set": func(args []string) error {
 			fs := newFlagSet("budget set", "set a budget (spent+held may never exceed it)")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			scope := fs.String("scope", "", "agent:NAME, team:NAME or global")
 			window := fs.String("window", "", "day, month (calendar, UTC) or total")
 			limit := fs.String("limit", "", "amount as a decimal, e.g. 25.00")
@@ -132,7 +132,7 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, creates, func(_ server.Config, db *ledger.DB) error {
 				if err := db.SetBudget(ctx, b, cliActor()); err != nil {
 					return err
 				}
@@ -142,12 +142,12 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 		},
 		"list": func(args []string) error {
 			fs := newFlagSet("budget list", "list budgets with their current spend")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			asJSON := fs.Bool("json", false, "print as JSON")
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, reads, func(_ server.Config, db *ledger.DB) error {
 				sts, err := db.BudgetStatuses(ctx) // every budget
 				if err != nil {
 					return err
@@ -157,7 +157,7 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 		},
 		"show": func(args []string) error {
 			fs := newFlagSet("budget show", "show one scope's budgets: spent, held, remaining, resets at")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			scope := fs.String("scope", "", "agent:NAME, team:NAME or global")
 			asJSON := fs.Bool("json", false, "print as JSON")
 			if err := fs.Parse(args); err != nil {
@@ -167,7 +167,7 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, reads, func(_ server.Config, db *ledger.DB) error {
 				sts, err := db.BudgetStatuses(ctx, sc)
 				if err != nil {
 					return err
@@ -181,7 +181,7 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 		},
 		"delete": func(args []string) error {
 			fs := newFlagSet("budget delete", "delete a budget")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			scope := fs.String("scope", "", "agent:NAME, team:NAME or global")
 			window := fs.String("window", "", "day, month or total")
 			if err := fs.Parse(args); err != nil {
@@ -195,7 +195,7 @@ func runBudget(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, creates, func(_ server.Config, db *ledger.DB) error {
 				return db.DeleteBudget(ctx, sc, w, cliActor())
 			})
 		},
@@ -236,7 +236,7 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 	return subcommand("limit", args, map[string]func([]string) error{
 		"set": func(args []string) error {
 			fs := newFlagSet("limit set", "set a velocity limit: at most N calls of an action per scope per window")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			scope := fs.String("scope", "", "agent:NAME, team:NAME or global")
 			action := fs.String("action", "", "register_domain or deploy_worker")
 			window := fs.String("window", "", "day or month")
@@ -248,7 +248,7 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, creates, func(_ server.Config, db *ledger.DB) error {
 				if err := db.SetLimit(ctx, l, cliActor()); err != nil {
 					return err
 				}
@@ -258,12 +258,12 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 		},
 		"list": func(args []string) error {
 			fs := newFlagSet("limit list", "list velocity limits")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			asJSON := fs.Bool("json", false, "print as JSON")
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, reads, func(_ server.Config, db *ledger.DB) error {
 				ls, err := db.Limits(ctx)
 				if err != nil {
 					return err
@@ -283,7 +283,7 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 		},
 		"delete": func(args []string) error {
 			fs := newFlagSet("limit delete", "delete a velocity limit")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			scope := fs.String("scope", "", "agent:NAME, team:NAME or global")
 			action := fs.String("action", "", "register_domain or deploy_worker")
 			window := fs.String("window", "", "day or month")
@@ -294,7 +294,7 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, creates, func(_ server.Config, db *ledger.DB) error {
 				return db.DeleteLimit(ctx, l.Scope, l.Action, l.Window, cliActor())
 			})
 		},
@@ -308,7 +308,7 @@ func runFreeze(ctx context.Context, args []string, out io.Writer) error {
 		return listFreezes(ctx, args[1:], out)
 	}
 	fs := newFlagSet("freeze", "deny every mutating call of an agent, a team or everyone, cancel their pending approvals and release their holds")
-	cf := addConfigFlags(fs, dbSetting)
+	cf := addConfigFlags(fs, ledgerSettings...)
 	agent := fs.String("agent", "", "freeze this agent")
 	team := fs.String("team", "", "freeze this team")
 	all := fs.Bool("all", false, "freeze everything")
@@ -323,7 +323,7 @@ func runFreeze(ctx context.Context, args []string, out io.Writer) error {
 	if strings.TrimSpace(*reason) == "" {
 		return usageError{"--reason is required"}
 	}
-	return onLedger(ctx, cf, true, func(cfg server.Config, db *ledger.DB) error {
+	return onLedger(ctx, cf, creates, func(cfg server.Config, db *ledger.DB) error {
 		// The kill switch must work when the policy engine does not: cancelling
 		// pending approvals needs no policy decision.
 		ap, err := server.ApprovalsReader(db, cfg)
@@ -344,12 +344,12 @@ func runFreeze(ctx context.Context, args []string, out io.Writer) error {
 
 func listFreezes(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlagSet("freeze list", "list active freezes")
-	cf := addConfigFlags(fs, dbSetting)
+	cf := addConfigFlags(fs, ledgerSettings...)
 	asJSON := fs.Bool("json", false, "print as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+	return onLedger(ctx, cf, reads, func(_ server.Config, db *ledger.DB) error {
 		fz, err := db.Freezes(ctx)
 		if err != nil {
 			return err
@@ -370,7 +370,7 @@ func listFreezes(ctx context.Context, args []string, out io.Writer) error {
 
 func runUnfreeze(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlagSet("unfreeze", "lift a freeze")
-	cf := addConfigFlags(fs, dbSetting)
+	cf := addConfigFlags(fs, ledgerSettings...)
 	agent := fs.String("agent", "", "unfreeze this agent")
 	team := fs.String("team", "", "unfreeze this team")
 	all := fs.Bool("all", false, "lift the global freeze")
@@ -381,7 +381,7 @@ func runUnfreeze(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+	return onLedger(ctx, cf, creates, func(_ server.Config, db *ledger.DB) error {
 		if err := db.Unfreeze(ctx, scope, cliActor()); err != nil {
 			return err
 		}
@@ -415,7 +415,7 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 	return subcommand("agents", args, map[string]func([]string) error{
 		"create": func(args []string) error {
 			fs := newFlagSet("agents create NAME", "create an agent and print its bearer token once")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			roles := fs.String("roles", "agent", "comma-separated Cerbos roles")
 			team := fs.String("team", "", "team (required)")
 			owner := fs.String("owner", "", "the human accountable for the agent (an approver name); never approves its requests")
@@ -432,7 +432,7 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, creates, func(_ server.Config, db *ledger.DB) error {
 				tok, err := db.CreateAgent(ctx, ledger.Agent{Name: name, Team: *team, Owner: *owner, Roles: splitList(*roles), Attributes: attributes}, *ttl, cliActor())
 				if err != nil {
 					return err
@@ -444,12 +444,12 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 		},
 		"list": func(args []string) error {
 			fs := newFlagSet("agents list", "list agents and their tokens (never the secrets)")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			asJSON := fs.Bool("json", false, "print as JSON")
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, reads, func(_ server.Config, db *ledger.DB) error {
 				as, err := db.Agents(ctx)
 				if err != nil {
 					return err
@@ -483,7 +483,7 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 		},
 		"rotate": func(args []string) error {
 			fs := newFlagSet("agents rotate NAME", "issue a new token; old ones stay valid for --overlap")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			ttl := fs.Duration("ttl", 24*time.Hour, "new token lifetime")
 			overlap := fs.Duration("overlap", 10*time.Minute, "how long the old tokens keep working")
 			name, err := parseNamed(fs, args)
@@ -493,7 +493,7 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 			if name == "" {
 				return usageError{"usage: tollgate agents rotate NAME [--ttl 24h] [--overlap 10m]"}
 			}
-			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, creates, func(_ server.Config, db *ledger.DB) error {
 				tok, err := db.RotateAgentToken(ctx, name, *ttl, *overlap, cliActor())
 				if err != nil {
 					return err
@@ -505,7 +505,7 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 		},
 		"revoke": func(args []string) error {
 			fs := newFlagSet("agents revoke NAME", "revoke every token of an agent at once")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			name, err := parseNamed(fs, args)
 			if err != nil {
 				return err
@@ -513,7 +513,7 @@ func runAgents(ctx context.Context, args []string, out io.Writer) error {
 			if name == "" {
 				return usageError{"usage: tollgate agents revoke NAME"}
 			}
-			return onLedger(ctx, cf, true, func(_ server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, creates, func(_ server.Config, db *ledger.DB) error {
 				if err := db.RevokeAgent(ctx, name, cliActor()); err != nil {
 					return err
 				}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -84,13 +85,13 @@ func runApprovals(ctx context.Context, args []string, out io.Writer) error {
 	return subcommand("approvals", args, map[string]func([]string) error{
 		"list": func(args []string) error {
 			fs := newFlagSet("approvals list", "list approval requests (pending by default)")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			state := fs.String("state", "pending", "pending, approved, denied, expired, cancelled or all")
 			asJSON := fs.Bool("json", false, "print as JSON")
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
-			return onLedger(ctx, cf, false, func(cfg server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, reads, func(cfg server.Config, db *ledger.DB) error {
 				ap, err := server.ApprovalsReader(db, cfg)
 				if err != nil {
 					return err
@@ -118,7 +119,7 @@ func runApprovals(ctx context.Context, args []string, out io.Writer) error {
 		},
 		"show": func(args []string) error {
 			fs := newFlagSet("approvals show ID", "show one approval request in full")
-			cf := addConfigFlags(fs, dbSetting)
+			cf := addConfigFlags(fs, ledgerSettings...)
 			asJSON := fs.Bool("json", false, "print as JSON")
 			id, err := parseNamed(fs, args)
 			if err != nil {
@@ -127,7 +128,7 @@ func runApprovals(ctx context.Context, args []string, out io.Writer) error {
 			if id == "" {
 				return usageError{"usage: tollgate approvals show ID"}
 			}
-			return onLedger(ctx, cf, false, func(cfg server.Config, db *ledger.DB) error {
+			return onLedger(ctx, cf, reads, func(cfg server.Config, db *ledger.DB) error {
 				ap, err := server.ApprovalsReader(db, cfg)
 				if err != nil {
 					return err
@@ -151,8 +152,10 @@ func runApprovals(ctx context.Context, args []string, out io.Writer) error {
 
 func vote(ctx context.Context, args []string, out io.Writer, outcome string) error {
 	fs := newFlagSet("approvals "+outcome+" ID", outcome+" an approval request as the local approver")
-	cf := addConfigFlags(fs, dbSetting, stringSetting("cerbos-addr", "TOLLGATE_CERBOS_ADDR", "external Cerbos PDP", func(c *server.Config) *string { return &c.Cerbos.Addr }),
-		stringSetting("policies", "TOLLGATE_POLICIES", "policy folder for the managed PDP", func(c *server.Config) *string { return &c.Cerbos.Policies }))
+	cf := addConfigFlags(fs, slices.Concat(ledgerSettings, []setting{
+		stringSetting("cerbos-addr", "TOLLGATE_CERBOS_ADDR", "external Cerbos PDP", func(c *server.Config) *string { return &c.Cerbos.Addr }),
+		stringSetting("policies", "TOLLGATE_POLICIES", "policy folder for the managed PDP", func(c *server.Config) *string { return &c.Cerbos.Policies }),
+	})...)
 	as := fs.String("as", "", "approver name (must be mapped to your OS user in approvers:)")
 	reason := fs.String("reason", "", "why (required to deny)")
 	id, err := parseNamed(fs, args)
@@ -165,7 +168,7 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 	if outcome == approvals.OutcomeDeny && strings.TrimSpace(*reason) == "" {
 		return usageError{"--reason is required to deny"}
 	}
-	return onLedger(ctx, cf, false, func(cfg server.Config, db *ledger.DB) error {
+	return onLedger(ctx, cf, appends, func(cfg server.Config, db *ledger.DB) error {
 		ap, closeAP, err := cliApprovals(ctx, cfg, db)
 		if err != nil {
 			return err
@@ -229,7 +232,9 @@ func printRequest(out io.Writer, r approvals.Request) {
 // browser where there is one.
 func openConsole(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlagSet("approvals open", "sign in to the web console: print (and open) a one-time link")
-	cf := addConfigFlags(fs, dbSetting, stringSetting("console-url", "TOLLGATE_CONSOLE_URL", "the console's public URL, when no server has published one", func(c *server.Config) *string { return &c.Console.PublicURL }))
+	cf := addConfigFlags(fs, slices.Concat(ledgerSettings, []setting{
+		stringSetting("console-url", "TOLLGATE_CONSOLE_URL", "the console's public URL, when no server has published one", func(c *server.Config) *string { return &c.Console.PublicURL }),
+	})...)
 	as := fs.String("as", "", "approver name (must be mapped to your OS user in approvers:)")
 	printOnly := fs.Bool("print", false, "only print the link; do not open a browser")
 	request := fs.String("request", "", "land on this approval request (apr_…) instead of the inbox")
@@ -246,7 +251,7 @@ func openConsole(ctx context.Context, args []string, out io.Writer) error {
 		}
 		next += "approvals/" + *request
 	}
-	return onLedger(ctx, cf, false, func(cfg server.Config, db *ledger.DB) error {
+	return onLedger(ctx, cf, appends, func(cfg server.Config, db *ledger.DB) error {
 		cfg, err := servedApprovers(ctx, cfg, db)
 		if err != nil {
 			return err

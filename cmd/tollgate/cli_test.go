@@ -239,7 +239,7 @@ func servedLedger(t *testing.T, approvers ...server.ApproverConfig) (string, *le
 	t.Helper()
 	t.Setenv("TOLLGATE_CONFIG", "")
 	db := filepath.Join(t.TempDir(), "t.db")
-	l, err := ledger.Open(context.Background(), db, ledger.WithMigrations(approvals.Migrations))
+	l, err := ledger.Open(context.Background(), db, ledger.WithMigrations(approvals.Migrations), ledger.WithAuditKey(cliAuditKey(t)))
 	if err != nil {
 		t.Fatal(err)
 	}

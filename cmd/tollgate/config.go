@@ -88,12 +88,21 @@ func boolSetting(flagName, env, usage string, field func(c *server.Config) *bool
 }
 
 var (
-	dbSetting = stringSetting("db", "TOLLGATE_DB", "SQLite database file", func(c *server.Config) *string { return &c.DB })
+	dbSetting       = stringSetting("db", "TOLLGATE_DB", "SQLite database file", func(c *server.Config) *string { return &c.DB })
+	auditKeySetting = pathSetting("audit-key", "TOLLGATE_AUDIT_KEY_FILE",
+		"audit key file, created 0600 when missing; every process on a database must use the same one (default: audit.key beside the config file, else $XDG_CONFIG_HOME/tollgate/audit.key)",
+		func(c *server.Config) *string { return &c.Audit.KeyFile })
+	checkpointFileSetting = pathSetting("audit-checkpoint-file", "TOLLGATE_AUDIT_CHECKPOINT_FILE", "append-only file of signed audit checkpoints (the server writes it; verify checks against it)",
+		func(c *server.Config) *string { return &c.Audit.CheckpointFile })
+	// ledgerSettings are the settings of every subcommand that opens the database.
+	ledgerSettings = []setting{dbSetting, auditKeySetting}
 
 	serveSettings = []setting{
 		stringSetting("transport", "TOLLGATE_TRANSPORT", "stdio, http (streamable HTTP on /mcp plus SSE on /sse) or sse", func(c *server.Config) *string { return &c.Transport }),
 		stringSetting("listen", "TOLLGATE_LISTEN", "HTTP listen address", func(c *server.Config) *string { return &c.Listen }),
 		dbSetting,
+		auditKeySetting,
+		checkpointFileSetting,
 		stringSetting("agent", "TOLLGATE_AGENT", "agent name for stdio sessions (and HTTP with --auth none)", func(c *server.Config) *string { return &c.Agent }),
 		stringSetting("auth", "TOLLGATE_AUTH", "tokens (agent bearer tokens on HTTP) or none (loopback or TLS only)", func(c *server.Config) *string { return &c.Auth }),
 		boolSetting("sandbox", "TOLLGATE_SANDBOX", "use the built-in Cloudflare sandbox even when credentials are set", func(c *server.Config) *bool { return &c.Cloudflare.Sandbox }),
@@ -176,6 +185,9 @@ func (cf *configFlags) load() (server.Config, error) {
 			cf.given[s.flag] = *cf.values[s.flag]
 		}
 	}
+	if cfg.Audit.KeyFile == "" {
+		cfg.Audit.KeyFile = defaultAuditKeyPath(path, cf.file != "")
+	}
 	return cfg, nil
 }
 
@@ -215,43 +227,111 @@ func (cf *configFlags) stdioArgs() []string {
 	return args
 }
 
-// openLedger opens the database with every component's migrations.
-func openLedger(ctx context.Context, cfg server.Config, log *slog.Logger) (*ledger.DB, error) {
-	opts := []ledger.Option{ledger.WithMigrations(approvals.Migrations)}
+// defaultAuditKeyPath is audit.key beside the config file when one is used,
+// else in the user's config folder ($XDG_CONFIG_HOME/tollgate/audit.key):
+// never beside the database, whose disk a tamperer may be able to write. ""
+// when there is no such folder (no HOME): openLedger then asks for the key.
+func defaultAuditKeyPath(configPath string, used bool) string {
+	if used {
+		return filepath.Join(filepath.Dir(configPath), "audit.key")
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "tollgate", "audit.key")
+}
+
+// ledgerUse is what a subcommand does with the database; it decides whether
+// the database and the audit key may be created.
+type ledgerUse int
+
+const (
+	// reads: the database must exist; the audit key is used when its file exists.
+	reads ledgerUse = iota
+	// appends: the database must exist; the audit key is loaded, or created on first use.
+	appends
+	// creates: appends, and creates the database when it does not exist.
+	creates
+	// signs: the database and the audit key must exist (heads, bundles).
+	signs
+)
+
+// loadAuditKey loads (or, for use >= appends, creates) the configured audit
+// key; nil when use is reads and there is no key file.
+func loadAuditKey(cfg server.Config, use ledgerUse) (*ledger.AuditKey, error) {
+	path := cfg.Audit.KeyFile
+	if path == "" {
+		return nil, errors.New("no audit key location: there is no user config folder ($HOME or $XDG_CONFIG_HOME); set --audit-key, TOLLGATE_AUDIT_KEY_FILE or audit.key_file")
+	}
+	switch use {
+	case appends, creates:
+		return ledger.LoadOrCreateAuditKey(path)
+	case signs:
+		k, err := ledger.LoadAuditKey(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w; this needs the audit key every tollgate process on the database uses (--audit-key, TOLLGATE_AUDIT_KEY_FILE or audit.key_file)", err)
+		}
+		return k, err
+	}
+	k, err := ledger.LoadAuditKey(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return k, err
+}
+
+// openLedger opens the database with every component's migrations and the
+// audit key. A key file it had to create is announced on stderr (never
+// stdout, which may be the MCP protocol), and removed again when the
+// database turns out to be keyed with another key.
+func openLedger(ctx context.Context, cfg server.Config, log *slog.Logger, use ledgerUse, extra ...ledger.Option) (*ledger.DB, error) {
+	key, err := loadAuditKey(cfg, use)
+	if err != nil {
+		return nil, err
+	}
+	opts := []ledger.Option{ledger.WithMigrations(approvals.Migrations), ledger.WithAuditKey(key)}
 	if log != nil {
 		opts = append(opts, ledger.WithLogger(log.With("subsystem", "ledger")))
 	}
 	opts = append(opts, ledger.WithAutoFreeze(cfg.AutoFreeze.Blocks, cfg.AutoFreeze.Within))
-	db, err := ledger.Open(ctx, cfg.DB, opts...)
+	db, err := ledger.Open(ctx, cfg.DB, append(opts, extra...)...)
+	var mismatch *ledger.KeyMismatchError
+	if errors.As(err, &mismatch) && key.Created() {
+		_ = os.Remove(key.Path())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", cfg.DB, err)
+	}
+	if key != nil && key.Created() {
+		fmt.Fprintf(os.Stderr, "tollgate: created the audit key %s (key id %s). Back it up, keep it off the database's disk, and give every tollgate process on %s this same file.\n", key.Path(), key.ID(), cfg.DB)
 	}
 	return db, nil
 }
 
 // cliLedger is the config + ledger a CLI subcommand works on; it works while
-// a server runs on the same file. Commands that only read (or that act on
-// what a server recorded) refuse a database that does not exist, since a
-// wrong --db would otherwise show an empty, freshly created one.
-func cliLedger(ctx context.Context, cf *configFlags, create bool) (server.Config, *ledger.DB, error) {
+// a server runs on the same file. Commands that do not create the database
+// refuse one that does not exist, since a wrong --db would otherwise show an
+// empty, freshly created one.
+func cliLedger(ctx context.Context, cf *configFlags, use ledgerUse, extra ...ledger.Option) (server.Config, *ledger.DB, error) {
 	cfg, err := cf.load()
 	if err != nil {
 		return cfg, nil, err
 	}
 	if _, err := os.Stat(cfg.DB); errors.Is(err, fs.ErrNotExist) {
-		if !create {
+		if use != creates {
 			return cfg, nil, fmt.Errorf("no database at %s (is --db or TOLLGATE_DB right?)", cfg.DB)
 		}
 		fmt.Fprintf(os.Stderr, "note: %s does not exist yet; creating it\n", cfg.DB)
 	}
-	db, err := openLedger(ctx, cfg, nil)
+	db, err := openLedger(ctx, cfg, nil, use, extra...)
 	return cfg, db, err
 }
 
 // onLedger opens the configured database for a subcommand, runs fn on it
 // and closes it.
-func onLedger(ctx context.Context, cf *configFlags, create bool, fn func(cfg server.Config, db *ledger.DB) error) error {
-	cfg, db, err := cliLedger(ctx, cf, create)
+func onLedger(ctx context.Context, cf *configFlags, use ledgerUse, fn func(cfg server.Config, db *ledger.DB) error, extra ...ledger.Option) error {
+	cfg, db, err := cliLedger(ctx, cf, use, extra...)
 	if err != nil {
 		return err
 	}

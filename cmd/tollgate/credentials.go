@@ -89,7 +89,7 @@ func (p sandboxParent) Write(token string) error {
 var rotateEverySetting = durationSetting("cloudflare-rotate-every", "TOLLGATE_CLOUDFLARE_ROTATE_EVERY", "roll the Cloudflare parent token this often while serving (0 never)", func(c *server.Config) *time.Duration { return &c.Cloudflare.RotateEvery })
 
 func runCredentials(ctx context.Context, args []string, out io.Writer) error {
-	settings := []setting{dbSetting,
+	settings := []setting{dbSetting, auditKeySetting,
 		boolSetting("sandbox", "TOLLGATE_SANDBOX", "use the built-in Cloudflare sandbox even when credentials are set", func(c *server.Config) *bool { return &c.Cloudflare.Sandbox }),
 		stringSetting("cloudflare-api-base", "TOLLGATE_CLOUDFLARE_API_BASE", "Cloudflare API base URL", func(c *server.Config) *string { return &c.Cloudflare.APIBase }),
 		rotateEverySetting,
@@ -138,7 +138,7 @@ const envTokenSource = "the environment variable CLOUDFLARE_API_TOKEN"
 // or the sandbox on the database's state), with rotations audited in the
 // database as the CLI user.
 func withBroker(ctx context.Context, cf *configFlags, fn func(*cloudflare.Broker, server.Config) error) error {
-	return onLedger(ctx, cf, true, func(cfg server.Config, db *ledger.DB) error {
+	return onLedger(ctx, cf, creates, func(cfg server.Config, db *ledger.DB) error {
 		if err := cfg.Validate(); err != nil {
 			return fmt.Errorf("invalid configuration:\n%w", err)
 		}

@@ -41,7 +41,7 @@ func commands() []command {
 		{"limit", "set, list or delete velocity limits", runLimit},
 		{"agents", "create, list, rotate or revoke agent bearer tokens", runAgents},
 		{"credentials", "rotate the Cloudflare parent token, or show its age, expiry and permissions", runCredentials},
-		{"audit", "verify, export or show the hash-chained audit trail", runAudit},
+		{"audit", "verify, sign (head), export or show the keyed audit trail", runAudit},
 		{"freeze", "stop an agent, a team or everything from spending (freeze list shows them)", runFreeze},
 		{"unfreeze", "lift a freeze", runUnfreeze},
 		{"load", "drive a server over streamable HTTP and report calls/s and latency", runLoad},

@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"sync"
 	"testing"
+
+	"github.com/tollgatehq/tollgate/ledger"
 )
 
 // builtBinary is the tollgate binary the tests that need real child
@@ -20,7 +22,16 @@ var builtBinary struct {
 }
 
 func TestMain(m *testing.M) {
+	// The default audit key lives in the user's config folder: give the
+	// tests (and the processes they start) one of their own.
+	cfgHome, err := os.MkdirTemp("", "tollgate-test-config-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_CONFIG_HOME", cfgHome)
+	os.Unsetenv("TOLLGATE_AUDIT_KEY_FILE")
 	code := m.Run()
+	_ = os.RemoveAll(cfgHome)
 	if builtBinary.dir != "" {
 		_ = os.RemoveAll(builtBinary.dir)
 	}
@@ -68,4 +79,16 @@ func raceEnabled() bool {
 		}
 	}
 	return false
+}
+
+// cliAuditKey is the audit key the CLI uses in these tests (the default
+// location under the test's XDG_CONFIG_HOME), for tests that open the ledger
+// directly on a database the CLI also writes.
+func cliAuditKey(t testing.TB) *ledger.AuditKey {
+	t.Helper()
+	k, err := ledger.LoadOrCreateAuditKey(defaultAuditKeyPath("", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -101,7 +101,7 @@ func start(ctx context.Context, cfg server.Config, log *slog.Logger) (_ *runtime
 			rt.close()
 		}
 	}()
-	db, err := openLedger(ctx, cfg, log)
+	db, err := openLedger(ctx, cfg, log, creates)
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ type spendLineJSON struct {
 // runSpend reports what was spent and is held, with or without budgets.
 func runSpend(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlagSet("spend", "show what was spent (settled) and is held, by agent, team or day, whether or not budgets exist")
-	cf := addConfigFlags(fs, dbSetting)
+	cf := addConfigFlags(fs, ledgerSettings...)
 	since := fs.String("since", "7d", "how far back: days (30d), a duration (24h) or a date (2026-11-01)")
 	by := fs.String("by", ledger.ByAgent, "group by agent, team or day (UTC)")
 	asJSON := fs.Bool("json", false, "print as JSON")
@@ -51,7 +51,7 @@ func runSpend(ctx context.Context, args []string, out io.Writer) error {
 	default:
 		return usageError{fmt.Sprintf("--by %q: agent, team or day", *by)}
 	}
-	return onLedger(ctx, cf, false, func(_ server.Config, db *ledger.DB) error {
+	return onLedger(ctx, cf, reads, func(_ server.Config, db *ledger.DB) error {
 		lines, err := db.SpendReport(ctx, from, *by)
 		if err != nil {
 			return err
