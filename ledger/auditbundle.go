@@ -42,18 +42,11 @@ type bundleHeader struct {
 	ExportedAt time.Time `json:"exported_at"`
 }
 
-// bundleEvent is an event as a bundle carries it: the MAC stays home (it
-// cannot be checked without the secret), the exporter's signature comes along.
+// bundleEvent is an event as a bundle carries it: without its MAC (which
+// cannot be checked without the secret), with the exporter's signature.
 type bundleEvent struct {
-	Seq         int64           `json:"seq"`
-	At          time.Time       `json:"at"`
-	Type        string          `json:"type"`
-	Actor       string          `json:"actor"`
-	OperationID string          `json:"operation_id,omitempty"`
-	Data        json.RawMessage `json:"data"`
-	PrevHash    string          `json:"prev_hash"`
-	Hash        string          `json:"hash"`
-	Signature   string          `json:"signature"`
+	Event
+	Signature string `json:"signature"`
 }
 
 type bundleEnd struct {
@@ -144,10 +137,8 @@ func (db *DB) ExportBundle(ctx context.Context, w io.Writer, since time.Time) er
 			if err != nil {
 				return fmt.Errorf("read audit events: %w", err)
 			}
-			if err := enc.Encode(bundleLine{Event: &bundleEvent{
-				Seq: e.Seq, At: e.At, Type: e.Type, Actor: e.Actor, OperationID: e.OperationID, Data: e.Data,
-				PrevHash: e.PrevHash, Hash: e.Hash, Signature: k.sign(signedMessage("event", k.id, e.Seq, e.Hash, time.Time{})),
-			}}); err != nil {
+			e.MAC = ""
+			if err := enc.Encode(bundleLine{Event: &bundleEvent{Event: e, Signature: k.sign(signedMessage("event", k.id, e.Seq, e.Hash, time.Time{}))}}); err != nil {
 				return err
 			}
 			n++

@@ -177,12 +177,7 @@ func BenchmarkAuditAppend(b *testing.B) {
 		for _, mode := range []string{"raw", "keyless", "keyed"} {
 			b.Run(fmt.Sprintf("%s/batch=%d", mode, batch), func(b *testing.B) {
 				ctx := context.Background()
-				var db *DB
-				if mode == "keyless" {
-					db = openTest(b, withoutKey())
-				} else {
-					db = openTest(b)
-				}
+				db := openBench(b, mode)
 				evs := events(batch)
 				appendOnce := func() error { return db.Append(ctx, evs...) }
 				if mode == "raw" {
@@ -215,6 +210,14 @@ func BenchmarkAuditAppend(b *testing.B) {
 	}
 }
 
+// openBench opens a keyed ledger, or an unkeyed one for mode "keyless".
+func openBench(b *testing.B, mode string) *DB {
+	if mode == "keyless" {
+		return openTest(b, withoutKey())
+	}
+	return openTest(b)
+}
+
 // BenchmarkAuditLink is the CPU part of appending one event, without the
 // disk: the plain link hash, and the hash plus the key's MAC.
 func BenchmarkAuditLink(b *testing.B) {
@@ -238,12 +241,7 @@ func BenchmarkAuditVerify(b *testing.B) {
 	for _, mode := range []string{"keyless", "keyed"} {
 		b.Run(mode, func(b *testing.B) {
 			ctx := context.Background()
-			var db *DB
-			if mode == "keyless" {
-				db = openTest(b, withoutKey())
-			} else {
-				db = openTest(b)
-			}
+			db := openBench(b, mode)
 			const n = 2000
 			for i := 0; i < n; i += 100 {
 				evs := make([]Event, 100)

@@ -232,7 +232,7 @@ func printVerify(out io.Writer, rep ledger.VerifyReport) {
 		if rep.Boundary > 0 {
 			fmt.Fprintf(out, " (events 1 to %d keep the plain hashes they had before the key)", rep.Boundary)
 		}
-		fmt.Fprintf(out, "; %d signed heads matched\n", rep.Heads)
+		fmt.Fprintf(out, "; %d signed head(s) matched\n", rep.Heads)
 	}
 }
 
