@@ -43,7 +43,7 @@ func TestAttackCLIApprovalsForgeLines(t *testing.T) {
 	t.Setenv("TOLLGATE_CONFIG", "")
 	ctx := context.Background()
 	db := filepath.Join(t.TempDir(), "t.db")
-	l, err := ledger.Open(ctx, db, ledger.WithMigrations(approvals.Migrations))
+	l, err := ledger.Open(ctx, db, ledger.WithMigrations(approvals.Migrations), ledger.WithAuditKey(cliAuditKey(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestAttackCLIAuditShowForgesLines(t *testing.T) {
 	t.Setenv("TOLLGATE_CONFIG", "")
 	ctx := context.Background()
 	db := filepath.Join(t.TempDir(), "t.db")
-	l, err := ledger.Open(ctx, db)
+	l, err := ledger.Open(ctx, db, ledger.WithAuditKey(cliAuditKey(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
