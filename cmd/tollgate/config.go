@@ -282,9 +282,9 @@ func loadAuditKey(cfg server.Config, use ledgerUse) (*ledger.AuditKey, error) {
 }
 
 // openLedger opens the database with every component's migrations and the
-// audit key. A key file it had to create is announced on stderr (never
-// stdout, which may be the MCP protocol), and removed again when the
-// database turns out to be keyed with another key.
+// audit key. A key file it had to create is announced in the log, or on
+// stderr without one (never stdout, which may be the MCP protocol), and
+// removed again when the database turns out to be keyed with another key.
 func openLedger(ctx context.Context, cfg server.Config, log *slog.Logger, use ledgerUse, extra ...ledger.Option) (*ledger.DB, error) {
 	key, err := loadAuditKey(cfg, use)
 	if err != nil {
@@ -304,7 +304,12 @@ func openLedger(ctx context.Context, cfg server.Config, log *slog.Logger, use le
 		return nil, fmt.Errorf("open %s: %w", cfg.DB, err)
 	}
 	if key != nil && key.Created() {
-		fmt.Fprintf(os.Stderr, "tollgate: created the audit key %s (key id %s). Back it up, keep it off the database's disk, and give every tollgate process on %s this same file.\n", key.Path(), key.ID(), cfg.DB)
+		const msg = "created the audit key: back it up, keep it off the database's disk, and give every tollgate process on the database this same file"
+		if log != nil {
+			log.Warn(msg, "key_file", key.Path(), "key_id", key.ID(), "db", cfg.DB)
+		} else {
+			fmt.Fprintf(os.Stderr, "tollgate: %s (%s, key id %s, database %s)\n", msg, key.Path(), key.ID(), cfg.DB)
+		}
 	}
 	return db, nil
 }
