@@ -224,7 +224,7 @@ func TestResourceSubscriptions(t *testing.T) {
 			// server's watcher is never told, its followers must notice.
 			elsewhere := register("subscribed-elsewhere.dev")
 			id := strings.TrimPrefix(elsewhere, tools.OperationURI(""))
-			other, err := ledger.Open(ctx, e.cfg.DB, ledger.WithMigrations(approvals.Migrations))
+			other, err := ledger.Open(ctx, e.cfg.DB, ledger.WithMigrations(approvals.Migrations), ledger.WithAuditKey(testAuditKey))
 			if err != nil {
 				t.Fatal(err)
 			}

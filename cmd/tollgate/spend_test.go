@@ -19,7 +19,7 @@ func TestSpendCLI(t *testing.T) {
 	t.Setenv("TOLLGATE_CONFIG", "")
 	ctx := context.Background()
 	db := filepath.Join(t.TempDir(), "t.db")
-	l, err := ledger.Open(ctx, db)
+	l, err := ledger.Open(ctx, db, ledger.WithAuditKey(cliAuditKey(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
