@@ -14,11 +14,14 @@ import (
 )
 
 // Run drives the timers: expiry (at start and every ExpiryInterval), delivery
-// of decisions made by other processes or lost to a crash, the channels' own
-// housekeeping, and the channel post and update retries (every SyncInterval,
-// with per-post backoff). It returns nil when ctx ends; failures are logged
-// and retried, never fatal.
+// of decisions made by other processes (as soon as they commit: the store's
+// change feed) or lost to a crash, the channels' own housekeeping, and the
+// channel post and update retries (every SyncInterval, with per-post
+// backoff). It returns nil when ctx ends; failures are logged and retried,
+// never fatal.
 func (s *Service) Run(ctx context.Context) error {
+	changes, stop := s.st.Subscribe()
+	defer stop()
 	s.housekeep(ctx)
 	s.syncDue(ctx)
 	expiry := time.NewTicker(s.o.ExpiryInterval)
@@ -29,6 +32,8 @@ func (s *Service) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-changes:
+			s.deliverDue(ctx)
 		case <-expiry.C:
 			s.housekeep(ctx)
 		case <-retry.C:

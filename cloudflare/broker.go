@@ -43,6 +43,8 @@ type Broker struct {
 
 	mu   sync.Mutex
 	live map[string]bool // minted token ids not yet deleted
+	// owner is the lease of the process, written into token names.
+	owner string
 	// accountTokens is the account's token count (all of them, not only
 	// tollgate's) as of the last Sweep plus mints minus deletions since;
 	// -1 until a Sweep counted them.
@@ -207,7 +209,21 @@ func quoteAll(ss []string) []string {
 	return out
 }
 
-// Session mints a token named "tollgate:<purpose>:<label>:<random>" holding
+// SetOwner names the process that mints from now on (its lease id): tokens
+// are named "tollgate:<owner>:<purpose>:<label>:<random>", so a sweep by
+// another process can tell a live process's tokens from a dead one's. It
+// must be a label ('.', '_', '-', letters and digits).
+func (b *Broker) SetOwner(owner string) error {
+	if !labelRE.MatchString(owner) {
+		return fmt.Errorf("cloudflare token owner %q: want 1 to 64 letters, digits, '.', '_' or '-'", owner)
+	}
+	b.mu.Lock()
+	b.owner = owner
+	b.mu.Unlock()
+	return nil
+}
+
+// Session mints a token named "tollgate:[<owner>:]<purpose>:<label>:<random>" holding
 // exactly p's permission groups on the account alone, expiring TokenTTL from
 // now (and bound to RequestIP if configured), and returns a Session whose
 // calls all use that token. Close it when the operation is done.
@@ -245,7 +261,13 @@ func (b *Broker) Open(ctx context.Context, spec SessionSpec) (*Session, error) {
 	if err := b.tokenRoom(); err != nil {
 		return nil, fmt.Errorf("mint %s token: %w", p, err)
 	}
+	b.mu.Lock()
+	owner := b.owner
+	b.mu.Unlock()
 	name := TokenNamePrefix + string(p) + ":" + label + ":" + hex.EncodeToString(suffix)
+	if owner != "" {
+		name = TokenNamePrefix + owner + ":" + string(p) + ":" + label + ":" + hex.EncodeToString(suffix)
+	}
 	expires := b.cfg.Clock().Add(b.cfg.TokenTTL).UTC().Truncate(time.Second)
 
 	var res *accounts.TokenNewResponse
@@ -429,9 +451,31 @@ func (b *Broker) deleteByName(ctx context.Context, p Purpose, label, name string
 }
 
 // Sweep deletes every account token named with TokenNamePrefix that this
-// Broker does not hold: the leftovers of a crashed process. Run it on start.
-// It assumes one tollgate server per Cloudflare account.
+// Broker does not hold: the leftovers of a crashed process. It assumes no
+// other tollgate process mints on the account; with several, use SweepDead.
 func (b *Broker) Sweep(ctx context.Context) (int, error) {
+	return b.SweepDead(ctx, func(string) bool { return false })
+}
+
+// TokenOwner returns the owner written into a tollgate token name, "" for a
+// name without one (minted before owners, or by a broker without one).
+func TokenOwner(name string) string {
+	rest, ok := strings.CutPrefix(name, TokenNamePrefix)
+	if !ok {
+		return ""
+	}
+	parts := strings.Split(rest, ":")
+	if len(parts) != 4 {
+		return ""
+	}
+	return parts[0]
+}
+
+// SweepDead deletes the account tokens named with TokenNamePrefix that this
+// Broker does not hold and whose owner alive reports dead (a name without an
+// owner counts as dead): the leftovers of processes that are gone. A live
+// process's tokens are never touched.
+func (b *Broker) SweepDead(ctx context.Context, alive func(owner string) bool) (int, error) {
 	toks, err := b.listTokens(ctx, "", "sweep")
 	if err != nil {
 		return 0, fmt.Errorf("sweep tokens: %w", err)
@@ -446,7 +490,7 @@ func (b *Broker) Sweep(ctx context.Context) (int, error) {
 		b.mu.Lock()
 		mine := b.live[t.ID]
 		b.mu.Unlock()
-		if mine {
+		if owner := TokenOwner(t.Name); mine || (owner != "" && alive(owner)) {
 			continue
 		}
 		if err := b.deleteToken(ctx, "", "sweep", t.ID); err != nil {

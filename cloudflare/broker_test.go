@@ -216,6 +216,66 @@ func TestSweepDeletesLeftovers(t *testing.T) {
 	}
 }
 
+// TestSweepDeadSparesLiveProcesses: several tollgate processes mint on one
+// account; a sweep deletes only the tokens of owners that are gone (and
+// ownerless leftovers), never a live process's.
+func TestSweepDeadSparesLiveProcesses(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	owned := func(owner string) *Broker {
+		b, err := NewBroker(e.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.SetOwner(owner); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	alive, dead := owned("ls_alive"), owned("ls_dead")
+	var aliveIDs []string
+	for i := range 3 {
+		s, err := alive.Session(ctx, PurposeDeploy, fmt.Sprintf("op-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tr := range e.sb.LiveTokens() {
+			if tr.ID == s.TokenID && TokenOwner(tr.Name) != "ls_alive" {
+				t.Fatalf("token name %q does not carry its owner", tr.Name)
+			}
+		}
+		aliveIDs = append(aliveIDs, s.TokenID)
+		if _, err := dead.Session(ctx, PurposeRegister, fmt.Sprintf("op-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := NewBrokerMust(t, e.cfg).Session(ctx, PurposeQuote, "ownerless"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.b.SetOwner("bad:owner"); err == nil {
+		t.Fatal("an owner with ':' accepted")
+	}
+	n, err := e.b.SweepDead(ctx, func(owner string) bool { return owner == "ls_alive" })
+	if err != nil || n != 4 {
+		t.Fatalf("SweepDead = %d, %v; want the dead owner's 3 and the ownerless 1", n, err)
+	}
+	for _, id := range aliveIDs {
+		if !e.liveToken(id) {
+			t.Fatalf("a live process's token %s was deleted", id)
+		}
+	}
+	if got := len(e.sb.LiveTokens()); got != 4 {
+		t.Fatalf("%d tokens left, want the parent and the live process's 3", got)
+	}
+	for _, name := range []string{"tollgate:ls_a:deploy:op_x:0011", "tollgate:deploy:op_x:0011", "other:ls_a:deploy:op:1"} {
+		want := map[bool]string{true: "ls_a", false: ""}[strings.Count(name, ":") == 4 && strings.HasPrefix(name, TokenNamePrefix)]
+		if got := TokenOwner(name); got != want {
+			t.Errorf("TokenOwner(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
 func TestCloseRetriesAndSurvivesCancelledContext(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tollgatehq/tollgate/ledger/store"
@@ -33,6 +34,7 @@ var Migrations = store.Embedded("ledger", migrationFiles, "migrations")
 // DB is the ledger's handle on the shared store.
 type DB struct {
 	st            *store.Store
+	lease         atomic.Pointer[store.Lease]
 	now           func() time.Time
 	freezeBlocks  int
 	freezeWithin  time.Duration

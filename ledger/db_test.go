@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,32 +35,4 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestLockServerAllowsOneServerPerDatabase(t *testing.T) {
-	t.Parallel()
-	path := filepath.Join(t.TempDir(), "t.db")
-	a, err := Open(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	unlock, err := a.LockServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.LockServer(); !errors.Is(err, ErrServerRunning) || !strings.Contains(err.Error(), "pid") {
-		t.Fatalf("a second server on the same file: %v, want ErrServerRunning naming the holder", err)
-	}
-	unlock()
-	unlock2, err := b.LockServer()
-	if err != nil {
-		t.Fatalf("after the first server stopped: %v", err)
-	}
-	unlock2()
 }

@@ -132,8 +132,11 @@ type Operation struct {
 	ErrorCode string     `json:"error_code,omitempty"`
 	Error     string     `json:"error,omitempty"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"` // approval expiry while awaiting_approval
-	CreatedAt time.Time  `json:"created_at"`
-	UpdatedAt time.Time  `json:"updated_at"`
+	// LeaseID is the lease of the process that moved the operation last, the
+	// one working on it; "" for a process without one (a CLI command).
+	LeaseID   string    `json:"lease_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Sentinel errors; match them with errors.Is.
@@ -141,8 +144,6 @@ var (
 	ErrNotFound            = errors.New("not found")
 	ErrIdempotencyConflict = errors.New("idempotency key already used with different arguments")
 	ErrStateConflict       = errors.New("operation state conflict")
-	// ErrServerRunning: another server holds the database's server lock.
-	ErrServerRunning = errors.New("another tollgate server is using this database")
 )
 
 // StateConflictError says why an operation could not move: its actual state was
@@ -167,7 +168,7 @@ func (e *StateConflictError) Is(target error) bool { return target == ErrStateCo
 // opColumns is the column list scanOperation reads.
 const opColumns = `id, agent, team, tool, resource, args, args_hash, reason, idempotency_key, key_derived,
 	COALESCE(blob_sha256, ''), client_name, client_version, client_session, client_transport, state, currency, quote_micros,
-	charged_micros, commitment_key, commitment_micros, result, error_code, error, expires_at, created_at, updated_at`
+	charged_micros, commitment_key, commitment_micros, result, error_code, error, expires_at, COALESCE(lease_id, ''), created_at, updated_at`
 
 func scanOperation(row interface{ Scan(...any) error }) (Operation, error) {
 	var (
@@ -185,7 +186,7 @@ func scanOperation(row interface{ Scan(...any) error }) (Operation, error) {
 	)
 	if err := row.Scan(&op.ID, &op.Agent, &op.Team, &op.Tool, &op.Resource, &args, &op.ArgsHash, &op.Reason, &op.IdempotencyKey, &derived,
 		&op.BlobSHA256, &clientName, &clientVer, &clientSession, &clientTrn, &state, &currency, &quote,
-		&charged, &commitKey, &commitMicros, &result, &op.ErrorCode, &op.Error, &expires, &created, &updated); err != nil {
+		&charged, &commitKey, &commitMicros, &result, &op.ErrorCode, &op.Error, &expires, &op.LeaseID, &created, &updated); err != nil {
 		return Operation{}, err
 	}
 	op.Args = json.RawMessage(args)
@@ -413,10 +414,10 @@ func (db *DB) CreateOperation(ctx context.Context, n NewOperation, events ...Eve
 		}
 		id := newID("op_", 26)
 		if _, err := tx.ExecContext(ctx, `INSERT INTO operations (id, agent, team, tool, resource, args, args_hash, reason, idempotency_key, key_derived,
-			blob_sha256, client_name, client_version, client_session, client_transport, state, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			blob_sha256, client_name, client_version, client_session, client_transport, state, lease_id, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			id, n.Agent, n.Team, n.Tool, n.Resource, string(args), n.ArgsHash, n.Reason, key, n.IdempotencyKey == "",
-			blobSHA, n.Client.Name, n.Client.Version, n.Client.SessionID, n.Client.Transport, StatePlanned, now.UnixNano(), now.UnixNano()); err != nil {
+			blobSHA, n.Client.Name, n.Client.Version, n.Client.SessionID, n.Client.Transport, StatePlanned, db.leaseID(), now.UnixNano(), now.UnixNano()); err != nil {
 			return fmt.Errorf("insert operation: %w", err)
 		}
 		created = true
@@ -694,9 +695,10 @@ func (db *DB) applyTransition(ctx context.Context, tx *store.Tx, cur Operation, 
 		error_code = CASE WHEN ?3 <> '' THEN ?3 ELSE error_code END,
 		error = CASE WHEN ?4 <> '' THEN ?4 ELSE error END,
 		result = COALESCE(?5, result),
-		expires_at = COALESCE(?6, expires_at)
+		expires_at = COALESCE(?6, expires_at),
+		lease_id = COALESCE(?8, lease_id)
 		WHERE id = ?7 RETURNING `+opColumns,
-		to, now.UnixNano(), o.ErrorCode, o.Error, result, expires, cur.ID))
+		to, now.UnixNano(), o.ErrorCode, o.Error, result, expires, cur.ID, db.leaseID()))
 	if err != nil {
 		return Operation{}, fmt.Errorf("update operation: %w", err)
 	}
@@ -732,4 +734,35 @@ func (db *DB) Blob(ctx context.Context, sha256hex string) ([]byte, error) {
 		return nil, fmt.Errorf("read blob %s: %w", sha256hex, err)
 	}
 	return data, nil
+}
+
+// States reads the state of each of ids in one query; ids that do not exist
+// are left out. Waiters use it to learn which of their operations another
+// process moved.
+func (db *DB) States(ctx context.Context, ids []string) (map[string]State, error) {
+	out := make(map[string]State, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := db.st.QueryContext(ctx, `SELECT id, state FROM operations WHERE id IN (`+store.Placeholders(len(ids))+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read states: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var s State
+		if err := rows.Scan(&id, &s); err != nil {
+			return nil, fmt.Errorf("read states: %w", err)
+		}
+		out[id] = s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read states: %w", err)
+	}
+	return out, nil
 }

@@ -183,6 +183,7 @@ func FuzzLedgerSequence(f *testing.F) {
 			t.Fatal(err)
 		}
 		var ops []string
+		var other *DB
 		pick := func(arg byte) (string, bool) {
 			if len(ops) == 0 {
 				return "", false
@@ -232,8 +233,14 @@ func FuzzLedgerSequence(f *testing.F) {
 				if id, ok := pick(arg); ok {
 					_, err = db.Transition(ctx, id, StateInDoubt, TransitionOpts{From: []State{StateExecuting}})
 				}
-			case 7: // recovery
-				_, err = db.Recover(ctx, time.Duration(arg)*time.Minute)
+			case 7: // another process takes over the work no live lease holds
+				if other == nil {
+					other = openAt(t, db.Path(), WithClock(clk.Now))
+					_, err = other.StartLease(ctx)
+				}
+				if err == nil {
+					_, err = other.Reclaim(ctx)
+				}
 			case 8: // a dry run never writes
 				_, _, err = db.CheckBudget(ctx, ReserveRequest{Agent: "a0", Team: "t", Action: ActionRegisterDomain, Amount: money.Money{Micros: int64(arg) * 10_000, Currency: "USD"}})
 			}

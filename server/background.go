@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -11,7 +12,9 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/tools"
 )
 
 // onDecided reacts to a final approval decision, whether it arrived in this
@@ -98,59 +101,179 @@ func votersActor(req approvals.Request) string {
 	return strings.Join(parts, ",")
 }
 
-// recover runs once on start: sweep leftover tokens, release holds of
-// Operations that never reached Cloudflare, reconcile the ones that might
-// have, and execute the ones that were approved but not started.
-func (p *Pipeline) recover(ctx context.Context, staleAfter time.Duration) error {
-	if n, err := p.broker.Sweep(ctx); err != nil {
-		p.log.Warn("token sweep failed", "err", err)
-	} else if n > 0 {
-		p.log.Info("deleted leftover tokens", "count", n)
-	}
-	rep, err := p.db.Recover(ctx, staleAfter)
+// reclaim takes over the work of tollgate processes that are gone (their
+// lease is dead; never a live one's, however it named the database) and
+// deletes their leftover Cloudflare tokens: on start (sweep == true) and
+// then every reclaimEvery, sweeping again whenever a lease was found dead.
+// Operations that never reached Cloudflare are released; those that might
+// have are reconciled, and approved ones are executed only after Cloudflare
+// has been asked whether they already happened.
+func (p *Pipeline) reclaim(ctx context.Context, sweep bool) error {
+	rep, err := p.db.Reclaim(ctx)
 	if err != nil {
-		return fmt.Errorf("recover ledger: %w", err)
+		return fmt.Errorf("reclaim: %w", err)
+	}
+	if sweep || len(rep.Leases) > 0 {
+		p.sweepTokens(ctx)
 	}
 	for _, op := range rep.Released {
 		p.log.Info("released interrupted operation", "operation", op.ID, "state", op.State)
 		if req, err := p.approvals.ByOperation(ctx, op.ID); err == nil && req.State == approvals.StatePending {
 			_ = p.approvals.Cancel(ctx, req.ID, "interrupted before execution", "system")
 		}
+		p.watch.notify(op.ID)
 	}
 	for _, op := range rep.InDoubt {
-		p.goRun(func(ctx context.Context) { p.reconcile(ctx, op.ID) })
+		p.watch.notify(op.ID)
+		p.reconcileOnce(op.ID)
 	}
 	for _, op := range rep.Approved {
-		p.goRun(func(ctx context.Context) { p.execute(ctx, op.ID) })
+		p.goRun(func(ctx context.Context) { p.resume(ctx, op.ID) })
+	}
+	for _, op := range rep.Awaiting {
+		req, err := p.approvals.ByOperation(ctx, op.ID)
+		switch {
+		case errors.Is(err, approvals.ErrNotFound):
+			// The process that asked stopped between recording
+			// awaiting_approval and recording the approval request: no human
+			// was ever asked and none can answer.
+			p.releaseIf(ctx, op.ID, []ledger.State{ledger.StateAwaitingApproval}, ledger.StateFailed, "interrupted",
+				"tollgate stopped before the approval request was recorded, so no approver was asked; nothing was charged, retry the call")
+		case err == nil && req.State != approvals.StatePending:
+			p.onDecided(ctx, req)
+		}
 	}
 	p.watchFreezes(ctx) // learns the freezes in force, so only new ones are told
 	return nil
 }
 
-// loop keeps what other processes and the clock change moving: decisions
-// made by the CLI approver, approval expiry, and in_doubt reconciliation.
+// sweepTokens deletes the tollgate tokens on the account whose owner lease
+// is not alive: leftovers of processes that are gone.
+func (p *Pipeline) sweepTokens(ctx context.Context) {
+	leases, err := p.db.Store().Leases(ctx)
+	if err != nil {
+		p.log.Warn("token sweep skipped: leases unreadable", "err", err)
+		return
+	}
+	alive := map[string]bool{}
+	for _, l := range leases {
+		alive[l.ID] = l.Alive
+	}
+	if l := p.db.Lease(); l != nil {
+		alive[l.ID()] = true
+	}
+	n, err := p.broker.SweepDead(ctx, func(owner string) bool { return alive[owner] })
+	if err != nil {
+		p.log.Warn("token sweep failed", "err", err)
+	} else if n > 0 {
+		p.log.Info("deleted leftover tokens", "count", n)
+	}
+}
+
+// resume carries on an approved Operation taken over from a process that is
+// gone. That process may have executed it before it died — or its record of
+// doing so may be lost with a damaged database file — so Cloudflare is asked
+// first: if the registration or the deploy is there, the Operation is settled
+// (charged once) and nothing is sent again; only if it is not is the
+// Operation executed. A failed question is asked again, never skipped.
+func (p *Pipeline) resume(ctx context.Context, id string) {
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		done, err := p.resumeOnce(ctx, id)
+		if done {
+			return
+		}
+		p.log.Warn("could not ask Cloudflare about a taken-over operation; asking again", "operation", id, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (p *Pipeline) resumeOnce(ctx context.Context, id string) (bool, error) {
+	op, err := p.db.Operation(ctx, id)
+	if err != nil {
+		return ctx.Err() != nil, err
+	}
+	m, ok := p.muts[op.Tool]
+	if op.State != ledger.StateApproved || !ok {
+		p.execute(ctx, id) // not approved any more, or no tool: execute says what to do
+		return true, nil
+	}
+	var out tools.Outcome
+	var found bool
+	err = p.withSession(ctx, cloudflare.PurposeInspect, id, func(s *cloudflare.Session) error {
+		var err error
+		out, found, err = m.Reconcile(ctx, s, tools.ExecInput{OperationID: id, Args: op.Args, MaxAmount: op.Quote})
+		return err
+	})
+	if err != nil {
+		return ctx.Err() != nil, err
+	}
+	if !found {
+		p.execute(ctx, id)
+		return true, nil
+	}
+	req, _ := p.approvals.ByOperation(ctx, id)
+	if req.ID != "" {
+		// It was executed, so its single-use approval was used.
+		if err := p.approvals.Consume(ctx, req.ID, op.ArgsHash, op.Quote.Micros, op.Quote.Currency); err != nil && !errors.Is(err, approvals.ErrConsumed) {
+			p.log.Warn("approval of an operation found done at Cloudflare", "operation", id, "err", err)
+		}
+	}
+	if _, err := p.db.Transition(ctx, id, ledger.StateExecuting, ledger.TransitionOpts{From: []ledger.State{ledger.StateApproved}, Actor: "system"},
+		ledger.NewEvent("recovery.found_at_cloudflare", "system", id, map[string]any{"summary": out.Summary})); err != nil {
+		p.log.Error("record an operation found done at Cloudflare", "operation", id, "err", err)
+		return true, nil
+	}
+	p.log.Warn("a taken-over approved operation had already happened at Cloudflare; settling it once instead of executing it again", "operation", id)
+	p.settle(ctx, op, req.ID, out)
+	return true, nil
+}
+
+// reclaimEvery is how often a process looks for the work of processes that
+// are gone. A SIGKILLed process's lease is dead at once (its flock goes), so
+// this is how long its work waits at most.
+const reclaimEvery = 3 * time.Second
+
+// sweepEvery is the pace of the safety passes over in_doubt and
+// awaiting_approval Operations; changes themselves are followed as they
+// commit.
+const sweepEvery = 30 * time.Second
+
+// loop keeps what the clock and other processes change moving: it takes over
+// the work of processes that are gone, and now and then reconciles this
+// process's in_doubt Operations and catches any decision not yet acted on.
 func (p *Pipeline) loop(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	reconcileEvery := 30 * time.Second
-	lastReconcile := time.Now()
+	lastReclaim, lastSweep := time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		p.pollAwaiting(ctx)
-		p.releaseStale(ctx)
 		p.watchFreezes(ctx)
-		if time.Since(lastReconcile) >= reconcileEvery {
-			lastReconcile = time.Now()
+		if time.Since(lastReclaim) >= reclaimEvery {
+			lastReclaim = time.Now()
+			if err := p.reclaim(ctx, false); err != nil && ctx.Err() == nil {
+				p.log.Warn("reclaim", "err", err)
+			}
+		}
+		if time.Since(lastSweep) >= sweepEvery {
+			lastSweep = time.Now()
 			p.pollInDoubt(ctx)
+			p.pollAwaiting(ctx)
 		}
 		p.metrics.setPending(p.countPending(ctx))
 	}
 }
 
+// pollAwaiting is the safety net for Operations still awaiting approval
+// whose request was decided (the decision's hook failed) or whose expiry
+// passed (the request's own expiry did not run).
 func (p *Pipeline) pollAwaiting(ctx context.Context) {
 	p.eachOperation(ctx, ledger.StateAwaitingApproval, func(op ledger.Operation) {
 		req, err := p.approvals.ByOperation(ctx, op.ID)
@@ -158,8 +281,6 @@ func (p *Pipeline) pollAwaiting(ctx context.Context) {
 		case err == nil && req.State != approvals.StatePending:
 			p.onDecided(ctx, req)
 		case op.ExpiresAt != nil && !p.now().Before(*op.ExpiresAt):
-			// The request may be missing (a crash between the two writes) or
-			// its own expiry not yet run: the Operation's expiry is enough.
 			if err == nil {
 				if _, xerr := p.approvals.ExpireDue(ctx); xerr != nil {
 					p.log.Warn("approval expiry", "err", xerr)
@@ -167,71 +288,34 @@ func (p *Pipeline) pollAwaiting(ctx context.Context) {
 			}
 			p.releaseIf(ctx, op.ID, []ledger.State{ledger.StateAwaitingApproval}, ledger.StateExpired, "approval_expired",
 				"no approver decided before "+op.ExpiresAt.UTC().Format(time.RFC3339)+"; the hold is released")
-		case errors.Is(err, approvals.ErrNotFound) && !op.UpdatedAt.After(p.now().Add(-staleAfter)):
-			// The process that asked stopped between recording
-			// awaiting_approval and recording the approval request, so no
-			// human was ever asked and none can answer: release it now
-			// rather than hold the budget until it expires. staleAfter
-			// leaves another process's pipeline time to write the request.
-			if _, mine := p.running.Load(op.ID); mine {
-				return
-			}
-			p.releaseIf(ctx, op.ID, []ledger.State{ledger.StateAwaitingApproval}, ledger.StateFailed, "interrupted",
-				"tollgate stopped before the approval request was recorded, so no approver was asked; nothing was charged, retry the call")
 		}
 	})
 }
 
-// staleAfter is how long an Operation may sit in planned, authorized or
-// reserved, with no pipeline of this process running it, before it counts
-// as left behind by a process that stopped: nothing in those states has
-// reached Cloudflare, so it is failed and its hold released.
-const staleAfter = time.Minute
-
-// releaseStale fails and releases the Operations a stopped process left in
-// planned, authorized or reserved once they have not moved for staleAfter.
-// Recover does this once on start for those already stale then; without
-// this pass an Operation interrupted less than staleAfter before a restart
-// (a supervisor restarts at once) would keep its hold forever. The release
-// re-checks the state it saw inside its transaction, so an Operation that
-// moved on meanwhile (another process's pipeline) is left alone.
-func (p *Pipeline) releaseStale(ctx context.Context) {
-	cutoff := p.now().Add(-staleAfter)
-	for _, st := range []ledger.State{ledger.StatePlanned, ledger.StateAuthorized, ledger.StateReserved} {
-		p.eachOperation(ctx, st, func(op ledger.Operation) {
-			if op.UpdatedAt.After(cutoff) {
-				return
-			}
-			if _, mine := p.running.Load(op.ID); mine {
-				return
-			}
-			_, err := p.db.ReleaseFrom(ctx, op.ID, []ledger.State{st}, ledger.StateFailed, "interrupted",
-				fmt.Sprintf("no tollgate process moved the operation on for %s after it was %s (the process that ran it stopped), and nothing had reached Cloudflare; nothing was charged, retry the call", staleAfter, st))
-			switch {
-			case errors.Is(err, ledger.ErrStateConflict):
-				return // it moved on meanwhile
-			case err != nil:
-				p.log.Error("release stale operation", "operation", op.ID, "err", err)
-				return
-			}
-			p.log.Info("released interrupted operation", "operation", op.ID, "state", st)
-			p.watch.notify(op.ID)
-		})
+// pollInDoubt reconciles this process's in_doubt Operations (another live
+// process reconciles its own; a dead one's are taken over by reclaim first).
+func (p *Pipeline) pollInDoubt(ctx context.Context) {
+	mine := ""
+	if l := p.db.Lease(); l != nil {
+		mine = l.ID()
 	}
+	p.eachOperation(ctx, ledger.StateInDoubt, func(op ledger.Operation) {
+		if op.LeaseID == mine {
+			p.reconcileOnce(op.ID)
+		}
+	})
 }
 
-// pollInDoubt reconciles in_doubt Operations off the loop (a slow
-// Cloudflare must not stall approvals and releases), one pass per
-// Operation at a time.
-func (p *Pipeline) pollInDoubt(ctx context.Context) {
-	p.eachOperation(ctx, ledger.StateInDoubt, func(op ledger.Operation) {
-		if _, busy := p.reconciling.LoadOrStore(op.ID, struct{}{}); busy {
-			return
-		}
-		p.goRun(func(ctx context.Context) {
-			defer p.reconciling.Delete(op.ID)
-			p.reconcile(ctx, op.ID)
-		})
+// reconcileOnce reconciles an in_doubt Operation off the caller's goroutine
+// (a slow Cloudflare must not stall the loop), one pass per Operation at a
+// time.
+func (p *Pipeline) reconcileOnce(id string) {
+	if _, busy := p.reconciling.LoadOrStore(id, struct{}{}); busy {
+		return
+	}
+	p.goRun(func(ctx context.Context) {
+		defer p.reconciling.Delete(id)
+		p.reconcile(ctx, id)
 	})
 }
 
@@ -287,8 +371,9 @@ func (p *Pipeline) countPending(ctx context.Context) int {
 }
 
 // changes wakes a follower of Operation id: at once when this process
-// changes it (watcher.notify), and every pollEvery in case another process
-// did (the ledger is shared). Every follower of an Operation — a waiting
+// changes it (watcher.notify) or another process commits a change to it (the
+// watcher follows the store's change feed), and every pollEvery as a safety
+// net. Every follower of an Operation — a waiting
 // call, get_operation's long poll, a resource subscription — takes its
 // wake-ups from here, so how a change made elsewhere is noticed is decided
 // in this one place. stop must be called.
@@ -315,8 +400,9 @@ func (p *Pipeline) changes(id string) (wake <-chan struct{}, stop func()) {
 	return out, func() { close(done); unsubscribe() }
 }
 
-// pollEvery is how soon a follower notices a change another process made.
-const pollEvery = time.Second
+// pollEvery is the safety net under the watcher: how often a follower
+// re-reads its Operation with no news at all.
+const pollEvery = 5 * time.Second
 
 // follow calls changed after every change of Operation id (its state or
 // its row) since from, the Operation as the follower first saw it, until
@@ -344,14 +430,20 @@ func (p *Pipeline) follow(ctx context.Context, from ledger.Operation, changed fu
 	}
 }
 
-// watcher wakes waiters when an Operation changes in this process; waiters
-// also poll, so changes made by other processes are seen within a second.
+// watcher wakes the calls waiting on Operations: at once for a change this
+// process made (notify), and for a change another process committed as soon
+// as the store's change feed reports a commit (run): one query then reads
+// the state of every Operation waited on, and only the ones that moved are
+// woken.
 type watcher struct {
 	mu   sync.Mutex
 	subs map[string]map[chan struct{}]struct{}
+	seen map[string]ledger.State
 }
 
-func newWatcher() *watcher { return &watcher{subs: map[string]map[chan struct{}]struct{}{}} }
+func newWatcher() *watcher {
+	return &watcher{subs: map[string]map[chan struct{}]struct{}{}, seen: map[string]ledger.State{}}
+}
 
 func (w *watcher) subscribe(id string) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
@@ -366,6 +458,7 @@ func (w *watcher) subscribe(id string) (<-chan struct{}, func()) {
 		delete(w.subs[id], ch)
 		if len(w.subs[id]) == 0 {
 			delete(w.subs, id)
+			delete(w.seen, id)
 		}
 		w.mu.Unlock()
 	}
@@ -374,10 +467,55 @@ func (w *watcher) subscribe(id string) (<-chan struct{}, func()) {
 func (w *watcher) notify(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.wake(id)
+}
+
+func (w *watcher) wake(id string) {
 	for ch := range w.subs[id] {
 		select {
 		case ch <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// run wakes waiters whose Operation another process moved, until ctx ends.
+func (w *watcher) run(ctx context.Context, db *ledger.DB, log *slog.Logger) {
+	changes, stop := db.Store().Subscribe()
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		}
+		w.mu.Lock()
+		ids := make([]string, 0, len(w.subs))
+		for id := range w.subs {
+			ids = append(ids, id)
+		}
+		w.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		states, err := db.States(ctx, ids)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("read the states of waited-on operations", "err", err)
+			}
+			continue
+		}
+		w.mu.Lock()
+		for id, st := range states {
+			// First sight wakes too: the move may have come between the
+			// waiter's own read and this one.
+			if prev, ok := w.seen[id]; !ok || prev != st {
+				w.wake(id)
+			}
+			if _, waited := w.subs[id]; waited {
+				w.seen[id] = st
+			}
+		}
+		w.mu.Unlock()
 	}
 }

@@ -42,10 +42,6 @@ type Pipeline struct {
 	// the call (a client may disconnect while a human decides).
 	life context.Context
 	wg   sync.WaitGroup
-	// running holds the ids of the Operations whose run (planned →
-	// reserved → approval) is in progress in this process, so the stale
-	// sweep never takes one for a crash leftover.
-	running sync.Map
 	// reconciling holds the in_doubt Operations being reconciled.
 	reconciling sync.Map
 	quotes      quoteLimiter
@@ -263,11 +259,7 @@ func (p *Pipeline) Mutate(ctx context.Context, m tools.Mutation, call tools.Call
 		return tools.OperationView{}, fmt.Errorf("create operation: %w", err)
 	}
 	if created {
-		p.running.Store(op.ID, struct{}{})
-		p.goRun(func(ctx context.Context) {
-			defer p.running.Delete(op.ID)
-			p.run(ctx, op, m, pr, ci, call.Blob)
-		})
+		p.goRun(func(ctx context.Context) { p.run(ctx, op, m, pr, ci, call.Blob) })
 	} else {
 		call.Progress(fmt.Sprintf("same call as operation %s (%s); waiting on it instead of acting twice", op.ID, op.State))
 	}
@@ -583,6 +575,16 @@ func (p *Pipeline) execute(ctx context.Context, id string) {
 	if err != nil || op.State != ledger.StateApproved {
 		return
 	}
+	if l := p.db.Lease(); l != nil {
+		select {
+		case <-l.Lost():
+			// Another process found this one dead and took its work over:
+			// it executes what is approved, after asking Cloudflare.
+			p.log.Error("lease lost; not executing", "operation", id)
+			return
+		default:
+		}
+	}
 	m, ok := p.muts[op.Tool]
 	if !ok {
 		p.release(ctx, id, ledger.StateFailed, "unknown_tool", "no executor for "+op.Tool)
@@ -797,12 +799,19 @@ func (p *Pipeline) await(ctx context.Context, id string, approvalWait time.Durat
 	defer overall.Stop()
 	var approvalDeadline <-chan time.Time
 	var last ledger.State
+	var seen ledger.Operation
 	first := true
 	for {
 		op, err := p.db.Operation(ctx, id)
 		if err != nil {
+			if ctx.Err() != nil && !first {
+				// The caller's wait ended during the read: answer with what
+				// was seen last, as the select below would have.
+				return p.view(context.WithoutCancel(ctx), seen), nil
+			}
 			return tools.OperationView{}, fmt.Errorf("read operation: %w", err)
 		}
+		seen = op
 		if op.State != last {
 			progress(describeState(op))
 			if !first && !untilSettled {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/ledger/money"
@@ -255,17 +256,15 @@ func TestDeployInDoubtIsReconciled(t *testing.T) {
 	}
 }
 
-// TestRecoverStaleAfter pins what start-up does with Operations a crashed
-// process left before anything reached Cloudflare (planned, authorized,
-// reserved): those idle for staleAfter (one minute) are failed and released
-// at once; younger ones are left for a minute, since another process might
-// still be moving them, and then released by the background sweep — so a
-// restart right after a crash leaves no hold behind. The same goes for an
-// Operation left awaiting_approval without its approval request (the crash
-// fell between the two writes): nobody can approve it, so it does not hold
-// budget until it expires. A pipeline this process is running is never
-// taken for a leftover, however long it takes.
-func TestRecoverStaleAfter(t *testing.T) {
+// TestStartTakesOverOnlyDeadWork pins what start-up does with Operations
+// other processes left before anything reached Cloudflare (planned,
+// authorized, reserved, and awaiting_approval without its approval request,
+// the crash having fallen between the two writes): those of a process that is
+// gone (here: no lease at all, tollgate before leases) are failed and
+// released at once, however young; those of a process still running (another
+// handle on the file holding a lease) are never touched, however old. A
+// pipeline of this process is never taken for a leftover either.
+func TestStartTakesOverOnlyDeadWork(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	clk := newManualClock()
@@ -293,7 +292,6 @@ func TestRecoverStaleAfter(t *testing.T) {
 			}
 		}
 		if to == ledger.StateAwaitingApproval {
-			// The crash came before the approval request was written.
 			exp := clk.Now().Add(30 * time.Minute)
 			if _, err := db.Transition(ctx, op.ID, ledger.StateAwaitingApproval, ledger.TransitionOpts{From: []ledger.State{ledger.StateReserved}, ExpiresAt: &exp}); err != nil {
 				t.Fatal(err)
@@ -302,21 +300,27 @@ func TestRecoverStaleAfter(t *testing.T) {
 		seeded[name] = op.ID
 	}
 	budget, _ := BudgetConfig{Scope: "team:web", Window: "day", Limit: dayBudget}.Budget()
+	var other *ledger.DB
 	e := newEnv(t, withClock(clk.Now), withWebBudget(), withBeforeStart(func(db *ledger.DB) {
 		if err := db.SetBudget(ctx, budget, "test"); err != nil {
 			t.Fatal(err)
 		}
-		// Left by a process that crashed two minutes before this start...
-		seed(db, "old-planned", ledger.StatePlanned)
-		seed(db, "old-authorized", ledger.StateAuthorized)
-		seed(db, "old-reserved", ledger.StateReserved)
-		seed(db, "old-awaiting", ledger.StateAwaitingApproval)
-		clk.Advance(2 * time.Minute)
-		// ...and by one that crashed just before it (a supervisor restart).
-		seed(db, "new-planned", ledger.StatePlanned)
-		seed(db, "new-authorized", ledger.StateAuthorized)
-		seed(db, "new-reserved", ledger.StateReserved)
-		seed(db, "new-awaiting", ledger.StateAwaitingApproval)
+		// Left by a process that is gone, a moment before this start...
+		for _, st := range []ledger.State{ledger.StatePlanned, ledger.StateAuthorized, ledger.StateReserved, ledger.StateAwaitingApproval} {
+			seed(db, "dead-"+string(st), st)
+		}
+		// ...and in the middle of the work of one that still runs.
+		var err error
+		if other, err = ledger.Open(ctx, db.Path(), ledger.WithMigrations(approvals.Migrations), ledger.WithClock(clk.Now)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = other.Close() })
+		if _, err := other.StartLease(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range []ledger.State{ledger.StatePlanned, ledger.StateAuthorized, ledger.StateReserved, ledger.StateAwaitingApproval} {
+			seed(other, "live-"+string(st), st)
+		}
 		clk.Advance(10 * time.Second)
 	}))
 	state := func(name string) ledger.Operation {
@@ -326,22 +330,16 @@ func TestRecoverStaleAfter(t *testing.T) {
 		}
 		return op
 	}
-	for _, name := range []string{"old-planned", "old-authorized", "old-reserved"} {
-		if op := state(name); op.State != ledger.StateFailed || op.ErrorCode != "interrupted" {
-			t.Errorf("%s is %s (%s) after start, want failed/interrupted", name, op.State, op.ErrorCode)
+	for _, st := range []ledger.State{ledger.StatePlanned, ledger.StateAuthorized, ledger.StateReserved} {
+		if op := state("dead-" + string(st)); op.State != ledger.StateFailed || op.ErrorCode != "interrupted" {
+			t.Errorf("dead-%s is %s (%s) after start, want failed/interrupted", st, op.State, op.ErrorCode)
 		}
 	}
-	// The old orphaned approval goes on the background loop's first pass.
-	if op := e.waitState(seeded["old-awaiting"], ledger.StateFailed); op.ErrorCode != "interrupted" || !strings.Contains(op.Error, "no approver was asked") {
-		t.Errorf("old-awaiting: %s %q", op.ErrorCode, op.Error)
-	}
-	for _, name := range []string{"new-planned", "new-authorized", "new-reserved", "new-awaiting"} {
-		if op := state(name); op.State.Terminal() {
-			t.Errorf("%s was released at start although it moved %s ago (another process may own it)", name, 10*time.Second)
-		}
+	if op := state("dead-awaiting_approval"); op.State != ledger.StateFailed || !strings.Contains(op.Error, "no approver was asked") {
+		t.Errorf("dead-awaiting_approval: %s %s %q", op.State, op.ErrorCode, op.Error)
 	}
 	if _, held := spend(t, e, "team:web"); held != 2*amount {
-		t.Fatalf("held %d at start, want the two young reservations' %d", held, 2*amount)
+		t.Fatalf("held %d at start, want the live process's two reservations' %d", held, 2*amount)
 	}
 
 	// A pipeline of this process, held in planning by a slow registrar.
@@ -377,25 +375,42 @@ func TestRecoverStaleAfter(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	// A minute later every leftover is released by the sweep; the live
-	// pipeline is not, although it has not moved for as long.
-	clk.Advance(staleAfter)
-	for _, name := range []string{"new-planned", "new-authorized", "new-reserved", "new-awaiting"} {
-		op := e.waitState(seeded[name], ledger.StateFailed)
-		if op.ErrorCode != "interrupted" || !strings.Contains(op.Error, "nothing was charged") {
-			t.Errorf("%s: %s %q", name, op.ErrorCode, op.Error)
+	// An hour on, reclaim passes leave every live process's work alone.
+	clk.Advance(time.Hour)
+	if err := e.srv.Pipeline().reclaim(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []ledger.State{ledger.StatePlanned, ledger.StateAuthorized, ledger.StateReserved, ledger.StateAwaitingApproval} {
+		if op := state("live-" + string(st)); op.State != st || op.LeaseID != other.Lease().ID() {
+			t.Errorf("live-%s is %s under lease %q: a live process's work was touched", st, op.State, op.LeaseID)
 		}
 	}
-	if _, held := spend(t, e, "team:web"); held != 0 {
-		t.Fatalf("held %d after the sweep, want 0", held)
-	}
 	if op, _ := e.db.Operation(ctx, live); op.State != ledger.StatePlanned {
-		t.Fatalf("the live pipeline's operation was swept: %s (%s)", op.State, op.Error)
+		t.Fatalf("the live pipeline's operation was taken: %s (%s)", op.State, op.Error)
 	}
 	hold.Do(func() { close(release) })
 	got := <-done
 	if got.id != live || got.status != "awaiting_approval" {
 		t.Fatalf("the live call ended %+v, want awaiting_approval on %s", got, live)
+	}
+
+	// The other process stops without ending its lease (a crash): its work
+	// is taken over by the next pass.
+	crashed := other.Lease().ID()
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Pipeline().reclaim(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []ledger.State{ledger.StatePlanned, ledger.StateAuthorized, ledger.StateReserved, ledger.StateAwaitingApproval} {
+		op := e.waitState(seeded["live-"+string(st)], ledger.StateFailed)
+		if op.ErrorCode != "interrupted" || !strings.Contains(op.Error, "nothing was charged") {
+			t.Errorf("live-%s after its process died (lease %s): %s %q", st, crashed, op.ErrorCode, op.Error)
+		}
+	}
+	if _, held := spend(t, e, "team:web"); held != amount {
+		t.Fatalf("held %d, want only this process's live call's %d", held, amount)
 	}
 	// Nothing of this reached Cloudflare, so nothing was registered.
 	if n := len(e.sb.Registrations()); n != 0 {

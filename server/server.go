@@ -26,6 +26,7 @@ import (
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/ledger/money"
+	"github.com/tollgatehq/tollgate/ledger/store"
 	"github.com/tollgatehq/tollgate/tools"
 )
 
@@ -71,7 +72,7 @@ type Server struct {
 	// rejections limits how many refused bearer tokens are audited.
 	rejections rateLimit
 
-	unlock    func()             // the database's server lock, held from Start to Close
+	lease     *store.Lease       // this process's lease, held from Start to Close
 	stopLoops context.CancelFunc // background loops: stopped first on Close
 	loops     context.Context
 	stop      context.CancelFunc // the pipelines' lifetime: cancelled last
@@ -237,14 +238,20 @@ func (s *Server) Approvals() *approvals.Service { return s.approvals }
 // Handler's /slack/interactions, or through its RunSocketMode).
 func (s *Server) Slack() *slackchan.Channel { return s.slack }
 
-// Start recovers from any crash and starts the background loops: approval
-// expiry and Slack retries, CLI decisions, in_doubt reconciliation.
+// Start registers this process's lease, takes over the work of processes
+// that are gone, and starts the background loops: approval expiry and Slack
+// retries, decisions and changes made by other processes, reclaiming, in_doubt
+// reconciliation. Any number of servers and CLI commands may share the
+// database.
 func (s *Server) Start(ctx context.Context) error {
-	unlock, err := s.deps.DB.LockServer()
+	lease, err := s.deps.DB.StartLease(ctx)
 	if err != nil {
 		return err
 	}
-	s.unlock = unlock
+	s.lease = lease
+	if err := s.broker.SetOwner(lease.ID()); err != nil {
+		return err
+	}
 	if err := s.applyConfig(ctx); err != nil {
 		return err
 	}
@@ -257,7 +264,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := web.PublishBase(ctx, s.deps.DB.Store(), s.cfg.ConsoleBase(), s.deps.Clock()); err != nil {
 		return err
 	}
-	if err := s.pipe.recover(ctx, staleAfter); err != nil {
+	if err := s.pipe.reclaim(ctx, true); err != nil {
 		return err
 	}
 	run := func(name string, fn func(context.Context) error) {
@@ -276,6 +283,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return nil
 	})
 	run("audit checkpoints", func(ctx context.Context) error { s.audit.loop(ctx, 5*time.Second); return nil })
+	run("watch", func(ctx context.Context) error { s.pipe.watch.run(ctx, s.deps.DB, s.log); return nil })
 	return nil
 }
 
@@ -298,8 +306,12 @@ func (s *Server) Close() {
 	s.pipe.quoteSession.Close(ctx)
 	cancel()
 	s.stop()
-	if s.unlock != nil {
-		s.unlock()
+	if s.lease != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.lease.Close(ctx); err != nil {
+			s.log.Warn("lease not ended; another process will take over what it still holds once it is found dead", "err", err)
+		}
 	}
 }
 
@@ -436,6 +448,10 @@ func (s *Server) auditCalls(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandle
 		})); err != nil {
 			s.log.Error("audit append failed; refusing call", "tool", req.Params.Name, "err", err)
 			s.metrics.observeTool(req.Params.Name, "refused")
+			if errors.Is(err, store.ErrUnhealthy) {
+				// Not a passing fault: say what a human must fix.
+				return mcp.NewToolResultError("tollgate refuses to act: " + err.Error()), nil
+			}
 			return mcp.NewToolResultError("the audit trail is unavailable, so tollgate refuses to act; try again later"), nil
 		}
 		start := time.Now()

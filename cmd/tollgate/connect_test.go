@@ -52,7 +52,7 @@ func TestPrintedConfigsCarryTheServersBehaviour(t *testing.T) {
 		t.Fatalf("Claude Desktop config %q: %v", line, err)
 	}
 	d := desktop.MCPServers["tollgate"]
-	want := []string{"serve", "--agent", "local", "--db", filepath.Join(dir, "var", "stdio.db"),
+	want := []string{"serve", "--agent", "local", "--db", filepath.Join(dir, "var", "tollgate.db"),
 		"--config", cfgFile, "--sandbox=true", "--policies", filepath.Join(dir, "my-policies"),
 		"--slack-channel", "C0APPROVALS", "--approval-wait", "5s"}
 	if !slices.Equal(d.Args, want) {

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,14 +27,19 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/tools"
 )
 
-// TestCrashAtEveryStage is issue 4's crash test. A real `tollgate serve`
-// child, driven over MCP stdio, is killed with SIGKILL at each stage of the
-// pipeline, then a new one is started on the same database. The Cloudflare
+// TestCrashAtEveryStage is issue 4's crash test, with issue 10's second
+// process. A real `tollgate serve` child, driven over MCP stdio, is taken to
+// each stage of the pipeline; a second server is then started on the same
+// database while the first still works, and must leave the first's operation
+// and tokens alone (its start-up takeover and token sweep ran before it
+// answered); then the first is killed with SIGKILL, and the second takes its
+// work over and finishes it. The Cloudflare
 // account is a `tollgate sandbox` process that outlives both, reached as a
 // real account (parent token, account id, API base), whose faults are set
 // over its admin endpoint to hold one request mid-flight. After each
@@ -104,18 +110,32 @@ func TestCrashAtEveryStage(t *testing.T) {
 					t.Fatalf("%d registrations when the server is killed, want %d", got, b2i(tc.registeredAtKill))
 				}
 			}
-			first.kill()
-			if op := e.operation(v.OperationID); op.State != tc.killIn {
-				t.Fatalf("killed in %s, want %s", op.State, tc.killIn)
+			before := e.operation(v.OperationID)
+			if before.State != tc.killIn || before.LeaseID == "" {
+				t.Fatalf("in %s under lease %q, want %s under the first server's", before.State, before.LeaseID, tc.killIn)
 			}
-			if tc.fault != "" {
-				// The dead client's held request goes away with its connection.
-				e.waitFor("the held request to end", func() bool { return e.hanging() == 0 })
-				e.setFaults(`{}`)
+			tokensBefore := e.tokensOf(before.LeaseID)
+			if tc.killIn == ledger.StateExecuting && len(tokensBefore) == 0 {
+				t.Fatal("the executing server holds no token: the sweep check would prove nothing")
 			}
 
 			second := e.serve()
-			if tc.fault == "" {
+			if op := e.operation(v.OperationID); op.State != tc.killIn || op.LeaseID != before.LeaseID {
+				t.Fatalf("a second server took a live server's operation: %s under lease %q", op.State, op.LeaseID)
+			}
+			if got := e.tokensOf(before.LeaseID); !slices.Equal(got, tokensBefore) {
+				t.Fatalf("a second server's sweep touched a live server's tokens: %v, were %v", got, tokensBefore)
+			}
+			if tc.fault != "" {
+				// Requests from now on are served; the one held stays held
+				// until its client dies.
+				e.setFaults(`{}`)
+			}
+			first.kill()
+			if tc.fault != "" {
+				// The dead client's held request goes away with its connection.
+				e.waitFor("the held request to end", func() bool { return e.hanging() == 0 })
+			} else {
 				e.approve(reqID)
 			}
 			got := second.waitTerminal(v.OperationID)
@@ -157,12 +177,34 @@ type crashEnv struct {
 	account string
 	parent  string
 	db      *ledger.DB
+	mu      sync.Mutex // logs and serves, for servers started in parallel
 	logs    []string
 	serves  int
 }
 
+// crashConfig is what a scenario changes in the env's tollgate.yaml.
+type crashConfig struct {
+	agents []string // all in team web; the first is the default agent
+	wait   string   // approvals.wait
+	budget string   // team:web's day budget
+}
+
 func newCrashEnv(t *testing.T) *crashEnv {
 	t.Helper()
+	return newCrashEnvWith(t, crashConfig{})
+}
+
+func newCrashEnvWith(t *testing.T, cc crashConfig) *crashEnv {
+	t.Helper()
+	if len(cc.agents) == 0 {
+		cc.agents = []string{"web-bot"}
+	}
+	if cc.wait == "" {
+		cc.wait = "0s"
+	}
+	if cc.budget == "" {
+		cc.budget = "100.00"
+	}
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
@@ -188,30 +230,34 @@ func newCrashEnv(t *testing.T) *crashEnv {
 		t.Fatal(err)
 	}
 	e.cfgPath = filepath.Join(e.dir, "tollgate.yaml")
-	cfg := fmt.Sprintf(`db: %s
-transport: stdio
-agent: web-bot
-auth: none
-cerbos:
-  policies: %s
-agents:
-  - name: web-bot
+	var agents strings.Builder
+	for _, a := range cc.agents {
+		fmt.Fprintf(&agents, `  - name: %s
     team: web
     roles: [agent, deployer]
     owner: alice
     attributes: {environment: dev, trust_tier: standard}
-approvers:
+`, a)
+	}
+	cfg := fmt.Sprintf(`db: %s
+transport: stdio
+agent: %s
+auth: none
+cerbos:
+  policies: %s
+agents:
+%sapprovers:
   - name: bob
     os_user: %s
     roles: [approver]
 approvals:
-  wait: 0s
+  wait: %s
   expiry: 30m
 budgets:
   - scope: team:web
     window: day
-    limit: "100.00"
-`, filepath.Join(e.dir, "tollgate.db"), filepath.Join(root, "cerbos-policies"), u.Username)
+    limit: "%s"
+`, filepath.Join(e.dir, "tollgate.db"), cc.agents[0], filepath.Join(root, "cerbos-policies"), agents.String(), u.Username, cc.wait, cc.budget)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +281,9 @@ func (e *crashEnv) child(name string, args ...string) (*exec.Cmd, *os.File) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.mu.Lock()
 	e.logs = append(e.logs, logPath)
+	e.mu.Unlock()
 	cmd := exec.Command(e.bin, args...)
 	cmd.Env = e.env()
 	cmd.Stderr = logf
@@ -328,11 +376,16 @@ type serveProc struct {
 	done bool
 }
 
-func (e *crashEnv) serve() *serveProc {
+// serve starts `tollgate serve --transport stdio` with extra flags and
+// initializes an MCP session on it.
+func (e *crashEnv) serve(flags ...string) *serveProc {
 	t := e.t
+	e.mu.Lock()
 	e.serves++
+	name := fmt.Sprintf("serve-%d", e.serves)
+	e.mu.Unlock()
 	p := &serveProc{e: e}
-	cmd, logf := e.child(fmt.Sprintf("serve-%d", e.serves), "serve", "--transport", "stdio")
+	cmd, logf := e.child(name, append([]string{"serve", "--transport", "stdio"}, flags...)...)
 	p.cmd, p.logf = cmd, logf
 	c, err := client.NewStdioMCPClientWithOptions(e.bin, nil, nil,
 		transport.WithCommandFunc(func(context.Context, string, []string, []string) (*exec.Cmd, error) {
@@ -427,6 +480,19 @@ func (e *crashEnv) cli(args ...string) (string, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// tokensOf lists the ids of the live account tokens minted by the process
+// holding lease.
+func (e *crashEnv) tokensOf(lease string) []string {
+	var out []string
+	for _, tok := range e.sandboxState().LiveTokens() {
+		if cloudflare.TokenOwner(tok.Name) == lease {
+			out = append(out, tok.ID)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // requestID waits for the operation's approval request and returns its id,

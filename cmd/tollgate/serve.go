@@ -349,7 +349,7 @@ func printConnectHelp(w io.Writer, cfg server.Config, addr string, stdioArgs []s
 		code = append(code, "-e", k+"="+env[k])
 	}
 	code = append(append(code, "--", exe, "serve", "--transport", "stdio"), args...)
-	fmt.Fprintf(w, "  Claude Code (stdio, a server of its own)\n                  %s\n", shellJoin(code))
+	fmt.Fprintf(w, "  Claude Code (stdio, on this ledger)\n                  %s\n", shellJoin(code))
 	// The transport goes in env, not args: the inspector's CLI would take a
 	// --transport among the server's args for its own.
 	env["TOLLGATE_TRANSPORT"] = "stdio"
@@ -362,16 +362,17 @@ func printConnectHelp(w io.Writer, cfg server.Config, addr string, stdioArgs []s
 
 // stdioServer is the command, environment and arguments (after serve) of a
 // stdio server that behaves like this one: the same binary, agent, config
-// file and settings, and a database of its own beside this one's (one server
-// per database; to share this one, connect over HTTP).
+// file and settings, and this one's database — the one ledger every server
+// shares — by its absolute path (Claude Desktop starts servers from an
+// unknown folder).
 func stdioServer(cfg server.Config, stdioArgs []string) (string, map[string]string, []string) {
 	exe, err := os.Executable()
 	if err != nil {
 		exe = "tollgate"
 	}
-	db, err := filepath.Abs(filepath.Join(filepath.Dir(cfg.DB), "stdio.db"))
+	db, err := filepath.Abs(cfg.DB)
 	if err != nil {
-		db = "stdio.db"
+		db = cfg.DB
 	}
 	env := map[string]string{}
 	if bin := os.Getenv("TOLLGATE_CERBOS_BIN"); bin != "" {

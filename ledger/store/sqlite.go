@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
@@ -23,7 +25,21 @@ type sqliteBackend struct {
 	path   string
 	writer *sql.DB
 	reader *sql.DB
+	// keeper is a read connection held for the backend's life: it watches
+	// PRAGMA data_version, and while it is open SQLite never deletes the WAL
+	// on a close of ours, so the WAL's identity stays the one recorded.
+	keeper *sql.Conn
+
+	mu      sync.Mutex
+	dbID    fileID // the file this process opened
+	walID   fileID // its write-ahead log, once it exists
+	walSeen bool
+	broken  error // set once a file is found replaced or removed; never cleared
 }
+
+// sqliteWatchInterval is how often Watch reads PRAGMA data_version: a
+// counter in shared memory, not a table read.
+const sqliteWatchInterval = 50 * time.Millisecond
 
 var _ Backend = (*sqliteBackend)(nil)
 
@@ -74,9 +90,31 @@ func OpenSQLite(ctx context.Context, path string, readers int) (Backend, error) 
 	if err != nil {
 		return fail(fmt.Errorf("open %s read pool: %w", abs, err))
 	}
-	reader.SetMaxOpenConns(readers)
-	reader.SetMaxIdleConns(readers)
+	// One more connection than asked for: the keeper holds one.
+	reader.SetMaxOpenConns(readers + 1)
+	reader.SetMaxIdleConns(readers + 1)
 	b.reader = reader
+	if b.keeper, err = reader.Conn(ctx); err != nil {
+		return fail(fmt.Errorf("open %s read pool: %w", abs, err))
+	}
+	if err := b.keeper.PingContext(ctx); err != nil {
+		return fail(fmt.Errorf("open %s read pool: %w", abs, err))
+	}
+	id, ok, err := statID(abs)
+	if err != nil || !ok {
+		return fail(fmt.Errorf("open %s: the file cannot be examined: %v", abs, err))
+	}
+	// SQLite keeps the WAL and its lock file beside the name it was opened
+	// by: two names for one file would let two processes write through two
+	// logs, each blind to the other (and a lease check could not tell them
+	// apart). A symlink is fine: SQLite resolves it.
+	if n := linkCount(abs); n > 1 {
+		return fail(fmt.Errorf("open %s: the database file has %d hard links; SQLite keeps its write-ahead log beside the name it is opened by, so processes using different names would write past each other. Remove the other links and open it by one name (a symlink is fine)", abs, n))
+	}
+	b.dbID = id
+	if b.walID, b.walSeen, err = statID(abs + "-wal"); err != nil {
+		return fail(fmt.Errorf("open %s: the write-ahead log cannot be examined: %w", abs, err))
+	}
 	return b, nil
 }
 
@@ -112,11 +150,84 @@ func (b *sqliteBackend) BeginRead(ctx context.Context) (*sql.Tx, error) {
 	return b.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 }
 
-// Health is always nil for now.
-func (b *sqliteBackend) Health(context.Context) error { return nil }
+// Health checks that the path still names the file this process opened, and
+// that its write-ahead log is still the one in use. A file removed or
+// replaced under a running process (a restore, a cleanup script, an
+// attacker) splits what this process writes from what every other process
+// reads: its writes would be lost. Once found, the answer never changes: the
+// process must be restarted on the file as it now is.
+func (b *sqliteBackend) Health(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.broken != nil {
+		return b.broken
+	}
+	id, ok, err := statID(b.path)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: database file %s cannot be examined: %v", ErrUnhealthy, b.path, err)
+	case !ok:
+		b.broken = fmt.Errorf("%w: database file %s was removed while tollgate had it open; refusing to write, since nothing written now would reach the file other processes read. Restore it and restart every tollgate on it", ErrUnhealthy, b.path)
+	case id != b.dbID:
+		b.broken = fmt.Errorf("%w: database file %s was replaced while tollgate had it open (inode %d is now %d); refusing to write to a file other processes no longer read. Restart every tollgate on it", ErrUnhealthy, b.path, b.dbID.ino, id.ino)
+	}
+	if b.broken != nil {
+		return b.broken
+	}
+	wal := b.path + "-wal"
+	id, ok, err = statID(wal)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: write-ahead log %s cannot be examined: %v", ErrUnhealthy, wal, err)
+	case !b.walSeen:
+		b.walID, b.walSeen = id, ok
+	case !ok:
+		b.broken = fmt.Errorf("%w: the write-ahead log %s was removed while tollgate had the database open: the latest writes are lost to every other process and new ones would be too. Refusing to write; restart every tollgate on this database (a restart asks Cloudflare before executing anything again)", ErrUnhealthy, wal)
+	case id != b.walID:
+		b.broken = fmt.Errorf("%w: the write-ahead log %s was replaced while tollgate had the database open (inode %d is now %d). Refusing to write; restart every tollgate on this database (a restart asks Cloudflare before executing anything again)", ErrUnhealthy, wal, b.walID.ino, id.ino)
+	}
+	return b.broken
+}
+
+// Watch reads PRAGMA data_version on the keeper connection: it changes
+// whenever another connection (another process, or this process's writer)
+// commits.
+func (b *sqliteBackend) Watch(ctx context.Context, changed func()) error {
+	t := time.NewTicker(sqliteWatchInterval)
+	defer t.Stop()
+	last := int64(-1)
+	for {
+		var v int64
+		if err := b.keeper.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err == nil {
+			// The first read only sets the baseline; a change made before it
+			// could be missed, so it wakes everyone once.
+			if v != last {
+				changed()
+			}
+			last = v
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Now is this host's clock: every process on a SQLite file shares it.
+func (b *sqliteBackend) Now(context.Context) (time.Time, error) { return time.Now(), nil }
+
+// LeaseDir is the folder beside the database where each process keeps the
+// file it holds locked while it lives.
+func (b *sqliteBackend) LeaseDir() string {
+	return filepath.Join(filepath.Dir(b.path), ".tollgate-leases")
+}
 
 func (b *sqliteBackend) Close() error {
 	var errs []error
+	if b.keeper != nil {
+		errs = append(errs, b.keeper.Close())
+	}
 	if b.reader != nil {
 		errs = append(errs, b.reader.Close())
 	}

@@ -14,6 +14,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,17 @@ import (
 	"sync/atomic"
 	"time"
 )
+
+//go:embed migrations
+var migrationFiles embed.FS
+
+// ownMigrations are the store's own tables (leases), applied before every
+// component's.
+var ownMigrations = Embedded("store", migrationFiles, "migrations")
+
+// ErrUnhealthy is wrapped by every write refused because the database can no
+// longer be trusted with one (a file replaced or removed under the process).
+var ErrUnhealthy = errors.New("database unhealthy")
 
 // Dialect names a database engine's SQL. It picks the migrations folder of
 // every component and how placeholders are written.
@@ -51,8 +63,20 @@ type Backend interface {
 	// engine's own form. It is called once per distinct query.
 	Rebind(query string) string
 	// Health reports whether the database can be trusted with a write now;
-	// an error says what is wrong (a replaced or missing file, a lost server).
+	// an error wrapping ErrUnhealthy says what is wrong (a replaced or
+	// missing file).
 	Health(ctx context.Context) error
+	// Watch calls changed, until ctx ends, soon after any write transaction
+	// commits — in this process or any other. Calls may be coalesced and a
+	// few may come without a change; waiters re-read what they wait for.
+	Watch(ctx context.Context, changed func()) error
+	// Now is the clock leases are kept on: one that every process using the
+	// database agrees on (the host's for SQLite, the server's for PostgreSQL).
+	Now(ctx context.Context) (time.Time, error)
+	// LeaseDir is where a process keeps the file it holds locked while it
+	// lives, proving its lease to the others; "" when the engine's processes
+	// may run on different hosts and leases live by heartbeat alone.
+	LeaseDir() string
 	// String names the database for messages (a file path; a URL without
 	// its password).
 	String() string
@@ -62,12 +86,23 @@ type Backend interface {
 
 // Store is the handle the ledger and approvals share.
 type Store struct {
-	b       Backend
-	cache   *stmtCache // statements prepared on a single-connection writer; nil otherwise
-	now     func() time.Time
-	log     *slog.Logger
-	rebinds sync.Map // query -> Rebind(query), when the dialect rewrites queries
-	writes  atomic.Uint64
+	b        Backend
+	cache    *stmtCache // statements prepared on a single-connection writer; nil otherwise
+	now      func() time.Time
+	log      *slog.Logger
+	rebinds  sync.Map // query -> Rebind(query), when the dialect rewrites queries
+	leaseTTL time.Duration
+	writes   atomic.Uint64
+
+	life context.Context // the store's lifetime: the change watch runs in it
+	stop context.CancelFunc
+
+	subsMu   sync.Mutex
+	subs     map[chan struct{}]struct{}
+	watching bool
+
+	leasesMu sync.Mutex
+	leases   map[*Lease]struct{} // started and not yet closed
 }
 
 // Option configures Open and New.
@@ -78,6 +113,7 @@ type options struct {
 	now        func() time.Time
 	logger     *slog.Logger
 	readers    int
+	leaseTTL   time.Duration
 }
 
 // WithMigrations adds components' migrations, applied by Open and New in one
@@ -103,7 +139,7 @@ func WithReadConns(n int) Option {
 }
 
 func buildOptions(opts []Option) (options, error) {
-	o := options{now: time.Now, readers: 4}
+	o := options{now: time.Now, readers: 4, leaseTTL: DefaultLeaseTTL}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -117,6 +153,10 @@ func buildOptions(opts []Option) (options, error) {
 	if o.readers < 1 {
 		problems = append(problems, fmt.Sprintf("read pool size is %d; it must be at least 1", o.readers))
 	}
+	if o.leaseTTL < time.Second {
+		problems = append(problems, fmt.Sprintf("lease TTL is %s; it must be at least 1s", o.leaseTTL))
+	}
+	o.migrations = append([]Migrations{ownMigrations}, o.migrations...)
 	if err := checkComponents(o.migrations); err != nil {
 		problems = append(problems, err.Error())
 	}
@@ -137,6 +177,18 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	return New(ctx, b, opts...)
+}
+
+// New builds a store on a backend the caller opened (as pocketbase lets the
+// caller supply the connection) and applies every pending migration. The
+// store owns b from then on: Close closes it, and so does a failing New.
+func New(ctx context.Context, b Backend, opts ...Option) (*Store, error) {
+	o, err := buildOptions(opts)
+	if err != nil {
+		_ = b.Close()
+		return nil, fmt.Errorf("open %s: %w", b, err)
+	}
 	s, err := newStore(ctx, b, o)
 	if err != nil {
 		_ = b.Close()
@@ -145,26 +197,18 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// New builds a store on a backend the caller opened (as pocketbase lets the
-// caller supply the connection) and applies every pending migration. The
-// store owns b from then on: Close closes it.
-func New(ctx context.Context, b Backend, opts ...Option) (*Store, error) {
-	o, err := buildOptions(opts)
-	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
-	}
-	return newStore(ctx, b, o)
-}
-
 func newStore(ctx context.Context, b Backend, o options) (*Store, error) {
-	s := &Store{b: b, now: o.now, log: o.logger}
+	s := &Store{b: b, now: o.now, log: o.logger, leaseTTL: o.leaseTTL}
+	s.life, s.stop = context.WithCancel(context.Background())
 	if b.Writer().Stats().MaxOpenConnections == 1 {
 		s.cache = &stmtCache{stmts: map[string]*sql.Stmt{}}
 	}
 	if err := s.migrate(ctx, o.migrations); err != nil {
+		s.stop()
 		return nil, fmt.Errorf("open %s: %w", b, err)
 	}
 	if err := b.Reader().PingContext(ctx); err != nil {
+		s.stop()
 		return nil, fmt.Errorf("open %s: read pool: %w", b, err)
 	}
 	return s, nil
@@ -179,8 +223,11 @@ func (s *Store) String() string { return s.b.String() }
 // Backend is the engine under the store.
 func (s *Store) Backend() Backend { return s.b }
 
-// Ping checks that both pools answer.
+// Ping checks that the database is healthy and both pools answer.
 func (s *Store) Ping(ctx context.Context) error {
+	if err := s.b.Health(ctx); err != nil {
+		return err
+	}
 	if err := s.b.Writer().PingContext(ctx); err != nil {
 		return fmt.Errorf("ping %s: %w", s.b, err)
 	}
@@ -193,8 +240,18 @@ func (s *Store) Ping(ctx context.Context) error {
 // Health reports whether the database can be trusted with a write now.
 func (s *Store) Health(ctx context.Context) error { return s.b.Health(ctx) }
 
-// Close closes the backend.
+// Close stops the change watch and closes the backend. A lease still held is
+// abandoned as a crash would leave it: heartbeats stop and its lock is
+// dropped, but its record stays, for another process to find it dead and
+// take its work over.
 func (s *Store) Close() error {
+	s.stop()
+	s.leasesMu.Lock()
+	for l := range s.leases {
+		l.abandon()
+	}
+	s.leases = nil
+	s.leasesMu.Unlock()
 	if s.cache != nil {
 		s.cache.close()
 	}

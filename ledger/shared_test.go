@@ -1,0 +1,154 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// handles opens n handles on one new file: as far as SQLite's locking goes,
+// n processes. Nothing a handle caches could make the others' writes invisible.
+func handles(t *testing.T, n int, opts ...Option) []*DB {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tollgate.db")
+	out := make([]*DB, n)
+	for i := range out {
+		out[i] = openAt(t, path, append([]Option{WithAutoFreeze(0, 0)}, opts...)...)
+	}
+	return out
+}
+
+// TestExactAcrossProcesses: every rule that must hold across all the
+// tollgate processes on one database — budgets, velocity limits, explicit
+// and derived idempotency keys, freezes — holds when the racers are spread
+// over four handles, each with its own writer connection.
+func TestExactAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const racers = 40
+
+	t.Run("budget", func(t *testing.T) {
+		t.Parallel()
+		dbs := handles(t, 4)
+		setBudget(t, dbs[0], TeamScope("web"), WindowDay, "25")
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		reserved, blocked := 0, 0
+		for i := range racers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := pipelineOp(ctx, dbs[i%4], "a"+string(rune('a'+i%8)), "web", ActionRegisterDomain, usd("2"))
+				var be *BlockedError
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					reserved++
+				case errors.As(err, &be) && be.Kind == BlockBudget:
+					blocked++
+				default:
+					t.Errorf("reserve: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if reserved != 12 || blocked != racers-12 {
+			t.Fatalf("%d reserved, %d blocked; want exactly 12 of 2.00 in 25.00", reserved, blocked)
+		}
+		mustInvariants(t, dbs[3], true)
+	})
+
+	t.Run("velocity", func(t *testing.T) {
+		t.Parallel()
+		dbs := handles(t, 4)
+		if err := dbs[0].SetLimit(ctx, VelocityLimit{Scope: AgentScope("a"), Action: ActionRegisterDomain, Window: WindowDay, Max: 3}, "t"); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		reserved := 0
+		for i := range racers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := pipelineOp(ctx, dbs[i%4], "a", "web", ActionRegisterDomain, usd("1"))
+				var be *BlockedError
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					reserved++
+				case errors.As(err, &be) && be.Kind == BlockVelocity:
+				default:
+					t.Errorf("reserve: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if reserved != 3 {
+			t.Fatalf("%d reserved under a limit of 3", reserved)
+		}
+	})
+
+	for _, key := range []string{"explicit-key", ""} {
+		t.Run("idempotency key "+map[bool]string{true: "derived", false: "explicit"}[key == ""], func(t *testing.T) {
+			t.Parallel()
+			dbs := handles(t, 4)
+			ids := make([]string, racers)
+			created := make([]bool, racers)
+			var wg sync.WaitGroup
+			for i := range racers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					op, c, err := dbs[i%4].CreateOperation(ctx, NewOperation{
+						Agent: "a", Team: "web", Tool: "register_domain", Resource: "domain:same.dev",
+						Args: json.RawMessage(`{"domain":"same.dev"}`), ArgsHash: hashOf("same.dev"),
+						Reason: "the same call from every process", IdempotencyKey: key,
+					})
+					if err != nil {
+						t.Errorf("create: %v", err)
+						return
+					}
+					ids[i], created[i] = op.ID, c
+				}()
+			}
+			wg.Wait()
+			n := 0
+			for i := range ids {
+				if ids[i] != ids[0] {
+					t.Fatalf("racer %d got %s, racer 0 %s: two operations for one call", i, ids[i], ids[0])
+				}
+				if created[i] {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("%d racers created the operation, want 1", n)
+			}
+		})
+	}
+
+	t.Run("freeze", func(t *testing.T) {
+		t.Parallel()
+		dbs := handles(t, 2)
+		reserveOK(t, dbs[1], "a", "web", ActionRegisterDomain, "1")
+		if _, err := dbs[0].Freeze(ctx, AgentScope("a"), "stop it", "cli:alice"); err != nil {
+			t.Fatal(err)
+		}
+		// The other process sees the freeze on its very next reservation.
+		_, err := pipelineOp(ctx, dbs[1], "a", "web", ActionRegisterDomain, usd("1"))
+		var be *BlockedError
+		if !errors.As(err, &be) || be.Kind != BlockFrozen {
+			t.Fatalf("reserve after a freeze by another process: %v", err)
+		}
+		f, err := dbs[1].FrozenFor(ctx, "a", "web")
+		if err != nil || f == nil || f.Reason != "stop it" {
+			t.Fatalf("FrozenFor from the other process: %+v %v", f, err)
+		}
+	})
+}
