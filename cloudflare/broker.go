@@ -457,18 +457,35 @@ func (b *Broker) Sweep(ctx context.Context) (int, error) {
 	return b.SweepDead(ctx, func(string) bool { return false })
 }
 
+// TokenName is what a tollgate token's name says about it.
+type TokenName struct {
+	Owner   string // the minting process's lease; "" for a name without one
+	Purpose string
+	Label   string
+}
+
+// ParseTokenName reads a name the Broker gave a token:
+// "tollgate:[<owner>:]<purpose>:<label>:<random>". ok is false for any other.
+func ParseTokenName(name string) (TokenName, bool) {
+	rest, ok := strings.CutPrefix(name, TokenNamePrefix)
+	if !ok {
+		return TokenName{}, false
+	}
+	parts := strings.Split(rest, ":")
+	switch len(parts) {
+	case 3:
+		return TokenName{Purpose: parts[0], Label: parts[1]}, true
+	case 4:
+		return TokenName{Owner: parts[0], Purpose: parts[1], Label: parts[2]}, true
+	}
+	return TokenName{}, false
+}
+
 // TokenOwner returns the owner written into a tollgate token name, "" for a
 // name without one (minted before owners, or by a broker without one).
 func TokenOwner(name string) string {
-	rest, ok := strings.CutPrefix(name, TokenNamePrefix)
-	if !ok {
-		return ""
-	}
-	parts := strings.Split(rest, ":")
-	if len(parts) != 4 {
-		return ""
-	}
-	return parts[0]
+	n, _ := ParseTokenName(name)
+	return n.Owner
 }
 
 // SweepDead deletes the account tokens named with TokenNamePrefix that this

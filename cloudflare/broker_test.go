@@ -268,10 +268,14 @@ func TestSweepDeadSparesLiveProcesses(t *testing.T) {
 	if got := len(e.sb.LiveTokens()); got != 4 {
 		t.Fatalf("%d tokens left, want the parent and the live process's 3", got)
 	}
-	for _, name := range []string{"tollgate:ls_a:deploy:op_x:0011", "tollgate:deploy:op_x:0011", "other:ls_a:deploy:op:1"} {
-		want := map[bool]string{true: "ls_a", false: ""}[strings.Count(name, ":") == 4 && strings.HasPrefix(name, TokenNamePrefix)]
-		if got := TokenOwner(name); got != want {
-			t.Errorf("TokenOwner(%q) = %q, want %q", name, got, want)
+	for name, want := range map[string]TokenName{
+		"tollgate:ls_a:deploy:op_x:0011": {Owner: "ls_a", Purpose: "deploy", Label: "op_x"},
+		"tollgate:deploy:op_x:0011":      {Purpose: "deploy", Label: "op_x"},
+		"other:ls_a:deploy:op:1":         {},
+		"tollgate:a:b:c:d:e":             {},
+	} {
+		if got, ok := ParseTokenName(name); got != want || ok != (want != TokenName{}) {
+			t.Errorf("ParseTokenName(%q) = %+v, %v; want %+v", name, got, ok, want)
 		}
 	}
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // SharedLabel is the label of every shared session's token:
-// "tollgate:quote:shared:<random>".
+// "tollgate:[<owner>:]quote:shared:<random>".
 const SharedLabel = "shared"
 
 // SharedHooks are told about a shared session's token, so its mint and its

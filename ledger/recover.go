@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/tollgatehq/tollgate/ledger/store"
 )
@@ -61,7 +62,7 @@ func (db *DB) LeaseAlive(ctx context.Context, id string) (bool, error) {
 
 // RecoveryReport is what Reclaim took over from processes that are gone.
 type RecoveryReport struct {
-	Leases   []string    `json:"leases"`   // the dead leases taken over
+	Leases   []string    `json:"leases"`   // the dead leases found: taken over or removed
 	Released []Operation `json:"released"` // planned/authorized/reserved ops now failed (interrupted), holds released
 	InDoubt  []Operation `json:"in_doubt"` // were executing (now in_doubt) or in_doubt: ask Cloudflare, then Settle or Release
 	Approved []Operation `json:"approved"` // approved, maybe started: ask Cloudflare first, then execute or settle
@@ -164,8 +165,12 @@ func (db *DB) Reclaim(ctx context.Context) (RecoveryReport, error) {
 	}
 	for _, li := range leases {
 		if !li.Alive && li.ID != own.ID() {
-			if err := db.dropIfIdle(ctx, li.ID); err != nil {
+			dropped, err := db.dropIfIdle(ctx, li.ID)
+			if err != nil {
 				return rep, fmt.Errorf("reclaim: %w", err)
+			}
+			if dropped && !slices.Contains(rep.Leases, li.ID) {
+				rep.Leases = append(rep.Leases, li.ID)
 			}
 		}
 	}
@@ -216,21 +221,22 @@ func (db *DB) reclaimOne(ctx context.Context, id, deadLease, mine string) (Opera
 	return op, err
 }
 
-// dropIfIdle removes a dead lease once no non-terminal operation carries it.
-func (db *DB) dropIfIdle(ctx context.Context, lease string) error {
+// dropIfIdle removes a dead lease once no non-terminal operation carries it,
+// and reports whether it did.
+func (db *DB) dropIfIdle(ctx context.Context, lease string) (bool, error) {
 	args := []any{lease}
 	for _, s := range liveStates {
 		args = append(args, s)
 	}
 	var n int
 	if err := db.st.QueryRowContext(ctx, `SELECT COUNT(*) FROM operations WHERE lease_id = ? AND state IN (`+store.Placeholders(len(liveStates))+`)`, args...).Scan(&n); err != nil {
-		return err
+		return false, err
 	}
 	if n > 0 {
-		return nil
+		return false, nil
 	}
 	if ok, err := db.st.ReclaimLease(ctx, lease); err != nil || !ok {
-		return err
+		return false, err
 	}
-	return db.st.DropLease(ctx, lease)
+	return true, db.st.DropLease(ctx, lease)
 }

@@ -490,7 +490,8 @@ func opView(t *testing.T, res *mcp.CallToolResult) tools.OperationView {
 func operationTokens(e *testEnv) []sandbox.TokenRecord {
 	var out []sandbox.TokenRecord
 	for _, tok := range e.sb.LiveTokens() {
-		if strings.HasPrefix(tok.Name, "tollgate:") && !strings.HasPrefix(tok.Name, "tollgate:quote:"+cloudflare.SharedLabel+":") {
+		n, ok := cloudflare.ParseTokenName(tok.Name)
+		if ok && (n.Purpose != string(cloudflare.PurposeQuote) || n.Label != cloudflare.SharedLabel) {
 			out = append(out, tok)
 		}
 	}

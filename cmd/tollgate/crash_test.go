@@ -139,6 +139,9 @@ func TestCrashAtEveryStage(t *testing.T) {
 				e.approve(reqID)
 			}
 			got := second.waitTerminal(v.OperationID)
+			// The dead server's lease goes once the second has taken its work
+			// over and swept its tokens (the shared quote token too).
+			e.waitLeaseGone(before.LeaseID)
 			second.stop()
 
 			op := e.operation(v.OperationID)
@@ -480,6 +483,24 @@ func (e *crashEnv) cli(args ...string) (string, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// waitLeaseGone waits until no process records lease any more: it was found
+// dead, its work taken over and its tokens swept.
+func (e *crashEnv) waitLeaseGone(lease string) {
+	e.t.Helper()
+	e.waitFor("lease "+lease+" to be taken over", func() bool {
+		leases, err := e.db.Store().Leases(context.Background())
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, l := range leases {
+			if l.ID == lease {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // tokensOf lists the ids of the live account tokens minted by the process
