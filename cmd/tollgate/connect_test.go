@@ -11,7 +11,8 @@ import (
 )
 
 // TestPrintedConfigsCarryTheServersBehaviour: the Claude Desktop and Claude
-// Code configs serve prints give a stdio server every setting this server
+// Code configs serve prints give a stdio server this server's database (the
+// one ledger they share, by its absolute path) and every setting this server
 // was started with that changes behaviour — by flag, by TOLLGATE_* variable
 // or in a config file — with absolute paths, and nothing that only an HTTP
 // listener uses.
@@ -52,7 +53,7 @@ func TestPrintedConfigsCarryTheServersBehaviour(t *testing.T) {
 		t.Fatalf("Claude Desktop config %q: %v", line, err)
 	}
 	d := desktop.MCPServers["tollgate"]
-	want := []string{"serve", "--agent", "local", "--db", filepath.Join(dir, "var", "tollgate.db"),
+	want := []string{"serve", "--agent", "local", "--db", filepath.Join(dir, "var", "t.db"),
 		"--config", cfgFile, "--sandbox=true", "--policies", filepath.Join(dir, "my-policies"),
 		"--slack-channel", "C0APPROVALS", "--approval-wait", "5s"}
 	if !slices.Equal(d.Args, want) {
