@@ -30,34 +30,39 @@ func TestExactAcrossProcesses(t *testing.T) {
 	ctx := context.Background()
 	const racers = 40
 
-	t.Run("budget", func(t *testing.T) {
-		t.Parallel()
-		dbs := handles(t, 4)
-		setBudget(t, dbs[0], TeamScope("web"), WindowDay, "25")
+	// race reserves amount racers times at once across dbs, racer i for
+	// agent(i) of team web, and counts the successes and the blocks by kind.
+	race := func(t *testing.T, dbs []*DB, amount string, agent func(i int) string) (reserved int, blocks map[string]int) {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
-		reserved, blocked := 0, 0
+		blocks = map[string]int{}
 		for i := range racers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, err := pipelineOp(ctx, dbs[i%4], "a"+string(rune('a'+i%8)), "web", ActionRegisterDomain, usd("2"))
+			wg.Go(func() {
+				_, err := pipelineOp(ctx, dbs[i%len(dbs)], agent(i), "web", ActionRegisterDomain, usd(amount))
 				var be *BlockedError
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
 				case err == nil:
 					reserved++
-				case errors.As(err, &be) && be.Kind == BlockBudget:
-					blocked++
+				case errors.As(err, &be):
+					blocks[be.Kind]++
 				default:
 					t.Errorf("reserve: %v", err)
 				}
-			}()
+			})
 		}
 		wg.Wait()
-		if reserved != 12 || blocked != racers-12 {
-			t.Fatalf("%d reserved, %d blocked; want exactly 12 of 2.00 in 25.00", reserved, blocked)
+		return reserved, blocks
+	}
+
+	t.Run("budget", func(t *testing.T) {
+		t.Parallel()
+		dbs := handles(t, 4)
+		setBudget(t, dbs[0], TeamScope("web"), WindowDay, "25")
+		reserved, blocks := race(t, dbs, "2", func(i int) string { return "a" + string(rune('a'+i%8)) })
+		if reserved != 12 || blocks[BlockBudget] != racers-12 {
+			t.Fatalf("%d reserved, blocks %v; want exactly 12 of 2.00 in 25.00", reserved, blocks)
 		}
 		mustInvariants(t, dbs[3], true)
 	})
@@ -68,29 +73,9 @@ func TestExactAcrossProcesses(t *testing.T) {
 		if err := dbs[0].SetLimit(ctx, VelocityLimit{Scope: AgentScope("a"), Action: ActionRegisterDomain, Window: WindowDay, Max: 3}, "t"); err != nil {
 			t.Fatal(err)
 		}
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		reserved := 0
-		for i := range racers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, err := pipelineOp(ctx, dbs[i%4], "a", "web", ActionRegisterDomain, usd("1"))
-				var be *BlockedError
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case err == nil:
-					reserved++
-				case errors.As(err, &be) && be.Kind == BlockVelocity:
-				default:
-					t.Errorf("reserve: %v", err)
-				}
-			}()
-		}
-		wg.Wait()
-		if reserved != 3 {
-			t.Fatalf("%d reserved under a limit of 3", reserved)
+		reserved, blocks := race(t, dbs, "1", func(int) string { return "a" })
+		if reserved != 3 || blocks[BlockVelocity] != racers-3 {
+			t.Fatalf("%d reserved, blocks %v under a limit of 3", reserved, blocks)
 		}
 	})
 

@@ -12,9 +12,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/tollgatehq/tollgate/approvals"
-	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
-	"github.com/tollgatehq/tollgate/tools"
 )
 
 // onDecided reacts to a final approval decision, whether it arrived in this
@@ -201,13 +199,7 @@ func (p *Pipeline) resumeOnce(ctx context.Context, id string) (bool, error) {
 		p.execute(ctx, id) // not approved any more, or no tool: execute says what to do
 		return true, nil
 	}
-	var out tools.Outcome
-	var found bool
-	err = p.withSession(ctx, cloudflare.PurposeInspect, id, func(s *cloudflare.Session) error {
-		var err error
-		out, found, err = m.Reconcile(ctx, s, tools.ExecInput{OperationID: id, Args: op.Args, MaxAmount: op.Quote})
-		return err
-	})
+	out, found, err := p.askCloudflare(ctx, op, m)
 	if err != nil {
 		return ctx.Err() != nil, err
 	}

@@ -751,6 +751,17 @@ func (p *Pipeline) finish(ctx context.Context, reqID, text string) {
 	}
 }
 
+// askCloudflare asks Cloudflare, under a token minted for it, whether an
+// Operation's change is in place (Mutation.Reconcile).
+func (p *Pipeline) askCloudflare(ctx context.Context, op ledger.Operation, m tools.Mutation) (out tools.Outcome, found bool, err error) {
+	err = p.withSession(ctx, cloudflare.PurposeInspect, op.ID, func(s *cloudflare.Session) error {
+		var err error
+		out, found, err = m.Reconcile(ctx, s, tools.ExecInput{OperationID: op.ID, Args: op.Args, MaxAmount: op.Quote})
+		return err
+	})
+	return out, found, err
+}
+
 // reconcile asks Cloudflare whether an in_doubt Operation took effect, then
 // settles or releases it. Errors leave it in_doubt for the next pass.
 func (p *Pipeline) reconcile(ctx context.Context, id string) {
@@ -762,13 +773,7 @@ func (p *Pipeline) reconcile(ctx context.Context, id string) {
 	if !ok {
 		return
 	}
-	var out tools.Outcome
-	var found bool
-	err = p.withSession(ctx, cloudflare.PurposeInspect, id, func(s *cloudflare.Session) error {
-		var err error
-		out, found, err = m.Reconcile(ctx, s, tools.ExecInput{OperationID: id, Args: op.Args, MaxAmount: op.Quote})
-		return err
-	})
+	out, found, err := p.askCloudflare(ctx, op, m)
 	if err != nil {
 		p.log.Warn("reconcile failed; will retry", "operation", id, "err", err)
 		return

@@ -436,21 +436,10 @@ func (p *serveProc) stop() {
 }
 
 func (p *serveProc) callTool(name string, args map[string]any) tools.OperationView {
-	t := p.e.t
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	req := mcp.CallToolRequest{}
-	req.Params.Name = name
-	req.Params.Arguments = args
-	res, err := p.c.CallTool(ctx, req)
+	p.e.t.Helper()
+	v, err := p.call(name, args)
 	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	b, _ := json.Marshal(res.StructuredContent)
-	var v tools.OperationView
-	if err := json.Unmarshal(b, &v); err != nil || res.IsError {
-		t.Fatalf("%s: error %v, result %s", name, err, b)
+		p.e.t.Fatal(err)
 	}
 	return v
 }
