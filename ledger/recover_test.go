@@ -29,7 +29,8 @@ func sorted(s ...string) []string {
 }
 
 // reclaimHelperEnv makes TestReclaimHelperProcess, run in a child process,
-// open the database it names and leave work in every live state.
+// open the database it names (with the audit key in the file beside it) and
+// leave work in every live state.
 const reclaimHelperEnv = "TOLLGATE_LEDGER_RECLAIM_HELPER"
 
 // TestReclaimHelperProcess is the other process of TestReclaimOnlyDeadWork:
@@ -41,7 +42,11 @@ func TestReclaimHelperProcess(t *testing.T) {
 		t.Skip("helper process for TestReclaimOnlyDeadWork")
 	}
 	ctx := context.Background()
-	db := openAt(t, path)
+	key, err := LoadAuditKey(path + ".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := openAt(t, path, WithAuditKey(key))
 	if _, err := db.StartLease(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +102,14 @@ func TestReclaimOnlyDeadWork(t *testing.T) {
 			ctx := context.Background()
 			dir := t.TempDir()
 			path := filepath.Join(dir, "real", "tollgate.db")
-			openAt(t, path).Close() // create it
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			key, err := LoadOrCreateAuditKey(path + ".key") // the other process's too
+			if err != nil {
+				t.Fatal(err)
+			}
+			openAt(t, path, WithAuditKey(key)).Close() // create it
 			mine := path
 			switch how {
 			case "symlink":
@@ -131,7 +143,7 @@ func TestReclaimOnlyDeadWork(t *testing.T) {
 				t.Fatalf("helper process reported %v", theirs)
 			}
 
-			db := openAt(t, mine)
+			db := openAt(t, mine, WithAuditKey(key))
 			if _, err := db.StartLease(ctx); err != nil {
 				t.Fatal(err)
 			}
