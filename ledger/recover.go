@@ -62,7 +62,7 @@ func (db *DB) LeaseAlive(ctx context.Context, id string) (bool, error) {
 
 // RecoveryReport is what Reclaim took over from processes that are gone.
 type RecoveryReport struct {
-	Leases   []string    `json:"leases"`   // the dead leases found: taken over or removed
+	Leases   []string    `json:"leases"`   // the dead leases still recorded: clean up after them, then DropLeases
 	Released []Operation `json:"released"` // planned/authorized/reserved ops now failed (interrupted), holds released
 	InDoubt  []Operation `json:"in_doubt"` // were executing (now in_doubt) or in_doubt: ask Cloudflare, then Settle or Release
 	Approved []Operation `json:"approved"` // approved, maybe started: ask Cloudflare first, then execute or settle
@@ -87,7 +87,7 @@ var liveStates = []State{StatePlanned, StateAuthorized, StateReserved, StateAwai
 // however it named the database. Each operation moves in its own transaction,
 // re-checked against the dead lease it was seen with, so two processes
 // reclaiming at once take each operation once. Dead leases without work left
-// are then removed.
+// are reported, for the caller to clean up after and drop (DropLeases).
 func (db *DB) Reclaim(ctx context.Context) (RecoveryReport, error) {
 	var rep RecoveryReport
 	own := db.lease.Load()
@@ -164,14 +164,8 @@ func (db *DB) Reclaim(ctx context.Context) (RecoveryReport, error) {
 		}
 	}
 	for _, li := range leases {
-		if !li.Alive && li.ID != own.ID() {
-			dropped, err := db.dropIfIdle(ctx, li.ID)
-			if err != nil {
-				return rep, fmt.Errorf("reclaim: %w", err)
-			}
-			if dropped && !slices.Contains(rep.Leases, li.ID) {
-				rep.Leases = append(rep.Leases, li.ID)
-			}
+		if !li.Alive && li.ID != own.ID() && !slices.Contains(rep.Leases, li.ID) {
+			rep.Leases = append(rep.Leases, li.ID)
 		}
 	}
 	if len(rep.Leases) > 0 || len(cands) > 0 {
@@ -219,6 +213,22 @@ func (db *DB) reclaimOne(ctx context.Context, id, deadLease, mine string) (Opera
 		return err
 	})
 	return op, err
+}
+
+// DropLeases removes the records of dead leases (from RecoveryReport.Leases)
+// that no non-terminal operation carries any more. The caller drops them
+// once it has cleaned up after them (their Cloudflare tokens): until then
+// every Reclaim reports them again.
+func (db *DB) DropLeases(ctx context.Context, leases []string) error {
+	for _, id := range leases {
+		if own := db.lease.Load(); own != nil && own.ID() == id {
+			continue
+		}
+		if _, err := db.dropIfIdle(ctx, id); err != nil {
+			return fmt.Errorf("drop lease %s: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // dropIfIdle removes a dead lease once no non-terminal operation carries it,

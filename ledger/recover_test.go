@@ -203,14 +203,20 @@ func TestReclaimOnlyDeadWork(t *testing.T) {
 				t.Fatalf("%d reclaim events, want %d", n, len(liveStates))
 			}
 
-			// Again: nothing left to take, and the dead lease is gone once
-			// its work is done.
+			// Again: nothing left to take, but the dead lease is reported
+			// until the caller, having cleaned up after it, drops it.
 			if _, err := db.Settle(ctx, theirs[StateExecuting], SettleRequest{Actual: usd("4")}); err != nil {
 				t.Fatal(err)
 			}
 			rep, err = db.Reclaim(ctx)
-			if err != nil || len(rep.Leases)+len(rep.Released)+len(rep.InDoubt)+len(rep.Approved)+len(rep.Awaiting) != 0 {
+			if err != nil || len(rep.Leases) != 1 || len(rep.Released)+len(rep.InDoubt)+len(rep.Approved)+len(rep.Awaiting) != 0 {
 				t.Fatalf("second reclaim %+v %v", rep, err)
+			}
+			if err := db.DropLeases(ctx, rep.Leases); err != nil {
+				t.Fatal(err)
+			}
+			if rep, err = db.Reclaim(ctx); err != nil || len(rep.Leases) != 0 {
+				t.Fatalf("reclaim after the drop %+v %v", rep, err)
 			}
 			leases, err := db.Store().Leases(ctx)
 			if err != nil || len(leases) != 1 || leases[0].ID != db.Lease().ID() {

@@ -112,7 +112,13 @@ func (p *Pipeline) reclaim(ctx context.Context, sweep bool) error {
 		return fmt.Errorf("reclaim: %w", err)
 	}
 	if sweep || len(rep.Leases) > 0 {
-		p.sweepTokens(ctx)
+		// A dead lease's record goes only once its tokens are gone: a sweep
+		// that fails is tried again on the next pass.
+		if p.sweepTokens(ctx) {
+			if err := p.db.DropLeases(ctx, rep.Leases); err != nil {
+				p.log.Warn("drop dead leases", "err", err)
+			}
+		}
 	}
 	for _, op := range rep.Released {
 		p.log.Info("released interrupted operation", "operation", op.ID, "state", op.State)
@@ -146,12 +152,13 @@ func (p *Pipeline) reclaim(ctx context.Context, sweep bool) error {
 }
 
 // sweepTokens deletes the tollgate tokens on the account whose owner lease
-// is not alive: leftovers of processes that are gone.
-func (p *Pipeline) sweepTokens(ctx context.Context) {
+// is not alive: leftovers of processes that are gone. It reports whether it
+// swept.
+func (p *Pipeline) sweepTokens(ctx context.Context) bool {
 	leases, err := p.db.Store().Leases(ctx)
 	if err != nil {
 		p.log.Warn("token sweep skipped: leases unreadable", "err", err)
-		return
+		return false
 	}
 	alive := map[string]bool{}
 	for _, l := range leases {
@@ -162,10 +169,13 @@ func (p *Pipeline) sweepTokens(ctx context.Context) {
 	}
 	n, err := p.broker.SweepDead(ctx, func(owner string) bool { return alive[owner] })
 	if err != nil {
-		p.log.Warn("token sweep failed", "err", err)
-	} else if n > 0 {
-		p.log.Info("deleted leftover tokens", "count", n)
+		p.log.Warn("token sweep failed; trying again on the next pass", "err", err)
+		return false
 	}
+	if n > 0 {
+		p.log.Info("deleted the tokens of processes that are gone", "count", n)
+	}
+	return true
 }
 
 // resume carries on an approved Operation taken over from a process that is

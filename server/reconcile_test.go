@@ -311,7 +311,7 @@ func TestStartTakesOverOnlyDeadWork(t *testing.T) {
 		}
 		// ...and in the middle of the work of one that still runs.
 		var err error
-		if other, err = ledger.Open(ctx, db.Path(), ledger.WithMigrations(approvals.Migrations), ledger.WithClock(clk.Now)); err != nil {
+		if other, err = ledger.Open(ctx, db.Path(), ledger.WithMigrations(approvals.Migrations), ledger.WithClock(clk.Now), ledger.WithAuditKey(testAuditKey)); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = other.Close() })

@@ -47,7 +47,8 @@ func (p *serveProc) call(name string, args map[string]any) (tools.OperationView,
 }
 
 // plainCLI runs a tollgate subcommand the way someone at a terminal would
-// with nothing but --db: no config file, not in the config's folder.
+// with nothing but --db: no config file, not in the config's folder. (The
+// audit key every process on the database uses is given by its variable.)
 func (e *crashEnv) plainCLI(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -57,6 +58,7 @@ func (e *crashEnv) plainCLI(args ...string) (string, error) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	cmd.Env = append(cmd.Env, "TOLLGATE_AUDIT_KEY_FILE="+filepath.Join(e.dir, "audit.key"))
 	cmd.Dir = e.t.TempDir()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
