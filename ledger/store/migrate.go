@@ -187,3 +187,38 @@ func (s *Store) migrate(ctx context.Context, sets []Migrations) error {
 	}
 	return nil
 }
+
+// CheckDialects reports every version of m that is not in every dialect's
+// folder under the same name: each engine must get the same schema changes.
+func (m Migrations) CheckDialects() error {
+	var problems []string
+	byDialect := map[Dialect][]migration{}
+	for _, d := range []Dialect{SQLite, Postgres} {
+		ms, err := m.load(d)
+		if err != nil {
+			return err
+		}
+		byDialect[d] = ms
+	}
+	names := map[string]map[Dialect]bool{}
+	for d, ms := range byDialect {
+		for _, x := range ms {
+			if names[x.name] == nil {
+				names[x.name] = map[Dialect]bool{}
+			}
+			names[x.name][d] = true
+		}
+	}
+	for name, in := range names {
+		for _, d := range []Dialect{SQLite, Postgres} {
+			if !in[d] {
+				problems = append(problems, fmt.Sprintf("migration %s/%s has no %s twin", m.Component, name, d))
+			}
+		}
+	}
+	sort.Strings(problems)
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}

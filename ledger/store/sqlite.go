@@ -48,10 +48,30 @@ var _ Backend = (*sqliteBackend)(nil)
 // wait on locks before anything can hit one.
 const sqlitePragmas = "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)"
 
+// sqliteOpenBusyFor bounds how long OpenSQLite retries a file another
+// process is creating: switching a new file to WAL takes a lock that SQLite
+// does not wait for in busy_timeout.
+const sqliteOpenBusyFor = 10 * time.Second
+
 // OpenSQLite opens (creating if needed) the SQLite file at path ("" means
 // DefaultPath) with readers connections in the read pool, creates its parent
 // folder and checks that WAL mode took.
 func OpenSQLite(ctx context.Context, path string, readers int) (Backend, error) {
+	deadline := time.Now().Add(sqliteOpenBusyFor)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		b, err := openSQLite(ctx, path, readers)
+		if err == nil || !strings.Contains(err.Error(), "SQLITE_BUSY") || time.Now().After(deadline) {
+			return b, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+func openSQLite(ctx context.Context, path string, readers int) (Backend, error) {
 	if path == "" {
 		path = DefaultPath
 	}

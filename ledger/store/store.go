@@ -133,7 +133,7 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
 
-// WithReadConns sets the size of the SQLite read pool (default 4).
+// WithReadConns sets the size of the read pool (default 4).
 func WithReadConns(n int) Option {
 	return func(o *options) { o.readers = n }
 }
@@ -166,14 +166,20 @@ func buildOptions(opts []Option) (options, error) {
 	return o, nil
 }
 
-// Open opens the database dsn names — a SQLite file path ("" means
+// Open opens the database dsn names — a postgres:// or postgresql:// URL
+// selects PostgreSQL, anything else is a SQLite file path ("" means
 // DefaultPath) — and applies every pending migration.
 func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	o, err := buildOptions(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	b, err := OpenSQLite(ctx, dsn, o.readers)
+	var b Backend
+	if IsPostgresDSN(dsn) {
+		b, err = OpenPostgres(ctx, dsn, o.readers)
+	} else {
+		b, err = OpenSQLite(ctx, dsn, o.readers)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -274,6 +280,32 @@ func (s *Store) rebind(q string) string {
 	return r
 }
 
+// bind adapts arguments to the engine: PostgreSQL's integer columns take no
+// Go bool (SQLite stores one as 0 or 1), so a flag is sent as 0 or 1 there too.
+func (s *Store) bind(args []any) []any {
+	if s.b.Dialect() == SQLite {
+		return args
+	}
+	var out []any
+	for i, a := range args {
+		v, ok := a.(bool)
+		if !ok {
+			continue
+		}
+		if out == nil {
+			out = append([]any(nil), args...)
+		}
+		out[i] = 0
+		if v {
+			out[i] = 1
+		}
+	}
+	if out == nil {
+		return args
+	}
+	return out
+}
+
 // WriteTransactions is how many write transactions this store has begun
 // (committed or not), migrations included: the counter behind
 // tollgate_ledger_write_transactions_total ("write transactions per call").
@@ -338,12 +370,12 @@ func (s *Store) ExecContext(ctx context.Context, q string, args ...any) (sql.Res
 
 // QueryContext runs a query on the read pool.
 func (s *Store) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return s.b.Reader().QueryContext(ctx, s.rebind(q), args...)
+	return s.b.Reader().QueryContext(ctx, s.rebind(q), s.bind(args)...)
 }
 
 // QueryRowContext runs a one-row query on the read pool.
 func (s *Store) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	return s.b.Reader().QueryRowContext(ctx, s.rebind(q), args...)
+	return s.b.Reader().QueryRowContext(ctx, s.rebind(q), s.bind(args)...)
 }
 
 // Queryer runs statements: a *Tx (inside a transaction) or the *Store (reads
@@ -389,7 +421,7 @@ func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result
 	if st := t.stmt(ctx, q); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
-	return t.tx.ExecContext(ctx, t.s.rebind(q), args...)
+	return t.tx.ExecContext(ctx, t.s.rebind(q), t.s.bind(args)...)
 }
 
 // QueryContext runs q.
@@ -397,7 +429,7 @@ func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
-	return t.tx.QueryContext(ctx, t.s.rebind(q), args...)
+	return t.tx.QueryContext(ctx, t.s.rebind(q), t.s.bind(args)...)
 }
 
 // QueryRowContext runs q, which returns at most one row.
@@ -405,7 +437,7 @@ func (t *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Ro
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
-	return t.tx.QueryRowContext(ctx, t.s.rebind(q), args...)
+	return t.tx.QueryRowContext(ctx, t.s.rebind(q), t.s.bind(args)...)
 }
 
 // Strings runs a query whose rows are one text column (ids, mostly) and
