@@ -231,7 +231,8 @@ func (b *Broker) Session(ctx context.Context, p Purpose, label string) (*Session
 	if !p.Valid() {
 		return nil, fmt.Errorf("cloudflare session: purpose %q is not one of %v", p, Purposes())
 	}
-	return b.Open(ctx, SessionSpec{Name: string(p), Label: label, Permissions: p.Permissions()})
+	perm := p.Permissions()
+	return b.Open(ctx, SessionSpec{Name: string(p), Label: label, Permissions: perm, AllZones: len(perm.Zone) > 0})
 }
 
 // Open mints a token for spec, named "tollgate:<name>:<label>:<random>":

@@ -23,7 +23,7 @@ func TestSessionMintsLeastPrivilegeToken(t *testing.T) {
 		{PurposeQuote, "[Registrar Domains Read]"},
 		{PurposeRegister, "[Registrar Domains Admin Registrar Domains Read]"},
 		{PurposeDeploy, "[Workers Scripts Read Workers Scripts Write]"},
-		{PurposeInspect, "[Registrar Domains Read Workers Scripts Read]"},
+		{PurposeInspect, "[Registrar Domains Read Workers Scripts Read Zone Read]"},
 	}
 	for _, tc := range tests {
 		t.Run(string(tc.purpose), func(t *testing.T) {

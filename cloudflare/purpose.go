@@ -55,7 +55,7 @@ const (
 	PurposeQuote    Purpose = "quote"    // domain-check only (registrar read)
 	PurposeRegister Purpose = "register" // domain-check + registrations create/read + registration-status
 	PurposeDeploy   Purpose = "deploy"   // workers scripts write/read + workers.dev subdomain
-	PurposeInspect  Purpose = "inspect"  // read-only registrations + scripts, for crash reconciliation
+	PurposeInspect  Purpose = "inspect"  // read-only registrations, scripts, custom domains and zones: lookups and crash reconciliation
 )
 
 // purposePermissions is the least privilege per purpose. Register and Deploy
@@ -65,7 +65,7 @@ var purposePermissions = map[Purpose]Permissions{
 	PurposeQuote:    {Account: []string{GroupRegistrarRead}},
 	PurposeRegister: {Account: []string{GroupRegistrarRead, GroupRegistrarAdmin}},
 	PurposeDeploy:   {Account: []string{GroupWorkersRead, GroupWorkersWrite}},
-	PurposeInspect:  {Account: []string{GroupRegistrarRead, GroupWorkersRead}},
+	PurposeInspect:  {Account: []string{GroupRegistrarRead, GroupWorkersRead}, Zone: []string{GroupZoneRead}},
 }
 
 // Purposes lists every built-in purpose.
@@ -80,7 +80,9 @@ func (p Purpose) Valid() bool {
 }
 
 // Permissions returns what a token minted for p holds (nothing for an
-// unknown purpose).
+// unknown purpose). A purpose's zone groups are granted on all of the
+// account's zones: the built-in purposes are lookups that do not know the
+// zone yet.
 func (p Purpose) Permissions() Permissions {
 	perm := purposePermissions[p]
 	return Permissions{Account: slices.Clone(perm.Account), Zone: slices.Clone(perm.Zone)}

@@ -34,7 +34,7 @@ func chainOf(t *testing.T) *DB {
 	t.Helper()
 	db := openTest(t)
 	setBudget(t, db, GlobalScope, WindowMonth, "100")
-	op := reserveOK(t, db, "a", "t", ActionRegisterDomain, "8.57")
+	op := reserveOK(t, db, "a", "t", "register_domain", "8.57")
 	settleOK(t, db, op.ID, "8.57")
 	if _, err := db.Freeze(context.Background(), AgentScope("b"), "test", "cli:alice"); err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestAppendTxWithOwnTable(t *testing.T) {
 	ctx := context.Background()
 	approvals := fstest.MapFS{"sqlite/0001_requests.sql": {Data: []byte(`CREATE TABLE approval_requests (id TEXT PRIMARY KEY, state TEXT NOT NULL);`)}}
 	db := openTest(t, WithMigrations(store.Migrations{Component: "approvals", FS: approvals}))
-	op := reserveOK(t, db, "a", "t", ActionRegisterDomain, "1")
+	op := reserveOK(t, db, "a", "t", "register_domain", "1")
 
 	// The approvals package writes its row and its event in one transaction.
 	err := db.Store().Write(ctx, func(tx *store.Tx) error {
@@ -191,7 +191,7 @@ func TestEventsQuery(t *testing.T) {
 	ctx := context.Background()
 	clk := newClock(nov22)
 	db := openTest(t, WithClock(clk.Now))
-	op := reserveOK(t, db, "a", "t", ActionRegisterDomain, "1")
+	op := reserveOK(t, db, "a", "t", "register_domain", "1")
 	clk.Advance(time.Hour)
 	mid := clk.Now()
 	if _, err := db.Release(ctx, op.ID, StateFailed, "x", "y"); err != nil {

@@ -100,7 +100,7 @@ func approvedChargeChain(t *testing.T, db *DB) (opID string) {
 	t.Helper()
 	ctx := context.Background()
 	setBudget(t, db, GlobalScope, WindowMonth, "500")
-	op := reserveOK(t, db, "web-bot", "web", ActionRegisterDomain, "99")
+	op := reserveOK(t, db, "web-bot", "web", "register_domain", "99")
 	if err := db.Append(ctx,
 		NewEvent("approval.requested", ActorSystem, op.ID, map[string]any{"request_id": "apr_1", "amount": "99.00 USD"}),
 		NewEvent("approval.voted", "slack:U0ALICE", op.ID, map[string]any{"request_id": "apr_1", "outcome": "approve", "approver": "alice"}),
@@ -109,7 +109,7 @@ func approvedChargeChain(t *testing.T, db *DB) (opID string) {
 		t.Fatal(err)
 	}
 	settleOK(t, db, op.ID, "99")
-	later := reserveOK(t, db, "web-bot", "web", ActionRegisterDomain, "5")
+	later := reserveOK(t, db, "web-bot", "web", "register_domain", "5")
 	settleOK(t, db, later.ID, "5")
 	return op.ID
 }
@@ -539,7 +539,7 @@ func TestAuditKeyTwoWritersInterleave(t *testing.T) {
 					errs <- err
 				}
 				if i%5 == 0 {
-					op, err := pipelineOp(ctx, db, fmt.Sprintf("a%d", w), "t", ActionRegisterDomain, usd("1"))
+					op, err := pipelineOp(ctx, db, fmt.Sprintf("a%d", w), "t", "register_domain", usd("1"))
 					if err == nil {
 						err = execute(ctx, db, op.ID, false)
 					}
@@ -702,7 +702,7 @@ func TestAuditMigrationKeepsPlainHashesUpToASignedBoundary(t *testing.T) {
 func chainOfOn(t *testing.T, db *DB) {
 	t.Helper()
 	setBudget(t, db, GlobalScope, WindowMonth, "100")
-	op := reserveOK(t, db, "a", "t", ActionRegisterDomain, "8.57")
+	op := reserveOK(t, db, "a", "t", "register_domain", "8.57")
 	settleOK(t, db, op.ID, "8.57")
 }
 

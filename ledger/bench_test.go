@@ -31,7 +31,7 @@ func benchDB(b *testing.B) *DB {
 			}
 		}
 	}
-	if err := db.SetLimit(ctx, VelocityLimit{Scope: GlobalScope, Action: ActionRegisterDomain, Window: WindowDay, Max: 1 << 30}, "bench"); err != nil {
+	if err := db.SetLimit(ctx, VelocityLimit{Scope: GlobalScope, Action: "register_domain", Window: WindowDay, Max: 1 << 30}, "bench"); err != nil {
 		b.Fatal(err)
 	}
 	return db
@@ -39,7 +39,7 @@ func benchDB(b *testing.B) *DB {
 
 // reserveSettle is the measured unit: reserve the quote, move to executing, settle.
 func reserveSettle(ctx context.Context, db *DB, id string) error {
-	if _, err := db.Reserve(ctx, ReserveRequest{OperationID: id, Action: ActionRegisterDomain, Amount: usd("8.57")}); err != nil {
+	if _, err := db.Reserve(ctx, ReserveRequest{OperationID: id, Action: "register_domain", Amount: usd("8.57")}); err != nil {
 		return err
 	}
 	if _, err := db.Transition(ctx, id, StateExecuting, TransitionOpts{From: []State{StateReserved}}); err != nil {

@@ -35,7 +35,7 @@ type BudgetStatus struct {
 // VelocityLimit caps how many times a scope may do an action per window.
 type VelocityLimit struct {
 	Scope  Scope  `json:"scope"`
-	Action string `json:"action"` // register_domain | deploy_worker
+	Action string `json:"action"` // the caller's name for what is counted (tollgate: a tool's name)
 	Window Window `json:"window"` // day | month
 	Max    int    `json:"max"`
 }
@@ -47,12 +47,6 @@ type LimitStatus struct {
 	Count    int           `json:"count"` // reservations of the action not released
 	ResetsAt time.Time     `json:"resets_at"`
 }
-
-// Velocity-limited actions.
-const (
-	ActionRegisterDomain = "register_domain"
-	ActionDeployWorker   = "deploy_worker"
-)
 
 func checkActor(actor string) string {
 	if actor == "" {
@@ -235,9 +229,11 @@ func remaining(limit, spent, held int64) int64 {
 
 var actionRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 
+// checkLimitAction checks an action's syntax only: which actions exist is
+// the caller's to say (tollgate's tool inventory), not the ledger's.
 func checkLimitAction(a string) error {
-	if a != ActionRegisterDomain && a != ActionDeployWorker {
-		return fmt.Errorf("action %s is not rate-limitable; use %s or %s", quoteInput(a), ActionRegisterDomain, ActionDeployWorker)
+	if !actionRE.MatchString(a) {
+		return fmt.Errorf("action %s must be a lower-case identifier (a letter, then letters, digits or _; at most 64)", quoteInput(a))
 	}
 	return nil
 }

@@ -21,7 +21,7 @@ import (
 // reports whether it ended settled. Every error other than a block is a failure.
 func lifecycle(ctx context.Context, db *DB, rng *rand.Rand, agent, team string, step func() error) (settled bool, err error) {
 	amount := money.Money{Micros: int64(rng.IntN(5_000_000)), Currency: "USD"}
-	op, err := pipelineOp(ctx, db, agent, team, ActionRegisterDomain, amount)
+	op, err := pipelineOp(ctx, db, agent, team, "register_domain", amount)
 	var be *BlockedError
 	if errors.As(err, &be) {
 		return false, step()
@@ -98,7 +98,7 @@ func TestPropertyRandomInterleavings(t *testing.T) {
 	setBudget(t, db, TeamScope("t0"), WindowMonth, "20")
 	setBudget(t, db, TeamScope("t1"), WindowTotal, "18")
 	setBudget(t, db, GlobalScope, WindowDay, "30")
-	if err := db.SetLimit(ctx, VelocityLimit{Scope: AgentScope("a3"), Action: ActionRegisterDomain, Window: WindowDay, Max: 6}, "t"); err != nil {
+	if err := db.SetLimit(ctx, VelocityLimit{Scope: AgentScope("a3"), Action: "register_domain", Window: WindowDay, Max: 6}, "t"); err != nil {
 		t.Fatal(err)
 	}
 	seed := time.Now().UnixNano()
@@ -149,8 +149,8 @@ func TestInvariantCheckerCatchesCorruption(t *testing.T) {
 	} {
 		db := openTest(t)
 		setBudget(t, db, GlobalScope, WindowTotal, "100")
-		settleOK(t, db, reserveOK(t, db, "a", "t", ActionRegisterDomain, "3").ID, "3")
-		reserveOK(t, db, "a", "t", ActionRegisterDomain, "2")
+		settleOK(t, db, reserveOK(t, db, "a", "t", "register_domain", "3").ID, "3")
+		reserveOK(t, db, "a", "t", "register_domain", "2")
 		mustInvariants(t, db, true)
 		if _, err := db.st.ExecContext(ctx, corrupt); err != nil {
 			t.Fatal(err)
@@ -179,7 +179,7 @@ func FuzzLedgerSequence(f *testing.F) {
 		setBudget(t, db, AgentScope("a0"), WindowDay, "3")
 		setBudget(t, db, TeamScope("t"), WindowMonth, "5")
 		setBudget(t, db, GlobalScope, WindowTotal, "8")
-		if err := db.SetLimit(ctx, VelocityLimit{Scope: AgentScope("a1"), Action: ActionRegisterDomain, Window: WindowDay, Max: 2}, "t"); err != nil {
+		if err := db.SetLimit(ctx, VelocityLimit{Scope: AgentScope("a1"), Action: "register_domain", Window: WindowDay, Max: 2}, "t"); err != nil {
 			t.Fatal(err)
 		}
 		var ops []string
@@ -200,7 +200,7 @@ func FuzzLedgerSequence(f *testing.F) {
 			switch code {
 			case 0: // new reservation of arg/50 USD for one of three agents
 				var op Operation
-				op, err = pipelineOp(ctx, db, fmt.Sprintf("a%d", arg%3), "t", ActionRegisterDomain, money.Money{Micros: int64(arg) * 20_000, Currency: "USD"})
+				op, err = pipelineOp(ctx, db, fmt.Sprintf("a%d", arg%3), "t", "register_domain", money.Money{Micros: int64(arg) * 20_000, Currency: "USD"})
 				if op.ID != "" {
 					ops = append(ops, op.ID)
 				}
@@ -242,7 +242,7 @@ func FuzzLedgerSequence(f *testing.F) {
 					_, err = other.Reclaim(ctx)
 				}
 			case 8: // a dry run never writes
-				_, _, err = db.CheckBudget(ctx, ReserveRequest{Agent: "a0", Team: "t", Action: ActionRegisterDomain, Amount: money.Money{Micros: int64(arg) * 10_000, Currency: "USD"}})
+				_, _, err = db.CheckBudget(ctx, ReserveRequest{Agent: "a0", Team: "t", Action: "register_domain", Amount: money.Money{Micros: int64(arg) * 10_000, Currency: "USD"}})
 			}
 			if !okErr(err) {
 				t.Fatalf("step %d (code %d arg %d): %v", i/2, code, arg, err)
@@ -281,7 +281,7 @@ func TestRaceTeamBudget(t *testing.T) {
 					defer wg.Done()
 					<-start
 					agent := fmt.Sprintf("agent-%02d", i%nAgents)
-					op, err := pipelineOp(ctx, db, agent, "web", ActionRegisterDomain, price)
+					op, err := pipelineOp(ctx, db, agent, "web", "register_domain", price)
 					if op.ID != "" {
 						mu.Lock()
 						ids = append(ids, op.ID)
@@ -358,7 +358,7 @@ func TestTwoHandlesOneFile(t *testing.T) {
 			if i%2 == 1 {
 				db, other = db2, db1
 			}
-			op, err := pipelineOp(ctx, db, fmt.Sprintf("a%d", i%4), "t", ActionRegisterDomain, usd("1"))
+			op, err := pipelineOp(ctx, db, fmt.Sprintf("a%d", i%4), "t", "register_domain", usd("1"))
 			var be *BlockedError
 			if errors.As(err, &be) {
 				return
@@ -425,7 +425,7 @@ func TestMultiProcess(t *testing.T) {
 	}
 	local := 0
 	for range perProc {
-		if _, err := pipelineOp(ctx, db, "parent", "web", ActionRegisterDomain, usd("1")); err == nil {
+		if _, err := pipelineOp(ctx, db, "parent", "web", "register_domain", usd("1")); err == nil {
 			local++
 		}
 	}
@@ -461,7 +461,7 @@ func TestHelperLedgerProcess(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("LEDGER_HELPER_N"))
 	agent := os.Getenv("LEDGER_HELPER_AGENT")
 	for range n {
-		op, err := pipelineOp(ctx, db, agent, "web", ActionRegisterDomain, usd("1"))
+		op, err := pipelineOp(ctx, db, agent, "web", "register_domain", usd("1"))
 		var be *BlockedError
 		if errors.As(err, &be) {
 			continue

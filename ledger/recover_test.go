@@ -54,19 +54,19 @@ func TestReclaimHelperProcess(t *testing.T) {
 	out := map[State]string{}
 	out[StatePlanned] = newOp(t, db, "a", "t", "register_domain", "p.dev").ID
 	out[StateAuthorized] = authorizedOp(t, db, "a", "t").ID
-	out[StateReserved] = reserveOK(t, db, "a", "t", ActionRegisterDomain, "1").ID
-	awaiting := reserveOK(t, db, "a", "t", ActionRegisterDomain, "2")
+	out[StateReserved] = reserveOK(t, db, "a", "t", "register_domain", "1").ID
+	awaiting := reserveOK(t, db, "a", "t", "register_domain", "2")
 	move(t, db, awaiting.ID, StateAwaitingApproval)
 	out[StateAwaitingApproval] = awaiting.ID
-	approved := reserveOK(t, db, "a", "t", ActionRegisterDomain, "3")
+	approved := reserveOK(t, db, "a", "t", "register_domain", "3")
 	move(t, db, approved.ID, StateAwaitingApproval, StateApproved)
 	out[StateApproved] = approved.ID
-	executing := reserveOK(t, db, "a", "t", ActionRegisterDomain, "4")
+	executing := reserveOK(t, db, "a", "t", "register_domain", "4")
 	if err := execute(ctx, db, executing.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	out[StateExecuting] = executing.ID
-	inDoubt := reserveOK(t, db, "a", "t", ActionRegisterDomain, "5")
+	inDoubt := reserveOK(t, db, "a", "t", "register_domain", "5")
 	if err := execute(ctx, db, inDoubt.ID, false); err != nil {
 		t.Fatal(err)
 	}
@@ -241,11 +241,11 @@ func TestReclaimTakesOperationsWithoutLease(t *testing.T) {
 	ctx := context.Background()
 	db := openTest(t)
 	setBudget(t, db, TeamScope("t"), WindowDay, "100")
-	reserved := reserveOK(t, db, "a", "t", ActionRegisterDomain, "1")
+	reserved := reserveOK(t, db, "a", "t", "register_domain", "1")
 	if _, err := db.StartLease(ctx); err != nil {
 		t.Fatal(err)
 	}
-	fresh := reserveOK(t, db, "a", "t", ActionRegisterDomain, "2")
+	fresh := reserveOK(t, db, "a", "t", "register_domain", "2")
 	rep, err := db.Reclaim(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ func TestSpendWithoutBudgets(t *testing.T) {
 
 	settle := func(agent, team, amount string) {
 		t.Helper()
-		op, err := pipelineOp(ctx, db, agent, team, ActionRegisterDomain, usd(amount))
+		op, err := pipelineOp(ctx, db, agent, team, "register_domain", usd(amount))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -32,7 +32,7 @@ func TestSpendWithoutBudgets(t *testing.T) {
 	settle("web-bot", "web", "10.44")
 	settle("ops-bot", "ops", "2.00")
 	settle("lone-bot", "", "1.00")
-	if _, err := pipelineOp(ctx, db, "web-bot", "web", ActionRegisterDomain, usd("14.18")); err != nil { // held
+	if _, err := pipelineOp(ctx, db, "web-bot", "web", "register_domain", usd("14.18")); err != nil { // held
 		t.Fatal(err)
 	}
 

@@ -38,7 +38,7 @@ func TestExactAcrossProcesses(t *testing.T) {
 		blocks = map[string]int{}
 		for i := range racers {
 			wg.Go(func() {
-				_, err := pipelineOp(ctx, dbs[i%len(dbs)], agent(i), "web", ActionRegisterDomain, usd(amount))
+				_, err := pipelineOp(ctx, dbs[i%len(dbs)], agent(i), "web", "register_domain", usd(amount))
 				var be *BlockedError
 				mu.Lock()
 				defer mu.Unlock()
@@ -70,7 +70,7 @@ func TestExactAcrossProcesses(t *testing.T) {
 	t.Run("velocity", func(t *testing.T) {
 		t.Parallel()
 		dbs := handles(t, 4)
-		if err := dbs[0].SetLimit(ctx, VelocityLimit{Scope: AgentScope("a"), Action: ActionRegisterDomain, Window: WindowDay, Max: 3}, "t"); err != nil {
+		if err := dbs[0].SetLimit(ctx, VelocityLimit{Scope: AgentScope("a"), Action: "register_domain", Window: WindowDay, Max: 3}, "t"); err != nil {
 			t.Fatal(err)
 		}
 		reserved, blocks := race(t, dbs, "1", func(int) string { return "a" })
@@ -121,12 +121,12 @@ func TestExactAcrossProcesses(t *testing.T) {
 	t.Run("freeze", func(t *testing.T) {
 		t.Parallel()
 		dbs := handles(t, 2)
-		reserveOK(t, dbs[1], "a", "web", ActionRegisterDomain, "1")
+		reserveOK(t, dbs[1], "a", "web", "register_domain", "1")
 		if _, err := dbs[0].Freeze(ctx, AgentScope("a"), "stop it", "cli:alice"); err != nil {
 			t.Fatal(err)
 		}
 		// The other process sees the freeze on its very next reservation.
-		_, err := pipelineOp(ctx, dbs[1], "a", "web", ActionRegisterDomain, usd("1"))
+		_, err := pipelineOp(ctx, dbs[1], "a", "web", "register_domain", usd("1"))
 		var be *BlockedError
 		if !errors.As(err, &be) || be.Kind != BlockFrozen {
 			t.Fatalf("reserve after a freeze by another process: %v", err)

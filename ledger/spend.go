@@ -20,7 +20,7 @@ type ReserveRequest struct {
 	// Agent and Team name the applicable scopes: agent:<Agent>, team:<Team>, global.
 	// For Reserve they default to the operation's and must match it when given.
 	Agent, Team string
-	Action      string      // the velocity-limited action, e.g. register_domain
+	Action      string      // the velocity-limited action (tollgate: the tool name)
 	Amount      money.Money // the full quoted maximum (includes Commitment.Amount if any)
 	Commitment  *Commitment // a once-per-key part of Amount
 }
@@ -199,7 +199,7 @@ func (r *ReserveRequest) validate(needOp bool) error {
 		}
 	}
 	if r.Action != "" && !actionRE.MatchString(r.Action) {
-		problems = append(problems, fmt.Sprintf("action %s must be a lower-case identifier such as register_domain", quoteInput(r.Action)))
+		problems = append(problems, fmt.Sprintf("action %s must be a lower-case identifier such as buy_thing", quoteInput(r.Action)))
 	}
 	if err := money.CheckAmount("amount", r.Amount); err != nil {
 		problems = append(problems, err.Error())

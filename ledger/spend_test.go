@@ -66,7 +66,7 @@ func TestReserveSettleRelease(t *testing.T) {
 	setBudget(t, db, TeamScope("web"), WindowMonth, "100")
 	setBudget(t, db, GlobalScope, WindowTotal, "1000")
 
-	op := reserveOK(t, db, "web-bot", "web", ActionRegisterDomain, "8.57")
+	op := reserveOK(t, db, "web-bot", "web", "register_domain", "8.57")
 	if op.State != StateReserved || op.Quote != usd("8.57") {
 		t.Fatalf("reserved op %+v", op)
 	}
@@ -104,7 +104,7 @@ func TestReserveSettleRelease(t *testing.T) {
 	}
 
 	// A failure releases: nothing spent, nothing held.
-	op2 := reserveOK(t, db, "web-bot", "web", ActionRegisterDomain, "5")
+	op2 := reserveOK(t, db, "web-bot", "web", "register_domain", "5")
 	if st := statusOf(t, db, AgentScope("web-bot"), WindowDay); st.Held != usd("5") {
 		t.Fatalf("held %v", st.Held)
 	}
@@ -133,10 +133,10 @@ func TestReserveBlockedBudgetMessage(t *testing.T) {
 	ctx := context.Background()
 	db := openTest(t, WithClock(newClock(nov22).Now))
 	setBudget(t, db, TeamScope("web"), WindowDay, "25")
-	settleOK(t, db, reserveOK(t, db, "a1", "web", ActionRegisterDomain, "20").ID, "20")
-	reserveOK(t, db, "a2", "web", ActionRegisterDomain, "4")
+	settleOK(t, db, reserveOK(t, db, "a1", "web", "register_domain", "20").ID, "20")
+	reserveOK(t, db, "a2", "web", "register_domain", "4")
 
-	op, err := pipelineOp(ctx, db, "a3", "web", ActionRegisterDomain, usd("8.57"))
+	op, err := pipelineOp(ctx, db, "a3", "web", "register_domain", usd("8.57"))
 	var be *BlockedError
 	if !errors.As(err, &be) {
 		t.Fatalf("err = %v, want *BlockedError", err)
@@ -153,8 +153,8 @@ func TestReserveBlockedBudgetMessage(t *testing.T) {
 		t.Fatalf("blocked op %+v", op)
 	}
 	// Exactly what fits still fits (spent + held + amount == limit).
-	reserveOK(t, db, "a3", "web", ActionRegisterDomain, "1")
-	if _, err := pipelineOp(ctx, db, "a3", "web", ActionRegisterDomain, usd("0.000001")); !errors.As(err, &be) {
+	reserveOK(t, db, "a3", "web", "register_domain", "1")
+	if _, err := pipelineOp(ctx, db, "a3", "web", "register_domain", usd("0.000001")); !errors.As(err, &be) {
 		t.Fatalf("one micro over: %v", err)
 	}
 	// The block is recorded, flagged and audited.
@@ -177,12 +177,12 @@ func TestReserveBlockedBudgetMessage(t *testing.T) {
 func TestBudgetSetMidPeriodSeesEarlierSpend(t *testing.T) {
 	t.Parallel()
 	db := openTest(t, WithClock(newClock(nov22).Now))
-	settleOK(t, db, reserveOK(t, db, "a1", "web", ActionRegisterDomain, "15").ID, "15")
+	settleOK(t, db, reserveOK(t, db, "a1", "web", "register_domain", "15").ID, "15")
 	setBudget(t, db, AgentScope("a1"), WindowDay, "20")
 	if st := statusOf(t, db, AgentScope("a1"), WindowDay); st.Spent != usd("15") || st.Remaining != usd("5") {
 		t.Fatalf("status %+v", st)
 	}
-	if _, err := pipelineOp(context.Background(), db, "a1", "web", ActionRegisterDomain, usd("6")); err == nil {
+	if _, err := pipelineOp(context.Background(), db, "a1", "web", "register_domain", usd("6")); err == nil {
 		t.Fatal("reserve over a budget set after earlier spending succeeded")
 	}
 }
@@ -195,25 +195,25 @@ func TestWindowsResetAndVelocity(t *testing.T) {
 	setBudget(t, db, AgentScope("a"), WindowDay, "10")
 	setBudget(t, db, AgentScope("a"), WindowMonth, "15")
 	setBudget(t, db, AgentScope("a"), WindowTotal, "25")
-	if err := db.SetLimit(ctx, VelocityLimit{Scope: AgentScope("a"), Action: ActionRegisterDomain, Window: WindowDay, Max: 2}, "cli:alice"); err != nil {
+	if err := db.SetLimit(ctx, VelocityLimit{Scope: AgentScope("a"), Action: "register_domain", Window: WindowDay, Max: 2}, "cli:alice"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SetLimit(ctx, VelocityLimit{Scope: TeamScope("t"), Action: ActionRegisterDomain, Window: WindowMonth, Max: 3}, "cli:alice"); err != nil {
+	if err := db.SetLimit(ctx, VelocityLimit{Scope: TeamScope("t"), Action: "register_domain", Window: WindowMonth, Max: 3}, "cli:alice"); err != nil {
 		t.Fatal(err)
 	}
 
-	settleOK(t, db, reserveOK(t, db, "a", "t", ActionRegisterDomain, "4").ID, "4")
-	released := reserveOK(t, db, "a", "t", ActionRegisterDomain, "1")
+	settleOK(t, db, reserveOK(t, db, "a", "t", "register_domain", "4").ID, "4")
+	released := reserveOK(t, db, "a", "t", "register_domain", "1")
 	if _, err := db.Release(ctx, released.ID, StateFailed, "cloudflare_error", "x"); err != nil {
 		t.Fatal(err)
 	}
-	reserveOK(t, db, "a", "t", ActionRegisterDomain, "1") // held; the released one does not count
-	ls, err := db.LimitStatuses(ctx, ActionRegisterDomain, AgentScope("a"))
+	reserveOK(t, db, "a", "t", "register_domain", "1") // held; the released one does not count
+	ls, err := db.LimitStatuses(ctx, "register_domain", AgentScope("a"))
 	if err != nil || len(ls) != 1 || ls[0].Count != 2 || ls[0].Period != "2026-11-30" || !ls[0].ResetsAt.Equal(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)) {
 		t.Fatalf("limit status %+v %v", ls, err)
 	}
 	// Third registration today: velocity block with the reset time.
-	_, err = pipelineOp(ctx, db, "a", "t", ActionRegisterDomain, usd("1"))
+	_, err = pipelineOp(ctx, db, "a", "t", "register_domain", usd("1"))
 	var be *BlockedError
 	if !errors.As(err, &be) || be.Kind != BlockVelocity || be.Max != 2 || be.Count != 2 || be.Code() != "velocity_exceeded" {
 		t.Fatalf("velocity: %v", err)
@@ -222,7 +222,7 @@ func TestWindowsResetAndVelocity(t *testing.T) {
 		t.Fatalf("message %q", be.Error())
 	}
 	// Another action is not limited.
-	reserveOK(t, db, "a", "t", ActionDeployWorker, "0")
+	reserveOK(t, db, "a", "t", "deploy_worker", "0")
 
 	// Midnight, and a new month: day and month budgets and the day limit reset, the
 	// total does not; the team's month limit (3) now starts over too.
@@ -237,9 +237,9 @@ func TestWindowsResetAndVelocity(t *testing.T) {
 	if st := statusOf(t, db, AgentScope("a"), WindowTotal); st.Spent != usd("4") || st.Held != usd("1") {
 		t.Fatalf("total after rollover %+v", st)
 	}
-	reserveOK(t, db, "a", "t", ActionRegisterDomain, "9")
+	reserveOK(t, db, "a", "t", "register_domain", "9")
 	// total: 4 spent + 1 + 0 + 9 held = 14; day: 9 held; one more of 2 hits the day budget (10).
-	_, err = pipelineOp(ctx, db, "a", "t", ActionRegisterDomain, usd("2"))
+	_, err = pipelineOp(ctx, db, "a", "t", "register_domain", usd("2"))
 	if !errors.As(err, &be) || be.Kind != BlockBudget || be.Window != WindowDay || !be.ResetsAt.Equal(time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)) {
 		t.Fatalf("day budget after rollover: %v", err)
 	}
@@ -248,7 +248,7 @@ func TestWindowsResetAndVelocity(t *testing.T) {
 	clk.Set(time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC))
 	setBudget(t, db, AgentScope("a"), WindowDay, "100")
 	setBudget(t, db, AgentScope("a"), WindowMonth, "100")
-	_, err = pipelineOp(ctx, db, "a", "t", ActionDeployWorker, usd("12"))
+	_, err = pipelineOp(ctx, db, "a", "t", "deploy_worker", usd("12"))
 	if !errors.As(err, &be) || be.Window != WindowTotal || !strings.HasSuffix(be.Error(), "(a total budget never resets)") {
 		t.Fatalf("total budget: %v", err)
 	}
@@ -262,7 +262,7 @@ func TestCurrencyMismatch(t *testing.T) {
 	if err := db.SetBudget(ctx, Budget{Scope: GlobalScope, Window: WindowMonth, Limit: money.Money{Micros: 100_000_000, Currency: "EUR"}}, "cli:bob"); err != nil {
 		t.Fatal(err)
 	}
-	op, err := pipelineOp(ctx, db, "a", "t", ActionRegisterDomain, usd("1"))
+	op, err := pipelineOp(ctx, db, "a", "t", "register_domain", usd("1"))
 	var be *BlockedError
 	if !errors.As(err, &be) || be.Kind != BlockCurrency || op.ErrorCode != "currency_mismatch" ||
 		!strings.Contains(be.Error(), "is in EUR but the request is 1.00 USD") {
@@ -270,7 +270,7 @@ func TestCurrencyMismatch(t *testing.T) {
 	}
 	// Settle in a different currency than the quote is refused.
 	db2 := openTest(t)
-	r := reserveOK(t, db2, "a", "t", ActionRegisterDomain, "1")
+	r := reserveOK(t, db2, "a", "t", "register_domain", "1")
 	if err := execute(ctx, db2, r.ID, false); err != nil {
 		t.Fatal(err)
 	}
@@ -307,14 +307,14 @@ func TestFreezeAndAutoFreeze(t *testing.T) {
 	if got, _ := db.FrozenFor(ctx, "a", "other"); got != nil {
 		t.Fatalf("other team frozen: %+v", got)
 	}
-	_, err = pipelineOp(ctx, db, "a", "web", ActionRegisterDomain, usd("1"))
+	_, err = pipelineOp(ctx, db, "a", "web", "register_domain", usd("1"))
 	var be *BlockedError
 	if !errors.As(err, &be) || be.Kind != BlockFrozen || be.Freeze == nil || be.Code() != "frozen" || !strings.Contains(be.Error(), "incident 42") {
 		t.Fatalf("frozen team: %v", err)
 	}
 	// Frozen-kind blocks never trip the auto-freeze: the agent is already stopped.
 	for range 3 {
-		_, _ = pipelineOp(ctx, db, "a", "web", ActionRegisterDomain, usd("1"))
+		_, _ = pipelineOp(ctx, db, "a", "web", "register_domain", usd("1"))
 	}
 	if got, _ := db.FrozenFor(ctx, "a", ""); got != nil {
 		t.Fatalf("agent auto-frozen by freeze blocks: %+v", got)
@@ -325,7 +325,7 @@ func TestFreezeAndAutoFreeze(t *testing.T) {
 	if err := db.Unfreeze(ctx, TeamScope("web"), "cli:alice"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unfreeze twice: %v", err)
 	}
-	reserveOK(t, db, "a", "web", ActionRegisterDomain, "1")
+	reserveOK(t, db, "a", "web", "register_domain", "1")
 
 	// Global freeze applies to everyone; the most specific freeze is reported.
 	if _, err := db.Freeze(ctx, GlobalScope, "all stop", "cli:alice"); err != nil {
@@ -354,7 +354,7 @@ func TestFreezeAndAutoFreeze(t *testing.T) {
 	setBudget(t, db, AgentScope("greedy"), WindowDay, "1")
 	for i := range 3 {
 		clk.Advance(6 * time.Minute)
-		_, err := pipelineOp(ctx, db, "greedy", "web", ActionRegisterDomain, usd("2"))
+		_, err := pipelineOp(ctx, db, "greedy", "web", "register_domain", usd("2"))
 		if !errors.As(err, &be) || be.Kind != BlockBudget {
 			t.Fatalf("block %d: %v", i, err)
 		}
@@ -364,7 +364,7 @@ func TestFreezeAndAutoFreeze(t *testing.T) {
 		}
 	}
 	clk.Advance(time.Minute)
-	_, err = pipelineOp(ctx, db, "greedy", "web", ActionRegisterDomain, usd("2"))
+	_, err = pipelineOp(ctx, db, "greedy", "web", "register_domain", usd("2"))
 	if !errors.As(err, &be) || !be.AutoFroze || !strings.Contains(be.Error(), "now frozen") {
 		t.Fatalf("auto-freeze block: %v", err)
 	}
@@ -373,7 +373,7 @@ func TestFreezeAndAutoFreeze(t *testing.T) {
 		t.Fatalf("auto freeze %+v", got)
 	}
 	// Now even an affordable call is refused until a human unfreezes.
-	if _, err := pipelineOp(ctx, db, "greedy", "web", ActionRegisterDomain, usd("0.5")); !errors.As(err, &be) || be.Kind != BlockFrozen {
+	if _, err := pipelineOp(ctx, db, "greedy", "web", "register_domain", usd("0.5")); !errors.As(err, &be) || be.Kind != BlockFrozen {
 		t.Fatalf("after auto-freeze: %v", err)
 	}
 	if n := countRows(t, db, `SELECT COUNT(*) FROM audit_events WHERE type = 'freeze.set' AND actor = 'system' AND json_extract(data, '$.auto') = 1`); n != 1 {
@@ -382,7 +382,7 @@ func TestFreezeAndAutoFreeze(t *testing.T) {
 	if err := db.Unfreeze(ctx, AgentScope("greedy"), "cli:alice"); err != nil {
 		t.Fatal(err)
 	}
-	reserveOK(t, db, "greedy", "web", ActionRegisterDomain, "0.5")
+	reserveOK(t, db, "greedy", "web", "register_domain", "0.5")
 	mustInvariants(t, db, true)
 }
 
@@ -398,7 +398,7 @@ func TestAutoFreezeCountsOnlyBlocksAfterUnfreeze(t *testing.T) {
 	block := func() *BlockedError {
 		t.Helper()
 		clk.Advance(time.Second)
-		_, err := pipelineOp(ctx, db, "greedy", "web", ActionRegisterDomain, usd("2"))
+		_, err := pipelineOp(ctx, db, "greedy", "web", "register_domain", usd("2"))
 		var be *BlockedError
 		if !errors.As(err, &be) || be.Kind != BlockBudget {
 			t.Fatalf("want a budget block, got %v", err)
@@ -442,7 +442,7 @@ func TestCommitmentRecordedOnce(t *testing.T) {
 	plan := &Commitment{Key: "workers-paid-plan:2026-11", Amount: usd("5")}
 	reserve := func(agent string) (Operation, error) {
 		op := authorizedOp(t, db, agent, "web")
-		return db.Reserve(ctx, ReserveRequest{OperationID: op.ID, Action: ActionDeployWorker, Amount: usd("5"), Commitment: plan})
+		return db.Reserve(ctx, ReserveRequest{OperationID: op.ID, Action: "deploy_worker", Amount: usd("5"), Commitment: plan})
 	}
 	// Two first-of-the-month deploys race: both hold the plan.
 	op1, err := reserve("a1")
@@ -499,7 +499,7 @@ func TestSettleOverQuoteIsFlagged(t *testing.T) {
 	ctx := context.Background()
 	db := openTest(t)
 	setBudget(t, db, AgentScope("a"), WindowTotal, "10")
-	op := reserveOK(t, db, "a", "t", ActionRegisterDomain, "8")
+	op := reserveOK(t, db, "a", "t", "register_domain", "8")
 	s := settleOK(t, db, op.ID, "12") // the registrar charged more: record the truth
 	if *s.Charged != usd("12") {
 		t.Fatalf("charged %v", s.Charged)
@@ -523,7 +523,7 @@ func TestSettleOverQuoteIsFlagged(t *testing.T) {
 		t.Fatalf("%d freeze.set events for the operation", n)
 	}
 	// A charge at or below the quote freezes nobody.
-	op2 := reserveOK(t, db, "b", "t", ActionRegisterDomain, "1")
+	op2 := reserveOK(t, db, "b", "t", "register_domain", "1")
 	settleOK(t, db, op2.ID, "1")
 	if f, _ := db.FrozenFor(ctx, "b", "t"); f != nil {
 		t.Fatalf("agent b frozen after a charge equal to its quote: %+v", f)
@@ -537,14 +537,14 @@ func TestCheckBudgetWritesNothing(t *testing.T) {
 	db := openTest(t, WithClock(newClock(nov22).Now))
 	setBudget(t, db, AgentScope("a"), WindowDay, "10")
 	setBudget(t, db, GlobalScope, WindowMonth, "50")
-	reserveOK(t, db, "a", "t", ActionRegisterDomain, "4")
+	reserveOK(t, db, "a", "t", "register_domain", "4")
 	before := countRows(t, db, `SELECT (SELECT COUNT(*) FROM audit_events) + (SELECT COUNT(*) FROM holds) + (SELECT COUNT(*) FROM blocks)`)
 
-	st, blocked, err := db.CheckBudget(ctx, ReserveRequest{Agent: "a", Team: "t", Action: ActionRegisterDomain, Amount: usd("6")})
+	st, blocked, err := db.CheckBudget(ctx, ReserveRequest{Agent: "a", Team: "t", Action: "register_domain", Amount: usd("6")})
 	if err != nil || blocked != nil || len(st) != 2 || st[0].Remaining != usd("6") || st[1].Remaining != usd("46") {
 		t.Fatalf("fits: %+v %v %v", st, blocked, err)
 	}
-	_, blocked, err = db.CheckBudget(ctx, ReserveRequest{Agent: "a", Team: "t", Action: ActionRegisterDomain, Amount: usd("6.01")})
+	_, blocked, err = db.CheckBudget(ctx, ReserveRequest{Agent: "a", Team: "t", Action: "register_domain", Amount: usd("6.01")})
 	if err != nil || blocked == nil || blocked.Kind != BlockBudget || blocked.Scope != AgentScope("a") {
 		t.Fatalf("does not fit: %v %v", blocked, err)
 	}
@@ -649,19 +649,19 @@ func TestBudgetAndLimitAdmin(t *testing.T) {
 	}
 
 	for _, l := range []VelocityLimit{
-		{Scope: GlobalScope, Action: "buy_everything", Window: WindowDay, Max: 1},
-		{Scope: GlobalScope, Action: ActionRegisterDomain, Window: WindowTotal, Max: 1},
-		{Scope: GlobalScope, Action: ActionRegisterDomain, Window: WindowDay, Max: -1},
-		{Scope: "agent:", Action: ActionRegisterDomain, Window: WindowDay, Max: 1},
+		{Scope: GlobalScope, Action: "Buy everything", Window: WindowDay, Max: 1}, // which actions exist is the caller's to say; the syntax is the ledger's
+		{Scope: GlobalScope, Action: "register_domain", Window: WindowTotal, Max: 1},
+		{Scope: GlobalScope, Action: "register_domain", Window: WindowDay, Max: -1},
+		{Scope: "agent:", Action: "register_domain", Window: WindowDay, Max: 1},
 	} {
 		if err := db.SetLimit(ctx, l, "x"); err == nil {
 			t.Errorf("limit %+v accepted", l)
 		}
 	}
 	for _, l := range []VelocityLimit{
-		{Scope: GlobalScope, Action: ActionDeployWorker, Window: WindowMonth, Max: 100},
-		{Scope: AgentScope("a"), Action: ActionRegisterDomain, Window: WindowDay, Max: 3},
-		{Scope: AgentScope("a"), Action: ActionRegisterDomain, Window: WindowDay, Max: 0}, // forbid
+		{Scope: GlobalScope, Action: "deploy_worker", Window: WindowMonth, Max: 100},
+		{Scope: AgentScope("a"), Action: "register_domain", Window: WindowDay, Max: 3},
+		{Scope: AgentScope("a"), Action: "register_domain", Window: WindowDay, Max: 0}, // forbid
 	} {
 		if err := db.SetLimit(ctx, l, "cli:alice"); err != nil {
 			t.Fatal(err)
@@ -671,17 +671,17 @@ func TestBudgetAndLimitAdmin(t *testing.T) {
 	if err != nil || len(ls) != 2 || ls[0].Scope != AgentScope("a") || ls[0].Max != 0 {
 		t.Fatalf("limits %+v %v", ls, err)
 	}
-	if _, err := pipelineOp(ctx, db, "a", "t", ActionRegisterDomain, usd("0")); err == nil {
+	if _, err := pipelineOp(ctx, db, "a", "t", "register_domain", usd("0")); err == nil {
 		t.Fatal("max 0 did not forbid the action")
 	}
-	if err := db.DeleteLimit(ctx, AgentScope("a"), ActionRegisterDomain, WindowDay, "cli:alice"); err != nil {
+	if err := db.DeleteLimit(ctx, AgentScope("a"), "register_domain", WindowDay, "cli:alice"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.DeleteLimit(ctx, AgentScope("a"), ActionRegisterDomain, WindowDay, "cli:alice"); !errors.Is(err, ErrNotFound) {
+	if err := db.DeleteLimit(ctx, AgentScope("a"), "register_domain", WindowDay, "cli:alice"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("delete limit twice: %v", err)
 	}
 	all, err := db.LimitStatuses(ctx, "")
-	if err != nil || len(all) != 1 || all[0].Limit.Action != ActionDeployWorker {
+	if err != nil || len(all) != 1 || all[0].Limit.Action != "deploy_worker" {
 		t.Fatalf("limit statuses %+v %v", all, err)
 	}
 }

@@ -495,8 +495,8 @@ func (l LimitConfig) VelocityLimit() (ledger.VelocityLimit, error) {
 	if win == ledger.WindowTotal {
 		return ledger.VelocityLimit{}, fmt.Errorf("window total: velocity limits use day or month")
 	}
-	if !slices.Contains([]string{"register_domain", "deploy_worker"}, l.Action) {
-		return ledger.VelocityLimit{}, fmt.Errorf("action %q: use register_domain or deploy_worker", l.Action)
+	if !tools.IsRateLimited(l.Action) {
+		return ledger.VelocityLimit{}, fmt.Errorf("action %q: use %s", l.Action, tools.OrList(tools.RateLimited()))
 	}
 	if l.Max < 0 {
 		return ledger.VelocityLimit{}, fmt.Errorf("max %d: use 0 or more", l.Max)

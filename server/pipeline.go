@@ -51,6 +51,9 @@ type Pipeline struct {
 	quoteCache *quoteCache
 	// quoteSession is the shared read-only token every price check uses.
 	quoteSession *cloudflare.SharedSession
+	// inspectSession is the shared read-only token of lookups (zones,
+	// custom domains) while planning and scoping a call.
+	inspectSession *cloudflare.SharedSession
 	// elicit, when set, points the waiting call's MCP client at the
 	// approval's console page (URL-mode elicitation); the func it returns
 	// ends that when the call returns.
@@ -205,20 +208,53 @@ func operationFrom(ctx context.Context) string {
 	return id
 }
 
-// withSession mints a token for one purpose, audits it, runs fn, and deletes
-// the token, auditing that too. The token never outlives fn.
+// withSession mints a token for one built-in purpose, audits it, runs fn,
+// and deletes the token, auditing that too. The token never outlives fn.
 func (p *Pipeline) withSession(ctx context.Context, purpose cloudflare.Purpose, opID string, fn func(*cloudflare.Session) error) error {
-	label := opID
-	if label == "" {
-		label = string(purpose)
+	perm := purpose.Permissions()
+	return p.withSpec(ctx, cloudflare.SessionSpec{Name: string(purpose), Label: opID, Permissions: perm, AllZones: len(perm.Zone) > 0}, opID, fn)
+}
+
+// executeSpec is the token an execution of op gets: the tool's declared
+// permissions, its zone groups on exactly the call's zones.
+func (p *Pipeline) executeSpec(ctx context.Context, m tools.Mutation, op ledger.Operation) (cloudflare.SessionSpec, error) {
+	spec := cloudflare.SessionSpec{Name: m.Action(), Label: op.ID, Permissions: m.Access().Execute}
+	if len(spec.Permissions.Zone) == 0 {
+		return spec, nil
 	}
-	s, err := p.broker.Session(ctx, purpose, label)
+	zs, ok := m.(tools.ZoneScoped)
+	if !ok {
+		return spec, fmt.Errorf("%s declares zone permissions but names no zones", m.Name())
+	}
+	zones, err := zs.Zones(ctx, p.lookup(ctx), op.Args)
+	if err != nil {
+		return spec, err
+	}
+	spec.Zones = zones
+	return spec, nil
+}
+
+// withSpec mints a token for spec, audits it, runs fn, and deletes the
+// token, auditing that too. The token never outlives fn.
+func (p *Pipeline) withSpec(ctx context.Context, spec cloudflare.SessionSpec, opID string, fn func(*cloudflare.Session) error) error {
+	if spec.Label == "" {
+		spec.Label = spec.Name
+	}
+	purpose := spec.Name
+	s, err := p.broker.Open(ctx, spec)
 	if err != nil {
 		return fmt.Errorf("mint a %s token: %w", purpose, err)
 	}
+	resources := "this account only"
+	switch {
+	case len(spec.Zones) > 0:
+		resources = "this account; zones " + strings.Join(spec.Zones, ", ")
+	case spec.AllZones:
+		resources = "this account and its zones"
+	}
 	minted := ledger.NewEvent("token.minted", "system", opID, map[string]any{
-		"token_id": s.TokenID, "purpose": string(purpose), "expires_at": s.ExpiresAt,
-		"permission_groups": s.PermissionGroups, "resources": "this account only", "request_ip": p.cfg.Cloudflare.RequestIP,
+		"token_id": s.TokenID, "purpose": purpose, "expires_at": s.ExpiresAt,
+		"permission_groups": s.PermissionGroups, "resources": resources, "request_ip": p.cfg.Cloudflare.RequestIP,
 	})
 	if err := p.db.Append(ctx, minted); err != nil {
 		_ = s.Close(context.WithoutCancel(ctx))
@@ -227,7 +263,7 @@ func (p *Pipeline) withSession(ctx context.Context, purpose cloudflare.Purpose, 
 	runErr := fn(s)
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	ev := ledger.NewEvent("token.revoked", "system", opID, map[string]any{"token_id": s.TokenID, "purpose": string(purpose)})
+	ev := ledger.NewEvent("token.revoked", "system", opID, map[string]any{"token_id": s.TokenID, "purpose": purpose})
 	if cerr := s.Close(closeCtx); cerr != nil {
 		p.log.Error("token revoke failed; the start-up sweeper will delete it", "token_id", s.TokenID, "err", cerr)
 		ev = ledger.NewEvent("token.revoke_failed", "system", opID, map[string]any{"token_id": s.TokenID, "error": cerr.Error()})
@@ -635,7 +671,13 @@ func (p *Pipeline) execute(ctx context.Context, id string) {
 	var out tools.Outcome
 	var execErr error
 	started := false
-	err = p.withSession(ctx, m.Purpose(), id, func(s *cloudflare.Session) error {
+	spec, err := p.executeSpec(ctx, m, op)
+	if err != nil {
+		p.releaseIf(ctx, id, []ledger.State{ledger.StateApproved}, ledger.StateFailed, "token_unavailable", "could not scope the execution's token: "+err.Error())
+		p.finish(ctx, req.ID, "Not executed: "+err.Error())
+		return
+	}
+	err = p.withSpec(ctx, spec, id, func(s *cloudflare.Session) error {
 		if _, err := p.db.Transition(ctx, id, ledger.StateExecuting, ledger.TransitionOpts{From: []ledger.State{ledger.StateApproved}, Actor: "system"}); err != nil {
 			return err
 		}
@@ -754,7 +796,8 @@ func (p *Pipeline) finish(ctx context.Context, reqID, text string) {
 // askCloudflare asks Cloudflare, under a token minted for it, whether an
 // Operation's change is in place (Mutation.Reconcile).
 func (p *Pipeline) askCloudflare(ctx context.Context, op ledger.Operation, m tools.Mutation) (out tools.Outcome, found bool, err error) {
-	err = p.withSession(ctx, cloudflare.PurposeInspect, op.ID, func(s *cloudflare.Session) error {
+	spec := cloudflare.SessionSpec{Name: string(cloudflare.PurposeInspect), Label: op.ID, Permissions: m.Access().Reconcile}
+	err = p.withSpec(ctx, spec, op.ID, func(s *cloudflare.Session) error {
 		var err error
 		out, found, err = m.Reconcile(ctx, s, tools.ExecInput{OperationID: op.ID, Args: op.Args, MaxAmount: op.Quote})
 		return err
@@ -1096,7 +1139,7 @@ func (p *Pipeline) SpendStatus(ctx context.Context) (tools.SpendStatusResult, er
 	for _, s := range sts {
 		out.Budgets = append(out.Budgets, tools.BudgetViewOf(s))
 	}
-	for _, action := range []string{"register_domain", "deploy_worker"} {
+	for _, action := range tools.RateLimited() {
 		ls, err := p.db.LimitStatuses(ctx, action, scopes...)
 		if err != nil {
 			return out, fmt.Errorf("limits: %w", err)

@@ -180,6 +180,14 @@ func (c cachedQuotes) Quote(_ context.Context, domain string) (tools.Quote, erro
 	return tools.Quote{}, errQuoteNeeded
 }
 
+// sharedResources says where a shared token's groups apply.
+func sharedResources(p cloudflare.Purpose) string {
+	if len(p.Permissions().Zone) > 0 {
+		return "this account and all its zones"
+	}
+	return "this account only"
+}
+
 // sharedQuoteHooks record the shared quote token's mint and revocation once
 // each in the audit trail; a mint that cannot be recorded is not used.
 func sharedQuoteHooks(db *ledger.DB, requestIP string, log func(msg string, args ...any)) cloudflare.SharedHooks {
@@ -187,7 +195,7 @@ func sharedQuoteHooks(db *ledger.DB, requestIP string, log func(msg string, args
 		Minted: func(ctx context.Context, s *cloudflare.Session) error {
 			return db.Append(ctx, ledger.NewEvent("token.minted", "system", "", map[string]any{
 				"token_id": s.TokenID, "purpose": string(s.Purpose), "expires_at": s.ExpiresAt, "shared": true,
-				"permission_groups": s.PermissionGroups, "resources": "this account only", "request_ip": requestIP,
+				"permission_groups": s.PermissionGroups, "resources": sharedResources(s.Purpose), "request_ip": requestIP,
 			}))
 		},
 		Revoked: func(ctx context.Context, s *cloudflare.Session, err error) {

@@ -137,6 +137,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 		quoteCache: newQuoteCache(toolsCfg.QuoteTTL),
 	}
 	s.pipe.quoteSession, err = s.broker.Shared(cloudflare.PurposeQuote, sharedQuoteHooks(d.DB, cfg.Cloudflare.RequestIP, s.pipe.log.Error))
+	if err == nil {
+		s.pipe.inspectSession, err = s.broker.Shared(cloudflare.PurposeInspect, sharedQuoteHooks(d.DB, cfg.Cloudflare.RequestIP, s.pipe.log.Error))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -304,6 +307,7 @@ func (s *Server) Close() {
 	// The shared quote token is revoked now rather than left to expire.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	s.pipe.quoteSession.Close(ctx)
+	s.pipe.inspectSession.Close(ctx)
 	cancel()
 	s.stop()
 	if s.lease != nil {

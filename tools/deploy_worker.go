@@ -114,9 +114,17 @@ type deployWorker struct{ cfg Config }
 
 var _ Mutation = deployWorker{}
 
-func (deployWorker) Name() string                { return deployWorkerName }
-func (deployWorker) Action() string              { return "deploy" }
-func (deployWorker) Purpose() cloudflare.Purpose { return cloudflare.PurposeDeploy }
+func (deployWorker) Name() string   { return deployWorkerName }
+func (deployWorker) Action() string { return "deploy" }
+
+// Access: Workers scripts, write and read back; reconciling reads the
+// script's content.
+func (deployWorker) Access() Access {
+	return Access{
+		Execute:   cloudflare.Permissions{Account: []string{cloudflare.GroupWorkersRead, cloudflare.GroupWorkersWrite}},
+		Reconcile: cloudflare.Permissions{Account: []string{cloudflare.GroupWorkersRead}},
+	}
+}
 
 func (m deployWorker) normalize(raw json.RawMessage, estimate bool, now time.Time) (Call, error) {
 	a, err := decodeArgs[DeployWorkerArgs](raw, optionalFor(estimate)...)

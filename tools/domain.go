@@ -52,8 +52,70 @@ func (d Domain) Display() string {
 // requires a name that is registrable exactly: one label under an ICANN public
 // suffix (not a suffix alone, not a subdomain, not a private suffix).
 func NormalizeDomain(raw string) (Domain, error) {
-	fail := func(format string, args ...any) (Domain, error) {
-		return Domain{}, inputErr("domain", domainAllowed, format, args...)
+	n, err := normalizeName("domain", domainAllowed, raw)
+	if err != nil {
+		return Domain{}, err
+	}
+	if n.etld1 != n.ascii {
+		return Domain{}, inputErr("domain", domainAllowed, "%q is a subdomain; the registrable name is %q", n.input, n.etld1)
+	}
+	return Domain{
+		FQDN:    n.ascii,
+		Unicode: n.unicode,
+		SLD:     strings.TrimSuffix(n.ascii, "."+n.suffix),
+		TLD:     n.suffix,
+	}, nil
+}
+
+// Hostname is a normalised hostname: a registrable domain (the apex) or a
+// name under it.
+type Hostname struct {
+	// FQDN is the ASCII (punycode) name without a trailing dot.
+	FQDN string `json:"fqdn"`
+	// Unicode is the display form; equal to FQDN for ASCII names.
+	Unicode string `json:"unicode"`
+	// Domain is the registrable domain it is on ("example.dev" for
+	// "www.example.dev").
+	Domain string `json:"domain"`
+	// Apex is true when the hostname is the registrable domain itself.
+	Apex bool `json:"apex"`
+}
+
+// Display is the name as a human should first read it (see Domain.Display).
+func (h Hostname) Display() string {
+	if h.Unicode == "" || h.Unicode == h.FQDN {
+		return h.FQDN
+	}
+	return h.FQDN + " (contains non-ASCII letters: " + h.Unicode + ")"
+}
+
+const hostnameAllowed = "a hostname on a registrable domain, such as example.com or www.example.com: " +
+	"letters, digits and hyphens in one script per label, not made to look like an ASCII name, no wildcard, " +
+	"labels of 1-63 characters, at most 253 characters in all"
+
+// NormalizeHostname is NormalizeDomain for a hostname: the same
+// canonical form and look-alike rules, for the registrable domain itself
+// (the apex) or any name under it.
+func NormalizeHostname(raw string) (Hostname, error) {
+	n, err := normalizeName("hostname", hostnameAllowed, raw)
+	if err != nil {
+		return Hostname{}, err
+	}
+	return Hostname{FQDN: n.ascii, Unicode: n.unicode, Domain: n.etld1, Apex: n.ascii == n.etld1}, nil
+}
+
+// name is a checked name: its ASCII and Unicode forms, its public suffix
+// and its registrable domain.
+type name struct {
+	input, ascii, unicode, suffix, etld1 string
+}
+
+// normalizeName trims, lower-cases, converts to punycode and applies the
+// script and look-alike rules; field and allowed name the argument in
+// errors.
+func normalizeName(field, allowed, raw string) (name, error) {
+	fail := func(format string, args ...any) (name, error) {
+		return name{}, inputErr(field, allowed, format, args...)
 	}
 	if len(raw) > maxDomainInput {
 		return fail("%d bytes is far longer than any domain name", len(raw))
@@ -82,7 +144,7 @@ func NormalizeDomain(raw string) (Domain, error) {
 		}
 	}
 	if len(labels) < 2 {
-		return fail("%q is a single label; a domain needs a name and an extension", s)
+		return fail("%q is a single label; a name needs at least a name and an extension", s)
 	}
 	for _, l := range labels {
 		if err := checkScripts(l); err != nil {
@@ -134,15 +196,7 @@ func NormalizeDomain(raw string) (Domain, error) {
 	if err != nil {
 		return fail("%q is not registrable: %v", s, err)
 	}
-	if etld1 != ascii {
-		return fail("%q is a subdomain; the registrable name is %q", s, etld1)
-	}
-	return Domain{
-		FQDN:    ascii,
-		Unicode: unicodeName,
-		SLD:     strings.TrimSuffix(ascii, "."+suffix),
-		TLD:     suffix,
-	}, nil
+	return name{input: s, ascii: ascii, unicode: unicodeName, suffix: suffix, etld1: etld1}, nil
 }
 
 // registrationNoLength is the IDNA registration profile without the DNS

@@ -80,7 +80,7 @@ const estimateCostName = "estimate_cost"
 
 // EstimateCostArgs are the arguments of estimate_cost.
 type EstimateCostArgs struct {
-	Action string          `json:"action" jsonschema:"the tool you are considering: register_domain or deploy_worker"`
+	Action string          `json:"action" jsonschema:"the tool you are considering (see the schema enum)"`
 	Params json.RawMessage `json:"params" jsonschema:"the arguments you would pass to that tool; an estimate needs no reason or idempotency_key"`
 }
 
@@ -98,28 +98,39 @@ func estimateParamsSchema[T any](tool string, refine func(map[string]*jsonschema
 }
 
 // EstimateCost is the read-only estimate_cost tool: price, policy decision,
-// budget headroom and approval need for a call, with no side effects.
+// budget headroom and approval need for a call, with no side effects. Its
+// actions are the inventory's tools with EstimateParams.
 func EstimateCost(r Runner, cfg Config) Tool {
-	muts := map[string]normalizer{
-		registerDomainName: registerDomain{cfg: cfg},
-		deployWorkerName:   deployWorker{cfg: cfg},
+	muts := map[string]normalizer{}
+	var names []string
+	var params []*jsonschema.Schema
+	for _, t := range estimable() {
+		n, ok := t.Mutation(cfg).(normalizer)
+		if !ok {
+			panic("tools: " + t.Name + " has EstimateParams but does not normalise its arguments")
+		}
+		muts[t.Name] = n
+		names = append(names, t.Name)
+		params = append(params, t.EstimateParams())
 	}
 	tool := mcp.NewTool(estimateCostName,
 		mcp.WithToolTitle("Estimate a call's cost, policy decision and approval need"),
-		mcp.WithDescription("Tells you, without buying, reserving or deploying anything, what register_domain or "+
-			"deploy_worker would do with these arguments (params: that tool's arguments; no reason needed): the amount it would spend (from the registrar's live quote or "+
+		mcp.WithDescription("Tells you, without buying, reserving or deploying anything, what "+orList(names)+
+			" would do with these arguments (params: that tool's arguments; no reason needed): the amount it would spend (from the registrar's live quote or "+
 			"the configured Workers price book) with a breakdown, whether policy allows it and why not, the headroom in "+
 			"every budget that applies and whether the call would be blocked, and whether a human must approve it. "+
 			"Free and read-only."),
 		withInput[EstimateCostArgs](func(p map[string]*jsonschema.Schema) {
-			p["action"].Enum = []any{registerDomainName, deployWorkerName}
-			p["params"].Type, p["params"].Types = "object", nil
-			// One schema per action: register_domain's arguments or
-			// deploy_worker's, whichever action names.
-			p["params"].AnyOf = []*jsonschema.Schema{
-				estimateParamsSchema[RegisterDomainArgs](registerDomainName, registerSchema),
-				estimateParamsSchema[DeployWorkerArgs](deployWorkerName, deploySchema),
+			p["action"].Description = "the tool you are considering: " + orList(names)
+			enum := make([]any, len(names))
+			for i, n := range names {
+				enum[i] = n
 			}
+			p["action"].Enum = enum
+			p["params"].Type, p["params"].Types = "object", nil
+			// One schema per action: the arguments of whichever tool
+			// action names.
+			p["params"].AnyOf = params
 		}),
 		withOutput[EstimateResult](),
 		mcp.WithReadOnlyHintAnnotation(true),
@@ -128,7 +139,7 @@ func EstimateCost(r Runner, cfg Config) Tool {
 		mcp.WithOpenWorldHintAnnotation(true),
 	)
 	return Tool{Tool: tool, Handler: typed(func(ctx context.Context, _ mcp.CallToolRequest, a EstimateCostArgs) (EstimateResult, error) {
-		m, call, err := normalizeEstimate(muts, a, r.Now())
+		m, call, err := normalizeEstimate(muts, names, a, r.Now())
 		if err != nil {
 			return EstimateResult{}, err
 		}
@@ -140,10 +151,10 @@ func EstimateCost(r Runner, cfg Config) Tool {
 
 // normalizeEstimate resolves the action and normalises its params as that
 // tool would, naming nested problems params.<field>.
-func normalizeEstimate(muts map[string]normalizer, a EstimateCostArgs, now time.Time) (normalizer, Call, error) {
+func normalizeEstimate(muts map[string]normalizer, names []string, a EstimateCostArgs, now time.Time) (normalizer, Call, error) {
 	m, ok := muts[a.Action]
 	if !ok {
-		return nil, Call{}, inputErr("action", registerDomainName+" or "+deployWorkerName, "%q is not a tool that costs money", truncate(a.Action, 40))
+		return nil, Call{}, inputErr("action", orList(names), "%q is not a tool that costs money", truncate(a.Action, 40))
 	}
 	if len(a.Params) == 0 || string(a.Params) == "null" {
 		return nil, Call{}, inputErr("params", "an object with the arguments of "+a.Action, "is required")

@@ -99,9 +99,17 @@ type registerDomain struct{ cfg Config }
 
 var _ Mutation = registerDomain{}
 
-func (registerDomain) Name() string                { return registerDomainName }
-func (registerDomain) Action() string              { return "register" }
-func (registerDomain) Purpose() cloudflare.Purpose { return cloudflare.PurposeRegister }
+func (registerDomain) Name() string   { return registerDomainName }
+func (registerDomain) Action() string { return "register" }
+
+// Access: the registrar, read and admin (the price is re-checked before
+// buying); reconciling reads the registration and its workflow.
+func (registerDomain) Access() Access {
+	return Access{
+		Execute:   cloudflare.Permissions{Account: []string{cloudflare.GroupRegistrarRead, cloudflare.GroupRegistrarAdmin}},
+		Reconcile: cloudflare.Permissions{Account: []string{cloudflare.GroupRegistrarRead}},
+	}
+}
 
 // estimateOptional are the arguments an estimate does not need: nothing is
 // asked of a human, and nothing is repeated.

@@ -57,6 +57,23 @@ type PlanEnv interface {
 	Now() time.Time
 }
 
+// Lookup is what tollgate may read at Cloudflare to plan a call or scope
+// its token, under a shared read-only token.
+type Lookup interface {
+	// ZoneFor is the account's zone hostname is on (cloudflare.ErrNotFound
+	// when none is).
+	ZoneFor(ctx context.Context, hostname string) (cloudflare.Zone, error)
+	// CustomDomains lists the account's Workers custom domains matching f.
+	CustomDomains(ctx context.Context, f cloudflare.DomainFilter) ([]cloudflare.CustomDomain, error)
+}
+
+// ZoneScoped is a Mutation whose execution token holds zone permission
+// groups: it names the zones of a call, and the token holds them on
+// exactly those.
+type ZoneScoped interface {
+	Zones(ctx context.Context, l Lookup, args json.RawMessage) ([]string, error)
+}
+
 // Quote is a registrar answer and until when it may be presented as the
 // price: a cached quote keeps the expiry it had when it was fetched.
 type Quote struct {
@@ -88,8 +105,8 @@ type Mutation interface {
 	Name() string
 	// Action is the Cerbos action for the real call, e.g. "register".
 	Action() string
-	// Purpose selects the permission groups of the token minted to execute.
-	Purpose() cloudflare.Purpose
+	// Access is what the token minted to execute holds, and nothing more.
+	Access() Access
 	// PreResource is the policy resource built from the arguments alone, so
 	// a call the policy refuses never reaches Cloudflare, not even for a price.
 	PreResource(args json.RawMessage) (authz.Resource, error)
@@ -105,6 +122,17 @@ type Mutation interface {
 	// Reconcile asks Cloudflare whether an interrupted execution took
 	// effect. found=false means it did not and the hold can be released.
 	Reconcile(ctx context.Context, s *cloudflare.Session, in ExecInput) (out Outcome, found bool, err error)
+}
+
+// Access is a mutation's least privilege at Cloudflare.
+type Access struct {
+	// Execute are the permission groups of the token an execution gets:
+	// account groups on the account, zone groups on exactly the zones of
+	// the call (a Mutation with zone groups implements ZoneScoped).
+	Execute cloudflare.Permissions
+	// Reconcile are those of the read-only token that asks Cloudflare
+	// whether an interrupted execution took effect.
+	Reconcile cloudflare.Permissions
 }
 
 // Plan is everything the pipeline needs to authorize, reserve and ask for approval.
@@ -145,30 +173,6 @@ var ErrNotAttempted = errors.New("nothing was changed at Cloudflare")
 
 // Tool is one MCP tool: its definition and handler.
 type Tool = server.ServerTool
-
-// All returns every tool, in the order they are listed to clients.
-func All(r Runner, cfg Config) []Tool {
-	cfg = cfg.withDefaults()
-	return []Tool{
-		CheckDomain(r),
-		EstimateCost(r, cfg),
-		RegisterDomain(r, cfg),
-		DeployWorker(r, cfg),
-		GetOperation(r),
-		ListOperations(r),
-		SpendStatus(r),
-	}
-}
-
-// Mutations returns the mutating tools by name, for the server's executor
-// and crash recovery (which rebuild calls from stored Operations).
-func Mutations(cfg Config) map[string]Mutation {
-	cfg = cfg.withDefaults()
-	return map[string]Mutation{
-		registerDomainName: registerDomain{cfg: cfg},
-		deployWorkerName:   deployWorker{cfg: cfg},
-	}
-}
 
 // Config carries the settings tools need.
 type Config struct {

@@ -193,6 +193,7 @@ func TestDeployWorkerArguments(t *testing.T) {
 func TestEstimateCostArguments(t *testing.T) {
 	t.Parallel()
 	muts := map[string]normalizer{registerDomainName: registerDomain{}, deployWorkerName: deployWorker{}}
+	names := []string{registerDomainName, deployWorkerName}
 	for _, tc := range []struct{ args, want string }{
 		{`{"action":"delete_zone","params":{}}`, `action: "delete_zone" is not a tool that costs money`},
 		{`{"action":"register_domain","params":{"domain":"a..com"}}`, `params.domain:`},
@@ -203,7 +204,7 @@ func TestEstimateCostArguments(t *testing.T) {
 	} {
 		a, err := decodeArgs[EstimateCostArgs](json.RawMessage(tc.args))
 		if err == nil {
-			_, _, err = normalizeEstimate(muts, a, testNow)
+			_, _, err = normalizeEstimate(muts, names, a, testNow)
 		}
 		if err == nil || !IsInputError(err) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v does not contain %q", tc.args, err, tc.want)
@@ -220,7 +221,7 @@ func TestEstimateCostArguments(t *testing.T) {
 		{registerDomainName, `{"domain":"example.dev","years":2,"reason":"a reason that is long enough","idempotency_key":"k1"}`, `{"domain":"example.dev","years":2,"auto_renew":false}`},
 		{deployWorkerName, `{"script_name":"web-app","module":` + strconv.Quote(okModule) + `,"environment":"preview"}`, `"compatibility_date":"` + testNow.UTC().Format(time.DateOnly) + `"`},
 	} {
-		_, call, err := normalizeEstimate(muts, EstimateCostArgs{Action: tc.action, Params: json.RawMessage(tc.params)}, testNow)
+		_, call, err := normalizeEstimate(muts, names, EstimateCostArgs{Action: tc.action, Params: json.RawMessage(tc.params)}, testNow)
 		if err != nil || !strings.Contains(string(call.Args), strings.Trim(tc.want, "{}")) {
 			t.Errorf("%s %s: %v, args %s, want %s", tc.action, tc.params, err, call.Args, tc.want)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/server"
+	"github.com/tollgatehq/tollgate/tools"
 )
 
 // subcommand dispatches "tollgate <group> <verb>".
@@ -238,7 +239,7 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 			fs := newFlagSet("limit set", "set a velocity limit: at most N calls of an action per scope per window")
 			cf := addConfigFlags(fs, ledgerSettings...)
 			scope := fs.String("scope", "", "agent:NAME, team:NAME or global")
-			action := fs.String("action", "", "register_domain or deploy_worker")
+			action := fs.String("action", "", tools.OrList(tools.RateLimited()))
 			window := fs.String("window", "", "day or month")
 			maxN := fs.Int("max", -1, "maximum count per window")
 			if err := fs.Parse(args); err != nil {
@@ -285,7 +286,7 @@ func runLimit(ctx context.Context, args []string, out io.Writer) error {
 			fs := newFlagSet("limit delete", "delete a velocity limit")
 			cf := addConfigFlags(fs, ledgerSettings...)
 			scope := fs.String("scope", "", "agent:NAME, team:NAME or global")
-			action := fs.String("action", "", "register_domain or deploy_worker")
+			action := fs.String("action", "", tools.OrList(tools.RateLimited()))
 			window := fs.String("window", "", "day or month")
 			if err := fs.Parse(args); err != nil {
 				return err

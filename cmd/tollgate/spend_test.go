@@ -40,7 +40,7 @@ func TestSpendCLI(t *testing.T) {
 				return err
 			},
 			func() error {
-				_, err := l.Reserve(ctx, ledger.ReserveRequest{OperationID: op.ID, Action: ledger.ActionRegisterDomain, Amount: m})
+				_, err := l.Reserve(ctx, ledger.ReserveRequest{OperationID: op.ID, Action: "register_domain", Amount: m})
 				return err
 			},
 		} {
