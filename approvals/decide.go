@@ -289,8 +289,8 @@ func (s *Service) Decide(ctx context.Context, v VoteInput) (Outcome, error) {
 			return errRollback
 		}
 		vote := Vote{Approver: ap.Name, User: v.User, Via: v.Via, Outcome: v.Outcome, Reason: strings.TrimSpace(v.Reason), At: now}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO approval_votes (request_id, approver, channel_user, via, outcome, reason, at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, r.ID, vote.Approver, vote.User, vote.Via, vote.Outcome, vote.Reason, now.UnixNano()); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO approval_votes (request_id, approver, channel_user, via, outcome, reason, at, seq)
+			VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM approval_votes))`, r.ID, vote.Approver, vote.User, vote.Via, vote.Outcome, vote.Reason, now.UnixNano()); err != nil {
 			return fmt.Errorf("insert vote: %w", err)
 		}
 		r.Votes = append(r.Votes, vote)

@@ -496,7 +496,7 @@ func (s *Service) list(ctx context.Context, limit int, states []string) ([]Reque
 			at[page[i].ID] = &page[i]
 		}
 		rows, err := s.st.QueryContext(ctx, `SELECT request_id, `+voteColumns+` FROM approval_votes
-			WHERE request_id IN (`+store.Placeholders(len(ids))+`) ORDER BY at, rowid`, ids...)
+			WHERE request_id IN (`+store.Placeholders(len(ids))+`) ORDER BY at, seq`, ids...)
 		if err != nil {
 			return nil, fmt.Errorf("list approvals: read votes: %w", err)
 		}

@@ -91,7 +91,7 @@ func scanVote(row scanner, lead ...any) (Vote, error) {
 }
 
 func loadVotes(ctx context.Context, q store.Queryer, id string) ([]Vote, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+voteColumns+` FROM approval_votes WHERE request_id = ? ORDER BY at, rowid`, id)
+	rows, err := q.QueryContext(ctx, `SELECT `+voteColumns+` FROM approval_votes WHERE request_id = ? ORDER BY at, seq`, id)
 	if err != nil {
 		return nil, fmt.Errorf("read votes: %w", err)
 	}

@@ -190,7 +190,11 @@ func (db *DB) RotateAgentToken(ctx context.Context, name string, ttl, overlap ti
 			return err
 		}
 		until := now.Add(overlap).UnixNano()
-		res, err := tx.ExecContext(ctx, `UPDATE agent_tokens SET overlap_until = MIN(?, expires_at, COALESCE(overlap_until, ?))
+		least := "MIN" // SQLite's scalar MIN of several arguments
+		if tx.Dialect() == store.Postgres {
+			least = "LEAST"
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE agent_tokens SET overlap_until = `+least+`(?, expires_at, COALESCE(overlap_until, ?))
 			WHERE agent = ? AND revoked_at IS NULL AND expires_at > ? AND (overlap_until IS NULL OR overlap_until > ?)`,
 			until, until, name, now.UnixNano(), now.UnixNano())
 		if err != nil {

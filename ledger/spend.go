@@ -285,13 +285,13 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO spend_totals (scope, win, period, currency, held_micros)
 			SELECT scope, win, period, currency, amount_micros FROM holds WHERE operation_id = ?
-			ON CONFLICT (scope, win, period, currency) DO UPDATE SET held_micros = held_micros + excluded.held_micros`, cur.ID); err != nil {
+			ON CONFLICT (scope, win, period, currency) DO UPDATE SET held_micros = spend_totals.held_micros + excluded.held_micros`, cur.ID); err != nil {
 			return fmt.Errorf("update held totals: %w", err)
 		}
 		if r.Action != "" {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO velocity_totals (scope, action, win, period, count)
 				SELECT scope, action, win, period, 1 FROM holds WHERE operation_id = ? AND win <> 'total'
-				ON CONFLICT (scope, action, win, period) DO UPDATE SET count = count + 1`, cur.ID); err != nil {
+				ON CONFLICT (scope, action, win, period) DO UPDATE SET count = velocity_totals.count + 1`, cur.ID); err != nil {
 				return fmt.Errorf("update velocity counts: %w", err)
 			}
 		}
