@@ -87,6 +87,11 @@ func (e slowDown) RetryAfter() time.Duration { return e.d }
 // attached is not posted there.
 func TestChannelsAreKeptInStepIndependently(t *testing.T) {
 	t.Parallel()
+	approvalstest.EachBackend(t, testChannelsAreKeptInStepIndependently)
+}
+
+func testChannelsAreKeptInStepIndependently(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := approvalstest.New(t)
 	before := f.Request(nil)
@@ -150,7 +155,9 @@ func TestChannelsAreKeptInStepIndependently(t *testing.T) {
 	}
 }
 
-func TestFreeze(t *testing.T) {
+func TestFreeze(t *testing.T) { t.Parallel(); approvalstest.EachBackend(t, testFreeze) }
+
+func testFreeze(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := approvalstest.New(t)
@@ -216,6 +223,11 @@ func TestFreeze(t *testing.T) {
 }
 
 func TestRetryDelayIsCapped(t *testing.T) {
+	t.Parallel()
+	approvalstest.EachBackend(t, testRetryDelayIsCapped)
+}
+
+func testRetryDelayIsCapped(t *testing.T) {
 	t.Parallel()
 	f := approvalstest.New(t)
 	for attempts, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second} {

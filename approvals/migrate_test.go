@@ -93,3 +93,12 @@ func TestMigrationMovesSlackStateToPosts(t *testing.T) {
 		t.Fatalf("a web vote is refused by the schema: %v", err)
 	}
 }
+
+// TestMigrationsShipBothDialects: every approvals schema version exists for
+// SQLite and PostgreSQL under the same name.
+func TestMigrationsShipBothDialects(t *testing.T) {
+	t.Parallel()
+	if err := approvals.Migrations.CheckDialects(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -53,6 +53,11 @@ func TestOptionsValidate(t *testing.T) {
 
 func TestRequestValidation(t *testing.T) {
 	t.Parallel()
+	approvalstest.EachBackend(t, testRequestValidation)
+}
+
+func testRequestValidation(t *testing.T) {
+	t.Parallel()
 	f := approvalstest.New(t)
 	tests := []struct {
 		name string
@@ -85,6 +90,11 @@ func TestRequestValidation(t *testing.T) {
 }
 
 func TestRequestPersistsAndIsIdempotentPerOperation(t *testing.T) {
+	t.Parallel()
+	approvalstest.EachBackend(t, testRequestPersistsAndIsIdempotentPerOperation)
+}
+
+func testRequestPersistsAndIsIdempotentPerOperation(t *testing.T) {
 	t.Parallel()
 	f := approvalstest.New(t)
 	in := approvalstest.DomainRequest(f.Clock.Now())
@@ -131,7 +141,9 @@ func TestRequestPersistsAndIsIdempotentPerOperation(t *testing.T) {
 	}
 }
 
-func TestDecideCLI(t *testing.T) {
+func TestDecideCLI(t *testing.T) { t.Parallel(); approvalstest.EachBackend(t, testDecideCLI) }
+
+func testDecideCLI(t *testing.T) {
 	t.Parallel()
 	type step struct {
 		who, outcome, reason string
@@ -222,6 +234,11 @@ func TestDecideCLI(t *testing.T) {
 
 func TestDecideRecordsVotesAndAudit(t *testing.T) {
 	t.Parallel()
+	approvalstest.EachBackend(t, testDecideRecordsVotesAndAudit)
+}
+
+func testDecideRecordsVotesAndAudit(t *testing.T) {
+	t.Parallel()
 	f := approvalstest.New(t)
 	r := f.Request(func(r *approvals.Request) { r.Quorum = 2 })
 	f.Clock.Advance(time.Minute)
@@ -266,6 +283,11 @@ func TestDecideRecordsVotesAndAudit(t *testing.T) {
 
 func TestDecideAuthorizerErrorFailsClosed(t *testing.T) {
 	t.Parallel()
+	approvalstest.EachBackend(t, testDecideAuthorizerErrorFailsClosed)
+}
+
+func testDecideAuthorizerErrorFailsClosed(t *testing.T) {
+	t.Parallel()
 	f := approvalstest.New(t, func(o *approvals.Options, _ *approvalstest.Fixture) {
 		o.Authorizer = func(context.Context, approvals.Approver, approvals.Request, string) (bool, string, error) {
 			return true, "", errors.New("rpc error: code = Unavailable desc = connection refused")
@@ -284,6 +306,11 @@ func TestDecideAuthorizerErrorFailsClosed(t *testing.T) {
 }
 
 func TestExpiryNeverDenies(t *testing.T) {
+	t.Parallel()
+	approvalstest.EachBackend(t, testExpiryNeverDenies)
+}
+
+func testExpiryNeverDenies(t *testing.T) {
 	t.Parallel()
 	f := approvalstest.New(t)
 	a := f.Request(func(r *approvals.Request) { r.Quorum = 2 })
@@ -332,6 +359,11 @@ func TestExpiryNeverDenies(t *testing.T) {
 
 func TestDecideOnDueRequestExpiresIt(t *testing.T) {
 	t.Parallel()
+	approvalstest.EachBackend(t, testDecideOnDueRequestExpiresIt)
+}
+
+func testDecideOnDueRequestExpiresIt(t *testing.T) {
+	t.Parallel()
 	f := approvalstest.New(t)
 	r := f.Request(nil)
 	f.Clock.Advance(31 * time.Minute) // Run has not expired it yet
@@ -351,7 +383,9 @@ func TestDecideOnDueRequestExpiresIt(t *testing.T) {
 	}
 }
 
-func TestConsume(t *testing.T) {
+func TestConsume(t *testing.T) { t.Parallel(); approvalstest.EachBackend(t, testConsume) }
+
+func testConsume(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	approved := func(f *approvalstest.Fixture) approvals.Request {
@@ -432,6 +466,11 @@ func TestConsume(t *testing.T) {
 
 func TestCancelAndFinish(t *testing.T) {
 	t.Parallel()
+	approvalstest.EachBackend(t, testCancelAndFinish)
+}
+
+func testCancelAndFinish(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := approvalstest.New(t)
 	r := f.Request(nil)
@@ -478,6 +517,11 @@ func TestCancelAndFinish(t *testing.T) {
 
 func TestAuditFailureFailsClosed(t *testing.T) {
 	t.Parallel()
+	approvalstest.EachBackend(t, testAuditFailureFailsClosed)
+}
+
+func testAuditFailureFailsClosed(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	f := approvalstest.New(t)
 	f.Audit.Fail.Store(true)
@@ -505,6 +549,11 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 }
 
 func TestListAndApproverForOSUser(t *testing.T) {
+	t.Parallel()
+	approvalstest.EachBackend(t, testListAndApproverForOSUser)
+}
+
+func testListAndApproverForOSUser(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := approvalstest.New(t)
@@ -536,6 +585,11 @@ func TestListAndApproverForOSUser(t *testing.T) {
 // TestDecisionFromAnotherProcess: the CLI (no hooks) decides in its own process;
 // the server's Run hands the decision to OnDecided exactly once.
 func TestDecisionFromAnotherProcess(t *testing.T) {
+	t.Parallel()
+	approvalstest.EachBackend(t, testDecisionFromAnotherProcess)
+}
+
+func testDecisionFromAnotherProcess(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	server := approvalstest.New(t)
@@ -569,6 +623,11 @@ func TestDecisionFromAnotherProcess(t *testing.T) {
 // handles on one file) on a quorum-2 request: exactly two votes count, the
 // decision is made once, and the late vote is refused.
 func TestConcurrentVotes(t *testing.T) {
+	t.Parallel()
+	approvalstest.EachBackend(t, testConcurrentVotes)
+}
+
+func testConcurrentVotes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := approvalstest.New(t)
@@ -617,7 +676,9 @@ func TestConcurrentVotes(t *testing.T) {
 
 // TestAbilitiesOf: the buttons a channel offers follow every rule of a vote,
 // and asking records nothing.
-func TestAbilitiesOf(t *testing.T) {
+func TestAbilitiesOf(t *testing.T) { t.Parallel(); approvalstest.EachBackend(t, testAbilitiesOf) }
+
+func testAbilitiesOf(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := approvalstest.New(t)

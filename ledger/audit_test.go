@@ -100,10 +100,15 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	}
 }
 
-func TestAppendTxWithOwnTable(t *testing.T) {
+func TestAppendTxWithOwnTable(t *testing.T) { t.Parallel(); eachBackend(t, testAppendTxWithOwnTable) }
+
+func testAppendTxWithOwnTable(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	approvals := fstest.MapFS{"sqlite/0001_requests.sql": {Data: []byte(`CREATE TABLE approval_requests (id TEXT PRIMARY KEY, state TEXT NOT NULL);`)}}
+	approvals := fstest.MapFS{
+		"sqlite/0001_requests.sql":   {Data: []byte(`CREATE TABLE approval_requests (id TEXT PRIMARY KEY, state TEXT NOT NULL);`)},
+		"postgres/0001_requests.sql": {Data: []byte(`CREATE TABLE approval_requests (id TEXT PRIMARY KEY, state TEXT NOT NULL);`)},
+	}
 	db := openTest(t, WithMigrations(store.Migrations{Component: "approvals", FS: approvals}))
 	op := reserveOK(t, db, "a", "t", "register_domain", "1")
 
@@ -137,7 +142,9 @@ func TestAppendTxWithOwnTable(t *testing.T) {
 	mustInvariants(t, db, true)
 }
 
-func TestAuditFailsClosed(t *testing.T) {
+func TestAuditFailsClosed(t *testing.T) { t.Parallel(); eachBackend(t, testAuditFailsClosed) }
+
+func testAuditFailsClosed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)
@@ -168,6 +175,11 @@ func TestAuditFailsClosed(t *testing.T) {
 
 func TestAuditRedactsTokensAndDefaults(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testAuditRedactsTokensAndDefaults)
+}
+
+func testAuditRedactsTokensAndDefaults(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)
 	token := newToken()
@@ -186,7 +198,9 @@ func TestAuditRedactsTokensAndDefaults(t *testing.T) {
 	}
 }
 
-func TestEventsQuery(t *testing.T) {
+func TestEventsQuery(t *testing.T) { t.Parallel(); eachBackend(t, testEventsQuery) }
+
+func testEventsQuery(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	clk := newClock(nov22)

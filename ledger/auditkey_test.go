@@ -778,7 +778,9 @@ func TestAuditCheckpoints(t *testing.T) {
 
 // TestBundleRoundTrip exports a keyed chain and checks it offline, pinned and
 // not, whole and from a time on.
-func TestBundleRoundTrip(t *testing.T) {
+func TestBundleRoundTrip(t *testing.T) { t.Parallel(); eachBackend(t, testBundleRoundTrip) }
+
+func testBundleRoundTrip(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	clk := newClock(nov22)
@@ -895,7 +897,9 @@ func rehash(lines []bundleLine, i int) {
 	}
 }
 
-func TestBundleTamperIsNamed(t *testing.T) {
+func TestBundleTamperIsNamed(t *testing.T) { t.Parallel(); eachBackend(t, testBundleTamperIsNamed) }
+
+func testBundleTamperIsNamed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)

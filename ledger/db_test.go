@@ -36,3 +36,12 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 		})
 	}
 }
+
+// TestMigrationsShipBothDialects: every ledger schema version exists for
+// SQLite and PostgreSQL under the same name.
+func TestMigrationsShipBothDialects(t *testing.T) {
+	t.Parallel()
+	if err := Migrations.CheckDialects(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -10,12 +10,14 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/tollgatehq/tollgate/ledger/money"
 	"github.com/tollgatehq/tollgate/ledger/store"
+	"github.com/tollgatehq/tollgate/ledger/store/storetest"
 )
 
 // testClock is an injectable clock; tests move it instead of sleeping.
@@ -58,10 +60,31 @@ var testKey = func() *AuditKey {
 
 func withoutKey() Option { return WithAuditKey(nil) }
 
-// openTest opens a ledger on a fresh temp file.
+// openTest opens a ledger on a fresh database: a PostgreSQL one inside a
+// "postgres" subtest of eachBackend, a temp SQLite file otherwise.
 func openTest(t testing.TB, opts ...Option) *DB {
 	t.Helper()
+	if backendOf(t) == storetest.Postgres {
+		return openAt(t, storetest.PostgresDSN(t), opts...)
+	}
 	return openAt(t, filepath.Join(t.TempDir(), "ledger", "tollgate.db"), opts...)
+}
+
+// eachBackend runs fn once per storage backend, as subtests named after it;
+// openTest inside fn opens that backend.
+func eachBackend(t *testing.T, fn func(t *testing.T)) {
+	t.Helper()
+	storetest.Run(t, func(t *testing.T, _ storetest.Backend) { fn(t) })
+}
+
+// backendOf is the backend eachBackend chose for t (or a parent of t).
+func backendOf(t testing.TB) storetest.Backend {
+	for _, part := range strings.Split(t.Name(), "/") {
+		if part == storetest.Postgres.Name {
+			return storetest.Postgres
+		}
+	}
+	return storetest.SQLite
 }
 
 func openAt(t testing.TB, path string, opts ...Option) *DB {
@@ -251,6 +274,37 @@ func countRows(t testing.TB, db *DB, query string, args ...any) int {
 	var n int
 	if err := db.st.QueryRowContext(context.Background(), query, args...).Scan(&n); err != nil {
 		t.Fatalf("count %q: %v", query, err)
+	}
+	return n
+}
+
+// TestMain stops the PostgreSQL cluster the suite's postgres subtests share.
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// countEvents counts the audit events of type typ for which match holds.
+func countEvents(t testing.TB, db *DB, typ string, match func(actor string, data map[string]any) bool) int {
+	t.Helper()
+	rows, err := db.st.QueryContext(context.Background(), `SELECT actor, data FROM audit_events WHERE type = ?`, typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var actor, data string
+		if err := rows.Scan(&actor, &data); err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(data), &m); err != nil {
+			t.Fatalf("event data %q: %v", data, err)
+		}
+		if match(actor, m) {
+			n++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
 	return n
 }

@@ -15,6 +15,11 @@ import (
 
 func TestCreateOperationRecordsEverything(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testCreateOperationRecordsEverything)
+}
+
+func testCreateOperationRecordsEverything(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	clk := newClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
 	db := openTest(t, WithClock(clk.Now))
@@ -71,6 +76,11 @@ func TestCreateOperationRecordsEverything(t *testing.T) {
 
 func TestCreateOperationRejectsBadInput(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testCreateOperationRejectsBadInput)
+}
+
+func testCreateOperationRejectsBadInput(t *testing.T) {
+	t.Parallel()
 	db := openTest(t)
 	good := NewOperation{Agent: "a", Team: "t", Tool: "register_domain", ArgsHash: hashOf("x"), Args: json.RawMessage(`{}`)}
 	tests := []struct {
@@ -104,7 +114,9 @@ func TestCreateOperationRejectsBadInput(t *testing.T) {
 	}
 }
 
-func TestIdempotencyRace(t *testing.T) {
+func TestIdempotencyRace(t *testing.T) { t.Parallel(); eachBackend(t, testIdempotencyRace) }
+
+func testIdempotencyRace(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)
@@ -173,7 +185,9 @@ func TestIdempotencyRace(t *testing.T) {
 	}
 }
 
-func TestDerivedKeyWindow(t *testing.T) {
+func TestDerivedKeyWindow(t *testing.T) { t.Parallel(); eachBackend(t, testDerivedKeyWindow) }
+
+func testDerivedKeyWindow(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	clk := newClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
@@ -237,7 +251,9 @@ func TestDerivedKeyWindow(t *testing.T) {
 	}
 }
 
-func TestTransitions(t *testing.T) {
+func TestTransitions(t *testing.T) { t.Parallel(); eachBackend(t, testTransitions) }
+
+func testTransitions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)
@@ -339,7 +355,9 @@ func TestStateMachineTable(t *testing.T) {
 	}
 }
 
-func TestListOperations(t *testing.T) {
+func TestListOperations(t *testing.T) { t.Parallel(); eachBackend(t, testListOperations) }
+
+func testListOperations(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)

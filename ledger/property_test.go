@@ -90,6 +90,11 @@ func mustState(ctx context.Context, db *DB, id string) State {
 // invariant, from one consistent snapshot, after every single step.
 func TestPropertyRandomInterleavings(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testPropertyRandomInterleavings)
+}
+
+func testPropertyRandomInterleavings(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t, WithAutoFreeze(0, 0))
 	for i := range 4 {
@@ -137,6 +142,11 @@ func TestPropertyRandomInterleavings(t *testing.T) {
 
 // TestInvariantCheckerCatchesCorruption proves the checker is not vacuous.
 func TestInvariantCheckerCatchesCorruption(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, testInvariantCheckerCatchesCorruption)
+}
+
+func testInvariantCheckerCatchesCorruption(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	for _, corrupt := range []string{
@@ -257,7 +267,9 @@ func FuzzLedgerSequence(f *testing.F) {
 
 // TestRaceTeamBudget: 200 goroutines across 20 agents of one team race to reserve
 // against a team budget far smaller than their total.
-func TestRaceTeamBudget(t *testing.T) {
+func TestRaceTeamBudget(t *testing.T) { t.Parallel(); eachBackend(t, testRaceTeamBudget) }
+
+func testRaceTeamBudget(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []string{"settle-all", "mixed"} {
 		t.Run(mode, func(t *testing.T) {

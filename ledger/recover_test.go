@@ -226,7 +226,9 @@ func TestReclaimOnlyDeadWork(t *testing.T) {
 	}
 }
 
-func TestReclaimNeedsALease(t *testing.T) {
+func TestReclaimNeedsALease(t *testing.T) { t.Parallel(); eachBackend(t, testReclaimNeedsALease) }
+
+func testReclaimNeedsALease(t *testing.T) {
 	t.Parallel()
 	db := openTest(t)
 	if _, err := db.Reclaim(context.Background()); err == nil || !strings.Contains(err.Error(), "no lease") {
@@ -237,6 +239,11 @@ func TestReclaimNeedsALease(t *testing.T) {
 // TestReclaimTakesOperationsWithoutLease: operations a process without a
 // lease left behind (tollgate before leases) are dead work.
 func TestReclaimTakesOperationsWithoutLease(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, testReclaimTakesOperationsWithoutLease)
+}
+
+func testReclaimTakesOperationsWithoutLease(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)

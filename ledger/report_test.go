@@ -8,7 +8,9 @@ import (
 
 // TestSpendWithoutBudgets: spend and holds are readable per scope and per
 // group whether or not any budget exists, each operation counted once.
-func TestSpendWithoutBudgets(t *testing.T) {
+func TestSpendWithoutBudgets(t *testing.T) { t.Parallel(); eachBackend(t, testSpendWithoutBudgets) }
+
+func testSpendWithoutBudgets(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	clk := newClock(time.Date(2026, 11, 21, 23, 0, 0, 0, time.UTC))

@@ -57,7 +57,9 @@ func statusOf(t testing.TB, db *DB, s Scope, w Window) BudgetStatus {
 	return BudgetStatus{}
 }
 
-func TestReserveSettleRelease(t *testing.T) {
+func TestReserveSettleRelease(t *testing.T) { t.Parallel(); eachBackend(t, testReserveSettleRelease) }
+
+func testReserveSettleRelease(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	clk := newClock(nov22)
@@ -130,6 +132,11 @@ func TestReserveSettleRelease(t *testing.T) {
 
 func TestReserveBlockedBudgetMessage(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testReserveBlockedBudgetMessage)
+}
+
+func testReserveBlockedBudgetMessage(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t, WithClock(newClock(nov22).Now))
 	setBudget(t, db, TeamScope("web"), WindowDay, "25")
@@ -176,6 +183,11 @@ func TestReserveBlockedBudgetMessage(t *testing.T) {
 
 func TestBudgetSetMidPeriodSeesEarlierSpend(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testBudgetSetMidPeriodSeesEarlierSpend)
+}
+
+func testBudgetSetMidPeriodSeesEarlierSpend(t *testing.T) {
+	t.Parallel()
 	db := openTest(t, WithClock(newClock(nov22).Now))
 	settleOK(t, db, reserveOK(t, db, "a1", "web", "register_domain", "15").ID, "15")
 	setBudget(t, db, AgentScope("a1"), WindowDay, "20")
@@ -188,6 +200,11 @@ func TestBudgetSetMidPeriodSeesEarlierSpend(t *testing.T) {
 }
 
 func TestWindowsResetAndVelocity(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, testWindowsResetAndVelocity)
+}
+
+func testWindowsResetAndVelocity(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	clk := newClock(time.Date(2026, 11, 30, 23, 58, 0, 0, time.UTC))
@@ -255,7 +272,9 @@ func TestWindowsResetAndVelocity(t *testing.T) {
 	mustInvariants(t, db, true)
 }
 
-func TestCurrencyMismatch(t *testing.T) {
+func TestCurrencyMismatch(t *testing.T) { t.Parallel(); eachBackend(t, testCurrencyMismatch) }
+
+func testCurrencyMismatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)
@@ -280,7 +299,9 @@ func TestCurrencyMismatch(t *testing.T) {
 	mustInvariants(t, db2, true)
 }
 
-func TestFreezeAndAutoFreeze(t *testing.T) {
+func TestFreezeAndAutoFreeze(t *testing.T) { t.Parallel(); eachBackend(t, testFreezeAndAutoFreeze) }
+
+func testFreezeAndAutoFreeze(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	clk := newClock(nov22)
@@ -376,7 +397,7 @@ func TestFreezeAndAutoFreeze(t *testing.T) {
 	if _, err := pipelineOp(ctx, db, "greedy", "web", "register_domain", usd("0.5")); !errors.As(err, &be) || be.Kind != BlockFrozen {
 		t.Fatalf("after auto-freeze: %v", err)
 	}
-	if n := countRows(t, db, `SELECT COUNT(*) FROM audit_events WHERE type = 'freeze.set' AND actor = 'system' AND json_extract(data, '$.auto') = 1`); n != 1 {
+	if n := countEvents(t, db, "freeze.set", func(actor string, data map[string]any) bool { return actor == "system" && data["auto"] == true }); n != 1 {
 		t.Fatalf("%d auto freeze.set events", n)
 	}
 	if err := db.Unfreeze(ctx, AgentScope("greedy"), "cli:alice"); err != nil {
@@ -390,6 +411,11 @@ func TestFreezeAndAutoFreeze(t *testing.T) {
 // were seen by the human who unfroze it; the next block must not freeze it
 // again at once, only as many new blocks as froze it the first time.
 func TestAutoFreezeCountsOnlyBlocksAfterUnfreeze(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, testAutoFreezeCountsOnlyBlocksAfterUnfreeze)
+}
+
+func testAutoFreezeCountsOnlyBlocksAfterUnfreeze(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	clk := newClock(nov22)
@@ -435,6 +461,11 @@ func TestAutoFreezeCountsOnlyBlocksAfterUnfreeze(t *testing.T) {
 }
 
 func TestCommitmentRecordedOnce(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, testCommitmentRecordedOnce)
+}
+
+func testCommitmentRecordedOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t, WithClock(newClock(nov22).Now))
@@ -496,6 +527,11 @@ func TestCommitmentRecordedOnce(t *testing.T) {
 // transaction.
 func TestSettleOverQuoteIsFlagged(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testSettleOverQuoteIsFlagged)
+}
+
+func testSettleOverQuoteIsFlagged(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)
 	setBudget(t, db, AgentScope("a"), WindowTotal, "10")
@@ -533,6 +569,11 @@ func TestSettleOverQuoteIsFlagged(t *testing.T) {
 
 func TestCheckBudgetWritesNothing(t *testing.T) {
 	t.Parallel()
+	eachBackend(t, testCheckBudgetWritesNothing)
+}
+
+func testCheckBudgetWritesNothing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t, WithClock(newClock(nov22).Now))
 	setBudget(t, db, AgentScope("a"), WindowDay, "10")
@@ -564,6 +605,11 @@ func TestCheckBudgetWritesNothing(t *testing.T) {
 }
 
 func TestReserveRequiresAuthorizedAndMatchingAgent(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, testReserveRequiresAuthorizedAndMatchingAgent)
+}
+
+func testReserveRequiresAuthorizedAndMatchingAgent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)
@@ -601,7 +647,9 @@ func TestReserveRequiresAuthorizedAndMatchingAgent(t *testing.T) {
 	mustInvariants(t, db, true)
 }
 
-func TestBudgetAndLimitAdmin(t *testing.T) {
+func TestBudgetAndLimitAdmin(t *testing.T) { t.Parallel(); eachBackend(t, testBudgetAndLimitAdmin) }
+
+func testBudgetAndLimitAdmin(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := openTest(t)
@@ -641,7 +689,10 @@ func TestBudgetAndLimitAdmin(t *testing.T) {
 	if err := db.DeleteBudget(ctx, AgentScope("b"), WindowDay, "cli:bob"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("delete twice: %v", err)
 	}
-	if n := countRows(t, db, `SELECT COUNT(*) FROM audit_events WHERE type = 'budget.set' AND json_extract(data, '$.previous.micros') = 3000000`); n != 1 {
+	if n := countEvents(t, db, "budget.set", func(_ string, data map[string]any) bool {
+		prev, _ := data["previous"].(map[string]any)
+		return prev != nil && prev["micros"] == float64(3000000)
+	}); n != 1 {
 		t.Fatal("replacement not audited with the previous limit")
 	}
 	if n := countRows(t, db, `SELECT COUNT(*) FROM audit_events WHERE type = 'budget.deleted' AND actor = 'cli:bob'`); n != 1 {
