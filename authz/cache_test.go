@@ -274,7 +274,7 @@ func TestDecisionCachePolicyEditedLive(t *testing.T) {
 
 	// The watch sees the edit, waits for the PDP to reload it, then trusts
 	// the new policies under a new generation.
-	eventually(t, 30*time.Second, "the policy watch to settle on the edit", func() (bool, string) {
+	eventually(t, hangGuard, "the policy watch to settle on the edit", func() (bool, string) {
 		st := m.PolicyState()
 		return st.Reads != nil && st.Generation > gen+1, ""
 	})

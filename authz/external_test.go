@@ -36,14 +36,14 @@ func TestExternalPDPOverTCP(t *testing.T) {
 			if tc.tls {
 				opts = []Option{WithTLS(certFile)}
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 			defer cancel()
-			c, err := NewClient(ctx, addr, opts...)
+			c, err := NewClient(ctx, addr, append(opts, WithTimeout(hangGuard))...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			eventually(t, 20*time.Second, "the external PDP to answer", func() (bool, string) {
+			eventually(t, hangGuard, "the external PDP to answer", func() (bool, string) {
 				err := c.Ready(ctx)
 				return err == nil, fmt.Sprint(err)
 			})

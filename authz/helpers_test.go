@@ -128,7 +128,7 @@ func sharedClient(t testing.TB) *Client {
 	bin := cerbosBin(t)
 	policies := repoPolicies(t)
 	shared.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 		defer cancel()
 		shared.m, shared.err = StartManaged(ctx, ManagedConfig{
 			Binary:    bin,
@@ -138,7 +138,9 @@ func sharedClient(t testing.TB) *Client {
 		if shared.err != nil {
 			return
 		}
-		shared.c, shared.err = NewClient(ctx, shared.m.Addr())
+		// The tests sharing it assert decisions, never latency: a busy
+		// machine must not turn a slow answer into "unavailable".
+		shared.c, shared.err = NewClient(ctx, shared.m.Addr(), WithTimeout(hangGuard))
 	})
 	if shared.err != nil {
 		t.Fatalf("shared PDP: %v", shared.err)
@@ -155,7 +157,7 @@ func startManaged(t testing.TB, cfg ManagedConfig) *Managed {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	m, err := StartManaged(ctx, cfg)
 	if err != nil {
@@ -171,13 +173,21 @@ func startManaged(t testing.TB, cfg ManagedConfig) *Managed {
 
 func newClientT(t testing.TB, addr string, opts ...Option) *Client {
 	t.Helper()
-	c, err := NewClient(context.Background(), addr, opts...)
+	// By default a check may take as long as the hang guard: tests assert
+	// decisions, and a busy machine must not turn one into "unavailable".
+	// Tests of the timeout pass their own WithTimeout, which wins.
+	c, err := NewClient(context.Background(), addr, append([]Option{WithTimeout(hangGuard)}, opts...)...)
 	if err != nil {
 		t.Fatalf("NewClient(%q): %v", addr, err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
+
+// hangGuard bounds every wait for something that must happen: it only stops
+// a hung test, so it is generous for a busy machine and is never the thing
+// a test measures.
+const hangGuard = 2 * time.Minute
 
 // eventually polls cond every 50ms until it holds or timeout passes.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {

@@ -184,13 +184,11 @@ func TestLatencyAndHang(t *testing.T) {
 	}
 
 	e.sb.SetFaults(sandbox.Faults{Hang: true, PathContains: "/domain-check"})
-	start := time.Now()
+	// The sandbox holds a hung request until it closes, so returning at all
+	// shows the context ended the call.
 	_, err := s.CheckDomains(ctxTimeout(t, 100*time.Millisecond), "hang.com")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("CheckDomains against a hang = %v", err)
-	}
-	if time.Since(start) > 5*time.Second {
-		t.Fatal("the hang outlived the context")
 	}
 	// A hang on the registration leaves it in doubt.
 	r := e.session(t, PurposeRegister, "hang")

@@ -119,15 +119,28 @@ type testEnv struct {
 
 type envOption func(*envOptions)
 
+// hangGuard bounds every wait for something that must happen: it only stops
+// a hung test, so it is generous for a busy machine (two cores shared by
+// several test runs) and is never the thing a test measures.
+const hangGuard = 2 * time.Minute
+
 // withPDP points the env at a PDP of the test's own instead of the shared one.
 func withPDP(addr string) envOption { return func(o *envOptions) { o.pdpAddr = addr } }
 
+// withAuthzTimeout bounds each policy check; the default is hangGuard, so a
+// slow answer on a busy machine is never a deny. Tests of a dead PDP set a
+// short one, because a check waits that long for the PDP to come back.
+func withAuthzTimeout(d time.Duration) envOption {
+	return func(o *envOptions) { o.authzTimeout = d }
+}
+
 type envOptions struct {
-	pdpAddr  string
-	cfg      func(*Config)
-	slack    bool
-	quiet    bool
-	ledgerOp []ledger.Option
+	pdpAddr      string
+	authzTimeout time.Duration
+	cfg          func(*Config)
+	slack        bool
+	quiet        bool
+	ledgerOp     []ledger.Option
 	// clock, slackBinders and sbWrap: see withClock, withSlackBinders, withSandboxHandler.
 	clock        func() time.Time
 	slackBinders []slacktest.Binder
@@ -263,7 +276,11 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	if addr == "" {
 		addr = pdpAddr(t)
 	}
-	azOpts := []authz.Option{authz.WithTimeout(2 * time.Second)}
+	azTimeout := hangGuard
+	if o.authzTimeout > 0 {
+		azTimeout = o.authzTimeout
+	}
+	azOpts := []authz.Option{authz.WithTimeout(azTimeout)}
 	if o.decisionCache {
 		azOpts = append(azOpts, authz.WithDecisionCache(authz.DecisionCacheConfig{Policies: sharedPDP.m}))
 	}
@@ -405,7 +422,7 @@ func text(res *mcp.CallToolResult) string {
 // waitState polls the ledger until the operation reaches want.
 func (e *testEnv) waitState(id string, want ledger.State) ledger.Operation {
 	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		op, err := e.db.Operation(context.Background(), id)
 		if err != nil {
@@ -424,7 +441,7 @@ func (e *testEnv) waitState(id string, want ledger.State) ledger.Operation {
 // pendingApproval returns the approval request of an operation.
 func (e *testEnv) pendingApproval(opID string) approvals.Request {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		r, err := e.srv.Approvals().ByOperation(context.Background(), opID)
 		if err == nil {

@@ -294,7 +294,7 @@ func TestHTTPAuthMatrix(t *testing.T) {
 	}
 
 	// The SSE transport answers on the stream, so give its calls a moment to land.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for trCountEvents(t, e, "call.received")-receivedBefore < wantReceived && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -362,7 +362,7 @@ func TestHTTPTokenAgentIsThePrincipal(t *testing.T) {
 		t.Cleanup(func() { _ = c.Close() })
 		init := mcp.InitializeRequest{}
 		init.Params.ClientInfo = mcp.Implementation{Name: "token-test", Version: "1"}
-		ictx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		ictx, cancel := context.WithTimeout(ctx, hangGuard)
 		defer cancel()
 		if _, err := c.Initialize(ictx, init); err != nil {
 			return nil, err
@@ -529,7 +529,8 @@ func TestHealthz(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = ln.Close()
-		e := newEnv(t, withPDP("unix:"+sock))
+		// Every check waits its whole timeout for a PDP that never comes.
+		e := newEnv(t, withPDP("unix:"+sock), withAuthzTimeout(2*time.Second))
 		code, h := get(t, e)
 		if code != http.StatusServiceUnavailable || h.OK || !strings.HasPrefix(h.Checks["policy_engine"], "error:") || h.Checks["database"] != "ok" {
 			t.Fatalf("healthz with a dead PDP: %d %+v", code, h)
@@ -608,7 +609,7 @@ func TestMetricsExposeEverySeries(t *testing.T) {
 	}
 	var body string
 	var missing []string
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	for deadline := time.Now().Add(hangGuard); ; {
 		body, missing = scrape(), nil
 		for _, w := range want {
 			if !strings.Contains(body, w) {

@@ -123,7 +123,7 @@ func TestRaceForTheTeamBudget(t *testing.T) {
 	wg.Wait()
 
 	// Wait until no operation of the team is anywhere but terminal.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		ops := teamOps(t, e, team)
 		open := slices.DeleteFunc(slices.Clone(ops), func(op ledger.Operation) bool { return op.State.Terminal() })

@@ -86,7 +86,7 @@ func sandboxCalls(e *testEnv, method, part string) int {
 // finished (its inspect token is revoked).
 func reconcileAttempted(t *testing.T, e *testEnv, opID string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		done := false
 		_ = e.db.Events(context.Background(), ledger.EventQuery{OperationID: opID}, func(ev ledger.Event) error {
@@ -358,7 +358,7 @@ func TestStartTakesOverOnlyDeadWork(t *testing.T) {
 		done <- result{v.Status, v.OperationID}
 	}()
 	var live string
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for live == "" {
 		ops, _, err := e.db.ListOperations(ctx, ledger.OperationQuery{States: []ledger.State{ledger.StatePlanned}})
 		if err != nil {
@@ -431,7 +431,7 @@ func TestRefusedStatusPollIsInDoubtNotFailed(t *testing.T) {
 	v := opView(t, e.call(webBot, "register_domain", registerArgs("slow-launch.dev")))
 	e.sb.SetFaults(sandbox.Faults{RateLimitRate: 1, PathContains: "registration-status"})
 	e.approve(v.OperationID, "bob")
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for !passedThrough(t, e, v.OperationID, ledger.StateExecuting, ledger.StateInDoubt) {
 		if op, _ := e.db.Operation(context.Background(), v.OperationID); op.State == ledger.StateFailed {
 			t.Fatalf("released as %s: %s, although Cloudflare accepted the registration", op.ErrorCode, op.Error)
@@ -442,7 +442,7 @@ func TestRefusedStatusPollIsInDoubtNotFailed(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	e.sb.SetFaults(sandbox.Faults{})
-	deadline = time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(hangGuard)
 	for {
 		e.srv.Pipeline().pollInDoubt(context.Background())
 		op, _ := e.db.Operation(context.Background(), v.OperationID)

@@ -302,7 +302,7 @@ func TestNoSecretReachesLogsAuditResultsOrSlack(t *testing.T) {
 // deleted again (revocation runs after each execution).
 func waitNoLiveOperationTokens(t *testing.T, e *testEnv) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		live := len(operationTokens(e))
 		if live == 0 {

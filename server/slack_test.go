@@ -127,7 +127,7 @@ func (r *slackRecorder) all() []slackAPICall {
 // waitFor polls until a call of method satisfies ok and returns it.
 func (r *slackRecorder) waitFor(t *testing.T, method, what string, ok func(slackAPICall) bool) slackAPICall {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		for _, c := range r.byMethod(method) {
 			if ok(c) {
@@ -933,7 +933,7 @@ func TestMCPCallWaitsForSlackClick(t *testing.T) {
 	var o outcome
 	select {
 	case o = <-done:
-	case <-time.After(25 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatal("the waiting call did not return after the approval")
 	}
 	if o.err != nil || o.res.IsError {
@@ -975,7 +975,7 @@ func TestMCPClientGoneBeforeClick(t *testing.T) {
 		if err == nil {
 			t.Fatal("the cancelled call returned a result")
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatal("the call did not end when its client went away")
 	}
 	_ = first.Close()
@@ -1008,7 +1008,7 @@ func TestMCPClientGoneBeforeClick(t *testing.T) {
 	var p polled
 	select {
 	case p = <-pc:
-	case <-time.After(15 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatal("the long poll did not answer the state change")
 	}
 	if p.err != nil {
@@ -1018,7 +1018,7 @@ func TestMCPClientGoneBeforeClick(t *testing.T) {
 	if v.Status == "awaiting_approval" {
 		t.Fatalf("the long poll answered without a change: %+v", v)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for v.Status != "succeeded" {
 		if ledger.State(v.Status).Terminal() || time.Now().After(deadline) {
 			t.Fatalf("operation ended %s: %s", v.Status, v.Error)
@@ -1085,7 +1085,7 @@ func TestSlackDownNeverApproves(t *testing.T) {
 // waitLog polls the captured logs for s.
 func waitLog(t *testing.T, e *testEnv, s string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for !strings.Contains(e.logs.String(), s) {
 		if time.Now().After(deadline) {
 			t.Fatalf("logs never contained %q:\n%s", s, e.logs.String())

@@ -62,7 +62,7 @@ func getTask(t *testing.T, c *client.Client, id string) mcp.Task {
 // waitTaskMessage polls tasks/get until the task's status message contains want.
 func waitTaskMessage(t *testing.T, c *client.Client, id, want string) mcp.Task {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		task := getTask(t, c, id)
 		if task.Status == mcp.TaskStatusWorking && strings.Contains(task.StatusMessage, want) {
@@ -138,7 +138,7 @@ func TestRegisterRunsAsTaskUntilApproved(t *testing.T) {
 	}
 
 	sl.approve(t, "U0BOB", r.ID)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	res, err := c.TaskResult(ctx, mcp.TaskResultRequest{Params: mcp.TaskResultParams{TaskId: task.TaskId}})
 	if err != nil {

@@ -174,7 +174,7 @@ func trStdioPipes(t *testing.T, e *testEnv) (fromServer io.ReadCloser, toServer 
 			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
 				t.Errorf("ServeStdio: %v", err)
 			}
-		case <-time.After(10 * time.Second):
+		case <-time.After(hangGuard):
 			t.Error("ServeStdio did not return after its input closed")
 		}
 	})
@@ -512,7 +512,7 @@ func TestStdioStreamCarriesOnlyProtocol(t *testing.T) {
 	}
 	select {
 	case <-readDone:
-	case <-time.After(20 * time.Second):
+	case <-time.After(hangGuard):
 		mu.Lock()
 		defer mu.Unlock()
 		t.Fatalf("only %d answers on stdout: %q", len(got), got)

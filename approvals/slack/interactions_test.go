@@ -491,7 +491,7 @@ func TestSlackDown(t *testing.T) {
 		if e.ID != r2.ID || e.State != approvals.StateExpired {
 			t.Fatalf("OnExpired(%+v)", e)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(2 * time.Minute):
 		t.Fatal("Run did not expire the unposted request")
 	}
 	cancel()

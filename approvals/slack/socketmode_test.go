@@ -136,7 +136,7 @@ func TestSocketModeRoundTrip(t *testing.T) {
 		if a["envelope_id"] != "env-rt-1" {
 			t.Fatalf("ack %v", a)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(2 * time.Minute):
 		t.Fatal("no ack over the WebSocket")
 	}
 	if d := f.MustDecided(approvals.StateApproved); d.ID != r.ID || d.Votes[0].Via != approvals.ViaSocket {
@@ -153,7 +153,7 @@ func TestSocketModeRoundTrip(t *testing.T) {
 		if a["envelope_id"] != "env-rt-2" || p["response_action"] != "errors" {
 			t.Fatalf("ack %v", a)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(2 * time.Minute):
 		t.Fatal("no ack for the modal")
 	}
 	f.NoDecision()
@@ -164,7 +164,7 @@ func TestSocketModeRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("RunSocketMode: %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(2 * time.Minute):
 		t.Fatal("RunSocketMode did not stop")
 	}
 }

@@ -66,7 +66,9 @@ func newLoadTarget(t *testing.T, token string) *loadTarget {
 }
 
 func loadOpts(url, tool string) loadOptions {
-	return loadOptions{URL: url, Clients: 3, Duration: 150 * time.Millisecond, Timeout: 5 * time.Second, Tool: tool, Args: map[string]any{"domain": "x.dev"}}
+	// Every client calls at least once whatever the duration, so the tests
+	// count calls, never time; the call timeout is only a hang guard.
+	return loadOptions{URL: url, Clients: 3, Duration: 150 * time.Millisecond, Timeout: time.Minute, Tool: tool, Args: map[string]any{"domain": "x.dev"}}
 }
 
 func TestLoadCountsEveryCall(t *testing.T) {
@@ -191,13 +193,46 @@ func TestLoadStopsWhenCancelled(t *testing.T) {
 	o := loadOpts(lt.url, "echo")
 	o.Duration = time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(100*time.Millisecond, cancel)
-	rep, err := runLoadTest(ctx, o)
-	if err != nil {
-		t.Fatal(err)
+	defer cancel()
+	type result struct {
+		rep loadReport
+		err error
 	}
-	if rep.Calls == 0 || rep.Errors != 0 || rep.DurationS > 60 {
-		t.Fatalf("report %+v: want the calls made before the interrupt, none counted as failures", rep)
+	done := make(chan result, 1)
+	go func() {
+		rep, err := runLoadTest(ctx, o)
+		done <- result{rep, err}
+	}()
+	// Interrupt once the server has answered the probe and at least ten
+	// timed calls: the run must stop and count what finished.
+	const served = 11
+	guard := time.After(2 * time.Minute)
+	for lt.calls["echo"].Load() < served {
+		select {
+		case r := <-done:
+			t.Fatalf("an hour-long run returned before the interrupt: %+v %v", r.rep, r.err)
+		case <-guard:
+			t.Fatalf("the server answered only %d calls", lt.calls["echo"].Load())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	cancel()
+	var r result
+	select {
+	case r = <-done:
+	case <-guard:
+		t.Fatal("the run did not stop when cancelled")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	// At the interrupt each client had at most one call unanswered; the
+	// interrupted ones are not failures and not counted.
+	if r.rep.Calls < served-1-o.Clients || r.rep.Errors != 0 || r.rep.Calls != r.rep.OK {
+		t.Fatalf("report %+v: want the %d+ calls made before the interrupt, none counted as failures", r.rep, served-1-o.Clients)
+	}
+	if total := lt.calls["echo"].Load(); int64(r.rep.Calls)+1 > total {
+		t.Fatalf("report counts %d calls, the server handled %d (with the probe)", r.rep.Calls, total)
 	}
 }
 
