@@ -127,7 +127,8 @@ func (p *Pipeline) planAndDecide(ctx context.Context, m tools.Mutation, principa
 		return out, err
 	}
 	out.pre = pre
-	plan, err := m.Plan(ctx, cachedQuotes{p}, args, blob)
+	team, _ := principal.Attr["team"].(string)
+	plan, err := m.Plan(ctx, cachedQuotes{planEnv{p, team}}, args, blob)
 	if err == nil {
 		ds := p.decideAll(ctx, principal,
 			authz.Check{Resource: pre, Actions: []string{preAction}},
@@ -143,7 +144,7 @@ func (p *Pipeline) planAndDecide(ctx context.Context, m tools.Mutation, principa
 		out.planErr = err
 		return out, nil
 	}
-	if out.plan, out.planErr = m.Plan(ctx, p, args, blob); out.planErr == nil {
+	if out.plan, out.planErr = m.Plan(ctx, planEnv{p, team}, args, blob); out.planErr == nil {
 		out.decision = p.decide(ctx, principal, out.plan.Resource, m.Action())
 	}
 	return out, nil
@@ -174,6 +175,32 @@ func (p *Pipeline) Authorize(ctx context.Context, res authz.Resource, action str
 	}
 	p.tellDenied(pr, res, action, d)
 	return d
+}
+
+// AuthorizeAll implements tools.Runner for read-only tools that show many
+// things: one policy call, one audit append.
+func (p *Pipeline) AuthorizeAll(ctx context.Context, checks []authz.Check) []authz.Decision {
+	deny := func(reason string) []authz.Decision {
+		out := make([]authz.Decision, len(checks))
+		for i, c := range checks {
+			out[i] = authz.Decision{Action: c.Actions[0], Reasons: []string{reason}}
+		}
+		return out
+	}
+	pr, ci, err := p.caller(ctx)
+	if err != nil {
+		return deny(err.Error())
+	}
+	ds := p.decideAll(ctx, pr.authzPrincipal(ci), checks...)
+	events := make([]ledger.Event, len(checks))
+	for i, c := range checks {
+		events[i] = decisionEvent(pr.actor(), "", c.Resource, c.Actions[0], ds[i])
+	}
+	if err := p.db.Append(ctx, events...); err != nil {
+		p.log.Error("audit append failed; denying", "err", err)
+		return deny("audit trail unavailable; refusing to act without a record")
+	}
+	return ds
 }
 
 // tellDenied sends the agent a log notification for a policy deny.

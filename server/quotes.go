@@ -171,13 +171,23 @@ var errQuoteNeeded = &tools.ToolError{Code: "quote_needed", Message: "no cached 
 // quotes come from the cache or planning stops with errQuoteNeeded. A plan
 // made with it needs no policy check first (nothing leaves tollgate), so
 // the check on the arguments and the check on the plan go in one call.
-type cachedQuotes struct{ *Pipeline }
+type cachedQuotes struct{ planEnv }
 
 func (c cachedQuotes) Quote(_ context.Context, domain string) (tools.Quote, error) {
 	if q, ok := c.quoteCache.cached(domain, c.now()); ok {
 		return q, nil
 	}
 	return tools.Quote{}, errQuoteNeeded
+}
+
+// ZoneFor implements tools.Lookup: a lookup needs Cloudflare.
+func (cachedQuotes) ZoneFor(context.Context, string) (cloudflare.Zone, error) {
+	return cloudflare.Zone{}, errQuoteNeeded
+}
+
+// CustomDomains implements tools.Lookup: a lookup needs Cloudflare.
+func (cachedQuotes) CustomDomains(context.Context, cloudflare.DomainFilter) ([]cloudflare.CustomDomain, error) {
+	return nil, errQuoteNeeded
 }
 
 // sharedResources says where a shared token's groups apply.

@@ -34,7 +34,14 @@ import (
 
 // trWantTools is the public tool inventory, in the order the server lists it
 // (mcp-go sorts tools by name).
-var trWantTools = []string{"check_domain", "deploy_worker", "estimate_cost", "get_operation", "list_operations", "register_domain", "spend_status"}
+var trWantTools = func() []string {
+	var names []string
+	for _, t := range tools.Inventory() {
+		names = append(names, t.Name)
+	}
+	slices.Sort(names)
+	return names
+}()
 
 // trListedTool is a tool as a client saw it in tools/list.
 type trListedTool struct {

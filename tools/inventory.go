@@ -51,6 +51,16 @@ func Inventory() []ServerTool {
 				return estimateParamsSchema[DeployWorkerArgs](deployWorkerName, deploySchema)
 			},
 		},
+		{
+			Name: attachWorkerDomainName, Kind: workerDomainKind, Action: attachWorkerDomain{}.Action(), New: AttachWorkerDomain,
+			Mutation: func(cfg Config) Mutation { return attachWorkerDomain{cfg: cfg} },
+		},
+		{
+			Name: detachWorkerDomainName, Kind: workerDomainKind, Action: detachWorkerDomain{}.Action(), New: DetachWorkerDomain,
+			Mutation: func(cfg Config) Mutation { return detachWorkerDomain{cfg: cfg} },
+		},
+		{Name: listDomainsName, Kind: workerDomainKind, Action: "read", New: func(r Runner, _ Config) Tool { return ListDomains(r) }},
+		{Name: listWorkersName, Kind: "worker_script", Action: "read", New: func(r Runner, _ Config) Tool { return ListWorkers(r) }},
 		{Name: getOperationName, Kind: "operation", Action: "read", New: func(r Runner, _ Config) Tool { return GetOperation(r) }},
 		{Name: listOperationsName, Kind: "operation", Action: "read", New: func(r Runner, _ Config) Tool { return ListOperations(r) }},
 		{Name: spendStatusName, Kind: "spend", Action: "read", New: func(r Runner, _ Config) Tool { return SpendStatus(r) }},

@@ -28,6 +28,10 @@ type Runner interface {
 	// Authorize asks the policy engine whether the caller may perform action on
 	// res, and records the decision in the audit trail. It fails closed.
 	Authorize(ctx context.Context, res authz.Resource, action string) authz.Decision
+	// AuthorizeAll asks about several resources, one action each, in one
+	// policy call, and records the decisions in one audit append. It fails
+	// closed: every decision is a deny when the audit trail is unavailable.
+	AuthorizeAll(ctx context.Context, checks []authz.Check) []authz.Decision
 	// Estimate plans m without side effects: price, policy decision for the
 	// real action, budget headroom and whether approval would be needed.
 	Estimate(ctx context.Context, m Mutation, call Call) (EstimateResult, error)
@@ -48,6 +52,13 @@ type Runner interface {
 
 // PlanEnv is what a Mutation may consult while planning.
 type PlanEnv interface {
+	// Lookup reads zones and custom domains (a plan made from the cache
+	// alone stops at the first lookup, so the arguments are checked by
+	// policy before anything reaches Cloudflare).
+	Lookup
+	// TeamSucceeded reports whether the caller's team has an operation of
+	// tool on resource that succeeded: what the team did through tollgate.
+	TeamSucceeded(ctx context.Context, tool, resource string) (bool, error)
 	// Quote is the registrar's domain-check answer for domain, live or
 	// cached within its own validity.
 	Quote(ctx context.Context, domain string) (Quote, error)
@@ -65,6 +76,10 @@ type Lookup interface {
 	ZoneFor(ctx context.Context, hostname string) (cloudflare.Zone, error)
 	// CustomDomains lists the account's Workers custom domains matching f.
 	CustomDomains(ctx context.Context, f cloudflare.DomainFilter) ([]cloudflare.CustomDomain, error)
+	// Zones lists the account's zones.
+	Zones(ctx context.Context) ([]cloudflare.Zone, error)
+	// Workers lists the account's Workers.
+	Workers(ctx context.Context) ([]cloudflare.WorkerSummary, error)
 }
 
 // ZoneScoped is a Mutation whose execution token holds zone permission

@@ -24,6 +24,8 @@ import (
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/tollgatehq/tollgate/tools"
 )
 
 // Interop with peers outside this module: the real tollgate binary as a
@@ -38,7 +40,14 @@ const (
 )
 
 // interopWantTools is the public tool inventory, sorted by name.
-var interopWantTools = []string{"check_domain", "deploy_worker", "estimate_cost", "get_operation", "list_operations", "register_domain", "spend_status"}
+var interopWantTools = func() []string {
+	var names []string
+	for _, t := range tools.Inventory() {
+		names = append(names, t.Name)
+	}
+	slices.Sort(names)
+	return names
+}()
 
 // interopModule is a small ES module Worker.
 const interopModule = "export default {\n  async fetch() {\n    return new Response('interop');\n  },\n};\n"
