@@ -80,3 +80,27 @@ func sameApprovers(a, b []Approver) bool {
 	}
 	return slices.Equal(key(a), key(b))
 }
+
+// Eligible returns the configured approvers who could approve r: neither
+// the agent nor its owner, and allowed to approve it by the policy. A
+// request whose quorum is above len(Eligible) can never be approved; the
+// server says so at start and in estimate_cost rather than letting it wait.
+// An approver the policy engine could not be asked about does not count
+// (fail closed). It stops once it found enough (want > 0), so asking
+// whether a quorum can be met costs one policy check per vote needed when it can.
+func (s *Service) Eligible(ctx context.Context, r Request, want int) []string {
+	var out []string
+	for _, a := range s.o.Approvers {
+		if want > 0 && len(out) >= want {
+			break
+		}
+		if isSelf(a, r) {
+			continue
+		}
+		if ok, _, err := s.o.Authorizer(ctx, a, r, OutcomeApprove); err != nil || !ok {
+			continue
+		}
+		out = append(out, a.Name)
+	}
+	return out
+}

@@ -37,9 +37,10 @@ func TestReadPoliciesOfTheRepository(t *testing.T) {
 			t.Errorf("%s: reads the clock", tt.kind)
 		}
 	}
-	// Identity and audit attributes (client, session) are not read.
-	if names, all := r.PrincipalAttrs(); all || !slices.Equal(names, []string{"team"}) {
-		t.Errorf("principal: reads %v (all=%v), want [team]", names, all)
+	// Identity and audit attributes (client, session) are not read; the
+	// sandbox flag is (the two-approver tier).
+	if names, all := r.PrincipalAttrs(); all || !slices.Equal(names, []string{"sandbox", "team"}) {
+		t.Errorf("principal: reads %v (all=%v), want [sandbox team]", names, all)
 	}
 }
 

@@ -252,7 +252,7 @@ type AutoFreezeConfig struct {
 
 // ReservedAttributes are principal attributes tollgate sets itself; an
 // agent's free-form attributes may not name them.
-var ReservedAttributes = []string{"team", "owner", "transport", "client_name", "client_version", "session_id"}
+var ReservedAttributes = []string{"team", "owner", "transport", "client_name", "client_version", "session_id", "sandbox"}
 
 // DefaultAgent is the agent used when nothing is configured.
 const DefaultAgent = "local"
@@ -272,7 +272,9 @@ func Default() Config {
 			TokenTTL:    5 * time.Minute,
 			RotateEvery: cloudflare.DefaultRotateEvery,
 		},
-		Agents: []AgentConfig{{Name: DefaultAgent, Roles: []string{"agent"}, Team: "local"}},
+		// The quickstart's agent may ask for production deploys too (each
+		// waits for a human, like every irreversible call).
+		Agents: []AgentConfig{{Name: DefaultAgent, Roles: []string{"agent", "deployer"}, Team: "local"}},
 		// Whoever runs tollgate locally approves from the CLI by default.
 		Approvers: []ApproverConfig{{Name: localUser(), OSUser: localUser(), Roles: []string{"approver", "finance_approver"}}},
 		Approvals: ApprovalsConfig{
@@ -304,7 +306,9 @@ func LoadFile(path string) (Config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("read config: %w", err)
 	}
-	// Lists replace the defaults rather than merging into them.
+	// Lists replace the defaults rather than merging into them; a list left
+	// out (or empty) keeps the default, so a file that only adds agents still
+	// has the OS user as its approver.
 	cfg.Agents, cfg.Approvers = nil, nil
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -313,6 +317,9 @@ func LoadFile(path string) (Config, error) {
 	}
 	if len(cfg.Agents) == 0 {
 		cfg.Agents = Default().Agents
+	}
+	if len(cfg.Approvers) == 0 {
+		cfg.Approvers = Default().Approvers
 	}
 	return cfg, nil
 }

@@ -152,7 +152,13 @@ type envOptions struct {
 	// decisionCache: see withDecisionCache; rateLimit: see withRateLimit.
 	decisionCache bool
 	rateLimit     sandbox.RateLimit
+	// onSandbox: see withNothingBilled.
+	onSandbox bool
 }
+
+// withNothingBilled tells the server its Cloudflare is the built-in sandbox
+// (Deps.Sandbox), as serve does without credentials.
+func withNothingBilled() envOption { return func(o *envOptions) { o.onSandbox = true } }
 
 // withDecisionCache gives the env's authz client a decision cache over the
 // shared managed PDP, as serve does.
@@ -306,7 +312,7 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps := Deps{DB: db, Authz: e.az, Logger: log, Version: "test", Clock: o.clock, PolicyDir: policies}
+	deps := Deps{DB: db, Authz: e.az, Logger: log, Version: "test", Clock: o.clock, PolicyDir: policies, Sandbox: o.onSandbox}
 	deps.Cloudflare.APIBase = e.sbHTTP.URL + sandbox.APIPrefix
 	deps.Cloudflare.AccountID = e.sb.AccountID()
 	deps.Cloudflare.ParentToken = e.sb.ParentToken()

@@ -32,6 +32,7 @@ type Pipeline struct {
 	muts      map[string]tools.Mutation
 	cfg       Config
 	quorum    []quorumRule
+	sandbox   bool // Cloudflare is the built-in sandbox (P.attr.sandbox)
 	log       *slog.Logger
 	now       func() time.Time
 	metrics   *metrics
@@ -76,6 +77,16 @@ func (p *Pipeline) caller(ctx context.Context) (Principal, ledger.ClientInfo, er
 		return Principal{}, ledger.ClientInfo{}, &tools.ToolError{Code: "unauthenticated", Message: "no agent identity on this session; refusing"}
 	}
 	return pr, clientInfo(ctx, pr.Transport), nil
+}
+
+// principal is pr as the policy sees it on this server: with
+// P.attr.sandbox when nothing is billed.
+func (p *Pipeline) principal(pr Principal, ci ledger.ClientInfo) authz.Principal {
+	ap := pr.authzPrincipal(ci)
+	if p.sandbox {
+		ap.Attr["sandbox"] = true
+	}
+	return ap
 }
 
 // decide asks Cerbos and times it. It never fails open.
@@ -168,7 +179,7 @@ func (p *Pipeline) Authorize(ctx context.Context, res authz.Resource, action str
 	if err != nil {
 		return authz.Decision{Action: action, Reasons: []string{err.Error()}}
 	}
-	d := p.decide(ctx, pr.authzPrincipal(ci), res, action)
+	d := p.decide(ctx, p.principal(pr, ci), res, action)
 	if err := p.db.Append(ctx, decisionEvent(pr.actor(), "", res, action, d)); err != nil {
 		p.log.Error("audit append failed; denying", "err", err)
 		return authz.Decision{Action: action, Reasons: []string{"audit trail unavailable; refusing to act without a record"}}
@@ -350,7 +361,7 @@ func (p *Pipeline) goRun(fn func(ctx context.Context)) {
 // run moves a new Operation from planned as far as it can go without a human.
 func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutation, pr Principal, ci ledger.ClientInfo, blob []byte) {
 	ctx = withOperation(ctx, op.ID)
-	principal := pr.authzPrincipal(ci)
+	principal := p.principal(pr, ci)
 	actor := pr.actor()
 	planned := []ledger.State{ledger.StatePlanned}
 
@@ -463,8 +474,13 @@ type approvalNeed struct {
 }
 
 func (p *Pipeline) approvalNeed(m tools.Mutation, args json.RawMessage, plan tools.Plan, d authz.Decision) approvalNeed {
+	return p.needFor(plan.Irreversible || m.AlwaysNeedsApproval(args), plan.Amount, d)
+}
+
+// needFor is approvalNeed for an amount and a policy decision.
+func (p *Pipeline) needFor(irreversible bool, amount money.Money, d authz.Decision) approvalNeed {
 	n := approvalNeed{Approvals: 1}
-	if plan.Irreversible || m.AlwaysNeedsApproval(args) {
+	if irreversible {
 		n.Required = true
 		n.Why = append(n.Why, "irreversible: always needs a human")
 	}
@@ -476,8 +492,8 @@ func (p *Pipeline) approvalNeed(m tools.Mutation, args json.RawMessage, plan too
 	for _, q := range p.quorum {
 		// An amount in another currency cannot be compared without a rate,
 		// so the rule applies: fail closed.
-		above := plan.Amount.Currency != q.above.Currency || plan.Amount.Micros > q.above.Micros
-		if above && !plan.Amount.IsZero() && q.approvers > n.Approvals {
+		above := amount.Currency != q.above.Currency || amount.Micros > q.above.Micros
+		if above && !amount.IsZero() && q.approvers > n.Approvals {
 			n.Required = true
 			n.Approvals = q.approvers
 			n.Why = append(n.Why, fmt.Sprintf("above %s (or in another currency) needs %d approvers", q.above, q.approvers))
@@ -964,7 +980,7 @@ func (p *Pipeline) Operation(ctx context.Context, id string, wait time.Duration,
 		return tools.OperationView{}, fmt.Errorf("read operation: %w", err)
 	}
 	res := operationResource(op)
-	d := p.decide(ctx, pr.authzPrincipal(ci), res, "read")
+	d := p.decide(ctx, p.principal(pr, ci), res, "read")
 	if err := p.db.Append(ctx, decisionEvent(pr.actor(), op.ID, res, "read", d)); err != nil {
 		return tools.OperationView{}, &tools.ToolError{Code: "audit_unavailable", Message: "audit trail unavailable; refusing"}
 	}
@@ -1067,7 +1083,7 @@ func (p *Pipeline) Operations(ctx context.Context, q tools.ListOperationsArgs) (
 	}
 	var decisions [][]authz.Decision
 	if len(checks) > 0 {
-		decisions = p.authz.CheckBatch(ctx, pr.authzPrincipal(ci), checks)
+		decisions = p.authz.CheckBatch(ctx, p.principal(pr, ci), checks)
 	}
 	out := tools.OperationList{Operations: []tools.OperationView{}, NextCursor: next}
 	for i, op := range ops {
@@ -1085,7 +1101,7 @@ func (p *Pipeline) Estimate(ctx context.Context, m tools.Mutation, call tools.Ca
 	if err != nil {
 		return tools.EstimateResult{}, err
 	}
-	pd, err := p.planAndDecide(ctx, m, pr.authzPrincipal(ci), call.Args, call.Blob, "estimate")
+	pd, err := p.planAndDecide(ctx, m, p.principal(pr, ci), call.Args, call.Blob, "estimate")
 	if err != nil {
 		return tools.EstimateResult{}, err
 	}
@@ -1127,10 +1143,17 @@ func (p *Pipeline) Estimate(ctx context.Context, m tools.Mutation, call tools.Ca
 	}
 	if need.Required {
 		res.Approval.Approvals = need.Approvals
+		res.Approval.Unavailable = p.quorumShortfall(ctx, pr, m.Name(), plan.Irreversible, plan.Amount, need)
 	}
+	var reasons []string
 	if blocked != nil {
-		res.BlockReason = blocked.Error()
+		reasons = append(reasons, blocked.Error())
 	}
+	if res.Approval.Unavailable != "" {
+		res.WouldBlock = true
+		reasons = append(reasons, "approval unavailable: "+res.Approval.Unavailable)
+	}
+	res.BlockReason = strings.Join(reasons, "; ")
 	for _, s := range sts {
 		b := tools.BudgetViewOf(s)
 		fits := s.Remaining.Currency == plan.Amount.Currency && s.Remaining.Micros >= plan.Amount.Micros

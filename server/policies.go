@@ -153,7 +153,7 @@ func guardrailLines(c map[string]any, pr Principal) []string {
 		say([]string{"max_registration_price_micros", "currency"}, fmt.Sprintf("A registration may cost at most %s in total (quotes in another currency are refused); premium names are refused.", v))
 	}
 	if v, ok := amount("quorum_price_micros"); ok {
-		say([]string{"quorum_price_micros"}, fmt.Sprintf("A registration above %s needs two distinct approvers.", v))
+		say([]string{"quorum_price_micros"}, fmt.Sprintf("A registration above %s needs two distinct approvers (against a real Cloudflare account; on the built-in sandbox nothing is billed and one suffices).", v))
 	}
 	if n, ok := c["max_registration_years_agent"].(int); ok {
 		say([]string{"max_registration_years_agent"}, fmt.Sprintf("At most %d years per registration.", n))

@@ -48,6 +48,9 @@ type Deps struct {
 	// PolicyDir is the policy folder the managed PDP serves, whose guardrail
 	// constants tollgate://policies puts in words; empty for an external PDP.
 	PolicyDir string
+	// Sandbox says Cloudflare is tollgate's built-in sandbox, where nothing is
+	// billed: agents reach the policy with P.attr.sandbox true.
+	Sandbox bool
 }
 
 // Server is a running tollgate.
@@ -125,7 +128,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	s.stop = stop
 	s.loops, s.stopLoops = context.WithCancel(life)
 	s.pipe = &Pipeline{
-		db: d.DB, authz: d.Authz, broker: s.broker, cfg: cfg, quorum: quorum,
+		db: d.DB, authz: d.Authz, broker: s.broker, cfg: cfg, quorum: quorum, sandbox: d.Sandbox,
 		muts:       tools.Mutations(toolsCfg),
 		log:        d.Logger.With("subsystem", "pipeline"),
 		now:        d.Clock,
@@ -264,6 +267,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.approvals.PublishApprovers(ctx); err != nil {
 		return err
 	}
+	s.logApprovers(ctx)
 	if err := web.PublishBase(ctx, s.deps.DB.Store(), s.cfg.ConsoleBase(), s.deps.Clock()); err != nil {
 		return err
 	}

@@ -86,7 +86,8 @@ func TestQuotesShareOneToken(t *testing.T) {
 // estimate_cost: two in turn while the quote must be fetched (a refusal on
 // the arguments must not reach Cloudflare), one for both checks once the
 // quote is cached or the price comes from the book, none from the decision
-// cache.
+// cache; plus, for a call that needs a human, one per approver needed to
+// learn that the approvers can meet the quorum (here 1).
 func TestEstimateCostPolicyRequests(t *testing.T) {
 	t.Parallel()
 	requests := func(e *testEnv) uint64 { return e.az.Stats().Requests }
@@ -101,11 +102,11 @@ func TestEstimateCostPolicyRequests(t *testing.T) {
 	t.Run("without the decision cache", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t)
-		if n := call(e, estimateRegister("policy-calls.dev", 1)); n != 2 {
-			t.Errorf("estimate with a live quote: %d PDP requests, want 2 (arguments first)", n)
+		if n := call(e, estimateRegister("policy-calls.dev", 1)); n != 2+1 {
+			t.Errorf("estimate with a live quote: %d PDP requests, want 2 (arguments first) + 1 approver", n)
 		}
-		if n := call(e, estimateRegister("policy-calls.dev", 2)); n != 1 {
-			t.Errorf("estimate with a cached quote: %d PDP requests, want 1 (both checks in one call)", n)
+		if n := call(e, estimateRegister("policy-calls.dev", 2)); n != 1+1 {
+			t.Errorf("estimate with a cached quote: %d PDP requests, want 1 (both checks in one call) + 1 approver", n)
 		}
 		if n := call(e, estimateDeploy()); n != 1 {
 			t.Errorf("estimate from the price book: %d PDP requests, want 1", n)
@@ -119,8 +120,8 @@ func TestEstimateCostPolicyRequests(t *testing.T) {
 		if n := call(e, estimateRegister("policy-cached.dev", 1)); n != 0 {
 			t.Errorf("a repeated estimate: %d PDP requests, want 0", n)
 		}
-		if n := call(e, estimateRegister("policy-cached.dev", 2)); n != 1 {
-			t.Errorf("another term (read by the policy): %d PDP requests, want 1", n)
+		if n := call(e, estimateRegister("policy-cached.dev", 2)); n != 1+1 {
+			t.Errorf("another term (read by the policy): %d PDP requests, want 1 + 1 approver (another amount)", n)
 		}
 		if st := e.az.Stats(); st.CacheHits == 0 {
 			t.Errorf("stats %+v: no cache hits", st)

@@ -96,7 +96,7 @@ type EstimateResult struct {
 	QuoteExpiresAt time.Time       `json:"quote_expires_at"`
 	Policy         PolicyView      `json:"policy" jsonschema:"the policy decision for the real action"`
 	Budgets        []BudgetView    `json:"budgets" jsonschema:"every budget that applies, with headroom"`
-	WouldBlock     bool            `json:"would_block" jsonschema:"true if a budget, limit or freeze would refuse the call now"`
+	WouldBlock     bool            `json:"would_block" jsonschema:"true if a budget, limit or freeze would refuse the call now, or no approval could be given"`
 	BlockReason    string          `json:"block_reason,omitempty"`
 	Approval       ApprovalNeed    `json:"approval"`
 }
@@ -106,6 +106,9 @@ type ApprovalNeed struct {
 	Required  bool   `json:"required"`
 	Approvals int    `json:"approvals,omitempty" jsonschema:"distinct approvers needed"`
 	Why       string `json:"why,omitempty"`
+	// Unavailable says why no approval could be given (the configured
+	// approvers cannot meet the quorum); the call would fail, not wait.
+	Unavailable string `json:"unavailable,omitempty" jsonschema:"set when the configured approvers cannot meet the quorum: the call would fail, not wait"`
 }
 
 // ApprovalView is the approval attached to an Operation.

@@ -117,7 +117,8 @@ func start(ctx context.Context, cfg server.Config, log *slog.Logger) (_ *runtime
 		return nil, err
 	}
 
-	deps := server.Deps{DB: db, Authz: az, Cloudflare: cfCfg, Logger: log, Version: version, PolicyDir: policyDir}
+	_, onSandbox := cfCfg.ParentSource.(sandboxParent)
+	deps := server.Deps{DB: db, Authz: az, Cloudflare: cfCfg, Logger: log, Version: version, PolicyDir: policyDir, Sandbox: onSandbox}
 	var appToken string
 	if tok := os.Getenv("SLACK_BOT_TOKEN"); tok != "" {
 		opts := []slack.Option{}

@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
+)
+
+// quorumShortfall says why the configured approvers could never approve a
+// call of agent pr needing need ("" when they can): fewer of them than the
+// quorum are neither the agent nor its owner and allowed by the policy to
+// approve it. Such a request would fail at once with approval_unavailable,
+// so estimate_cost reports it and start-up warns about it.
+func (p *Pipeline) quorumShortfall(ctx context.Context, pr Principal, tool string, irreversible bool, amount money.Money, need approvalNeed) string {
+	if !need.Required || p.approvals == nil {
+		return ""
+	}
+	r := approvals.Request{
+		ID: "apr_estimate", Tool: tool, Agent: pr.Name, Team: pr.Team, Owner: pr.Owner,
+		AmountMicros: amount.Micros, Currency: amount.Currency, Irreversible: irreversible, Quorum: need.Approvals,
+	}
+	eligible := p.approvals.Eligible(ctx, r, need.Approvals)
+	if len(eligible) >= need.Approvals {
+		return ""
+	}
+	who := "none of the configured approvers"
+	if len(eligible) > 0 {
+		who = "only " + strings.Join(eligible, ", ")
+	}
+	return fmt.Sprintf("%s of %s needs %s (%s), and %s may approve it (not the agent or its owner %q, and allowed by the policy); add approvers: to tollgate.yaml",
+		tool, amount, plural(need.Approvals, "distinct approver"), strings.Join(need.Why, "; "), who, pr.Owner)
+}
+
+// quorumProbe is one kind of call the start-up check asks about: the
+// costliest the policy allows, so a tier it puts above any real call's
+// price is seen too.
+type quorumProbe struct {
+	tool         string
+	resource     authz.Resource
+	action       string
+	amount       money.Money
+	irreversible bool
+}
+
+// quorumProbes are a registration at the policy's price ceiling and a
+// production deploy holding the monthly plan, for agent a.
+func (s *Server) quorumProbes(a AgentConfig) []quorumProbe {
+	ceiling := money.Money{Micros: 50_000_000, Currency: "USD"}
+	tld := "dev"
+	if s.deps.PolicyDir != "" {
+		if c, err := guardrails(s.deps.PolicyDir); err == nil {
+			cur, _ := c["currency"].(string)
+			if n, ok := c["max_registration_price_micros"].(int); ok && cur != "" {
+				ceiling = money.Money{Micros: int64(n), Currency: cur}
+			}
+			if tlds, ok := c["registrable_tlds"].([]any); ok && len(tlds) > 0 {
+				tld = fmt.Sprint(tlds[0])
+			}
+		}
+	}
+	book, _ := s.cfg.Pricing.Workers.book()
+	return []quorumProbe{
+		{
+			tool: "register_domain", action: "register", amount: ceiling, irreversible: true,
+			resource: authz.Resource{Kind: "domain", ID: "quorum-check." + tld, Attr: map[string]any{
+				"tld": tld, "sld": "quorum-check", "years": 1, "auto_renew": false,
+				"price_micros": ceiling.Micros, "currency": ceiling.Currency, "tier": "standard",
+			}},
+		},
+		{
+			tool: "deploy_worker", action: "deploy", amount: book.MonthlyPlan, irreversible: true,
+			resource: authz.Resource{Kind: "worker_script", ID: a.Team + "-quorum-check", Attr: map[string]any{
+				"environment": "production", "size_bytes": 1024, "module_sha256": strings.Repeat("0", 64),
+			}},
+		},
+	}
+}
+
+// logApprovers says at start who may approve and how, and warns about every
+// kind of call a configured agent may make whose quorum the approvers can
+// never meet (it would fail with approval_unavailable instead of waiting).
+func (s *Server) logApprovers(ctx context.Context) {
+	aps := s.approvals.Approvers()
+	if len(aps) == 0 {
+		s.log.Warn("no approvers configured: every registration and production deploy will fail; list them under approvers: in tollgate.yaml")
+	}
+	for _, a := range aps {
+		var via []string
+		if a.SlackUserID != "" {
+			via = append(via, "Slack "+a.SlackUserID)
+		}
+		os := a.OSUser
+		if os == "" {
+			os = a.Name
+		}
+		via = append(via, "CLI and console as OS user "+os)
+		s.log.Info("approver", "name", a.Name, "roles", strings.Join(a.Roles, ","), "votes_via", strings.Join(via, "; "))
+	}
+	for _, a := range s.cfg.Agents {
+		pr := principalFromConfig(a, "startup-check")
+		for _, pb := range s.quorumProbes(a) {
+			d := s.pipe.decide(ctx, s.pipe.principal(pr, ledger.ClientInfo{Transport: "startup-check"}), pb.resource, pb.action)
+			if d.Unavailable {
+				s.log.Warn("quorum check skipped: the policy engine did not answer", "agent", a.Name, "tool", pb.tool)
+				continue
+			}
+			if !d.Allowed {
+				continue // the policy refuses this agent the call anyway
+			}
+			need := s.pipe.needFor(pb.irreversible, pb.amount, d)
+			if why := s.pipe.quorumShortfall(ctx, pr, pb.tool, pb.irreversible, pb.amount, need); why != "" {
+				s.log.Warn("approval quorum cannot be met: such calls will fail instead of waiting", "agent", a.Name, "why", why)
+			}
+		}
+	}
+}
