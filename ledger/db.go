@@ -54,6 +54,7 @@ type options struct {
 	derivedWindow time.Duration
 	logger        *slog.Logger
 	readers       int
+	leaseTTL      time.Duration
 	key           *AuditKey
 	adoptLegacy   bool
 }
@@ -106,6 +107,12 @@ func WithAuditKeyAdoption() Option {
 	return func(o *options) { o.adoptLegacy = true }
 }
 
+// WithLeaseTTL sets how long a lease lives without heartbeats where no lock
+// file proves its holder alive (PostgreSQL); default store.DefaultLeaseTTL.
+func WithLeaseTTL(d time.Duration) Option {
+	return func(o *options) { o.leaseTTL = d }
+}
+
 // WithReadConns sets the size of the read pool (default 4).
 func WithReadConns(n int) Option {
 	return func(o *options) { o.readers = n }
@@ -131,8 +138,8 @@ func (o *options) validate() error {
 	return nil
 }
 
-// Open opens (creating if needed) the SQLite file at path ("" means
-// DefaultPath) and applies every pending migration — the ledger's and those
+// Open opens the database path names — a postgres:// or postgresql:// URL,
+// or else a SQLite file (created if needed; "" means DefaultPath) — and applies every pending migration — the ledger's and those
 // given by WithMigrations — in one transaction.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	o := options{
@@ -141,6 +148,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		freezeWithin:  10 * time.Minute,
 		derivedWindow: 10 * time.Minute,
 		readers:       4,
+		leaseTTL:      store.DefaultLeaseTTL,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -154,7 +162,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	st, err := store.Open(ctx, path,
 		store.WithMigrations(append([]store.Migrations{Migrations}, o.migrations...)...),
 		store.WithClock(o.now), store.WithLogger(o.logger.With(slog.String("component", "store"))),
-		store.WithReadConns(o.readers))
+		store.WithReadConns(o.readers), store.WithLeaseTTL(o.leaseTTL))
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}

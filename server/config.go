@@ -29,8 +29,13 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// Transport is stdio, http (streamable HTTP on /mcp plus SSE on /sse) or sse (SSE only).
 	Transport string `yaml:"transport"`
-	// DB is the SQLite file.
+	// DB is the database: a SQLite file path, or a postgres:// (or
+	// postgresql://) URL for several replicas on one PostgreSQL database.
 	DB string `yaml:"db"`
+	// LeaseTTL is how long a replica on PostgreSQL may miss heartbeats before
+	// another takes its unfinished work over (default 30s). On SQLite a lease
+	// dies with its process, whatever this says.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 	// Agent is the agent stdio sessions act as (and HTTP sessions when Auth is none).
 	Agent string `yaml:"agent"`
 	// Auth is tokens (HTTP needs an agent bearer token) or none (HTTP acts as
@@ -353,7 +358,7 @@ func (c Config) Validate() error {
 		add("tls.client_ca needs tls.cert and tls.key")
 	}
 	if c.DB == "" {
-		add("db: a SQLite file path is required")
+		add("db: a SQLite file path or a postgres:// URL is required")
 	}
 	seen := map[string]bool{}
 	for i, a := range c.Agents {

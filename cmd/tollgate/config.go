@@ -21,6 +21,7 @@ import (
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/approvals/display"
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/store"
 	"github.com/tollgatehq/tollgate/server"
 )
 
@@ -88,7 +89,7 @@ func boolSetting(flagName, env, usage string, field func(c *server.Config) *bool
 }
 
 var (
-	dbSetting       = stringSetting("db", "TOLLGATE_DB", "SQLite database file", func(c *server.Config) *string { return &c.DB })
+	dbSetting       = stringSetting("db", "TOLLGATE_DB", "database: a SQLite file, or a postgres:// URL shared by several replicas", func(c *server.Config) *string { return &c.DB })
 	auditKeySetting = pathSetting("audit-key", "TOLLGATE_AUDIT_KEY_FILE",
 		"audit key file, created 0600 when missing; every process on a database must use the same one (default: audit.key beside the config file, else $XDG_CONFIG_HOME/tollgate/audit.key)",
 		func(c *server.Config) *string { return &c.Audit.KeyFile })
@@ -120,6 +121,7 @@ var (
 		stringSetting("slack-api-url", "TOLLGATE_SLACK_API_URL", "Slack Web API base URL (tests, proxies)", func(c *server.Config) *string { return &c.Slack.APIURL }),
 		stringSetting("console-url", "TOLLGATE_CONSOLE_URL", "the web console's public URL (console.public_url): sign-in links, MCP elicitation links, Slack's Review in console", func(c *server.Config) *string { return &c.Console.PublicURL }),
 		durationSetting("approval-wait", "TOLLGATE_APPROVAL_WAIT", "how long a tool call waits for a decision", func(c *server.Config) *time.Duration { return &c.Approvals.Wait }),
+		durationSetting("lease-ttl", "TOLLGATE_LEASE_TTL", "on PostgreSQL, how long a replica may miss heartbeats before another takes its unfinished work over", func(c *server.Config) *time.Duration { return &c.LeaseTTL }),
 		durationSetting("approval-expiry", "TOLLGATE_APPROVAL_EXPIRY", "how long an approval request stays open", func(c *server.Config) *time.Duration { return &c.Approvals.Expiry }),
 	}
 )
@@ -295,20 +297,23 @@ func openLedger(ctx context.Context, cfg server.Config, log *slog.Logger, use le
 		opts = append(opts, ledger.WithLogger(log.With("subsystem", "ledger")))
 	}
 	opts = append(opts, ledger.WithAutoFreeze(cfg.AutoFreeze.Blocks, cfg.AutoFreeze.Within))
+	if cfg.LeaseTTL > 0 {
+		opts = append(opts, ledger.WithLeaseTTL(cfg.LeaseTTL))
+	}
 	db, err := ledger.Open(ctx, cfg.DB, append(opts, extra...)...)
 	var mismatch *ledger.KeyMismatchError
 	if errors.As(err, &mismatch) && key.Created() {
 		_ = os.Remove(key.Path())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", cfg.DB, err)
+		return nil, fmt.Errorf("open %s: %w", store.RedactDSN(cfg.DB), err)
 	}
 	if key != nil && key.Created() {
 		const msg = "created the audit key: back it up, keep it off the database's disk, and give every tollgate process on the database this same file"
 		if log != nil {
-			log.Warn(msg, "key_file", key.Path(), "key_id", key.ID(), "db", cfg.DB)
+			log.Warn(msg, "key_file", key.Path(), "key_id", key.ID(), "db", store.RedactDSN(cfg.DB))
 		} else {
-			fmt.Fprintf(os.Stderr, "tollgate: %s (%s, key id %s, database %s)\n", msg, key.Path(), key.ID(), cfg.DB)
+			fmt.Fprintf(os.Stderr, "tollgate: %s (%s, key id %s, database %s)\n", msg, key.Path(), key.ID(), store.RedactDSN(cfg.DB))
 		}
 	}
 	return db, nil
@@ -323,7 +328,7 @@ func cliLedger(ctx context.Context, cf *configFlags, use ledgerUse, extra ...led
 	if err != nil {
 		return cfg, nil, err
 	}
-	if _, err := os.Stat(cfg.DB); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(cfg.DB); !store.IsPostgresDSN(cfg.DB) && errors.Is(err, fs.ErrNotExist) {
 		if use != creates {
 			return cfg, nil, fmt.Errorf("no database at %s (is --db or TOLLGATE_DB right?)", cfg.DB)
 		}

@@ -179,6 +179,7 @@ type crashEnv struct {
 	sbAddr  string
 	account string
 	parent  string
+	dsn     string // the database every process uses: a SQLite path or a postgres:// URL
 	db      *ledger.DB
 	mu      sync.Mutex // logs and serves, for servers started in parallel
 	logs    []string
@@ -190,6 +191,7 @@ type crashConfig struct {
 	agents []string // all in team web; the first is the default agent
 	wait   string   // approvals.wait
 	budget string   // team:web's day budget
+	db     string   // the database; "" is tollgate.db in the env's folder
 }
 
 func newCrashEnv(t *testing.T) *crashEnv {
@@ -242,7 +244,11 @@ func newCrashEnvWith(t *testing.T, cc crashConfig) *crashEnv {
     attributes: {environment: dev, trust_tier: standard}
 `, a)
 	}
-	cfg := fmt.Sprintf(`db: %s
+	e.dsn = cc.db
+	if e.dsn == "" {
+		e.dsn = filepath.Join(e.dir, "tollgate.db")
+	}
+	cfg := fmt.Sprintf(`db: %q
 transport: stdio
 agent: %s
 auth: none
@@ -260,14 +266,14 @@ budgets:
   - scope: team:web
     window: day
     limit: "%s"
-`, filepath.Join(e.dir, "tollgate.db"), cc.agents[0], filepath.Join(root, "cerbos-policies"), agents.String(), u.Username, cc.wait, cc.budget)
+`, e.dsn, cc.agents[0], filepath.Join(root, "cerbos-policies"), agents.String(), u.Username, cc.wait, cc.budget)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.startSandbox()
 
 	// The test reads the same database the servers write, as the CLI does.
-	e.db, err = ledger.Open(context.Background(), filepath.Join(e.dir, "tollgate.db"),
+	e.db, err = ledger.Open(context.Background(), e.dsn,
 		ledger.WithMigrations(approvals.Migrations), ledger.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)

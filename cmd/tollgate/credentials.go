@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/store"
 	"github.com/tollgatehq/tollgate/server"
 )
 
@@ -47,6 +50,12 @@ func parentSource(log *slog.Logger) (cloudflare.ParentSource, error) {
 // database in a directory used to share (sandbox.json) is adopted by the
 // default database, tollgate.db.
 func sandboxStatePath(db string, log *slog.Logger) (string, error) {
+	if store.IsPostgresDSN(db) {
+		// Replicas on one host share the state through a file named after
+		// the database (never its password).
+		sum := sha256.Sum256([]byte(store.RedactDSN(db)))
+		return filepath.Join(filepath.Dir(store.DefaultPath), "sandbox-"+hex.EncodeToString(sum[:6])+".json"), nil
+	}
 	state := db + ".sandbox.json"
 	legacy := filepath.Join(filepath.Dir(db), "sandbox.json")
 	if filepath.Base(db) != "tollgate.db" {

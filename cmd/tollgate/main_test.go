@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/store/storetest"
 )
 
 // builtBinary is the tollgate binary the tests that need real child
@@ -31,6 +32,7 @@ func TestMain(m *testing.M) {
 	os.Setenv("XDG_CONFIG_HOME", cfgHome)
 	os.Unsetenv("TOLLGATE_AUDIT_KEY_FILE")
 	code := m.Run()
+	storetest.Stop()
 	_ = os.RemoveAll(cfgHome)
 	if builtBinary.dir != "" {
 		_ = os.RemoveAll(builtBinary.dir)

@@ -23,6 +23,7 @@ import (
 	policies "github.com/tollgatehq/tollgate/cerbos-policies"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
+	"github.com/tollgatehq/tollgate/ledger/store"
 	"github.com/tollgatehq/tollgate/server"
 )
 
@@ -222,7 +223,7 @@ func policyDir(cfg server.Config, log *slog.Logger) (string, error) {
 	if _, err := os.Stat(dir); err == nil || dir != server.Default().Cerbos.Policies {
 		return dir, nil
 	}
-	out := filepath.Join(filepath.Dir(cfg.DB), "default-policies")
+	out := filepath.Join(filepath.Dir(localPath(cfg.DB)), "default-policies")
 	if err := syncPolicies(out); err != nil {
 		return "", fmt.Errorf("write the built-in policies to %s: %w", out, err)
 	}
@@ -371,9 +372,11 @@ func stdioServer(cfg server.Config, stdioArgs []string) (string, map[string]stri
 	if err != nil {
 		exe = "tollgate"
 	}
-	db, err := filepath.Abs(cfg.DB)
-	if err != nil {
-		db = cfg.DB
+	db := cfg.DB
+	if !store.IsPostgresDSN(db) {
+		if abs, err := filepath.Abs(db); err == nil {
+			db = abs
+		}
 	}
 	env := map[string]string{}
 	if bin := os.Getenv("TOLLGATE_CERBOS_BIN"); bin != "" {
@@ -399,4 +402,14 @@ func shellJoin(args []string) string {
 		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 	}
 	return strings.Join(out, " ")
+}
+
+// localPath is the path files kept beside the database are placed by: the
+// SQLite file's, or the default file's for a PostgreSQL database (which has
+// no folder of its own).
+func localPath(db string) string {
+	if store.IsPostgresDSN(db) {
+		return store.DefaultPath
+	}
+	return db
 }

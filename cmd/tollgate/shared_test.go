@@ -52,7 +52,7 @@ func (p *serveProc) call(name string, args map[string]any) (tools.OperationView,
 func (e *crashEnv) plainCLI(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e.bin, append(args, "--db", filepath.Join(e.dir, "tollgate.db"))...)
+	cmd := exec.CommandContext(ctx, e.bin, append(args, "--db", e.dsn)...)
 	for _, kv := range e.env() {
 		if !strings.HasPrefix(kv, "TOLLGATE_CONFIG=") {
 			cmd.Env = append(cmd.Env, kv)
