@@ -715,3 +715,22 @@ func TestSlackReviewInConsoleEndToEnd(t *testing.T) {
 		t.Errorf("the used link: %d, want 410", code)
 	}
 }
+
+// TestStdioServerLeavesTheConsoleAddress: a stdio server (no listener)
+// starting on a database where an HTTP server published its console address
+// leaves that address, so `tollgate approvals open` still links to a
+// running console.
+func TestStdioServerLeavesTheConsoleAddress(t *testing.T) {
+	t.Parallel()
+	const published = "http://127.0.0.1:18787"
+	e := newEnv(t,
+		withConfig(func(c *Config) { c.Transport = "stdio"; c.Console.PublicURL = "" }),
+		withBeforeStart(func(db *ledger.DB) {
+			if err := web.PublishBase(context.Background(), db.Store(), published, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}))
+	if base, err := web.PublishedBase(context.Background(), e.db.Store()); err != nil || base != published {
+		t.Fatalf("after a stdio server started: console address %q %v, want the HTTP server's %q", base, err, published)
+	}
+}

@@ -268,8 +268,13 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.logApprovers(ctx)
-	if err := web.PublishBase(ctx, s.deps.DB.Store(), s.cfg.ConsoleBase(), s.deps.Clock()); err != nil {
-		return err
+	// A server without a listener (stdio) has no console to offer, but
+	// another server on the database may: leave its address for
+	// `approvals open` rather than withdraw it.
+	if base := s.cfg.ConsoleBase(); base != "" {
+		if err := web.PublishBase(ctx, s.deps.DB.Store(), base, s.deps.Clock()); err != nil {
+			return err
+		}
 	}
 	if err := s.pipe.reclaim(ctx, true); err != nil {
 		return err
