@@ -338,12 +338,12 @@ func (e *readmeEnv) serve(name string, args ...string) string {
 		}
 		_, _ = io.Copy(io.Discard, stderr)
 	}()
+	waited := make(chan error, 1)
+	go func() { <-copied; waited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { <-copied; done <- cmd.Wait() }()
 		select {
-		case err := <-done:
+		case err := <-waited:
 			if err != nil {
 				t.Errorf("%s server did not exit cleanly on SIGTERM: %v\n%s", name, err, logs.tail())
 			}
@@ -355,6 +355,9 @@ func (e *readmeEnv) serve(name string, args ...string) string {
 	select {
 	case cfg := <-desktop:
 		return cfg
+	case err := <-waited:
+		waited <- err // for the cleanup
+		t.Fatalf("%s server exited before it served: %v\n%s", name, err, logs.tail())
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("%s server printed no connect help\n%s", name, logs.tail())
 	}
