@@ -183,6 +183,15 @@ type readmeEnv struct {
 func TestReadmeShellBlocks(t *testing.T) {
 	t.Parallel()
 	blocks := readmeShellBlocks(t, filepath.Join("..", "..", "README.md"))
+	// The quickstart server stands in for `go tool task run`: keep the two
+	// the same command.
+	taskfile, err := os.ReadFile(filepath.Join("..", "..", "Taskfile.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(taskfile), "/bin/tollgate serve --auth none {{.CLI_ARGS}}'") {
+		t.Fatal("the Taskfile's run task no longer runs `tollgate serve --auth none`: update readmeTaskLines and newReadmeEnv")
+	}
 	e := newReadmeEnv(t)
 	ran := 0
 	for _, b := range blocks {
