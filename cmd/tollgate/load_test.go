@@ -78,8 +78,9 @@ func TestLoadCountsEveryCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Calls == 0 || rep.OK != rep.Calls || rep.Errors != 0 || rep.ToolErrors != 0 {
-		t.Fatalf("report %+v: want only successful calls", rep)
+	// Every client calls at least once, however short the run.
+	if rep.Calls < rep.Clients || rep.OK != rep.Calls || rep.Errors != 0 || rep.ToolErrors != 0 {
+		t.Fatalf("report %+v: want only successful calls, at least one per client", rep)
 	}
 	// The server saw every reported call plus the probe.
 	if got := lt.calls["echo"].Load(); got != int64(rep.Calls)+1 {
