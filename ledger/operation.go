@@ -41,7 +41,9 @@ const (
 )
 
 // transitions is the state machine: the states each state may move to.
-// in_doubt is only left once Cloudflare has been asked what really happened.
+// in_doubt is only left once Cloudflare has been asked what really happened:
+// to succeeded or failed, or back to executing when the answer is a
+// multi-step change (a gradual rollout) stopped half-way, which goes on.
 var transitions = map[State][]State{
 	StatePlanned:          {StateAuthorized, StateDenied, StateFailed, StateCancelled},
 	StateAuthorized:       {StateReserved, StateDenied, StateFailed, StateCancelled},
@@ -49,7 +51,7 @@ var transitions = map[State][]State{
 	StateAwaitingApproval: {StateApproved, StateDenied, StateExpired, StateCancelled, StateFailed},
 	StateApproved:         {StateExecuting, StateDenied, StateExpired, StateCancelled, StateFailed},
 	StateExecuting:        {StateSucceeded, StateFailed, StateInDoubt},
-	StateInDoubt:          {StateSucceeded, StateFailed},
+	StateInDoubt:          {StateSucceeded, StateFailed, StateExecuting},
 }
 
 // Terminal reports whether no transition leaves s.

@@ -742,6 +742,10 @@ func (p *Pipeline) execute(ctx context.Context, id string) {
 		p.executionFailed(ctx, op, req.ID, execErr)
 		return
 	}
+	if out.Rollout != nil && !out.Rollout.Finished() {
+		p.rollingOut(ctx, op, req.ID, m, out)
+		return
+	}
 	p.settle(ctx, op, req.ID, out)
 }
 
@@ -869,6 +873,21 @@ func (p *Pipeline) reconcile(ctx context.Context, id string) {
 		p.release(ctx, id, ledger.StateFailed, "not_executed", "Cloudflare shows the operation did not take effect; nothing was charged",
 			ledger.NewEvent("reconcile.not_found", "system", id, nil))
 		p.finish(ctx, req.ID, "Did not take effect (checked with Cloudflare after an interruption)")
+		return
+	}
+	if out.Rollout != nil && !out.Rollout.Finished() {
+		// Cloudflare says the rollout stopped half-way: it goes on from the
+		// step in force (one approval covered every step).
+		if _, err := p.db.Transition(ctx, id, ledger.StateExecuting, ledger.TransitionOpts{From: []ledger.State{ledger.StateInDoubt}, Actor: "system"},
+			ledger.NewEvent("rollout.resumed", "system", id, map[string]any{
+				"summary": fmt.Sprintf("resumed after an interruption at %d%% (step %d of %d), as Cloudflare's deployment in force shows", out.Rollout.Percent(), out.Rollout.Done, len(out.Rollout.Steps)),
+				"version": out.Rollout.Version, "previous": out.Rollout.Previous, "percent": out.Rollout.Percent(),
+			})); err != nil {
+			p.log.Warn("resume rollout failed; will retry", "operation", id, "err", err)
+			return
+		}
+		p.watch.notify(id)
+		p.rollingOut(ctx, op, req.ID, m, out)
 		return
 	}
 	p.settle(ctx, op, req.ID, out)

@@ -169,6 +169,9 @@ func guardrailLines(c map[string]any, pr Principal) []string {
 	if n, ok := c["max_worker_module_bytes"].(int); ok {
 		say([]string{"max_worker_module_bytes"}, fmt.Sprintf("A Worker module may be at most %d bytes (%.1f MiB).", n, float64(n)/(1<<20)))
 	}
+	if n, ok := c["max_first_rollout_percent"].(int); ok {
+		say([]string{"max_first_rollout_percent"}, fmt.Sprintf("A production rollout's first step puts at most %d%% of the traffic on the new version.", n))
+	}
 	if n, ok := c["preview_approval_bytes"].(int); ok {
 		say([]string{"preview_approval_bytes"}, fmt.Sprintf("A preview deploy larger than %d bytes also waits for a human.", n))
 	}

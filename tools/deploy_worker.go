@@ -51,6 +51,8 @@ type DeployWorkerArgs struct {
 	Environment       string `json:"environment" jsonschema:"preview deploys <script_name>-preview on workers.dev; production deploys <script_name> and needs human approval"`
 	Reason            string `json:"reason" jsonschema:"why you are deploying this; shown to the human who approves production deploys"`
 	IdempotencyKey    string `json:"idempotency_key,omitempty" jsonschema:"reuse the same key to retry safely: the same key never deploys twice"`
+	// Rollout moves production traffic to the new version step by step.
+	Rollout *RolloutArgs `json:"rollout,omitempty" jsonschema:"production only: upload the new version and move traffic to it step by step; a failed step, a freeze or rollback_worker returns all traffic to the version live before. One approval covers every step"`
 }
 
 // deployArgs are the normalised arguments an Operation is bound to. The
@@ -62,6 +64,9 @@ type deployArgs struct {
 	DeployedName      string `json:"deployed_name"`
 	ModuleSHA256      string `json:"module_sha256"`
 	ModuleSize        int    `json:"module_size"`
+	// Rollout is absent for an all-at-once deploy, so the arguments of such
+	// a deploy hash as they always did.
+	Rollout *rolloutPlan `json:"rollout,omitempty"`
 }
 
 // DeployResult is what a successful deploy returns.
@@ -77,6 +82,8 @@ type DeployResult struct {
 	// the call left it out).
 	CompatibilityDate string `json:"compatibility_date"`
 	Warning           string `json:"warning,omitempty" jsonschema:"something that went wrong after the code went live"`
+	// Rollout is how a gradual rollout went.
+	Rollout *RolloutResult `json:"rollout,omitempty"`
 }
 
 // DeployWorker is the deploy_worker tool. Production deploys always wait for
@@ -107,6 +114,15 @@ func deploySchema(p map[string]*jsonschema.Schema) {
 	p["module"].MinLength, p["module"].MaxLength = ptr(1), ptr(MaxModuleBytes)
 	p["compatibility_date"].Pattern = compatDateRE.String()
 	p["environment"].Enum = []any{"preview", "production"}
+	if r := p["rollout"]; r != nil {
+		r.Types, r.Type = nil, "object"
+		r.AdditionalProperties = &jsonschema.Schema{Not: &jsonschema.Schema{}}
+		steps := r.Properties["steps"]
+		steps.Types, steps.Type = nil, "array"
+		steps.MinItems, steps.MaxItems = ptr(1), ptr(maxRolloutSteps)
+		steps.Items.Minimum, steps.Items.Maximum = ptr(1.0), ptr(100.0)
+		r.Properties["interval"].Pattern = `^([0-9]+(\.[0-9]+)?(h|m|s))+$`
+	}
 	reasonAndKeySchema(p)
 }
 
@@ -164,6 +180,8 @@ func (m deployWorker) normalize(raw json.RawMessage, estimate bool, now time.Tim
 	if e := checkCompatDate(a.CompatibilityDate, now); e != nil {
 		errs = append(errs, e)
 	}
+	rollout, rerrs := checkRollout(a.Rollout, env)
+	errs = append(errs, rerrs...)
 	if e := checkModule(a.Module); e != nil {
 		errs = append(errs, e)
 	}
@@ -180,7 +198,7 @@ func (m deployWorker) normalize(raw json.RawMessage, estimate bool, now time.Tim
 	sum := sha256.Sum256(module)
 	args, hash, err := canonicalHash(deployArgs{
 		ScriptName: name, Environment: env, CompatibilityDate: a.CompatibilityDate, DeployedName: deployed,
-		ModuleSHA256: hex.EncodeToString(sum[:]), ModuleSize: len(module),
+		ModuleSHA256: hex.EncodeToString(sum[:]), ModuleSize: len(module), Rollout: rollout,
 	})
 	if err != nil {
 		return Call{}, err
@@ -236,9 +254,15 @@ func (m deployWorker) PreResource(raw json.RawMessage) (authz.Resource, error) {
 	if err != nil {
 		return authz.Resource{}, err
 	}
-	return authz.Resource{Kind: "worker_script", ID: a.ScriptName, Attr: map[string]any{
-		"environment": a.Environment, "size_bytes": a.ModuleSize, "module_sha256": a.ModuleSHA256,
-	}}, nil
+	attr := map[string]any{"environment": a.Environment, "size_bytes": a.ModuleSize, "module_sha256": a.ModuleSHA256}
+	if r := a.Rollout; r != nil {
+		steps := make([]any, len(r.Steps))
+		for i, s := range r.Steps {
+			steps[i] = s
+		}
+		attr["rollout_steps"], attr["rollout_interval_seconds"] = steps, r.IntervalSeconds
+	}
+	return authz.Resource{Kind: "worker_script", ID: a.ScriptName, Attr: attr}, nil
 }
 
 // commitmentKey names the once-a-month Workers plan charge.
@@ -267,6 +291,10 @@ func (m deployWorker) Plan(ctx context.Context, env PlanEnv, raw json.RawMessage
 			{Label: "Compatibility date", Value: a.CompatibilityDate},
 		},
 		Module: moduleSummary(blob, a),
+	}
+	if r := a.Rollout; r != nil {
+		p.Summary = fmt.Sprintf("Deploy Worker %s to production (%d bytes) as a gradual rollout: %s; a failed step, a freeze or rollback_worker returns all traffic to the version live now", a.DeployedName, a.ModuleSize, r)
+		p.Fields = append(p.Fields, approvals.Field{Label: "Rollout", Value: r.String() + " (this one approval covers every step)"})
 	}
 	usage := []CostLine{
 		{Item: "requests", Amount: AmountOf(book.PerMillionRequests), Note: "per million, billed by Cloudflare on use; not reserved"},
@@ -318,6 +346,13 @@ func (m deployWorker) Execute(ctx context.Context, s *cloudflare.Session, in Exe
 	if hex.EncodeToString(sum[:]) != a.ModuleSHA256 || len(in.Blob) != a.ModuleSize {
 		return Outcome{}, fmt.Errorf("%w: stored module does not match the approved sha256 %s; refusing to deploy", ErrNotAttempted, a.ModuleSHA256)
 	}
+	if a.Rollout != nil {
+		out, first, err := m.startRollout(ctx, s, in, a)
+		if !first {
+			return out, err
+		}
+		// No version serves yet: there is nothing to roll out from.
+	}
 	dep, err := s.DeployWorker(ctx, cloudflare.DeployParams{
 		ScriptName: a.DeployedName, Module: in.Blob, ModuleName: moduleName,
 		CompatibilityDate: a.CompatibilityDate, WorkersDev: a.Environment == "preview",
@@ -342,13 +377,131 @@ func (m deployWorker) Execute(ctx context.Context, s *cloudflare.Session, in Exe
 	if warning != "" {
 		summary += "; " + warning
 	}
+	if a.Rollout != nil {
+		res.Warning = "the Worker had no version serving yet, so all traffic went to this one at once (a rollout needs a version to move traffic from)"
+		summary += "; " + res.Warning
+	}
 	return Outcome{Result: res, Charged: in.MaxAmount, Summary: summary}, nil
 }
+
+// startRollout uploads the new version and puts the first step in force.
+// first is true when the Worker does not exist yet (nothing to roll out
+// from): the caller deploys it whole instead.
+func (m deployWorker) startRollout(ctx context.Context, s *cloudflare.Session, in ExecInput, a deployArgs) (out Outcome, first bool, err error) {
+	deps, err := s.Deployments(ctx, a.DeployedName)
+	if errors.Is(err, cloudflare.ErrNotFound) || err == nil && len(deps) == 0 {
+		return Outcome{}, true, nil
+	}
+	if err != nil {
+		return Outcome{}, false, fmt.Errorf("%w: read %s's deployments: %w", ErrNotAttempted, a.DeployedName, err)
+	}
+	vs, err := s.Versions(ctx, a.DeployedName)
+	if err != nil {
+		return Outcome{}, false, fmt.Errorf("%w: read %s's versions: %w", ErrNotAttempted, a.DeployedName, err)
+	}
+	live, newest, _ := liveVersions(deps, versionNumbers(vs))
+	if newest == "" || len(live.Traffic) > 1 && live.Traffic[0].Percentage > 0 && live.Traffic[1].Percentage > 0 {
+		return Outcome{}, false, &ToolError{Code: "rollout_in_progress", Message: fmt.Sprintf(
+			"%s splits its traffic across two versions now (another rollout is under way); nothing was changed. Wait for it to finish, or rollback_worker, then deploy again", a.DeployedName)}
+	}
+	v, err := s.UploadVersion(ctx, cloudflare.VersionParams{
+		ScriptName: a.DeployedName, Module: in.Blob, ModuleName: moduleName, CompatibilityDate: a.CompatibilityDate,
+		Tag: in.OperationID, Message: "tollgate " + in.OperationID,
+	})
+	if err != nil {
+		return Outcome{}, false, err
+	}
+	r := &Rollout{Script: a.DeployedName, Previous: newest, Version: v.ID, Steps: a.Rollout.Steps, Interval: a.Rollout.interval(), Tag: in.OperationID}
+	if _, err := r.Step(ctx, s); err != nil {
+		return Outcome{}, false, err
+	}
+	return m.rolloutOutcome(a, r, in.MaxAmount, ""), false, nil
+}
+
+// rolloutOutcome is where a rollout stands, as an Outcome.
+func (deployWorker) rolloutOutcome(a deployArgs, r *Rollout, charged money.Money, rolledBack string) Outcome {
+	res := DeployResult{
+		ScriptName: a.ScriptName, DeployedName: a.DeployedName, Environment: a.Environment,
+		ModuleSHA256: a.ModuleSHA256, CompatibilityDate: a.CompatibilityDate, Rollout: r.Result(rolledBack),
+	}
+	summary := fmt.Sprintf("Rolling out %s: %d%% of traffic on version %s (step %d of %d)", a.DeployedName, r.Percent(), truncate(r.Version, 8), r.Done, len(r.Steps))
+	if r.Finished() {
+		summary = fmt.Sprintf("Rolled out %s: all traffic on version %s after %d steps", a.DeployedName, truncate(r.Version, 8), len(r.Steps))
+	}
+	return Outcome{Result: res, Charged: charged, Summary: summary, Rollout: r}
+}
+
+// RolloutOutcome is the Outcome of a rollout the pipeline moved on (or
+// stopped: rolledBack says why) for the stored arguments args.
+func (m deployWorker) RolloutOutcome(args json.RawMessage, r *Rollout, charged money.Money, rolledBack string) Outcome {
+	a, _ := m.decode(args)
+	return m.rolloutOutcome(a, r, charged, rolledBack)
+}
+
+// reconcileRollout asks Cloudflare where an interrupted rollout stands: the
+// version it uploaded (by its tag) and the deployment in force.
+func (m deployWorker) reconcileRollout(ctx context.Context, s *cloudflare.Session, in ExecInput, a deployArgs) (Outcome, bool, error) {
+	vs, err := s.Versions(ctx, a.DeployedName)
+	if errors.Is(err, cloudflare.ErrNotFound) {
+		return Outcome{}, false, nil
+	}
+	if err != nil {
+		return Outcome{}, false, err
+	}
+	var mine string
+	for _, v := range vs {
+		if v.Tag == in.OperationID {
+			mine = v.ID
+		}
+	}
+	if mine == "" {
+		return Outcome{}, false, errNoRolloutVersion
+	}
+	deps, err := s.Deployments(ctx, a.DeployedName)
+	if err != nil {
+		return Outcome{}, false, err
+	}
+	live, _, _ := liveVersions(deps, versionNumbers(vs))
+	r := &Rollout{Script: a.DeployedName, Version: mine, Steps: a.Rollout.Steps, Interval: a.Rollout.interval(), Tag: in.OperationID}
+	pct := 0.0
+	for _, t := range live.Traffic {
+		if t.VersionID == mine {
+			pct = t.Percentage
+		} else if t.Percentage > 0 {
+			r.Previous = t.VersionID
+		}
+	}
+	if pct == 0 {
+		// Uploaded but serving nothing (never stepped, or rolled back).
+		return Outcome{}, false, nil
+	}
+	for _, st := range r.Steps {
+		if float64(st) <= pct {
+			r.Done++
+		}
+	}
+	if pct == 100 {
+		r.Done = len(r.Steps)
+		// The previous version is the last other one with all traffic.
+		_, _, r.Previous = liveVersions(deps, versionNumbers(vs))
+	}
+	return m.rolloutOutcome(a, r, in.MaxAmount, ""), true, nil
+}
+
+// errNoRolloutVersion: the rollout uploaded nothing; whether a whole
+// deploy (a Worker without versions) happened is the content check's.
+var errNoRolloutVersion = errors.New("no version tagged with the operation")
 
 func (m deployWorker) Reconcile(ctx context.Context, s *cloudflare.Session, in ExecInput) (Outcome, bool, error) {
 	a, err := m.decode(in.Args)
 	if err != nil {
 		return Outcome{}, false, err
+	}
+	if a.Rollout != nil {
+		out, found, err := m.reconcileRollout(ctx, s, in, a)
+		if !errors.Is(err, errNoRolloutVersion) {
+			return out, found, err
+		}
 	}
 	sc, err := s.GetWorker(ctx, a.DeployedName)
 	if errors.Is(err, cloudflare.ErrNotFound) {

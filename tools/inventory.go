@@ -52,6 +52,10 @@ func Inventory() []ServerTool {
 			},
 		},
 		{
+			Name: rollbackWorkerName, Kind: "worker_script", Action: rollbackWorker{}.Action(), New: RollbackWorker,
+			Mutation: func(cfg Config) Mutation { return rollbackWorker{cfg: cfg} },
+		},
+		{
 			Name: attachWorkerDomainName, Kind: workerDomainKind, Action: attachWorkerDomain{}.Action(), New: AttachWorkerDomain,
 			Mutation: func(cfg Config) Mutation { return attachWorkerDomain{cfg: cfg} },
 		},

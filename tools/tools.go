@@ -179,6 +179,9 @@ type Outcome struct {
 	Result  any
 	Charged money.Money
 	Summary string // one line for the approval message and the audit trail
+	// Rollout, when not finished, is a gradual rollout the pipeline moves
+	// on step by step before settling.
+	Rollout *Rollout
 }
 
 // ErrNotAttempted marks an execution error raised before any request that
