@@ -36,6 +36,8 @@ func EventDetail(e ledger.Event) string {
 		return pick("token_id", "purpose", "expires_at", "error")
 	case EventParentRotated, EventParentRotationFailed:
 		return pick("token_id", "source", "scheduled", "error")
+	case "rollout.step", "rollout.rolled_back", "rollout.resumed", "execution.succeeded", "execution.failed":
+		return pick("summary", "error")
 	}
 	b, _ := json.Marshal(d)
 	return string(b)

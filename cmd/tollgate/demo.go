@@ -244,6 +244,10 @@ func (d *demo) run() error {
 		return err
 	}
 
+	if err := d.liveSite(); err != nil {
+		return err
+	}
+
 	d.heading("Budget rails: another domain would not fit what is left of the team's 30.00 USD day budget")
 	if _, err := d.call("estimate_cost", map[string]any{"action": "register_domain", "params": map[string]any{"domain": "tollgate-launch.app"}}); err != nil {
 		return err
@@ -267,6 +271,106 @@ func (d *demo) run() error {
 
 	d.heading("The audit trail: hash-chained, verifiable")
 	return d.cmd("audit", "verify")
+}
+
+// demoModuleV2 is the next version of the landing page Worker.
+const demoModuleV2 = `export default {
+  async fetch(request) {
+    return new Response("hello again: version 2, rolled out gradually through tollgate\n");
+  },
+};
+`
+
+// liveSite continues from the registered domain and the Worker in
+// production to a live site: a new version previewed, rolled out to
+// production 10/50/100 after one approval, served on the apex and www,
+// rolled back, and www detached, each step shown in the audit trail.
+func (d *demo) liveSite() error {
+	d.heading("From a name to a live site: preview version 2 of the Worker")
+	if _, err := d.call("deploy_worker", map[string]any{
+		"script_name": "web-hello", "module": demoModuleV2, "compatibility_date": "2025-01-01", "environment": "preview",
+		"reason": "Preview of version 2 of the landing page",
+	}); err != nil {
+		return err
+	}
+
+	d.heading("Promote version 2 to production as a 10/50/100 rollout: one approval covers every step")
+	approved, stop := d.approveSoon("deploy_worker", 3*time.Second)
+	rollout, err := d.call("deploy_worker", map[string]any{
+		"script_name": "web-hello", "module": demoModuleV2, "compatibility_date": "2025-01-01", "environment": "production",
+		"rollout": map[string]any{"steps": []int{10, 50, 100}, "interval": "5s"},
+		"reason":  "Roll out version 2 of the landing page gradually", "idempotency_key": "demo-rollout-1",
+	})
+	stop()
+	if err != nil {
+		return err
+	}
+	if err := <-approved; err != nil {
+		return err
+	}
+	if rollout["status"] != "succeeded" {
+		if rollout, err = d.call("get_operation", map[string]any{"operation_id": rollout["operation_id"], "wait_seconds": 40}); err != nil {
+			return err
+		}
+	}
+
+	var attached []string
+	for _, host := range []string{"tollgate-demo.dev", "www.tollgate-demo.dev"} {
+		d.heading("Serve " + host + " from the Worker: the approver sees what serves it now")
+		approved, stop := d.approveSoon("attach_worker_domain", 2*time.Second)
+		v, err := d.call("attach_worker_domain", map[string]any{
+			"script_name": "web-hello", "hostname": host, "environment": "production",
+			"reason": "Put the landing page live on " + host,
+		})
+		stop()
+		if err != nil {
+			return err
+		}
+		if err := <-approved; err != nil {
+			return err
+		}
+		if id, _ := v["operation_id"].(string); id != "" {
+			attached = append(attached, id)
+		}
+	}
+
+	d.heading("What the agent may see: its domains, hostnames and Workers (list_domains, list_workers)")
+	if _, err := d.call("list_domains", map[string]any{}); err != nil {
+		return err
+	}
+	if _, err := d.call("list_workers", map[string]any{}); err != nil {
+		return err
+	}
+
+	d.heading("Roll back: all traffic returns to version 1 (no approval: it is code a human let through)")
+	if _, err := d.call("rollback_worker", map[string]any{"script_name": "web-hello", "reason": "Version 2 doubled the error rate"}); err != nil {
+		return err
+	}
+
+	d.heading("Detach www: the approver sees which Worker stops serving it")
+	approved, stop = d.approveSoon("detach_worker_domain", 2*time.Second)
+	_, err = d.call("detach_worker_domain", map[string]any{"hostname": "www.tollgate-demo.dev", "reason": "The campaign moves www to another page"})
+	stop()
+	if err != nil {
+		return err
+	}
+	if err := <-approved; err != nil {
+		return err
+	}
+
+	d.heading("Every step is in the audit trail: the rollout's story (tollgate audit show)")
+	if id, _ := rollout["operation_id"].(string); id != "" {
+		if err := d.cmd("audit", "show", id); err != nil {
+			return err
+		}
+	}
+	if len(attached) > 0 {
+		d.say("   and the apex's attach:")
+		if err := d.cmd("audit", "show", attached[0]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // call runs one tool call and prints its outcome compactly.
@@ -349,6 +453,27 @@ func compact(tool string, v map[string]any) string {
 			}
 		}
 		return fmt.Sprintf("agent %v (team %v), frozen: %v%s", v["agent"], v["team"], v["frozen"], strings.Join(lines, ""))
+	case "list_domains":
+		var lines []string
+		doms, _ := v["domains"].([]any)
+		for _, o := range doms {
+			m, _ := o.(map[string]any)
+			lines = append(lines, fmt.Sprintf("\n     %v (registered by your team: %v)", m["domain"], m["registered_by_team"]))
+			hs, _ := m["hostnames"].([]any)
+			for _, h := range hs {
+				hm, _ := h.(map[string]any)
+				lines = append(lines, fmt.Sprintf("\n       %v → Worker %v", hm["hostname"], hm["worker"]))
+			}
+		}
+		return fmt.Sprintf("%d domains:%s", len(doms), strings.Join(lines, ""))
+	case "list_workers":
+		var lines []string
+		ws, _ := v["workers"].([]any)
+		for _, o := range ws {
+			m, _ := o.(map[string]any)
+			lines = append(lines, fmt.Sprintf("\n     %v (%v) serves %v", m["name"], m["environment"], m["hostnames"]))
+		}
+		return fmt.Sprintf("%d workers:%s", len(ws), strings.Join(lines, ""))
 	case "list_operations":
 		var lines []string
 		ops, _ := v["operations"].([]any)

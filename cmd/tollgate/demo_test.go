@@ -40,8 +40,18 @@ func TestDemoRunsEndToEnd(t *testing.T) {
 		"same call as operation",                              // idempotency
 		"web-hello-preview.tollgate-sandbox.workers.dev",      // preview deploy
 		"resource=worker_script:web-hello  quote=5.00 USD",    // the monthly commitment
-		"budget_exceeded",                                     // the budget rail
-		"agents may register for at most 5 years",             // the policy rail
+		"as a gradual rollout: 10% → 50% → 100%, every 5s",    // one approval for the rollout
+		"Rolled out web-hello: all traffic on version",        // the rollout's last step, in audit show
+		"(step 2 of 3)",                                       // a middle step, in audit show
+		"tollgate-demo.dev will start serving Worker web-hello (production); it is served now by nothing",
+		"status=succeeded  resource=worker_domain:tollgate-demo.dev",     // the apex attached
+		"status=succeeded  resource=worker_domain:www.tollgate-demo.dev", // www attached, then detached
+		"www.tollgate-demo.dev → Worker web-hello",                       // list_domains
+		"purpose=attach", // the attach's own token, in audit show
+		`"serving":"`,    // rollback_worker put all traffic back on version 1
+		"www.tollgate-demo.dev will stop serving Worker web-hello", // the detach's approval
+		"budget_exceeded",                         // the budget rail
+		"agents may register for at most 5 years", // the policy rail
 		"audit chain intact",
 	} {
 		if !strings.Contains(string(out), want) {
