@@ -887,7 +887,8 @@ func (p *Pipeline) reconcile(ctx context.Context, id string) {
 			return
 		}
 		p.watch.notify(id)
-		p.rollingOut(ctx, op, req.ID, m, out)
+		r := out.Rollout
+		p.goRun(func(ctx context.Context) { p.continueRollout(ctx, op, req.ID, m, r) })
 		return
 	}
 	p.settle(ctx, op, req.ID, out)

@@ -186,13 +186,20 @@ func TestCrashLiveSite(t *testing.T) {
 			if got.Status != string(op.State) || op.State != tc.want || op.ErrorCode != tc.wantCode {
 				t.Fatalf("ended %s (%s: %s); want %s %q", op.State, op.ErrorCode, op.Error, tc.want, tc.wantCode)
 			}
-			asked := false
+			asked, resumed := false, false
 			_ = e.db.Events(context.Background(), ledger.EventQuery{OperationID: op.ID}, func(ev ledger.Event) error {
 				asked = asked || ev.Type == "token.minted" && strings.Contains(string(ev.Data), `"purpose":"inspect"`)
+				resumed = resumed || ev.Type == "rollout.resumed"
 				return nil
 			})
 			if !asked {
 				t.Fatal("the second server did not ask Cloudflare (no inspect token for the operation)")
+			}
+			if tc.afterStep > 0 && !resumed {
+				t.Fatal("the rollout was not resumed from the deployment in force")
+			}
+			if tc.afterStep > 0 && rolloutStepsOf(e, op.ID) != 3 {
+				t.Fatalf("%d rollout steps recorded, want 3 (each once)", rolloutStepsOf(e, op.ID))
 			}
 			tc.check(t, e, domain, script)
 			e.checkSettledAndClean()
