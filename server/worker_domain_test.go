@@ -255,3 +255,63 @@ func TestListDomainsAndWorkers(t *testing.T) {
 		t.Fatalf("%d audited read decisions on worker_domain, want 6", n)
 	}
 }
+
+// TestLiveSiteWork counts the work of the live-site tools: list_domains
+// checks every domain and hostname in one PDP request and reads Cloudflare
+// twice (zones, custom domains); a preview attach makes exactly its lookups,
+// its token's mint and deletion, one read and one write.
+func TestLiveSiteWork(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.Approvals.Wait = 0 }))
+	liveSite(t, e, "web-work.dev", "web-work")
+	if res := e.call(webBot, "deploy_worker", map[string]any{"script_name": "web-work", "module": okModule, "environment": "preview", "reason": reason}); res.IsError {
+		t.Fatal(text(res))
+	}
+	// Warm the shared lookup token, so its mint is not counted below.
+	structured[tools.ListDomainsResult](t, e.call(webBot, "list_domains", map[string]any{}))
+
+	calls := func(fn func()) (pdp uint64, cf []string) {
+		pdp0, cf0 := e.az.Stats().Requests, len(e.sb.Requests())
+		fn()
+		for _, r := range e.sb.Requests()[cf0:] {
+			path := r.Path
+			for _, part := range []string{"/tokens", "/workers/domains", "/zones"} {
+				if i := strings.Index(path, part); i >= 0 {
+					path = part
+				}
+			}
+			cf = append(cf, r.Method+" "+path)
+		}
+		return e.az.Stats().Requests - pdp0, cf
+	}
+	pdp, cf := calls(func() {
+		for _, h := range []string{"a", "b", "c"} {
+			v := opView(t, e.call(webBot, "attach_worker_domain", map[string]any{"script_name": "web-work", "hostname": h + ".web-work.dev", "environment": "preview", "reason": reason}))
+			if v.Status != "succeeded" {
+				t.Fatalf("attach %s: %+v", h, v)
+			}
+		}
+	})
+	// Per attach of a subdomain: the plan finds the zone (the hostname's
+	// name, then its parent's) and what serves the hostname; scoping the
+	// token finds the zone again; then the token's mint, one read, one
+	// write and the token's deletion.
+	want := []string{"GET /zones", "GET /zones", "GET /workers/domains", "GET /zones", "GET /zones", "POST /tokens", "GET /workers/domains", "PUT /workers/domains", "DELETE /tokens"}
+	if len(cf) != 3*len(want) || strings.Join(cf[:len(want)], ", ") != strings.Join(want, ", ") {
+		t.Errorf("Cloudflare requests of three attaches: %v; want %v three times", cf, want)
+	}
+	// The plan needs Cloudflare, so the arguments are checked first, alone.
+	if pdp != 3*2 {
+		t.Errorf("%d PDP requests for three attaches, want 2 each (arguments first, then the plan; no approval)", pdp)
+	}
+	pdp, cf = calls(func() {
+		doms := structured[tools.ListDomainsResult](t, e.call(webBot, "list_domains", map[string]any{}))
+		if len(doms.Domains) != 1 || len(doms.Domains[0].Hostnames) != 3 {
+			t.Fatalf("domains %+v", doms)
+		}
+	})
+	if pdp != 1 || strings.Join(cf, ", ") != "GET /zones, GET /workers/domains" {
+		t.Errorf("list_domains: %d PDP requests, Cloudflare %v; want 1 and one zone and one custom-domain list", pdp, cf)
+	}
+	t.Logf("attach of a subdomain: %d Cloudflare requests and 2 PDP requests each; list_domains of 1 domain and 3 hostnames: 1 PDP request, 2 Cloudflare reads", len(want))
+}

@@ -82,3 +82,25 @@ func FuzzNormalizeHostname(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkNormalizeHostname measures a hostname's normalisation beside
+// the domain normalisation it shares its rules with.
+func BenchmarkNormalizeHostname(b *testing.B) {
+	for _, name := range []string{"www.example.dev", "www.xn--bcher-kva.dev"} {
+		b.Run("hostname/"+name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := NormalizeHostname(name); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		dom := strings.TrimPrefix(name, "www.")
+		b.Run("domain/"+dom, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := NormalizeDomain(dom); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
