@@ -44,7 +44,7 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Transport != "sse" {
 		streamable := mcpserver.NewStreamableHTTPServer(s.mcp,
 			mcpserver.WithEndpointPath("/mcp"),
-			mcpserver.WithStateful(true),
+			mcpserver.WithSessionIdManagerResolver(ownedSessionIDs{s}),
 			mcpserver.WithHTTPContextFunc(httpCtx),
 			mcpserver.WithStreamableHTTPLogger(s.log.With("subsystem", "mcp-http")),
 			mcpserver.WithHeartbeatInterval(20*time.Second),
@@ -76,8 +76,11 @@ func (s *Server) Handler() http.Handler {
 
 // authenticate resolves the principal of an MCP request: the agent whose
 // bearer token it carries, or the configured agent when auth is none. A
-// missing, malformed, expired or revoked token is a 401 before any MCP
-// processing.
+// missing, malformed, expired, revoked or unknown token is a 401 before any
+// MCP processing, all with one text (badTokenText): the caller learns
+// nothing about a token it does not hold; the server log and the audit
+// event keep the real reason. Then every session id the request carries
+// must be the agent's own (guardSessions).
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		transport := "http"
@@ -86,71 +89,51 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		if s.cfg.Auth == "none" {
 			a, _ := s.cfg.agent(s.cfg.Agent)
+			if !s.guardSessions(w, r, a.Name) {
+				return
+			}
 			next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), principalFromConfig(a, transport))))
 			return
 		}
 		token, ok := bearer(r)
 		if !ok {
-			unauthorized(w, "invalid_request", "an agent bearer token is required: Authorization: Bearer tg_… (create one with tollgate agents create)")
+			s.log.Debug("rejected request without a bearer token", "remote", r.RemoteAddr, "path", r.URL.Path)
+			unauthorized(w)
 			return
 		}
 		agent, err := s.deps.DB.Authenticate(r.Context(), token)
-		if err == nil && !s.sessionBelongsTo(r, agent.Name) {
-			// Answer as if the session did not exist: its id is not a secret
-			// of this agent's, and nothing about it should leak.
-			http.Error(w, "session not found", http.StatusNotFound)
-			return
-		}
 		if err != nil {
-			desc := "the token is not valid"
+			reason := "the token is not valid (never issued, or its agent was removed)"
 			switch {
 			case errors.Is(err, ledger.ErrTokenExpired):
-				desc = "the token has expired; rotate it with tollgate agents rotate"
+				reason = "the token has expired"
 			case errors.Is(err, ledger.ErrTokenRevoked):
-				desc = "the token was revoked"
+				reason = "the token was revoked"
 			case errors.Is(err, ledger.ErrTokenMalformed):
-				desc = "the token is malformed; tollgate tokens start with tg_"
+				reason = "the token is malformed"
+			case !errors.Is(err, ledger.ErrTokenUnknown):
+				// Not the token's fault: say so rather than call it bad.
+				s.log.Error("checking a bearer token", "err", err, "remote", r.RemoteAddr)
+				httpError(w, http.StatusServiceUnavailable, "unavailable", "the server could not check the token right now; try again")
+				return
 			}
-			s.log.Info("rejected bearer token", "reason", desc, "remote", r.RemoteAddr)
+			s.log.Info("rejected bearer token", "reason", reason, "remote", r.RemoteAddr)
 			// Refusals are audited, but an unauthenticated client must not be
 			// able to grow the chain without bound: past the rate, only the
 			// number skipped is recorded with the next audited refusal.
 			if ok, skipped := s.rejections.allow(time.Now()); ok {
 				_ = s.deps.DB.Append(r.Context(), ledger.NewEvent("auth.rejected", "anonymous", "", map[string]any{
-					"reason": desc, "remote": r.RemoteAddr, "path": r.URL.Path, "unaudited_before": skipped,
+					"reason": reason, "remote": r.RemoteAddr, "path": r.URL.Path, "unaudited_before": skipped,
 				}))
 			}
-			unauthorized(w, "invalid_token", desc)
+			unauthorized(w)
+			return
+		}
+		if !s.guardSessions(w, r, agent.Name) {
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), principalFromAgent(agent, transport))))
 	})
-}
-
-// bindSessions records which agent opened each MCP session.
-func (s *Server) bindSessions(h *mcpserver.Hooks) {
-	h.AddOnRegisterSession(func(ctx context.Context, sess mcpserver.ClientSession) {
-		if p, ok := principalFrom(ctx); ok {
-			s.sessions.Store(sess.SessionID(), p.Name)
-		}
-	})
-	h.AddOnUnregisterSession(func(_ context.Context, sess mcpserver.ClientSession) {
-		s.sessions.Delete(sess.SessionID())
-	})
-}
-
-// sessionBelongsTo reports whether the MCP session a request names (if any)
-// was opened by agent.
-func (s *Server) sessionBelongsTo(r *http.Request, agent string) bool {
-	id := r.Header.Get("Mcp-Session-Id")
-	if id == "" {
-		id = r.URL.Query().Get("sessionId")
-	}
-	if id == "" {
-		return true
-	}
-	owner, ok := s.sessions.Load(id)
-	return !ok || owner == agent
 }
 
 // rateLimit allows a burst of events per second and counts the rest.
@@ -189,11 +172,15 @@ func bearer(r *http.Request) (string, bool) {
 	return token, token != ""
 }
 
-func unauthorized(w http.ResponseWriter, code, desc string) {
-	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="tollgate", error=%q, error_description=%q`, code, desc))
+// badTokenText is the one answer to every request without a usable token.
+const badTokenText = "a valid agent bearer token is required: Authorization: Bearer tg_… " +
+	"(create one with tollgate agents create, replace an expiring one with tollgate agents rotate)"
+
+func unauthorized(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="tollgate", error="invalid_token", error_description=%q`, badTokenText))
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusUnauthorized)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": "invalid_token", "error_description": badTokenText})
 }
 
 // checkHost refuses requests whose Host or Origin is not this server, so a

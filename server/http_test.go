@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,10 +171,13 @@ func TestHTTPAuthMatrix(t *testing.T) {
 		name   string
 		header string // Authorization header; empty sends none
 		ok     bool
-		code   string // the error in WWW-Authenticate
-		desc   string // a word of the error description
+		// code: invalid_request for no token at all (logged at debug, not
+		// audited), invalid_token for a bad one, audited with a reason
+		// containing desc. The caller gets one answer for both.
+		code string
+		desc string
 		// foreign: a valid token of another agent than the one that opened
-		// the sessions, so it may open its own but not drive theirs (404).
+		// the sessions, so it may open its own but not drive theirs (403).
 		foreign bool
 	}
 	refused := func(name, header, code, desc string) authCase {
@@ -217,6 +221,7 @@ func TestHTTPAuthMatrix(t *testing.T) {
 		}},
 	}
 
+	reasons := map[string]bool{} // the real reasons the refused tokens had
 	receivedBefore := trCountEvents(t, e, "call.received")
 	wantReceived, wantRejected := 0, 0
 	for _, ph := range phases {
@@ -255,8 +260,8 @@ func TestHTTPAuthMatrix(t *testing.T) {
 					a := rq.do()
 					resp, body := a.resp, a.body
 					if tc.ok && tc.foreign && strings.HasSuffix(rq.route, "tools/call") {
-						if resp.StatusCode != http.StatusNotFound {
-							t.Errorf("%s on another agent's session: %s, want 404: %s", rq.route, resp.Status, body)
+						if resp.StatusCode != http.StatusForbidden {
+							t.Errorf("%s on another agent's session: %s, want 403: %s", rq.route, resp.Status, body)
 						}
 						continue
 					}
@@ -270,18 +275,24 @@ func TestHTTPAuthMatrix(t *testing.T) {
 						t.Errorf("%s: %s, want 401: %s", rq.route, resp.Status, body)
 						continue
 					}
+					// One text for every bad token: the caller learns nothing
+					// about a token it holds but may not use.
 					wa := resp.Header.Get("WWW-Authenticate")
-					if !strings.HasPrefix(wa, "Bearer ") || !strings.Contains(wa, `error="`+tc.code+`"`) || !strings.Contains(wa, tc.desc) {
-						t.Errorf("%s: WWW-Authenticate %q, want Bearer with error %s mentioning %q", rq.route, wa, tc.code, tc.desc)
+					if want := `Bearer realm="tollgate", error="invalid_token", error_description="` + badTokenText + `"`; wa != want {
+						t.Errorf("%s: WWW-Authenticate %q, want %q", rq.route, wa, want)
+					}
+					if tc.code == "invalid_token" {
+						reasons[tc.desc] = true
 					}
 					if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" {
 						t.Errorf("%s: a refused request got a session %q", rq.route, sid)
 					}
 					var payload struct {
-						Error string `json:"error"`
+						Error       string `json:"error"`
+						Description string `json:"error_description"`
 					}
-					if err := json.Unmarshal(body, &payload); err != nil || payload.Error != tc.code {
-						t.Errorf("%s: body %s, want a JSON error %s (not JSON-RPC)", rq.route, body, tc.code)
+					if err := json.Unmarshal(body, &payload); err != nil || payload.Error != "invalid_token" || payload.Description != badTokenText {
+						t.Errorf("%s: body %s, want the one JSON error invalid_token (not JSON-RPC)", rq.route, body)
 					}
 				}
 			})
@@ -303,6 +314,22 @@ func TestHTTPAuthMatrix(t *testing.T) {
 	}
 	if got := trCountEvents(t, e, "auth.rejected"); got != wantRejected {
 		t.Errorf("%d auth.rejected audit events, want %d (one per refused token)", got, wantRejected)
+	}
+	// The audit trail and the log keep the real reason the caller was not told.
+	var audited []string
+	_ = e.db.Events(ctx, ledger.EventQuery{Types: []string{"auth.rejected"}}, func(ev ledger.Event) error {
+		var d struct{ Reason string }
+		_ = json.Unmarshal(ev.Data, &d)
+		audited = append(audited, d.Reason)
+		return nil
+	})
+	for word := range reasons {
+		if !slices.ContainsFunc(audited, func(r string) bool { return strings.Contains(r, word) }) {
+			t.Errorf("no auth.rejected event gives the reason %q: %v", word, audited)
+		}
+		if !strings.Contains(e.logs.String(), word) {
+			t.Errorf("the server log does not give the reason %q", word)
+		}
 	}
 	// No token ever reaches the logs or the audit trail.
 	var audit strings.Builder
@@ -798,8 +825,8 @@ func TestSessionsAreBoundToTheirAgent(t *testing.T) {
 	before := trCountEvents(t, e, "call.received")
 	hijack := trPost(t, base+"/mcp", "Bearer "+ops, sid, trCallBody)
 	_ = hijack.Body.Close()
-	if hijack.StatusCode != http.StatusNotFound {
-		t.Fatalf("another agent's token on web-bot's session: %s, want 404", hijack.Status)
+	if hijack.StatusCode != http.StatusForbidden {
+		t.Fatalf("another agent's token on web-bot's session: %s, want 403", hijack.Status)
 	}
 	own := trPost(t, base+"/mcp", "Bearer "+web, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
 	_ = own.Body.Close()
@@ -812,8 +839,8 @@ func TestSessionsAreBoundToTheirAgent(t *testing.T) {
 	defer sseResp.Body.Close()
 	r := trPost(t, base+endpoint, "Bearer "+ops, "", trInitBody)
 	_ = r.Body.Close()
-	if r.StatusCode != http.StatusNotFound {
-		t.Fatalf("another agent's token on web-bot's SSE session: %s, want 404", r.Status)
+	if r.StatusCode != http.StatusForbidden {
+		t.Fatalf("another agent's token on web-bot's SSE session: %s, want 403", r.Status)
 	}
 	if got := trCountEvents(t, e, "call.received"); got != before {
 		t.Fatalf("a hijacked call reached the MCP server (%d new call.received)", got-before)

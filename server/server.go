@@ -74,6 +74,9 @@ type Server struct {
 	sessions sync.Map
 	// rejections limits how many refused bearer tokens are audited.
 	rejections rateLimit
+	// sessionRefusals limits how many requests on another agent's session
+	// are audited.
+	sessionRefusals rateLimit
 
 	lease     *store.Lease       // this process's lease, held from Start to Close
 	stopLoops context.CancelFunc // background loops: stopped first on Close
