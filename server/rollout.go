@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tollgatehq/tollgate/cloudflare"
@@ -74,7 +75,7 @@ func (p *Pipeline) continueRollout(ctx context.Context, op ledger.Operation, req
 			p.rollBack(ctx, op, reqID, ro, r, "the next step's token could not be scoped: "+err.Error())
 			return
 		}
-		moved, stepped := false, false
+		moved, stepped, interleaved := false, false, false
 		var stepErr error
 		err = p.withSpec(ctx, spec, op.ID, func(s *cloudflare.Session) error {
 			deps, err := s.Deployments(ctx, r.Script)
@@ -85,11 +86,22 @@ func (p *Pipeline) continueRollout(ctx context.Context, op ledger.Operation, req
 				moved = true
 				return nil
 			}
-			_, stepErr = r.Step(ctx, s)
-			stepped = stepErr == nil
+			if _, stepErr = r.Step(ctx, s); stepErr != nil {
+				return nil
+			}
+			stepped = true
+			// A rollback that landed between the read above and this step
+			// would be undone by it: the deployment before ours must be our
+			// previous step.
+			if deps, err = s.Deployments(ctx, r.Script); err == nil && len(deps) > 1 && !strings.Contains(deps[1].Message, r.Tag) {
+				interleaved = true
+			}
 			return nil
 		})
 		switch {
+		case interleaved:
+			p.rollBack(ctx, op, reqID, ro, r, fmt.Sprintf("another deployment landed while step %d was sent", r.Done))
+			return
 		case moved:
 			p.endRollout(ctx, op, reqID, r, "traffic was moved away from the rollout (rollback_worker or by hand) before step "+fmt.Sprint(r.Done+1))
 			return

@@ -229,8 +229,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 	return s, nil
 }
 
-const instructions = `tollgate gives you guarded access to Cloudflare: check_domain and estimate_cost are free and read-only; ` +
-	`register_domain and deploy_worker spend money or change production, are checked against policy and budgets, and ` +
+const instructions = `tollgate gives you guarded access to Cloudflare: check_domain, estimate_cost, list_domains and list_workers are free and read-only; ` +
+	`register_domain, deploy_worker (with an optional gradual rollout), attach_worker_domain, detach_worker_domain and rollback_worker ` +
+	`spend money or change production, are checked against policy and budgets, and ` +
 	`irreversible ones wait for a human approver. Always give a specific reason. If a call returns status ` +
 	`awaiting_approval, resume with get_operation (wait_seconds up to 50) instead of calling again with new arguments.`
 
