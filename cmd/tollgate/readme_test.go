@@ -443,13 +443,23 @@ func (e *readmeEnv) newApproval() (string, string) {
 	// without the client, so give up on the call once its approval exists.
 	callCtx, stop := context.WithCancel(ctx)
 	defer stop()
+	refused := make(chan string, 1)
 	go func() {
 		req := mcp.CallToolRequest{}
 		req.Params.Name = "register_domain"
 		req.Params.Arguments = map[string]any{"domain": domain, "reason": "trying the commands in the README"}
-		_, _ = c.CallTool(callCtx, req)
+		if res, err := c.CallTool(callCtx, req); err == nil && res.IsError {
+			refused <- fmt.Sprint(res.Content)
+		}
 	}()
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		select {
+		case why := <-refused:
+			// E.g. the global day budget (50 USD) is used up: the README
+			// now decides more approvals than one day's budget holds.
+			t.Fatalf("register_domain %s was refused, so there is no approval for the README's commands: %s", domain, why)
+		default:
+		}
 		var reqs []struct {
 			ID          string `json:"id"`
 			OperationID string `json:"operation_id"`
