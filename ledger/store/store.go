@@ -92,7 +92,15 @@ type Store struct {
 	log      *slog.Logger
 	rebinds  sync.Map // query -> Rebind(query), when the dialect rewrites queries
 	leaseTTL time.Duration
-	writes   atomic.Uint64
+	writes   atomic.Uint64 // write transactions begun
+	grouped  atomic.Uint64 // Write calls those transactions carried
+
+	// The group writer (group.go): Write enqueues on queue; closed, under
+	// queueMu, refuses new writes once Close began.
+	queueMu    sync.RWMutex
+	queue      chan *writeCall
+	closed     bool
+	writerDone chan struct{}
 
 	life context.Context // the store's lifetime: the change watch runs in it
 	stop context.CancelFunc
@@ -217,6 +225,7 @@ func newStore(ctx context.Context, b Backend, o options) (*Store, error) {
 		s.stop()
 		return nil, fmt.Errorf("open %s: read pool: %w", b, err)
 	}
+	s.startWriter()
 	return s, nil
 }
 
@@ -252,6 +261,7 @@ func (s *Store) Health(ctx context.Context) error { return s.b.Health(ctx) }
 // take its work over.
 func (s *Store) Close() error {
 	s.stop()
+	s.stopWriter()
 	s.leasesMu.Lock()
 	for l := range s.leases {
 		l.abandon()
@@ -311,18 +321,26 @@ func (s *Store) bind(args []any) []any {
 // tollgate_ledger_write_transactions_total ("write transactions per call").
 func (s *Store) WriteTransactions() uint64 { return s.writes.Load() }
 
-// Write runs fn in one serialised write transaction, committing when fn
-// returns nil and rolling back otherwise. fn must run every statement through
-// tx, and must not call anything that writes on its own: it would wait for the
-// transaction fn holds. Statements fn runs are prepared once the transaction
-// is over (SQLite's single writer connection), so later calls skip the parser.
+// GroupedWrites is how many Write calls the group writer has carried in those
+// transactions: with WriteTransactions, how well concurrent commits group.
+func (s *Store) GroupedWrites() uint64 { return s.grouped.Load() }
+
+// Write runs fn in a serialised write transaction and returns once that
+// transaction has committed (nil) or fn's work was undone (fn's error, or the
+// transaction's). Concurrent callers' functions are grouped into one
+// transaction by the group writer, each in its own savepoint: fn sees every
+// write committed or grouped before it, exactly as if it ran alone, and a
+// failing fn undoes only its own work. fn must run every statement through tx,
+// and must not call anything that writes on its own: it would wait for the
+// writer fn runs on. Statements fn runs are prepared once the transaction is
+// over (SQLite's single writer connection), so later calls skip the parser.
+// Once fn is queued, Write waits for its outcome even if ctx ends.
 func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
-	var misses []string
-	err := s.write(ctx, s.cache, &misses, fn)
-	if s.cache != nil {
-		s.cache.prepare(ctx, s.b.Writer(), s.rebind, misses)
+	c := &writeCall{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	if err := s.enqueue(c); err != nil {
+		return err
 	}
-	return err
+	return <-c.done
 }
 
 func (s *Store) write(ctx context.Context, cache *stmtCache, misses *[]string, fn func(tx *Tx) error) error {
@@ -398,6 +416,18 @@ type Tx struct {
 	s      *Store
 	cache  *stmtCache
 	misses *[]string
+	// detached: statements ignore their caller's cancellation. A grouped
+	// transaction carries other callers' writes, and SQLite rolls a whole
+	// transaction back when a write statement in it is interrupted.
+	detached bool
+}
+
+// stmtCtx is the context a statement runs with.
+func (t *Tx) stmtCtx(ctx context.Context) context.Context {
+	if t.detached {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
 }
 
 // Dialect is the engine's SQL dialect, for the rare statement that differs.
@@ -418,6 +448,7 @@ func (t *Tx) stmt(ctx context.Context, q string) *sql.Stmt {
 
 // ExecContext runs q.
 func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	ctx = t.stmtCtx(ctx)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
@@ -426,6 +457,7 @@ func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result
 
 // QueryContext runs q.
 func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	ctx = t.stmtCtx(ctx)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
@@ -434,6 +466,7 @@ func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows
 
 // QueryRowContext runs q, which returns at most one row.
 func (t *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	ctx = t.stmtCtx(ctx)
 	if st := t.stmt(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
