@@ -133,7 +133,7 @@ func (db *DB) CreateAgent(ctx context.Context, a Agent, ttl time.Duration, actor
 	rolesJSON, _ := json.Marshal(roles) // strings only: cannot fail
 	attrsJSON, _ := json.Marshal(attrs)
 	token := newToken()
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		now := db.now()
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM agents WHERE name = ?`, a.Name).Scan(&n); err != nil {
@@ -184,7 +184,7 @@ func (db *DB) RotateAgentToken(ctx context.Context, name string, ttl, overlap ti
 	}
 	actor = checkActor(actor)
 	token := newToken()
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		now := db.now()
 		if err := agentExists(ctx, tx, name); err != nil {
 			return err
@@ -229,7 +229,7 @@ func agentExists(ctx context.Context, q store.Queryer, name string) error {
 // RevokeAgent revokes every token of the agent now. Audited as "agent.revoked".
 func (db *DB) RevokeAgent(ctx context.Context, name, actor string) error {
 	actor = checkActor(actor)
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		if err := agentExists(ctx, tx, name); err != nil {
 			return err
 		}

@@ -83,7 +83,7 @@ func (db *DB) Append(ctx context.Context, events ...Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	if err := db.st.Write(ctx, func(tx *store.Tx) error { return db.appendTx(ctx, tx, events...) }); err != nil {
+	if err := db.write(ctx, func(tx *store.Tx) error { return db.appendTx(ctx, tx, events...) }); err != nil {
 		return fmt.Errorf("append audit events: %w", err)
 	}
 	return nil
@@ -109,30 +109,10 @@ func (db *DB) appendTx(ctx context.Context, tx *store.Tx, events ...Event) error
 	}
 	prepared := make([]Event, len(events))
 	for i, e := range events {
-		if e.err != nil {
-			return fmt.Errorf("append audit event: %w", e.err)
+		var err error
+		if prepared[i], err = db.prepareEvent(e); err != nil {
+			return err
 		}
-		if !eventTypeRE.MatchString(e.Type) || len(e.Type) > 100 {
-			return fmt.Errorf("append audit event: type %s must be dot-separated lower-case words such as \"budget.reserved\"", quoteInput(e.Type))
-		}
-		if e.Actor == "" {
-			e.Actor = ActorSystem
-		}
-		data := e.Data
-		if len(bytes.TrimSpace(data)) == 0 {
-			data = json.RawMessage("{}")
-		}
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, data); err != nil {
-			return fmt.Errorf("append audit event %s: data is not valid JSON: %w", e.Type, err)
-		}
-		compact := tokenRE.ReplaceAll(buf.Bytes(), []byte("tg_[redacted]"))
-		e.Data = json.RawMessage(compact)
-		if e.At.IsZero() {
-			e.At = db.now()
-		}
-		e.At = time.Unix(0, e.At.UnixNano()).UTC()
-		prepared[i] = e
 	}
 
 	if db.key == nil {
@@ -168,6 +148,37 @@ func (db *DB) appendTx(ctx context.Context, tx *store.Tx, events ...Event) error
 		lastSeq, prev = e.Seq, e.Hash
 	}
 	return nil
+}
+
+// prepareEvent checks e and puts it in the form that is hashed: type and
+// actor checked, data compact JSON with any agent token redacted, At set and
+// in UTC. It is idempotent, so a journaled event prepared at Record is
+// prepared again unchanged when it is written.
+func (db *DB) prepareEvent(e Event) (Event, error) {
+	if e.err != nil {
+		return e, fmt.Errorf("append audit event: %w", e.err)
+	}
+	if !eventTypeRE.MatchString(e.Type) || len(e.Type) > 100 {
+		return e, fmt.Errorf("append audit event: type %s must be dot-separated lower-case words such as \"budget.reserved\"", quoteInput(e.Type))
+	}
+	if e.Actor == "" {
+		e.Actor = ActorSystem
+	}
+	data := e.Data
+	if len(bytes.TrimSpace(data)) == 0 {
+		data = json.RawMessage("{}")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, data); err != nil {
+		return e, fmt.Errorf("append audit event %s: data is not valid JSON: %w", e.Type, err)
+	}
+	compact := tokenRE.ReplaceAll(buf.Bytes(), []byte("tg_[redacted]"))
+	e.Data = json.RawMessage(compact)
+	if e.At.IsZero() {
+		e.At = db.now()
+	}
+	e.At = time.Unix(0, e.At.UnixNano()).UTC()
+	return e, nil
 }
 
 // chainHash is the link hash: hex(sha256(prev_hash || canonical(seq, at, type,

@@ -68,7 +68,7 @@ func (db *DB) SetBudget(ctx context.Context, b Budget, actor string) error {
 		return fmt.Errorf("set budget: %w", err)
 	}
 	actor = checkActor(actor)
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		data := map[string]any{"scope": b.Scope, "window": b.Window, "limit": b.Limit, "limit_text": b.Limit.String()}
 		var prevMicros int64
 		var prevCur string
@@ -96,7 +96,7 @@ func (db *DB) SetBudget(ctx context.Context, b Budget, actor string) error {
 // DeleteBudget removes a budget, audited as "budget.deleted". ErrNotFound if none.
 func (db *DB) DeleteBudget(ctx context.Context, s Scope, w Window, actor string) error {
 	actor = checkActor(actor)
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		var micros int64
 		var cur string
 		err := tx.QueryRowContext(ctx, `DELETE FROM budgets WHERE scope = ? AND win = ? RETURNING limit_micros, currency`, s, w).Scan(&micros, &cur)
@@ -253,7 +253,7 @@ func (db *DB) SetLimit(ctx context.Context, l VelocityLimit, actor string) error
 		return fmt.Errorf("set limit: max %d must be zero (forbid the action) or more", l.Max)
 	}
 	actor = checkActor(actor)
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		data := map[string]any{"scope": l.Scope, "action": l.Action, "window": l.Window, "max": l.Max}
 		var prev int
 		err := tx.QueryRowContext(ctx, `SELECT max_count FROM velocity_limits WHERE scope = ? AND action = ? AND win = ?`, l.Scope, l.Action, l.Window).Scan(&prev)
@@ -279,7 +279,7 @@ func (db *DB) SetLimit(ctx context.Context, l VelocityLimit, actor string) error
 // DeleteLimit removes a velocity limit, audited as "limit.deleted". ErrNotFound if none.
 func (db *DB) DeleteLimit(ctx context.Context, s Scope, action string, w Window, actor string) error {
 	actor = checkActor(actor)
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		var prev int
 		err := tx.QueryRowContext(ctx, `DELETE FROM velocity_limits WHERE scope = ? AND action = ? AND win = ? RETURNING max_count`, s, action, w).Scan(&prev)
 		if errors.Is(err, sql.ErrNoRows) {

@@ -35,7 +35,7 @@ func (db *DB) Freeze(ctx context.Context, s Scope, reason, by string) (Freeze, e
 	}
 	by = checkActor(by)
 	var f Freeze
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		var err error
 		f, _, err = db.freezeTx(ctx, tx, Freeze{Scope: s, Reason: reason, By: by, At: db.now()}, "")
 		return err
@@ -84,7 +84,7 @@ func scanFreeze(row interface{ Scan(...any) error }) (Freeze, error) {
 // last unfreeze.
 func (db *DB) Unfreeze(ctx context.Context, s Scope, by string) error {
 	by = checkActor(by)
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		f, err := scanFreeze(tx.QueryRowContext(ctx, `DELETE FROM freezes WHERE scope = ? RETURNING scope, reason, frozen_by, at, auto`, s))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%s is not frozen: %w", quoteInput(string(s)), ErrNotFound)

@@ -361,7 +361,7 @@ func (db *DB) CreateOperation(ctx context.Context, n NewOperation, events ...Eve
 		op      Operation
 		created bool
 	)
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		now := db.now()
 		key := n.IdempotencyKey
 		if key != "" {
@@ -618,7 +618,7 @@ func (db *DB) Transition(ctx context.Context, id string, to State, o TransitionO
 		return Operation{}, fmt.Errorf("transition %s: result is not valid JSON", id)
 	}
 	var op Operation
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		cur, err := getOperation(ctx, tx, id)
 		if err != nil {
 			return err

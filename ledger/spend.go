@@ -23,6 +23,23 @@ type ReserveRequest struct {
 	Action      string      // the velocity-limited action (tollgate: the tool name)
 	Amount      money.Money // the full quoted maximum (includes Commitment.Amount if any)
 	Commitment  *Commitment // a once-per-key part of Amount
+	// Authorize, when set, first moves the operation to authorized (from
+	// Authorize.Opts.From, planned by default) in the same transaction:
+	// the policy's allow and the hold commit together.
+	Authorize *Step
+	// Then are moves made after the hold in the same transaction, unless
+	// the reservation is blocked: reserved → approved → executing for a call
+	// no human has to approve, committed once before anything reaches
+	// Cloudflare.
+	Then []Step
+}
+
+// Step is one state move made inside a Reserve transaction, with the events
+// that describe it.
+type Step struct {
+	To     State
+	Opts   TransitionOpts
+	Events []Event
 }
 
 // Block kinds.
@@ -243,7 +260,7 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 		op      Operation
 		blocked *BlockedError
 	)
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		now := db.now()
 		cur, err := getOperation(ctx, tx, r.OperationID)
 		if err != nil {
@@ -252,6 +269,18 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 		if (r.Agent != "" && r.Agent != cur.Agent) || (r.Team != "" && r.Team != cur.Team) {
 			return fmt.Errorf("request is for agent %s team %s but operation %s belongs to agent %s team %s",
 				quoteInput(r.Agent), quoteInput(r.Team), cur.ID, cur.Agent, cur.Team)
+		}
+		if a := r.Authorize; a != nil {
+			from := a.Opts.From
+			if len(from) == 0 {
+				from = []State{StatePlanned}
+			}
+			if err := checkMove(cur, StateAuthorized, from); err != nil {
+				return err
+			}
+			if cur, err = db.applyTransition(ctx, tx, cur, StateAuthorized, a.Opts, a.Events); err != nil {
+				return err
+			}
 		}
 		if err := checkMove(cur, StateReserved, []State{StateAuthorized}); err != nil {
 			return err
@@ -312,8 +341,21 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 			data["commitment_already_recorded"] = ev.commitmentRecorded
 		}
 		all := append([]Event{NewEvent(EventBudgetReserved, actor, cur.ID, data)}, events...)
-		op, err = db.applyTransition(ctx, tx, cur, StateReserved, TransitionOpts{Actor: actor}, all)
-		return err
+		if op, err = db.applyTransition(ctx, tx, cur, StateReserved, TransitionOpts{Actor: actor}, all); err != nil {
+			return err
+		}
+		for _, st := range r.Then {
+			if st.To.Terminal() || st.To == StateReserved {
+				return &StateConflictError{OperationID: cur.ID, Actual: op.State, To: st.To, Reason: "a step after a reservation moves it on, never to a terminal state (use Settle or Release)"}
+			}
+			if err := checkMove(op, st.To, st.Opts.From); err != nil {
+				return err
+			}
+			if op, err = db.applyTransition(ctx, tx, op, st.To, st.Opts, st.Events); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return Operation{}, fmt.Errorf("reserve budget: %w", err)
@@ -460,7 +502,7 @@ func (db *DB) Settle(ctx context.Context, id string, s SettleRequest, events ...
 		return Operation{}, fmt.Errorf("settle %s: result is not valid JSON", id)
 	}
 	var op Operation
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		now := db.now()
 		cur, err := getOperation(ctx, tx, id)
 		if err != nil {
@@ -562,7 +604,7 @@ func (db *DB) ReleaseFrom(ctx context.Context, id string, from []State, to State
 		return Operation{}, fmt.Errorf("release %s: target state %s is not valid; use failed, denied, expired or cancelled", id, quoteInput(string(to)))
 	}
 	var op Operation
-	err := db.st.Write(ctx, func(tx *store.Tx) error {
+	err := db.write(ctx, func(tx *store.Tx) error {
 		var err error
 		op, err = db.releaseTx(ctx, tx, id, from, to, code, message, ActorSystem, events)
 		return err

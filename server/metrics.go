@@ -73,6 +73,7 @@ var (
 	cacheHitsDesc   = prometheus.NewDesc("tollgate_policy_cache_hits_total", "Decisions (resource and action) answered from the decision cache.", nil, nil)
 	cacheMissesDesc = prometheus.NewDesc("tollgate_policy_cache_misses_total", "Decisions the decision cache could not answer.", nil, nil)
 	writeTxDesc     = prometheus.NewDesc("tollgate_ledger_write_transactions_total", "Write transactions begun on the ledger.", nil, nil)
+	groupedDesc     = prometheus.NewDesc("tollgate_ledger_grouped_writes_total", "Ledger writes the group writer carried in those transactions (several concurrent writes share one).", nil, nil)
 	cfWindowDesc    = prometheus.NewDesc("tollgate_cloudflare_requests_in_window", "Cloudflare API requests sent in the current rate-limit window, by token (parent = the parent token).", []string{"token_id"}, nil)
 	cfLimitDesc     = prometheus.NewDesc("tollgate_cloudflare_rate_limit", "Cloudflare API requests allowed per window (configured, or as Cloudflare reported).", nil, nil)
 	cfRefusedDesc   = prometheus.NewDesc("tollgate_cloudflare_requests_refused_total", "Requests tollgate refused to send to stay inside Cloudflare's rate limit or token cap.", nil, nil)
@@ -81,7 +82,7 @@ var (
 )
 
 func (c *workCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{pdpRequestsDesc, cacheHitsDesc, cacheMissesDesc, writeTxDesc, cfWindowDesc, cfLimitDesc, cfRefusedDesc, cfTokensDesc, cfTokenCapDesc} {
+	for _, d := range []*prometheus.Desc{pdpRequestsDesc, cacheHitsDesc, cacheMissesDesc, writeTxDesc, groupedDesc, cfWindowDesc, cfLimitDesc, cfRefusedDesc, cfTokensDesc, cfTokenCapDesc} {
 		ch <- d
 	}
 }
@@ -92,6 +93,7 @@ func (c *workCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(cacheHitsDesc, prometheus.CounterValue, float64(st.CacheHits))
 	ch <- prometheus.MustNewConstMetric(cacheMissesDesc, prometheus.CounterValue, float64(st.CacheMisses))
 	ch <- prometheus.MustNewConstMetric(writeTxDesc, prometheus.CounterValue, float64(c.db.Store().WriteTransactions()))
+	ch <- prometheus.MustNewConstMetric(groupedDesc, prometheus.CounterValue, float64(c.db.Store().GroupedWrites()))
 	u := c.broker.Usage()
 	for id, n := range u.PerToken {
 		ch <- prometheus.MustNewConstMetric(cfWindowDesc, prometheus.GaugeValue, float64(n), id)

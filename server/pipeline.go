@@ -180,7 +180,7 @@ func (p *Pipeline) Authorize(ctx context.Context, res authz.Resource, action str
 		return authz.Decision{Action: action, Reasons: []string{err.Error()}}
 	}
 	d := p.decide(ctx, p.principal(pr, ci), res, action)
-	if err := p.db.Append(ctx, decisionEvent(pr.actor(), "", res, action, d)); err != nil {
+	if err := p.db.Record(ctx, decisionEvent(pr.actor(), "", res, action, d)); err != nil {
 		p.log.Error("audit append failed; denying", "err", err)
 		return authz.Decision{Action: action, Reasons: []string{"audit trail unavailable; refusing to act without a record"}}
 	}
@@ -207,7 +207,7 @@ func (p *Pipeline) AuthorizeAll(ctx context.Context, checks []authz.Check) []aut
 	for i, c := range checks {
 		events[i] = decisionEvent(pr.actor(), "", c.Resource, c.Actions[0], ds[i])
 	}
-	if err := p.db.Append(ctx, events...); err != nil {
+	if err := p.db.Record(ctx, events...); err != nil {
 		p.log.Error("audit append failed; denying", "err", err)
 		return deny("audit trail unavailable; refusing to act without a record")
 	}
@@ -273,7 +273,9 @@ func (p *Pipeline) executeSpec(ctx context.Context, m tools.Mutation, op ledger.
 }
 
 // withSpec mints a token for spec, audits it, runs fn, and deletes the
-// token, auditing that too. The token never outlives fn.
+// token, auditing that too. The token never outlives fn. The token's records
+// go in ctx's journal when it has one: fn's first ledger write (executing,
+// before anything reaches Cloudflare) or the settle commits them.
 func (p *Pipeline) withSpec(ctx context.Context, spec cloudflare.SessionSpec, opID string, fn func(*cloudflare.Session) error) error {
 	if spec.Label == "" {
 		spec.Label = spec.Name
@@ -294,7 +296,7 @@ func (p *Pipeline) withSpec(ctx context.Context, spec cloudflare.SessionSpec, op
 		"token_id": s.TokenID, "purpose": purpose, "expires_at": s.ExpiresAt,
 		"permission_groups": s.PermissionGroups, "resources": resources, "request_ip": p.cfg.Cloudflare.RequestIP,
 	})
-	if err := p.db.Append(ctx, minted); err != nil {
+	if err := p.db.Record(ctx, minted); err != nil {
 		_ = s.Close(context.WithoutCancel(ctx))
 		return fmt.Errorf("audit token: %w", err)
 	}
@@ -306,7 +308,7 @@ func (p *Pipeline) withSpec(ctx context.Context, spec cloudflare.SessionSpec, op
 		p.log.Error("token revoke failed; the start-up sweeper will delete it", "token_id", s.TokenID, "err", cerr)
 		ev = ledger.NewEvent("token.revoke_failed", "system", opID, map[string]any{"token_id": s.TokenID, "error": cerr.Error()})
 	}
-	if aerr := p.db.Append(closeCtx, ev); aerr != nil && runErr == nil {
+	if aerr := p.db.Record(closeCtx, ev); aerr != nil && runErr == nil {
 		runErr = fmt.Errorf("audit token: %w", aerr)
 	}
 	return runErr
@@ -361,6 +363,10 @@ func (p *Pipeline) goRun(fn func(ctx context.Context)) {
 // run moves a new Operation from planned as far as it can go without a human.
 func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutation, pr Principal, ci ledger.ClientInfo, blob []byte) {
 	ctx = withOperation(ctx, op.ID)
+	ctx, owned := ledger.WithJournal(ctx)
+	if owned {
+		defer p.flush(ctx, op.ID)
+	}
 	principal := p.principal(pr, ci)
 	actor := pr.actor()
 	planned := []ledger.State{ledger.StatePlanned}
@@ -409,22 +415,29 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 		return
 	}
 	need := p.approvalNeed(m, op.Args, plan, dec)
-	if _, err := p.db.Transition(ctx, op.ID, ledger.StateAuthorized, ledger.TransitionOpts{From: planned, Actor: "policy"},
-		preEvent, decisionEvent(actor, op.ID, plan.Resource, m.Action(), dec),
-		ledger.NewEvent("operation.planned", "system", op.ID, map[string]any{
-			"amount": plan.Amount.String(), "basis": plan.Basis, "summary": plan.Summary,
-			"approval_required": need.Required, "approvals": need.Approvals, "why": need.Why,
-		})); err != nil {
-		p.internal(ctx, op.ID, "authorize", err)
-		return
-	}
-	p.watch.notify(op.ID)
-
-	start := time.Now()
-	reserved, err := p.db.Reserve(ctx, ledger.ReserveRequest{
+	// The policy's allow and the hold commit in one transaction; a call no
+	// human has to approve moves on to executing in it too, so one commit
+	// precedes everything that reaches Cloudflare.
+	rr := ledger.ReserveRequest{
 		OperationID: op.ID, Agent: pr.Name, Team: pr.Team, Action: m.Name(),
 		Amount: plan.Amount, Commitment: plan.Commitment,
-	})
+		Authorize: &ledger.Step{Opts: ledger.TransitionOpts{From: planned, Actor: "policy"}, Events: []ledger.Event{
+			preEvent, decisionEvent(actor, op.ID, plan.Resource, m.Action(), dec),
+			ledger.NewEvent("operation.planned", "system", op.ID, map[string]any{
+				"amount": plan.Amount.String(), "basis": plan.Basis, "summary": plan.Summary,
+				"approval_required": need.Required, "approvals": need.Approvals, "why": need.Why,
+			})}},
+	}
+	direct := !need.Required && p.leaseHeld()
+	if direct {
+		rr.Then = []ledger.Step{
+			{To: ledger.StateApproved, Opts: ledger.TransitionOpts{From: []ledger.State{ledger.StateReserved}, Actor: "policy"},
+				Events: []ledger.Event{ledger.NewEvent("approval.not_required", "policy", op.ID, map[string]any{"why": "reversible and no policy asked for a human"})}},
+			{To: ledger.StateExecuting, Opts: ledger.TransitionOpts{From: []ledger.State{ledger.StateApproved}, Actor: "system"}},
+		}
+	}
+	start := time.Now()
+	reserved, err := p.db.Reserve(ctx, rr)
 	p.metrics.observeReserve(err, time.Since(start))
 	p.watch.notify(op.ID)
 	var blocked *ledger.BlockedError
@@ -452,6 +465,10 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 
 	if need.Required {
 		p.requestApproval(ctx, reserved, plan, dec, need, pr, ci)
+		return
+	}
+	if direct {
+		p.executeReserved(ctx, reserved, m)
 		return
 	}
 	if _, err := p.db.Transition(ctx, op.ID, ledger.StateApproved, ledger.TransitionOpts{
@@ -650,19 +667,19 @@ func (p *Pipeline) alert(ctx context.Context, text string) {
 // execute runs an approved Operation: consume its approval, mint a token for
 // it alone, mark it executing, call Cloudflare, revoke the token, settle.
 func (p *Pipeline) execute(ctx context.Context, id string) {
+	ctx, owned := ledger.WithJournal(ctx)
+	if owned {
+		defer p.flush(ctx, id)
+	}
 	op, err := p.db.Operation(ctx, id)
 	if err != nil || op.State != ledger.StateApproved {
 		return
 	}
-	if l := p.db.Lease(); l != nil {
-		select {
-		case <-l.Lost():
-			// Another process found this one dead and took its work over:
-			// it executes what is approved, after asking Cloudflare.
-			p.log.Error("lease lost; not executing", "operation", id)
-			return
-		default:
-		}
+	if !p.leaseHeld() {
+		// Another process found this one dead and took its work over:
+		// it executes what is approved, after asking Cloudflare.
+		p.log.Error("lease lost; not executing", "operation", id)
+		return
 	}
 	m, ok := p.muts[op.Tool]
 	if !ok {
@@ -704,49 +721,93 @@ func (p *Pipeline) execute(ctx context.Context, id string) {
 		p.internal(ctx, id, "load approval", err)
 		return
 	}
+	p.runExecution(ctx, op, m, req.ID)
+}
+
+// executeReserved runs an Operation that Reserve already moved to executing
+// (no human had to approve it): mint its token, call Cloudflare, revoke,
+// settle.
+func (p *Pipeline) executeReserved(ctx context.Context, op ledger.Operation, m tools.Mutation) {
+	p.watch.notify(op.ID)
+	p.runExecution(ctx, op, m, "")
+}
+
+// runExecution mints op's token, moves op to executing (unless it already
+// is), calls Cloudflare, revokes the token and settles.
+func (p *Pipeline) runExecution(ctx context.Context, op ledger.Operation, m tools.Mutation, reqID string) {
+	id := op.ID
 	var blob []byte
 	if op.BlobSHA256 != "" {
+		var err error
 		if blob, err = p.db.Blob(ctx, op.BlobSHA256); err != nil {
 			p.internal(ctx, id, "load module", err)
 			return
 		}
 	}
+	from := op.State
 	var out tools.Outcome
 	var execErr error
 	started := false
 	spec, err := p.executeSpec(ctx, m, op)
 	if err != nil {
-		p.releaseIf(ctx, id, []ledger.State{ledger.StateApproved}, ledger.StateFailed, "token_unavailable", "could not scope the execution's token: "+err.Error())
-		p.finish(ctx, req.ID, "Not executed: "+err.Error())
+		p.releaseIf(ctx, id, []ledger.State{from}, ledger.StateFailed, "token_unavailable", "could not scope the execution's token: "+err.Error())
+		p.finish(ctx, reqID, "Not executed: "+err.Error())
 		return
 	}
 	err = p.withSpec(ctx, spec, id, func(s *cloudflare.Session) error {
-		if _, err := p.db.Transition(ctx, id, ledger.StateExecuting, ledger.TransitionOpts{From: []ledger.State{ledger.StateApproved}, Actor: "system"}); err != nil {
-			return err
+		if from != ledger.StateExecuting {
+			if _, err := p.db.Transition(ctx, id, ledger.StateExecuting, ledger.TransitionOpts{From: []ledger.State{ledger.StateApproved}, Actor: "system"}); err != nil {
+				return err
+			}
+			p.watch.notify(id)
 		}
 		started = true
-		p.watch.notify(id)
 		start := time.Now()
 		out, execErr = m.Execute(ctx, s, tools.ExecInput{OperationID: id, Args: op.Args, Blob: blob, MaxAmount: op.Quote})
 		p.metrics.observeExecution(op.Tool, execErr, time.Since(start))
 		return nil
 	})
 	if !started {
-		// Only from approved: if the transition lost a race, the Operation
-		// is someone else's to finish.
-		p.releaseIf(ctx, id, []ledger.State{ledger.StateApproved}, ledger.StateFailed, "token_unavailable", "could not start the execution: "+errString(err))
-		p.finish(ctx, req.ID, "Not executed: "+errString(err))
+		// Only from the state it was read in: if the transition lost a race,
+		// the Operation is someone else's to finish. Nothing reached
+		// Cloudflare but the failed mint.
+		p.releaseIf(ctx, id, []ledger.State{from}, ledger.StateFailed, "token_unavailable", "could not start the execution: "+errString(err))
+		p.finish(ctx, reqID, "Not executed: "+errString(err))
 		return
 	}
 	if execErr != nil {
-		p.executionFailed(ctx, op, req.ID, execErr)
+		p.executionFailed(ctx, op, reqID, execErr)
 		return
 	}
 	if out.Rollout != nil && !out.Rollout.Finished() {
-		p.rollingOut(ctx, op, req.ID, m, out)
+		p.rollingOut(ctx, op, reqID, m, out)
 		return
 	}
-	p.settle(ctx, op, req.ID, out)
+	p.settle(ctx, op, reqID, out)
+}
+
+// leaseHeld reports whether this process still holds its lease (or runs
+// without one): one that lost it must leave its work to the process that
+// took it over.
+func (p *Pipeline) leaseHeld() bool {
+	l := p.db.Lease()
+	if l == nil {
+		return true
+	}
+	select {
+	case <-l.Lost():
+		return false
+	default:
+		return true
+	}
+}
+
+// flush writes what is left in ctx's journal once the work that owns it
+// ends.
+func (p *Pipeline) flush(ctx context.Context, opID string) {
+	if err := p.db.Flush(context.WithoutCancel(ctx)); err != nil {
+		p.log.Error("audit records not written", "operation", opID, "err", err)
+	}
 }
 
 func errString(err error) string {
@@ -1001,7 +1062,7 @@ func (p *Pipeline) Operation(ctx context.Context, id string, wait time.Duration,
 	}
 	res := operationResource(op)
 	d := p.decide(ctx, p.principal(pr, ci), res, "read")
-	if err := p.db.Append(ctx, decisionEvent(pr.actor(), op.ID, res, "read", d)); err != nil {
+	if err := p.db.Record(ctx, decisionEvent(pr.actor(), op.ID, res, "read", d)); err != nil {
 		return tools.OperationView{}, &tools.ToolError{Code: "audit_unavailable", Message: "audit trail unavailable; refusing"}
 	}
 	if !d.Allowed {
@@ -1125,12 +1186,13 @@ func (p *Pipeline) Estimate(ctx context.Context, m tools.Mutation, call tools.Ca
 	if err != nil {
 		return tools.EstimateResult{}, err
 	}
-	// Every decision is in the audit trail, in one transaction.
+	// Every decision is in the audit trail: recorded in the call's journal,
+	// committed with the call's other records when it ends (auditCalls).
 	events := []ledger.Event{decisionEvent(pr.actor(), "", pd.pre, "estimate", pd.preDecision)}
 	if pd.preDecision.Allowed && pd.planErr == nil {
 		events = append(events, decisionEvent(pr.actor(), "", pd.plan.Resource, m.Action(), pd.decision))
 	}
-	if err := p.db.Append(ctx, events...); err != nil {
+	if err := p.db.Record(ctx, events...); err != nil {
 		p.log.Error("audit append failed; denying", "err", err)
 		return tools.EstimateResult{}, &tools.ToolError{Code: "audit_unavailable", Message: "audit trail unavailable; refusing"}
 	}

@@ -416,14 +416,16 @@ func (w slogWriter) Write(b []byte) (int, error) {
 }
 
 // observeCloudflare records every Cloudflare request in the audit trail and
-// metrics. An audit failure fails the request (closed).
+// metrics: in the journal of the call or execution that made it, when there
+// is one (it commits with that work's next ledger write), at once otherwise.
+// An audit failure fails the request (closed).
 func (s *Server) observeCloudflare(ctx context.Context, r cloudflare.RequestRecord) error {
 	s.metrics.observeCloudflare(r)
 	opID := operationFrom(ctx) // a price check made while planning an operation
 	if len(r.Label) > 3 && r.Label[:3] == "op_" {
 		opID = r.Label
 	}
-	return s.deps.DB.Append(ctx, ledger.NewEvent("cloudflare.request", "system", opID, map[string]any{
+	return s.deps.DB.Record(ctx, ledger.NewEvent("cloudflare.request", "system", opID, map[string]any{
 		"method": r.Method, "path": r.Path, "status": r.Status, "cf_ray": r.CFRay,
 		"purpose": string(r.Purpose), "token_id": r.TokenID, "duration_ms": r.Duration.Milliseconds(), "error": r.Err,
 	}))
@@ -452,6 +454,13 @@ func AuditRotation(db *ledger.DB, actor string) func(context.Context, cloudflare
 
 // auditCalls records every tool call and its outcome, and counts them. If
 // the call cannot be recorded it is refused: no action without a record.
+//
+// The call's records (received, the policy decisions of read-only checks,
+// the Cloudflare requests of a price check, the result) wait in the call's
+// journal: a mutating call's first ledger write (CreateOperation) commits
+// them with the Operation, and whatever is left commits in one transaction
+// when the call ends, before its answer leaves. A read-only call whose
+// records cannot be written is answered with a refusal, not its result.
 func (s *Server) auditCalls(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		pr, ok := principalFrom(ctx)
@@ -460,9 +469,14 @@ func (s *Server) auditCalls(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandle
 			return mcp.NewToolResultError("no agent identity on this session; refusing"), nil
 		}
 		ci := clientInfo(ctx, pr.Transport)
-		if err := s.deps.DB.Append(ctx, ledger.NewEvent("call.received", pr.actor(), "", map[string]any{
-			"tool": req.Params.Name, "args": redactArgs(req), "client": ci, "team": pr.Team,
-		})); err != nil {
+		ctx, _ = ledger.WithJournal(ctx)
+		err := s.deps.DB.Store().Health(ctx)
+		if err == nil {
+			err = s.deps.DB.Record(ctx, ledger.NewEvent("call.received", pr.actor(), "", map[string]any{
+				"tool": req.Params.Name, "args": redactArgs(req), "client": ci, "team": pr.Team,
+			}))
+		}
+		if err != nil {
 			s.log.Error("audit append failed; refusing call", "tool", req.Params.Name, "err", err)
 			s.metrics.observeTool(req.Params.Name, "refused")
 			if errors.Is(err, store.ErrUnhealthy) {
@@ -486,8 +500,18 @@ func (s *Server) auditCalls(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandle
 			data["error"] = resultText(res)
 		}
 		data["outcome"] = outcome
-		if aerr := s.deps.DB.Append(context.WithoutCancel(ctx), ledger.NewEvent("call.result", pr.actor(), "", data)); aerr != nil {
+		aerr := s.deps.DB.Record(ctx, ledger.NewEvent("call.result", pr.actor(), "", data))
+		if aerr == nil {
+			aerr = s.deps.DB.Flush(context.WithoutCancel(ctx))
+		}
+		if aerr != nil {
 			s.log.Error("audit append failed", "tool", req.Params.Name, "err", aerr)
+			if _, mutated := operationOf(res); !mutated {
+				// Nothing this call did is on record: its answer must not
+				// leave either. (An Operation's own records committed with
+				// its state changes; the agent must learn its id.)
+				outcome, res, err = "refused", mcp.NewToolResultError("the audit trail is unavailable, so tollgate refuses to answer; try again later"), nil
+			}
 		}
 		s.metrics.observeTool(req.Params.Name, outcome)
 		// One line per call, for the person reading the server's log.

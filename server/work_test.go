@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -179,5 +180,60 @@ func TestPriceChecksStopBeforeTheRateLimit(t *testing.T) {
 		if r.Status == http.StatusTooManyRequests {
 			t.Fatalf("Cloudflare answered 429 to %s %s", r.Method, r.Path)
 		}
+	}
+}
+
+// TestWriteTransactionsPerCall counts the ledger's write transactions of
+// one call (a call's records commit with its state changes, or together at
+// its end): an estimate_cost makes at most 2 (1 once the shared quote token
+// is minted), a preview deploy at most 4 (create, authorize+reserve+
+// execute, settle, the call's result). Each call is measured three times and
+// the middle count is asserted: a lease heartbeat (every 10 s) may land in
+// one of them.
+func TestWriteTransactionsPerCall(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	writes := func() uint64 { return e.db.Store().WriteTransactions() }
+	measure := func(name string, want uint64, call func(i int)) {
+		t.Helper()
+		counts := make([]uint64, 3)
+		for i := range counts {
+			before := writes()
+			call(i)
+			counts[i] = writes() - before
+		}
+		slices.Sort(counts)
+		t.Logf("%s: %v write transactions", name, counts)
+		if counts[1] > want {
+			t.Errorf("%s made %v write transactions, want at most %d", name, counts, want)
+		}
+	}
+	measure("estimate_cost (live quote)", 2, func(i int) {
+		if res := e.call(webBot, "estimate_cost", estimateRegister(fmt.Sprintf("tx-count-%d.dev", i), 1)); res.IsError {
+			t.Fatalf("estimate: %s", text(res))
+		}
+	})
+	measure("estimate_cost (cached quote)", 1, func(i int) {
+		if res := e.call(webBot, "estimate_cost", estimateRegister(fmt.Sprintf("tx-count-%d.dev", i), 1)); res.IsError {
+			t.Fatalf("estimate: %s", text(res))
+		}
+	})
+	measure("estimate_cost (price book)", 1, func(int) {
+		if res := e.call(webBot, "estimate_cost", estimateDeploy()); res.IsError {
+			t.Fatalf("estimate: %s", text(res))
+		}
+	})
+	measure("deploy_worker preview", 4, func(i int) {
+		res := e.call(webBot, "deploy_worker", map[string]any{
+			"script_name": fmt.Sprintf("web-txcount-%d", i), "module": okModule, "compatibility_date": "2025-01-01",
+			"environment": "preview", "reason": reason,
+		})
+		if v := opView(t, res); v.Status != "succeeded" {
+			t.Fatalf("preview deploy: %s (%s)", v.Status, v.Error)
+		}
+	})
+	rep, err := e.db.Verify(context.Background())
+	if err != nil || !rep.OK {
+		t.Fatalf("audit chain: %+v %v", rep, err)
 	}
 }
