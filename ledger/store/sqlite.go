@@ -25,6 +25,7 @@ type sqliteBackend struct {
 	path   string
 	writer *sql.DB
 	reader *sql.DB
+	ckpt   *sql.DB // the background checkpointer's connection (checkpoint.go)
 	// keeper is a read connection held for the backend's life: it watches
 	// PRAGMA data_version, and while it is open SQLite never deletes the WAL
 	// on a close of ours, so the WAL's identity stays the one recorded.
@@ -82,7 +83,9 @@ func openSQLite(ctx context.Context, path string, readers int) (Backend, error) 
 	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
 		return nil, fmt.Errorf("open database: create folder for %s: %w", abs, err)
 	}
-	writer, err := sql.Open("sqlite", abs+"?"+sqlitePragmas+"&_txlock=immediate")
+	// wal_autocheckpoint(0): no commit runs a checkpoint inline; the store's
+	// background checkpointer does (checkpoint.go).
+	writer, err := sql.Open("sqlite", abs+"?"+sqlitePragmas+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", abs, err)
 	}
@@ -130,6 +133,9 @@ func openSQLite(ctx context.Context, path string, readers int) (Backend, error) 
 	// apart). A symlink is fine: SQLite resolves it.
 	if n := linkCount(abs); n > 1 {
 		return fail(fmt.Errorf("open %s: the database file has %d hard links; SQLite keeps its write-ahead log beside the name it is opened by, so processes using different names would write past each other. Remove the other links and open it by one name (a symlink is fine)", abs, n))
+	}
+	if b.ckpt, err = openCheckpointConn(abs); err != nil {
+		return fail(fmt.Errorf("open %s checkpoint connection: %w", abs, err))
 	}
 	b.dbID = id
 	if b.walID, b.walSeen, err = statID(abs + "-wal"); err != nil {
@@ -253,6 +259,9 @@ func (b *sqliteBackend) Close() error {
 	}
 	if b.writer != nil {
 		errs = append(errs, b.writer.Close())
+	}
+	if b.ckpt != nil {
+		errs = append(errs, b.ckpt.Close())
 	}
 	return errors.Join(errs...)
 }

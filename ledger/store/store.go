@@ -88,10 +88,13 @@ type Backend interface {
 type Store struct {
 	b        Backend
 	cache    *stmtCache // statements prepared on a single-connection writer; nil otherwise
+	reads    readStmts  // statements prepared on the read pool
 	now      func() time.Time
 	log      *slog.Logger
 	rebinds  sync.Map // query -> Rebind(query), when the dialect rewrites queries
 	leaseTTL time.Duration
+	ckpt     checkpointCounters
+	ckptDone chan struct{} // closed when the checkpointer has stopped
 	writes   atomic.Uint64 // write transactions begun
 	grouped  atomic.Uint64 // Write calls those transactions carried
 
@@ -122,6 +125,9 @@ type options struct {
 	logger     *slog.Logger
 	readers    int
 	leaseTTL   time.Duration
+
+	checkpointEvery time.Duration
+	truncateAbove   int64
 }
 
 // WithMigrations adds components' migrations, applied by Open and New in one
@@ -147,7 +153,7 @@ func WithReadConns(n int) Option {
 }
 
 func buildOptions(opts []Option) (options, error) {
-	o := options{now: time.Now, readers: 4, leaseTTL: DefaultLeaseTTL}
+	o := options{now: time.Now, readers: 4, leaseTTL: DefaultLeaseTTL, checkpointEvery: DefaultCheckpointInterval, truncateAbove: DefaultTruncateAbove}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -160,6 +166,9 @@ func buildOptions(opts []Option) (options, error) {
 	}
 	if o.readers < 1 {
 		problems = append(problems, fmt.Sprintf("read pool size is %d; it must be at least 1", o.readers))
+	}
+	if o.checkpointEvery <= 0 {
+		problems = append(problems, fmt.Sprintf("checkpoint interval is %s; it must be positive", o.checkpointEvery))
 	}
 	if o.leaseTTL < time.Second {
 		problems = append(problems, fmt.Sprintf("lease TTL is %s; it must be at least 1s", o.leaseTTL))
@@ -212,7 +221,7 @@ func New(ctx context.Context, b Backend, opts ...Option) (*Store, error) {
 }
 
 func newStore(ctx context.Context, b Backend, o options) (*Store, error) {
-	s := &Store{b: b, now: o.now, log: o.logger, leaseTTL: o.leaseTTL}
+	s := &Store{b: b, now: o.now, log: o.logger, leaseTTL: o.leaseTTL, reads: readStmts{stmts: map[string]*sql.Stmt{}}}
 	s.life, s.stop = context.WithCancel(context.Background())
 	if b.Writer().Stats().MaxOpenConnections == 1 {
 		s.cache = &stmtCache{stmts: map[string]*sql.Stmt{}}
@@ -226,6 +235,15 @@ func newStore(ctx context.Context, b Backend, o options) (*Store, error) {
 		return nil, fmt.Errorf("open %s: read pool: %w", b, err)
 	}
 	s.startWriter()
+	s.ckptDone = make(chan struct{})
+	if c, ok := b.(checkpointer); ok {
+		go func() {
+			defer close(s.ckptDone)
+			s.runCheckpoints(c, o.checkpointEvery, o.truncateAbove)
+		}()
+	} else {
+		close(s.ckptDone)
+	}
 	return s, nil
 }
 
@@ -262,6 +280,9 @@ func (s *Store) Health(ctx context.Context) error { return s.b.Health(ctx) }
 func (s *Store) Close() error {
 	s.stop()
 	s.stopWriter()
+	if s.ckptDone != nil {
+		<-s.ckptDone
+	}
 	s.leasesMu.Lock()
 	for l := range s.leases {
 		l.abandon()
@@ -271,6 +292,7 @@ func (s *Store) Close() error {
 	if s.cache != nil {
 		s.cache.close()
 	}
+	s.reads.close()
 	if err := s.b.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", s.b, err)
 	}
@@ -370,8 +392,16 @@ func (s *Store) Read(ctx context.Context, fn func(tx *Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin read: %w", err)
 	}
-	defer func() { _ = sqlTx.Rollback() }()
-	return fn(&Tx{tx: sqlTx, s: s})
+	defer func() { _ = sqlTx.Rollback() }() // a panicking fn
+	var misses []string
+	err = fn(&Tx{tx: sqlTx, s: s, reads: true, misses: &misses})
+	_ = sqlTx.Rollback()
+	// Prepared once the transaction has given its connection back: preparing
+	// inside it could wait for a pool every connection of which is held.
+	for _, q := range misses {
+		s.reads.get(ctx, s.b.Reader(), q)
+	}
+	return err
 }
 
 // ExecContext runs one writing statement in its own serialised write
@@ -386,13 +416,20 @@ func (s *Store) ExecContext(ctx context.Context, q string, args ...any) (sql.Res
 	return res, err
 }
 
-// QueryContext runs a query on the read pool.
+// QueryContext runs a query on the read pool, prepared once per connection.
 func (s *Store) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if st := s.reads.get(ctx, s.b.Reader(), s.rebind(q)); st != nil {
+		return st.QueryContext(ctx, s.bind(args)...)
+	}
 	return s.b.Reader().QueryContext(ctx, s.rebind(q), s.bind(args)...)
 }
 
-// QueryRowContext runs a one-row query on the read pool.
+// QueryRowContext runs a one-row query on the read pool, prepared once per
+// connection.
 func (s *Store) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	if st := s.reads.get(ctx, s.b.Reader(), s.rebind(q)); st != nil {
+		return st.QueryRowContext(ctx, s.bind(args)...)
+	}
 	return s.b.Reader().QueryRowContext(ctx, s.rebind(q), s.bind(args)...)
 }
 
@@ -420,6 +457,7 @@ type Tx struct {
 	// transaction carries other callers' writes, and SQLite rolls a whole
 	// transaction back when a write statement in it is interrupted.
 	detached bool
+	reads    bool // a read transaction: statements come from the read pool's cache
 }
 
 // stmtCtx is the context a statement runs with.
@@ -436,6 +474,14 @@ func (t *Tx) Dialect() Dialect { return t.s.b.Dialect() }
 // stmt returns q prepared on the transaction's connection if the cache has it,
 // and records a miss otherwise.
 func (t *Tx) stmt(ctx context.Context, q string) *sql.Stmt {
+	if t.reads {
+		q = t.s.rebind(q)
+		if st := t.s.reads.peek(q); st != nil {
+			return t.tx.StmtContext(ctx, st)
+		}
+		*t.misses = append(*t.misses, q)
+		return nil
+	}
 	if t.cache == nil {
 		return nil
 	}
@@ -450,7 +496,7 @@ func (t *Tx) stmt(ctx context.Context, q string) *sql.Stmt {
 func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	ctx = t.stmtCtx(ctx)
 	if st := t.stmt(ctx, q); st != nil {
-		return st.ExecContext(ctx, args...)
+		return st.ExecContext(ctx, t.s.bind(args)...)
 	}
 	return t.tx.ExecContext(ctx, t.s.rebind(q), t.s.bind(args)...)
 }
@@ -459,7 +505,7 @@ func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result
 func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	ctx = t.stmtCtx(ctx)
 	if st := t.stmt(ctx, q); st != nil {
-		return st.QueryContext(ctx, args...)
+		return st.QueryContext(ctx, t.s.bind(args)...)
 	}
 	return t.tx.QueryContext(ctx, t.s.rebind(q), t.s.bind(args)...)
 }
@@ -468,7 +514,7 @@ func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows
 func (t *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
 	ctx = t.stmtCtx(ctx)
 	if st := t.stmt(ctx, q); st != nil {
-		return st.QueryRowContext(ctx, args...)
+		return st.QueryRowContext(ctx, t.s.bind(args)...)
 	}
 	return t.tx.QueryRowContext(ctx, t.s.rebind(q), t.s.bind(args)...)
 }
