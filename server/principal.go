@@ -84,3 +84,10 @@ func (p Principal) authzPrincipal(ci ledger.ClientInfo) authz.Principal {
 }
 
 func (p Principal) actor() string { return "agent:" + p.Name }
+
+// PolicyPrincipal is the Cerbos principal tollgate sends for agent a calling
+// over transport from the MCP client ci: what `tollgate load --compare-pdp`
+// sends straight to the PDP beside tollgate.
+func PolicyPrincipal(a AgentConfig, transport string, ci ledger.ClientInfo) authz.Principal {
+	return principalFromConfig(a, transport).authzPrincipal(ci)
+}

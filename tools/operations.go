@@ -10,7 +10,9 @@ import (
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/mark3labs/mcp-go/server"
+	"github.com/tollgatehq/tollgate/authz"
 
 	"github.com/tollgatehq/tollgate/ledger"
 )
@@ -101,16 +103,9 @@ func estimateParamsSchema[T any](tool string, refine func(map[string]*jsonschema
 // budget headroom and approval need for a call, with no side effects. Its
 // actions are the inventory's tools with EstimateParams.
 func EstimateCost(r Runner, cfg Config) Tool {
-	muts := map[string]normalizer{}
-	var names []string
+	muts, names := estimateMutations(cfg)
 	var params []*jsonschema.Schema
 	for _, t := range estimable() {
-		n, ok := t.Mutation(cfg).(normalizer)
-		if !ok {
-			panic("tools: " + t.Name + " has EstimateParams but does not normalise its arguments")
-		}
-		muts[t.Name] = n
-		names = append(names, t.Name)
 		params = append(params, t.EstimateParams())
 	}
 	tool := mcp.NewTool(estimateCostName,
@@ -147,6 +142,47 @@ func EstimateCost(r Runner, cfg Config) Tool {
 		res.Arguments = call.Args
 		return res, err
 	})}
+}
+
+// estimateMutations are estimate_cost's actions, by name, and their names in
+// inventory order.
+func estimateMutations(cfg Config) (map[string]normalizer, []string) {
+	muts := map[string]normalizer{}
+	var names []string
+	for _, t := range estimable() {
+		n, ok := t.Mutation(cfg).(normalizer)
+		if !ok {
+			panic("tools: " + t.Name + " has EstimateParams but does not normalise its arguments")
+		}
+		muts[t.Name] = n
+		names = append(names, t.Name)
+	}
+	return muts, names
+}
+
+// EstimateChecks are the policy checks an estimate_cost call with args sends
+// in one CheckResources call once its price is at hand (env answers the
+// quote): the arguments alone for "estimate", and the plan, with its price,
+// for the real action. `tollgate load --compare-pdp` sends exactly these
+// straight to the PDP, to measure it beside tollgate in the same run.
+func EstimateChecks(ctx context.Context, cfg Config, env PlanEnv, args EstimateCostArgs) ([]authz.Check, error) {
+	muts, names := estimateMutations(cfg.withDefaults())
+	m, call, err := normalizeEstimate(muts, names, args, env.Now())
+	if err != nil {
+		return nil, err
+	}
+	pre, err := m.PreResource(call.Args)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := m.Plan(ctx, env, call.Args, call.Blob)
+	if err != nil {
+		return nil, err
+	}
+	return []authz.Check{
+		{Resource: pre, Actions: []string{"estimate"}},
+		{Resource: plan.Resource, Actions: []string{m.Action()}},
+	}, nil
 }
 
 // normalizeEstimate resolves the action and normalises its params as that

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/client"
@@ -45,6 +46,9 @@ type loadOptions struct {
 	Tool          string
 	Args          map[string]any
 	AllowMutating bool
+	// MaxCalls, when positive, ends the run after that many calls in all
+	// instead of after Duration.
+	MaxCalls int
 	// Warn receives notes for the operator (a refused probe call, say).
 	Warn io.Writer
 }
@@ -66,6 +70,18 @@ type loadReport struct {
 	P99Ms       float64  `json:"p99_ms"`
 	MaxMs       float64  `json:"max_ms"`
 	FirstErrors []string `json:"first_errors,omitempty"`
+	// PerCall is the server's work per call, from its /metrics counters
+	// before and after the run (nil when /metrics cannot be read).
+	PerCall *loadWork `json:"per_call,omitempty"`
+	// ServerRSSMiB is the spawned server's resident memory after the run.
+	ServerRSSMiB float64 `json:"server_rss_mib,omitempty"`
+}
+
+// loadWork is what one call cost the server, on average.
+type loadWork struct {
+	PDPRequests        float64 `json:"pdp_requests"`
+	WriteTransactions  float64 `json:"write_transactions"`
+	CloudflareRequests float64 `json:"cloudflare_requests"`
 }
 
 // runLoad is `tollgate load`: a fixed number of MCP clients call one tool
@@ -76,7 +92,12 @@ func runLoad(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlagSet("load", "drive a tollgate server over streamable HTTP with concurrent MCP clients and report calls/s and latency")
 	rawURL := fs.String("url", "http://127.0.0.1:8787/mcp", "streamable HTTP endpoint of the server")
 	clients := fs.Int("clients", 8, "concurrent MCP clients, each with its own session and connection (1-1024)")
-	duration := fs.Duration("duration", 10*time.Second, "how long to start new calls; the run then stops by itself")
+	duration := fs.Duration("duration", 10*time.Second, "how long to start new calls; the run then stops by itself (with --compare-pdp: each measurement)")
+	calls := fs.Int("calls", 0, "stop after this many calls in all (0: run for --duration); e.g. --calls 10000 to read the server's memory after them")
+	compare := fs.Bool("compare-pdp", false, "with --spawn: start a managed Cerbos PDP, point the server at it, and measure raw CheckResources with tollgate's own requests beside the tool (estimate_cost) at each --client-counts, in interleaved --rounds; prints the ratio")
+	counts := fs.String("client-counts", "1,4,16,32", "with --compare-pdp: the client counts to measure, comma-separated")
+	rounds := fs.Int("rounds", 3, "with --compare-pdp: interleaved rounds per client count (the ratio reported is their median)")
+	policies := fs.String("policies", "cerbos-policies", "with --compare-pdp: the policy folder the PDP serves")
 	timeout := fs.Duration("timeout", 30*time.Second, "timeout of each call")
 	tool := fs.String("tool", "estimate_cost", "the tool to call")
 	rawArgs := fs.String("args", "", "the tool's arguments as a JSON object (default: a sample for "+strings.Join(slices.Sorted(maps.Keys(loadSampleArgs)), ", ")+")")
@@ -95,16 +116,39 @@ func runLoad(ctx context.Context, args []string, out io.Writer) error {
 	}
 	o := loadOptions{
 		URL: *rawURL, Token: *token, Clients: *clients, Duration: *duration, Timeout: *timeout,
-		Tool: *tool, AllowMutating: *allowMutating, Warn: os.Stderr,
+		Tool: *tool, AllowMutating: *allowMutating, Warn: os.Stderr, MaxCalls: *calls,
 	}
 	var argsErr error
 	o.Args, argsErr = loadArgs(*tool, *rawArgs)
-	if err := errors.Join(argsErr, o.validate(!*spawn)); err != nil {
+	var cmpErr error
+	var clientCounts []int
+	if *compare {
+		clientCounts, cmpErr = parseClientCounts(*counts)
+		switch {
+		case cmpErr != nil:
+		case !*spawn:
+			cmpErr = errors.New("--compare-pdp needs --spawn: the server must use the PDP the run measures")
+		case *tool != "estimate_cost":
+			cmpErr = fmt.Errorf("--compare-pdp measures estimate_cost, not %s", *tool)
+		case *rounds < 1 || *rounds > 20:
+			cmpErr = fmt.Errorf("--rounds %d: use 1 to 20", *rounds)
+		case *calls != 0:
+			cmpErr = errors.New("--compare-pdp runs each measurement for --duration; --calls does not apply")
+		}
+	}
+	if *calls < 0 {
+		cmpErr = errors.Join(cmpErr, fmt.Errorf("--calls %d: use 0 (run for --duration) or a positive count", *calls))
+	}
+	if err := errors.Join(argsErr, cmpErr, o.validate(!*spawn)); err != nil {
 		return usageError{err.Error()}
 	}
+	if *compare {
+		return runComparePDP(ctx, o, compareOptions{Counts: clientCounts, Rounds: *rounds, Policies: *policies, JSON: *asJSON}, out)
+	}
+	var srv *spawnedServer
 	if *spawn {
-		srv, err := spawnServer(ctx, os.Stderr)
-		if err != nil {
+		var err error
+		if srv, err = spawnServer(ctx, os.Stderr, ""); err != nil {
 			return err
 		}
 		defer srv.stop()
@@ -113,6 +157,9 @@ func runLoad(ctx context.Context, args []string, out io.Writer) error {
 	rep, err := runLoadTest(ctx, o)
 	if err != nil {
 		return err
+	}
+	if srv != nil {
+		rep.ServerRSSMiB = srv.rssMiB()
 	}
 	if *asJSON {
 		if err := printJSON(out, rep); err != nil {
@@ -200,6 +247,8 @@ func runLoadTest(ctx context.Context, o loadOptions) (loadReport, error) {
 	if res.IsError {
 		fmt.Fprintf(o.Warn, "note: %s answers with an error result, so the run measures that refusal: %s\n", o.Tool, loadClip(loadResultText(res), 300))
 	}
+	metricsURL := metricsURLOf(o.URL)
+	before, metricsErr := scrapeWork(ctx, metricsURL, o.Token)
 
 	var (
 		mu        sync.Mutex
@@ -207,15 +256,20 @@ func runLoadTest(ctx context.Context, o loadOptions) (loadReport, error) {
 		firstErrs []string
 		workers   sync.WaitGroup
 	)
+	var started atomic.Int64
 	start := time.Now()
 	end := start.Add(o.Duration)
 	for _, c := range conns {
 		workers.Go(func() {
 			var mine []time.Duration
 			ok, toolErrs, errs := 0, 0, 0
-			// Every client makes at least one call, so a short run on a
-			// busy machine still measures something from each.
-			for first := true; ctx.Err() == nil && (first || time.Now().Before(end)); first = false {
+			// Every client makes at least one call (unless --calls is used
+			// up), so a short run on a busy machine still measures something
+			// from each.
+			for first := true; ctx.Err() == nil && (first || o.MaxCalls > 0 || time.Now().Before(end)); first = false {
+				if o.MaxCalls > 0 && started.Add(1) > int64(o.MaxCalls) {
+					break
+				}
 				cctx, cancel := context.WithTimeout(ctx, o.Timeout)
 				t0 := time.Now()
 				res, err := loadCall(cctx, c, o)
@@ -254,6 +308,16 @@ func runLoadTest(ctx context.Context, o loadOptions) (loadReport, error) {
 	rep.Calls = rep.OK + rep.ToolErrors + rep.Errors
 	rep.CallsPerS = loadRound(float64(rep.Calls)/elapsed.Seconds(), 1)
 	rep.FirstErrors = firstErrs
+	if metricsErr == nil && rep.Calls > 0 {
+		if after, err := scrapeWork(ctx, metricsURL, o.Token); err == nil {
+			n := float64(rep.Calls)
+			rep.PerCall = &loadWork{
+				PDPRequests:        loadRound((after.PDPRequests-before.PDPRequests)/n, 2),
+				WriteTransactions:  loadRound((after.WriteTransactions-before.WriteTransactions)/n, 2),
+				CloudflareRequests: loadRound((after.CloudflareRequests-before.CloudflareRequests)/n, 2),
+			}
+		}
+	}
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		ms := func(d time.Duration) float64 { return loadRound(float64(d.Nanoseconds())/1e6, 2) }
@@ -372,6 +436,13 @@ func printLoadReport(w io.Writer, r loadReport) {
 	for _, e := range r.FirstErrors {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}
+	if r.PerCall != nil {
+		fmt.Fprintf(w, "work per call (server /metrics): %.2f PDP requests, %.2f ledger write transactions, %.2f Cloudflare requests\n",
+			r.PerCall.PDPRequests, r.PerCall.WriteTransactions, r.PerCall.CloudflareRequests)
+	}
+	if r.ServerRSSMiB > 0 {
+		fmt.Fprintf(w, "server resident memory after the run: %.1f MiB\n", r.ServerRSSMiB)
+	}
 }
 
 // spawnedServer is a throwaway `tollgate serve` for one load run.
@@ -386,7 +457,7 @@ type spawnedServer struct {
 // spawnServer starts this binary's `serve` on a free loopback port with the
 // sandbox, auth none and a database in a temporary folder, and waits until
 // /healthz says the policy engine and the database are ready.
-func spawnServer(ctx context.Context, note io.Writer) (*spawnedServer, error) {
+func spawnServer(ctx context.Context, note io.Writer, extraConfig string) (*spawnedServer, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -403,7 +474,7 @@ func spawnServer(ctx context.Context, note io.Writer) (*spawnedServer, error) {
 	// The run's own config, so a tollgate.yaml in the working folder cannot
 	// change who the load runs as; one agent drives every call, so the
 	// per-agent price-check cap is off.
-	cfg := "agent: load-agent\nquotes_per_minute: 0\nagents:\n  - {name: load-agent, team: load, roles: [agent]}\n"
+	cfg := "agent: load-agent\nquotes_per_minute: 0\nagents:\n  - {name: load-agent, team: load, roles: [agent]}\n" + extraConfig
 	cfgPath := filepath.Join(dir, "tollgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return fail(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -322,5 +323,64 @@ func TestNearestRank(t *testing.T) {
 		if got := nearestRank(tc.samples, tc.p); got != tc.want {
 			t.Errorf("nearestRank(%v, %v) = %v, want %v", tc.samples, tc.p, got, tc.want)
 		}
+	}
+}
+
+// TestLoadReportsWorkPerCall: the report divides the server's /metrics work
+// counters by the calls made, and --calls stops at exactly that many.
+func TestLoadReportsWorkPerCall(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	s := mcpserver.NewMCPServer("work-target", "1", mcpserver.WithToolCapabilities(false))
+	s.AddTool(mcp.NewTool("echo", mcp.WithReadOnlyHintAnnotation(true)), func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		calls.Add(1)
+		return mcp.NewToolResultText("ok"), nil
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", mcpserver.NewStreamableHTTPServer(s))
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		n := calls.Load()
+		// Each call: 1 PDP request, 2 write transactions, Cloudflare
+		// requests on two series adding up to 0.5.
+		fmt.Fprintf(w, "# HELP tollgate_policy_requests_total x\ntollgate_policy_requests_total %d\n", n)
+		fmt.Fprintf(w, "tollgate_ledger_write_transactions_total %d\n", 2*n+7)
+		fmt.Fprintf(w, "tollgate_cloudflare_request_seconds_count{method=\"GET\"} %d\n", n/4)
+		fmt.Fprintf(w, "tollgate_cloudflare_request_seconds_count{method=\"POST\"} %d\n", n/4)
+	})
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+	o := loadOpts(hs.URL+"/mcp", "echo")
+	o.MaxCalls = 40
+	o.Duration = time.Hour // --calls ends the run, not the clock
+	rep, err := runLoadTest(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Calls != 40 || calls.Load() != 41 {
+		t.Fatalf("--calls 40: the report has %d calls, the server saw %d (want 40 + the probe)", rep.Calls, calls.Load())
+	}
+	if rep.PerCall == nil || rep.PerCall.PDPRequests != 1 || rep.PerCall.WriteTransactions != 2 || rep.PerCall.CloudflareRequests != 0.5 {
+		t.Fatalf("work per call %+v, want 1 PDP request, 2 write transactions, 0.5 Cloudflare requests", rep.PerCall)
+	}
+	var out bytes.Buffer
+	printLoadReport(&out, rep)
+	if !strings.Contains(out.String(), "2.00 ledger write transactions") {
+		t.Fatalf("report text:\n%s", out.String())
+	}
+}
+
+func TestParseClientCounts(t *testing.T) {
+	t.Parallel()
+	if got, err := parseClientCounts("1, 4,16,32"); err != nil || len(got) != 4 || got[3] != 32 {
+		t.Fatalf("parseClientCounts: %v %v", got, err)
+	}
+	for _, bad := range []string{"", "0", "1,,2", "x", "2000"} {
+		if _, err := parseClientCounts(bad); err == nil || !strings.Contains(err.Error(), "1 to 1024") {
+			t.Errorf("parseClientCounts(%q): %v", bad, err)
+		}
+	}
+	if got := metricsURLOf("http://127.0.0.1:8787/mcp?x=1"); got != "http://127.0.0.1:8787/metrics" {
+		t.Fatalf("metricsURLOf: %s", got)
 	}
 }

@@ -1,0 +1,414 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/cloudflare"
+	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/server"
+	"github.com/tollgatehq/tollgate/tools"
+)
+
+// compareOptions is a `tollgate load --compare-pdp` run.
+type compareOptions struct {
+	Counts   []int
+	Rounds   int
+	Policies string
+	JSON     bool
+}
+
+// compareRow is one client count's figures: each round's raw PDP
+// CheckResources/s and the tool's calls/s, and their medians.
+type compareRow struct {
+	Clients      int       `json:"clients"`
+	RawPerS      []float64 `json:"raw_checks_per_s"`
+	ToolPerS     []float64 `json:"tool_calls_per_s"`
+	Ratios       []float64 `json:"ratios"`
+	RawMedian    float64   `json:"raw_checks_per_s_median"`
+	ToolMedian   float64   `json:"tool_calls_per_s_median"`
+	RatioMedian  float64   `json:"ratio_median"`
+	ToolP50Ms    float64   `json:"tool_p50_ms"`
+	ToolP99Ms    float64   `json:"tool_p99_ms"`
+	RawP50Ms     float64   `json:"raw_p50_ms"`
+	ToolFailures int       `json:"tool_failures"`
+}
+
+// compareReport is the whole run.
+type compareReport struct {
+	Tool       string       `json:"tool"`
+	DurationS  float64      `json:"duration_s"`
+	Rounds     int          `json:"rounds"`
+	Rows       []compareRow `json:"rows"`
+	PerCall    *loadWork    `json:"per_call,omitempty"`
+	RSSMiB     float64      `json:"server_rss_mib,omitempty"`
+	PDPChecksN int          `json:"pdp_resources_per_request"`
+}
+
+func parseClientCounts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 1024 {
+			return nil, fmt.Errorf("--client-counts %q: want comma-separated counts from 1 to 1024, such as 1,4,16,32", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// runComparePDP starts a managed Cerbos PDP, a throwaway server that uses it
+// as its (external) PDP, and measures, at each client count and in rounds
+// that alternate which goes first, raw CheckResources calls carrying
+// exactly the checks estimate_cost sends (tools.EstimateChecks, with
+// tollgate's principal) against the tool over streamable HTTP. The ratio
+// is the tool's calls/s over the raw PDP's requests/s: with a cached quote,
+// one estimate_cost sends one CheckResources request, so 1.0 means tollgate
+// adds nothing the PDP would notice.
+func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io.Writer) error {
+	pdp, err := authz.StartManaged(ctx, authz.ManagedConfig{
+		PolicyDir: co.Policies,
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return fmt.Errorf("start the managed PDP: %w", err)
+	}
+	defer func() { _ = pdp.Stop() }()
+	fmt.Fprintf(os.Stderr, "started the Cerbos PDP on %s (policies %s)\n", pdp.Addr(), co.Policies)
+
+	srv, err := spawnServer(ctx, os.Stderr, fmt.Sprintf("cerbos:\n  addr: %q\n", pdp.Addr()))
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	o.URL = srv.url
+
+	raw, err := authz.NewClient(ctx, pdp.Addr())
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	principal := server.PolicyPrincipal(server.AgentConfig{Name: "load-agent", Team: "load", Roles: []string{"agent"}}, "http",
+		ledger.ClientInfo{Transport: "http", Name: "tollgate-load", Version: version, SessionID: "load-compare-session"})
+	principal.Attr["sandbox"] = true // as the spawned server, which runs on the sandbox, sends it
+	var ea tools.EstimateCostArgs
+	b, _ := json.Marshal(o.Args)
+	if err := json.Unmarshal(b, &ea); err != nil {
+		return fmt.Errorf("estimate_cost arguments: %w", err)
+	}
+	checks, err := tools.EstimateChecks(ctx, tools.Config{}, fixedQuotes{}, ea)
+	if err != nil {
+		return fmt.Errorf("build the policy checks of estimate_cost %s: %w", b, err)
+	}
+	for i, ds := range raw.CheckBatch(ctx, principal, checks) {
+		if len(ds) != 1 || !ds[0].Allowed {
+			fmt.Fprintf(os.Stderr, "note: the PDP does not allow check %d (%s on %s): %+v\n", i, checks[i].Actions[0], checks[i].Resource.Kind, ds)
+		}
+	}
+
+	rep := compareReport{Tool: o.Tool, DurationS: o.Duration.Seconds(), Rounds: co.Rounds, PDPChecksN: len(checks)}
+	rows := make([]compareRow, len(co.Counts))
+	metricsURL := metricsURLOf(o.URL)
+	var workBefore, workAfter loadWork
+	var toolCalls int
+	var workErr error
+	for r := range co.Rounds {
+		for i, n := range co.Counts {
+			rows[i].Clients = n
+			runRaw := func() {
+				perS, p50 := measureRawPDP(ctx, raw, principal, checks, n, o.Duration)
+				rows[i].RawPerS = append(rows[i].RawPerS, loadRound(perS, 1))
+				rows[i].RawP50Ms = p50
+			}
+			runTool := func() error {
+				oo := o
+				oo.Clients = n
+				oo.Warn = io.Discard
+				w0, err := scrapeWork(ctx, metricsURL, o.Token)
+				if err != nil {
+					workErr = err
+				}
+				tr, err := runLoadTest(ctx, oo)
+				if err != nil {
+					return err
+				}
+				w1, err := scrapeWork(ctx, metricsURL, o.Token)
+				if err != nil {
+					workErr = err
+				}
+				workBefore.add(w0, 1)
+				workAfter.add(w1, 1)
+				toolCalls += tr.Calls + 1 // the probe call too
+				rows[i].ToolPerS = append(rows[i].ToolPerS, tr.CallsPerS)
+				rows[i].ToolP50Ms, rows[i].ToolP99Ms = tr.P50Ms, tr.P99Ms
+				rows[i].ToolFailures += tr.Errors + tr.ToolErrors
+				return nil
+			}
+			// Alternate which goes first, so a machine warming up or slowing
+			// down favours neither.
+			if (r+i)%2 == 0 {
+				runRaw()
+				if err := runTool(); err != nil {
+					return err
+				}
+			} else {
+				if err := runTool(); err != nil {
+					return err
+				}
+				runRaw()
+			}
+			last := len(rows[i].RawPerS) - 1
+			ratio := 0.0
+			if rows[i].RawPerS[last] > 0 {
+				ratio = rows[i].ToolPerS[last] / rows[i].RawPerS[last]
+			}
+			rows[i].Ratios = append(rows[i].Ratios, loadRound(ratio, 3))
+			fmt.Fprintf(os.Stderr, "round %d, %d clients: raw PDP %.0f requests/s, %s %.0f calls/s, ratio %.2f\n",
+				r+1, n, rows[i].RawPerS[last], o.Tool, rows[i].ToolPerS[last], ratio)
+		}
+	}
+	for i := range rows {
+		rows[i].RawMedian = median(rows[i].RawPerS)
+		rows[i].ToolMedian = median(rows[i].ToolPerS)
+		rows[i].RatioMedian = median(rows[i].Ratios)
+	}
+	rep.Rows = rows
+	if workErr == nil && toolCalls > 0 {
+		n := float64(toolCalls)
+		rep.PerCall = &loadWork{
+			PDPRequests:        loadRound((workAfter.PDPRequests-workBefore.PDPRequests)/n, 2),
+			WriteTransactions:  loadRound((workAfter.WriteTransactions-workBefore.WriteTransactions)/n, 2),
+			CloudflareRequests: loadRound((workAfter.CloudflareRequests-workBefore.CloudflareRequests)/n, 2),
+		}
+	}
+	rep.RSSMiB = srv.rssMiB()
+	if co.JSON {
+		return printJSON(out, rep)
+	}
+	printCompareReport(out, rep)
+	return nil
+}
+
+func printCompareReport(w io.Writer, r compareReport) {
+	fmt.Fprintf(w, "tollgate load --compare-pdp: %s over streamable HTTP vs raw CheckResources (%d resources each, tollgate's own principal and resources) on the same PDP; %d interleaved rounds of %.1fs; medians\n",
+		r.Tool, r.PDPChecksN, r.Rounds, r.DurationS)
+	rows := make([][]string, 0, len(r.Rows))
+	for _, row := range r.Rows {
+		ratios := make([]string, len(row.Ratios))
+		for i, v := range row.Ratios {
+			ratios[i] = strconv.FormatFloat(v, 'f', 2, 64)
+		}
+		rows = append(rows, []string{
+			strconv.Itoa(row.Clients),
+			strconv.FormatFloat(row.RawMedian, 'f', 0, 64),
+			strconv.FormatFloat(row.ToolMedian, 'f', 0, 64),
+			strconv.FormatFloat(row.RatioMedian, 'f', 2, 64),
+			strings.Join(ratios, " "),
+			strconv.FormatFloat(row.ToolP50Ms, 'f', 2, 64) + "ms",
+			strconv.FormatFloat(row.ToolP99Ms, 'f', 2, 64) + "ms",
+			strconv.Itoa(row.ToolFailures),
+		})
+	}
+	_ = table(w, []string{"CLIENTS", "RAW_PDP/S", "CALLS/S", "RATIO", "ROUNDS", "P50", "P99", "FAILED"}, rows)
+	if r.PerCall != nil {
+		fmt.Fprintf(w, "work per call (server /metrics): %.2f PDP requests, %.2f ledger write transactions, %.2f Cloudflare requests\n",
+			r.PerCall.PDPRequests, r.PerCall.WriteTransactions, r.PerCall.CloudflareRequests)
+	}
+	if r.RSSMiB > 0 {
+		fmt.Fprintf(w, "server resident memory after the run: %.1f MiB (the PDP is a separate process)\n", r.RSSMiB)
+	}
+}
+
+// measureRawPDP sends the checks from n goroutines back to back for d and
+// returns requests/s and the median latency in ms.
+func measureRawPDP(ctx context.Context, c *authz.Client, p authz.Principal, checks []authz.Check, n int, d time.Duration) (float64, float64) {
+	var (
+		done atomic.Int64
+		mu   sync.Mutex
+		lat  []time.Duration
+		wg   sync.WaitGroup
+	)
+	start := time.Now()
+	end := start.Add(d)
+	for range n {
+		wg.Go(func() {
+			var mine []time.Duration
+			for ctx.Err() == nil && time.Now().Before(end) {
+				t0 := time.Now()
+				c.CheckBatch(ctx, p, checks)
+				mine = append(mine, time.Since(t0))
+				done.Add(1)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(lat)
+	p50 := 0.0
+	if len(lat) > 0 {
+		p50 = loadRound(float64(nearestRank(lat, 0.5).Nanoseconds())/1e6, 2)
+	}
+	return float64(done.Load()) / elapsed.Seconds(), p50
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return loadRound((s[len(s)/2-1]+s[len(s)/2])/2, 3)
+}
+
+// fixedQuotes answers every registrar quote with the sandbox's .dev price,
+// as a cached quote would: the raw PDP gets the plan's real attributes.
+type fixedQuotes struct{}
+
+func (fixedQuotes) Quote(_ context.Context, domain string) (tools.Quote, error) {
+	return tools.Quote{DomainCheck: cloudflare.DomainCheck{
+		Name: domain, Registrable: true, Tier: "standard", Currency: "USD", RegistrationCost: "12.18", RenewalCost: "12.18",
+	}, ExpiresAt: time.Now().Add(tools.DefaultQuoteTTL)}, nil
+}
+
+func (fixedQuotes) CommitmentRecorded(context.Context, string) (bool, error) { return false, nil }
+func (fixedQuotes) Now() time.Time                                           { return time.Now().UTC() }
+func (fixedQuotes) TeamSucceeded(context.Context, string, string) (bool, error) {
+	return false, nil
+}
+
+// The estimable tools plan without reading the account; a lookup would
+// mean estimate_cost grew an action this comparison does not know.
+var errNoLookup = errors.New("the PDP comparison plans without reading the Cloudflare account")
+
+func (fixedQuotes) ZoneFor(context.Context, string) (cloudflare.Zone, error) {
+	return cloudflare.Zone{}, errNoLookup
+}
+func (fixedQuotes) CustomDomains(context.Context, cloudflare.DomainFilter) ([]cloudflare.CustomDomain, error) {
+	return nil, errNoLookup
+}
+func (fixedQuotes) Zones(context.Context) ([]cloudflare.Zone, error) { return nil, errNoLookup }
+func (fixedQuotes) Workers(context.Context) ([]cloudflare.WorkerSummary, error) {
+	return nil, errNoLookup
+}
+
+func (w *loadWork) add(o loadWork, k float64) {
+	w.PDPRequests += k * o.PDPRequests
+	w.WriteTransactions += k * o.WriteTransactions
+	w.CloudflareRequests += k * o.CloudflareRequests
+}
+
+// metricsURLOf is the /metrics address beside an MCP endpoint.
+func metricsURLOf(mcpURL string) string {
+	u, err := url.Parse(mcpURL)
+	if err != nil {
+		return ""
+	}
+	u.Path, u.RawQuery = "/metrics", ""
+	return u.String()
+}
+
+// scrapeWork reads the server's work counters from /metrics: PDP requests,
+// ledger write transactions and Cloudflare requests (every series of the
+// request-latency histogram's count).
+func scrapeWork(ctx context.Context, metricsURL, token string) (loadWork, error) {
+	var w loadWork
+	// Bounded: a server without /metrics may answer the GET with an
+	// event stream that never ends.
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return w, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return w, err
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "text/plain") {
+		return w, fmt.Errorf("%s: %s (%s), not Prometheus metrics", metricsURL, resp.Status, ct)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	seen := 0
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name = line[:i]
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "tollgate_policy_requests_total":
+			w.PDPRequests += v
+			seen++
+		case "tollgate_ledger_write_transactions_total":
+			w.WriteTransactions += v
+			seen++
+		case "tollgate_cloudflare_request_seconds_count":
+			w.CloudflareRequests += v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return w, err
+	}
+	if seen < 2 {
+		return w, fmt.Errorf("%s has no work counters (an older tollgate?)", metricsURL)
+	}
+	return w, nil
+}
+
+// rssMiB is the spawned server's resident memory (Linux /proc), 0 when it
+// cannot be read.
+func (s *spawnedServer) rssMiB() float64 {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				kb, err := strconv.ParseFloat(f[0], 64)
+				if err == nil {
+					return loadRound(kb/1024, 1)
+				}
+			}
+		}
+	}
+	return 0
+}
