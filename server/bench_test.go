@@ -652,3 +652,68 @@ func BenchmarkExecutionTokenOverhead(b *testing.B) {
 		b.Fatalf("%d minted tokens still alive after the benchmark", n)
 	}
 }
+
+// BenchmarkPreviewDeployOverhead is what tollgate itself adds to a preview
+// deploy_worker called through an in-process MCP client: each call's latency
+// less the time its PDP requests and its Cloudflare requests took, both from
+// the server's own histograms read before and after the call (calls run one
+// at a time). A PDP request's time is recorded once per check it carries,
+// so the decision histogram's sum is scaled by requests per check.
+func BenchmarkPreviewDeployOverhead(b *testing.B) {
+	e := newBenchEnv(b)
+	c := benchInProcessClient(b, e)
+	actx := e.ctxAs(webBot)
+	external := func() time.Duration {
+		mfs, err := e.srv.metrics.registry.Gather()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var pdpSum, cfSum float64
+		var checks uint64
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				switch mf.GetName() {
+				case "tollgate_policy_decision_seconds":
+					pdpSum += m.GetHistogram().GetSampleSum()
+					checks += m.GetHistogram().GetSampleCount()
+				case "tollgate_cloudflare_request_seconds":
+					cfSum += m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+		pdp := 0.0
+		if checks > 0 {
+			pdp = pdpSum * float64(e.az.Stats().Requests) / float64(checks)
+		}
+		return time.Duration((pdp + cfSum) * float64(time.Second))
+	}
+	deploy := func(i int) time.Duration {
+		args := map[string]any{
+			"script_name": fmt.Sprintf("web-overhead-%d", i%50), "module": okModule, "compatibility_date": "2025-01-01",
+			"environment": "preview", "reason": reason, "idempotency_key": fmt.Sprintf("bench-overhead-%d", i),
+		}
+		start := time.Now()
+		res := benchCall(b, actx, c, "deploy_worker", args)
+		d := time.Since(start)
+		if v := benchDecode[tools.OperationView](b, res.StructuredContent); v.Status != "succeeded" {
+			b.Fatalf("deploy %s: %s", v.Status, v.Error)
+		}
+		return d
+	}
+	deploy(-1) // warm: permission groups, prepared statements
+	var whole, overhead benchLatencies
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		x0 := external()
+		d := deploy(i)
+		x := external() - x0
+		whole.add(d)
+		overhead.add(d - x)
+	}
+	whole.report(b)
+	overhead.mu.Lock()
+	defer overhead.mu.Unlock()
+	slices.Sort(overhead.d)
+	b.ReportMetric(benchMicros(benchPercentile(overhead.d, 0.50)), "overhead-p50-µs")
+	b.ReportMetric(benchMicros(benchPercentile(overhead.d, 0.99)), "overhead-p99-µs")
+}
