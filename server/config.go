@@ -70,6 +70,8 @@ type Config struct {
 	AutoFreeze AutoFreezeConfig `yaml:"auto_freeze"`
 	// Audit keys the audit trail and says where signed checkpoints go.
 	Audit AuditConfig `yaml:"audit"`
+	// HTTP bounds what one request or agent may hold of the listener.
+	HTTP HTTPConfig `yaml:"http"`
 	// QuotesPerMinute caps each agent's registrar price checks (check_domain,
 	// estimate_cost and planning): each mints a token and calls Cloudflare, and
 	// a runaway agent must not use up the account's API rate limit. 0 = no cap.
@@ -84,6 +86,42 @@ type TLSConfig struct {
 	// way to serve auth none beyond loopback, since TLS alone says nothing
 	// about who connects.
 	ClientCA string `yaml:"client_ca"`
+}
+
+// HTTPConfig bounds the HTTP listener, so one agent (or anyone who can
+// connect) cannot take the server's memory, connections or workers.
+type HTTPConfig struct {
+	// MaxBodyBytes caps a request body on /mcp and /message; a larger one is
+	// answered 413 before the rest is read. 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// BodyReadTimeout bounds reading a request's body, from its headers on;
+	// a long-lived response (a GET stream, a call waiting for a human) is not
+	// bounded by it.
+	BodyReadTimeout time.Duration `yaml:"body_read_timeout"`
+	// IdleTimeout closes a keep-alive connection idle this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes caps a request's headers.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxInFlightPerAgent caps one agent's MCP requests being handled at
+	// once (POSTs on /mcp and /message, until answered); more get 429. GET
+	// streams are not counted. 0 means no cap.
+	MaxInFlightPerAgent int64 `yaml:"max_in_flight_per_agent"`
+}
+
+// DefaultMaxBodyBytes is the default body cap: a deploy_worker call carries
+// a module of at most tools.MaxModuleBytes as a JSON string, where quotes,
+// backslashes and newlines (and, from encoders that escape non-ASCII,
+// most other characters) take two bytes, plus 1 MiB for everything else.
+const DefaultMaxBodyBytes = 2*tools.MaxModuleBytes + 1<<20
+
+// maxBody is the effective body cap.
+func (h HTTPConfig) maxBody() int64 {
+	if h.MaxBodyBytes == 0 {
+		return DefaultMaxBodyBytes
+	}
+	return h.MaxBodyBytes
 }
 
 // CerbosConfig selects the PDP: a managed local one (Addr empty) or an external one.
@@ -292,7 +330,15 @@ func Default() Config {
 		AutoFreeze:      AutoFreezeConfig{Blocks: 5, Within: 10 * time.Minute},
 		Audit:           AuditConfig{CheckpointEvents: 1000, CheckpointInterval: 10 * time.Minute},
 		QuotesPerMinute: 60,
-		Budgets:         []BudgetConfig{DefaultBudget},
+		HTTP: HTTPConfig{
+			MaxBodyBytes:        DefaultMaxBodyBytes,
+			ReadHeaderTimeout:   10 * time.Second,
+			BodyReadTimeout:     30 * time.Second,
+			IdleTimeout:         2 * time.Minute,
+			MaxHeaderBytes:      64 << 10,
+			MaxInFlightPerAgent: 16,
+		},
+		Budgets: []BudgetConfig{DefaultBudget},
 	}
 }
 
@@ -446,6 +492,18 @@ func (c Config) Validate() error {
 	}
 	if c.Console.SessionTTL < 0 || c.Console.SessionTTL > 7*24*time.Hour {
 		add("console.session_ttl %s: use 1s to 168h (0 = 8h)", c.Console.SessionTTL)
+	}
+	if h := c.HTTP; h.MaxBodyBytes < 0 || (h.MaxBodyBytes > 0 && h.MaxBodyBytes < 64<<10) {
+		add("http.max_body_bytes %d: use at least 65536 (64 KiB), or 0 for the default %d (a %d-byte Worker module in JSON)", h.MaxBodyBytes, DefaultMaxBodyBytes, tools.MaxModuleBytes)
+	}
+	if c.HTTP.ReadHeaderTimeout <= 0 || c.HTTP.BodyReadTimeout <= 0 || c.HTTP.IdleTimeout <= 0 {
+		add("http.read_header_timeout %s, http.body_read_timeout %s, http.idle_timeout %s: each must be positive", c.HTTP.ReadHeaderTimeout, c.HTTP.BodyReadTimeout, c.HTTP.IdleTimeout)
+	}
+	if c.HTTP.MaxHeaderBytes < 4<<10 {
+		add("http.max_header_bytes %d: use at least 4096", c.HTTP.MaxHeaderBytes)
+	}
+	if c.HTTP.MaxInFlightPerAgent < 0 {
+		add("http.max_in_flight_per_agent %d: use 0 (no cap) or more", c.HTTP.MaxInFlightPerAgent)
 	}
 	if c.QuotesPerMinute < 0 {
 		add("quotes_per_minute %d: use 0 (no cap) or more", c.QuotesPerMinute)

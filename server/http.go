@@ -58,7 +58,7 @@ func (s *Server) Handler() http.Handler {
 		mcpserver.WithSSEContextFunc(httpCtx),
 		mcpserver.WithKeepAlive(true),
 	)
-	mux.Handle("/sse", s.authenticate(sse.SSEHandler()))
+	mux.Handle("/sse", s.authenticate(s.watchSSE(sse.SSEHandler())))
 	mux.Handle("/message", s.authenticate(sse.MessageHandler()))
 	// The console signs people in with its own links, not agent tokens; the
 	// Host and Origin checks below still apply.
@@ -71,11 +71,13 @@ func (s *Server) Handler() http.Handler {
 	root := http.NewServeMux()
 	root.Handle("/slack/interactions", s.slack.Handler())
 	root.Handle("/", guarded)
-	return root
+	return s.withBodyDeadline(root)
 }
 
 // authenticate resolves the principal of an MCP request: the agent whose
-// bearer token it carries, or the configured agent when auth is none. A
+// bearer token it carries, or the configured agent when auth is none, and
+// admits it (sessions, body, in-flight cap). Content-Length over the body cap
+// is refused first, before even the token is looked at. A
 // missing, malformed, expired, revoked or unknown token is a 401 before any
 // MCP processing, all with one text (badTokenText): the caller learns
 // nothing about a token it does not hold; the server log and the audit
@@ -83,16 +85,17 @@ func (s *Server) Handler() http.Handler {
 // must be the agent's own (guardSessions).
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if limit := s.cfg.HTTP.maxBody(); r.ContentLength > limit {
+			s.tooLarge(w, r, limit)
+			return
+		}
 		transport := "http"
 		if strings.HasPrefix(r.URL.Path, "/sse") || strings.HasPrefix(r.URL.Path, "/message") {
 			transport = "sse"
 		}
 		if s.cfg.Auth == "none" {
 			a, _ := s.cfg.agent(s.cfg.Agent)
-			if !s.guardSessions(w, r, a.Name) {
-				return
-			}
-			next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), principalFromConfig(a, transport))))
+			s.admit(w, r.WithContext(WithPrincipal(r.Context(), principalFromConfig(a, transport))), a.Name, next)
 			return
 		}
 		token, ok := bearer(r)
@@ -129,10 +132,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			unauthorized(w)
 			return
 		}
-		if !s.guardSessions(w, r, agent.Name) {
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), principalFromAgent(agent, transport))))
+		s.admit(w, r.WithContext(WithPrincipal(r.Context(), principalFromAgent(agent, transport))), agent.Name, next)
 	})
 }
 
@@ -261,7 +261,9 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 func (s *Server) ListenAndServe(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.cfg.HTTP.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.HTTP.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.HTTP.MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	if s.cfg.TLS.Cert != "" {

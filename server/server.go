@@ -77,6 +77,10 @@ type Server struct {
 	// sessionRefusals limits how many requests on another agent's session
 	// are audited.
 	sessionRefusals rateLimit
+	// inFlight counts each agent's MCP requests being handled.
+	inFlight inFlight
+	// sseInFlight holds the slots of requests answered on SSE streams.
+	sseInFlight sseInFlight
 
 	lease     *store.Lease       // this process's lease, held from Start to Close
 	stopLoops context.CancelFunc // background loops: stopped first on Close

@@ -1,14 +1,11 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -153,43 +150,43 @@ func (s *Server) checkSessionIDs(r *http.Request, agent string) *sessionRefusal 
 }
 
 // guardSessions refuses a request whose session ids are not all the calling
-// agent's, and a session-less cancellation on /mcp. It runs after the
-// principal is known.
+// agent's. It runs once the principal is known.
 func (s *Server) guardSessions(w http.ResponseWriter, r *http.Request, agent string) bool {
-	if ref := s.checkSessionIDs(r, agent); ref != nil {
-		if ref.status == http.StatusForbidden {
-			s.log.Warn("refused a request on another agent's MCP session",
-				"agent", agent, "owner", ref.owner, "session_id", ref.id, "path", r.URL.Path, "remote", r.RemoteAddr)
-			if ok, skipped := s.sessionRefusals.allow(time.Now()); ok {
-				_ = s.deps.DB.Append(r.Context(), ledger.NewEvent("session.refused", agent, "", map[string]any{
-					"agent": agent, "owner": ref.owner, "session_id": ref.id, "path": r.URL.Path,
-					"method": r.Method, "remote": r.RemoteAddr, "unaudited_before": skipped,
-				}))
-			}
-			httpError(w, http.StatusForbidden, "session_forbidden",
-				"this MCP session was opened by another agent; open your own session (initialize on /mcp, or GET /sse)")
-			return false
+	ref := s.checkSessionIDs(r, agent)
+	if ref == nil {
+		return true
+	}
+	if ref.status == http.StatusForbidden {
+		s.log.Warn("refused a request on another agent's MCP session",
+			"agent", agent, "owner", ref.owner, "session_id", ref.id, "path", r.URL.Path, "remote", r.RemoteAddr)
+		if ok, skipped := s.sessionRefusals.allow(time.Now()); ok {
+			_ = s.deps.DB.Append(r.Context(), ledger.NewEvent("session.refused", agent, "", map[string]any{
+				"agent": agent, "owner": ref.owner, "session_id": ref.id, "path": r.URL.Path,
+				"method": r.Method, "remote": r.RemoteAddr, "unaudited_before": skipped,
+			}))
 		}
-		httpError(w, http.StatusNotFound, "session_not_found",
-			"no such MCP session (it ended, the server restarted, or it never existed); initialize a new one")
+		httpError(w, http.StatusForbidden, "session_forbidden",
+			"this MCP session was opened by another agent; open your own session (initialize on /mcp, or GET /sse)")
 		return false
 	}
-	if r.Method == http.MethodPost && r.URL.Path == "/mcp" && r.Header.Get(sessionIDHeader) == "" {
-		body, err := io.ReadAll(r.Body)
-		_ = r.Body.Close()
-		if err != nil {
-			s.bodyReadError(w, err)
-			return false
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		var msg struct {
-			Method string `json:"method"`
-		}
-		if json.Unmarshal(body, &msg) == nil && msg.Method == "notifications/cancelled" {
-			httpError(w, http.StatusBadRequest, "session_required",
-				"notifications/cancelled needs an MCP session (Mcp-Session-Id); on protocol 2026-07-28 cancel a request by closing its stream")
-			return false
-		}
+	httpError(w, http.StatusNotFound, "session_not_found",
+		"no such MCP session (it ended, the server restarted, or it never existed); initialize a new one")
+	return false
+}
+
+// guardSessionlessCancel refuses a notifications/cancelled on /mcp that
+// names no session (body is the request's, already read).
+func guardSessionlessCancel(w http.ResponseWriter, r *http.Request, body []byte) bool {
+	if r.URL.Path != "/mcp" || r.Header.Get(sessionIDHeader) != "" {
+		return true
+	}
+	var msg struct {
+		Method string `json:"method"`
+	}
+	if json.Unmarshal(body, &msg) == nil && msg.Method == "notifications/cancelled" {
+		httpError(w, http.StatusBadRequest, "session_required",
+			"notifications/cancelled needs an MCP session (Mcp-Session-Id); on protocol 2026-07-28 cancel a request by closing its stream")
+		return false
 	}
 	return true
 }
@@ -200,9 +197,4 @@ func httpError(w http.ResponseWriter, status int, code, desc string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
-}
-
-// bodyReadError answers a request whose body could not be read.
-func (s *Server) bodyReadError(w http.ResponseWriter, err error) {
-	httpError(w, http.StatusBadRequest, "bad_body", fmt.Sprintf("reading the request body: %v", err))
 }

@@ -67,6 +67,17 @@ func durationSetting(flagName, env, usage string, field func(c *server.Config) *
 	}}
 }
 
+func intSetting(flagName, env, usage string, field func(c *server.Config) *int64) setting {
+	return setting{flag: flagName, env: env, usage: usage, apply: func(c *server.Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("--%s %q: a whole number", flagName, v)
+		}
+		*field(c) = n
+		return nil
+	}}
+}
+
 func stringSetting(flagName, env, usage string, field func(c *server.Config) *string) setting {
 	return setting{flag: flagName, env: env, usage: usage, apply: func(c *server.Config, v string) error { *field(c) = v; return nil }}
 }
@@ -123,6 +134,10 @@ var (
 		durationSetting("approval-wait", "TOLLGATE_APPROVAL_WAIT", "how long a tool call waits for a decision", func(c *server.Config) *time.Duration { return &c.Approvals.Wait }),
 		durationSetting("lease-ttl", "TOLLGATE_LEASE_TTL", "on PostgreSQL, how long a replica may miss heartbeats before another takes its unfinished work over", func(c *server.Config) *time.Duration { return &c.LeaseTTL }),
 		durationSetting("approval-expiry", "TOLLGATE_APPROVAL_EXPIRY", "how long an approval request stays open", func(c *server.Config) *time.Duration { return &c.Approvals.Expiry }),
+		intSetting("max-body-bytes", "TOLLGATE_MAX_BODY_BYTES", "largest request body on /mcp and /message, in bytes (http.max_body_bytes; 0 = sized for the largest Worker module)", func(c *server.Config) *int64 { return &c.HTTP.MaxBodyBytes }),
+		durationSetting("body-read-timeout", "TOLLGATE_BODY_READ_TIMEOUT", "how long a request body may take to arrive (http.body_read_timeout)", func(c *server.Config) *time.Duration { return &c.HTTP.BodyReadTimeout }),
+		durationSetting("idle-timeout", "TOLLGATE_IDLE_TIMEOUT", "how long an idle keep-alive connection stays open (http.idle_timeout)", func(c *server.Config) *time.Duration { return &c.HTTP.IdleTimeout }),
+		intSetting("max-in-flight", "TOLLGATE_MAX_IN_FLIGHT", "MCP requests one agent may have in flight at once; more get 429 (http.max_in_flight_per_agent; 0 = no cap)", func(c *server.Config) *int64 { return &c.HTTP.MaxInFlightPerAgent }),
 	}
 )
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,16 +28,21 @@ agents:
 approvals:
   wait: 10s
   expiry: 20m
+http:
+  max_body_bytes: 1048576
+  max_in_flight_per_agent: 4
+  idle_timeout: 1m
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("TOLLGATE_CONFIG", cfgFile)
 	t.Setenv("TOLLGATE_DB", "/from/env.db")
 	t.Setenv("TOLLGATE_APPROVAL_WAIT", "20s")
+	t.Setenv("TOLLGATE_MAX_IN_FLIGHT", "8")
 
 	fs := newFlagSet("serve", "test")
 	cf := addConfigFlags(fs, serveSettings...)
-	if err := fs.Parse([]string{"--approval-wait", "30s", "--agent", "flag-agent", "--sandbox"}); err != nil {
+	if err := fs.Parse([]string{"--approval-wait", "30s", "--agent", "flag-agent", "--sandbox", "--body-read-timeout", "5s"}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := cf.load()
@@ -50,6 +56,11 @@ approvals:
 		{"wait from flag over env over yaml", cfg.Approvals.Wait.String(), (30 * time.Second).String()},
 		{"expiry from yaml", cfg.Approvals.Expiry.String(), (20 * time.Minute).String()},
 		{"transport from defaults", cfg.Transport, "http"},
+		{"body cap from yaml", fmt.Sprint(cfg.HTTP.MaxBodyBytes), "1048576"},
+		{"in-flight cap from env over yaml", fmt.Sprint(cfg.HTTP.MaxInFlightPerAgent), "8"},
+		{"idle timeout from yaml", cfg.HTTP.IdleTimeout.String(), time.Minute.String()},
+		{"body read timeout from flag", cfg.HTTP.BodyReadTimeout.String(), (5 * time.Second).String()},
+		{"header timeout from defaults", cfg.HTTP.ReadHeaderTimeout.String(), (10 * time.Second).String()},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -106,6 +117,25 @@ func TestConfigErrors(t *testing.T) {
 	cfg, _ := cf.load()
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "not loopback") {
 		t.Fatalf("non-loopback without tokens or TLS must be refused, got %v", err)
+	}
+
+	fs = newFlagSet("serve", "test")
+	cf = addConfigFlags(fs, serveSettings...)
+	if err := fs.Parse([]string{"--max-body-bytes", "lots"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cf.load(); err == nil || !strings.Contains(err.Error(), "max-body-bytes") {
+		t.Fatalf("a bad size must name the flag, got %v", err)
+	}
+	fs = newFlagSet("serve", "test")
+	cf = addConfigFlags(fs, serveSettings...)
+	if err := fs.Parse([]string{"--max-body-bytes", "100", "--max-in-flight", "-1"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ = cf.load()
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "http.max_body_bytes 100") || !strings.Contains(err.Error(), "http.max_in_flight_per_agent -1") {
+		t.Fatalf("a body cap under 64 KiB and a negative in-flight cap must both be refused, got %v", err)
 	}
 }
 
