@@ -50,9 +50,12 @@ func commands() []command {
 }
 
 func main() {
+	// The signals stay caught until the process exits: a SIGTERM arriving
+	// after a clean shutdown (an MCP client that closed stdin and then
+	// signals, as mcp-go's does after 2 s) must not turn exit 0 into a kill.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	err := dispatch(ctx, os.Args[1:], os.Stdout)
-	stop()
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
