@@ -5,6 +5,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -201,4 +204,40 @@ func TestReplicasShareOnePostgres(t *testing.T) {
 	replicas[survivor].stop()
 	e.checkLedgerMatchesSandbox()
 	t.Logf("%d budget samples, all within the limit", samples.Load())
+}
+
+// TestPostgresURLSelectedEverywhereAndPasswordHidden: --db, TOLLGATE_DB and
+// db: in tollgate.yaml each select PostgreSQL; a database that cannot be
+// reached is named in the error without its password.
+func TestPostgresURLSelectedEverywhereAndPasswordHidden(t *testing.T) {
+	t.Parallel()
+	const url = "postgres://tollgate:s3cr3t-pw@127.0.0.1:1/tollgate?sslmode=disable&connect_timeout=2"
+	bin := tollgateBinary(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tollgate.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("db: %q\n", url)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		args []string
+		env  []string
+	}{
+		"flag": {args: []string{"--db", url}},
+		"env":  {env: []string{"TOLLGATE_DB=" + url}},
+		"yaml": {args: []string{"--config", cfg}},
+	} {
+		cmd := exec.Command(bin, append([]string{"budget", "list"}, c.args...)...)
+		cmd.Dir = dir
+		cmd.Env = append(append(os.Environ(), "TOLLGATE_AUDIT_KEY_FILE="+filepath.Join(dir, "audit.key")), c.env...)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("%s: budget list on an unreachable database succeeded:\n%s", name, out)
+		}
+		if strings.Contains(string(out), "s3cr3t-pw") {
+			t.Errorf("%s: the password is shown:\n%s", name, out)
+		}
+		if !strings.Contains(string(out), "postgres://tollgate:xxxxx@127.0.0.1:1/tollgate") {
+			t.Errorf("%s: the error does not name the PostgreSQL database:\n%s", name, out)
+		}
+	}
 }
