@@ -77,7 +77,9 @@ func (s *Server) Handler() http.Handler {
 // authenticate resolves the principal of an MCP request: the agent whose
 // bearer token it carries, or the configured agent when auth is none, and
 // admits it (sessions, body, in-flight cap). Content-Length over the body cap
-// is refused first, before even the token is looked at. A
+// is refused first, before even the token is looked at. Under auth none a
+// request carrying an Authorization header is a 400: its token would not be
+// used. A
 // missing, malformed, expired, revoked or unknown token is a 401 before any
 // MCP processing, all with one text (badTokenText): the caller learns
 // nothing about a token it does not hold; the server log and the audit
@@ -94,6 +96,15 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			transport = "sse"
 		}
 		if s.cfg.Auth == "none" {
+			if r.Header.Get("Authorization") != "" {
+				// A client that sends a token expects to act as its agent;
+				// going on as the configured one would be a silent surprise.
+				httpError(w, http.StatusBadRequest, "auth_not_used", fmt.Sprintf(
+					"this server runs without agent tokens (--auth none): every request acts as agent %q, so the Authorization header "+
+						"was not used and the request is refused. Send no Authorization header to use it as %q, or run the server with "+
+						"tokens: tollgate serve --auth tokens, then tollgate agents create NAME --team TEAM --roles agent", s.cfg.Agent, s.cfg.Agent))
+				return
+			}
 			a, _ := s.cfg.agent(s.cfg.Agent)
 			s.admit(w, r.WithContext(WithPrincipal(r.Context(), principalFromConfig(a, transport))), a.Name, next)
 			return

@@ -429,3 +429,44 @@ func TestSessionsUnderAuthNone(t *testing.T) {
 		t.Fatalf("%d session.refused events under auth none", n)
 	}
 }
+
+// TestAuthNoneRefusesABearerToken (issue 13): a client that sends a token to
+// a server running --auth none would otherwise act as the configured agent
+// without knowing it; it gets a 400 that says why and how to use tokens, on
+// every MCP route, and a client without the header works as before.
+func TestAuthNoneRefusesABearerToken(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	base := trServeHTTP(t, e)
+	received := trCountEvents(t, e, "call.received")
+	for _, tc := range []struct{ method, path, body string }{
+		{http.MethodPost, "/mcp", trInitBody},
+		{http.MethodGet, "/sse", ""},
+		{http.MethodPost, "/message?sessionId=whatever", trCallBody},
+		{http.MethodGet, "/mcp", ""},
+	} {
+		for _, header := range []string{"Bearer " + trWellFormedToken(), "Basic dXNlcjpwYXNz"} {
+			code, body := ssDo(t, tc.method, base+tc.path, header, "", tc.body)
+			var got struct {
+				Error, Desc string
+			}
+			_ = json.Unmarshal([]byte(body), &struct {
+				Error *string `json:"error"`
+				Desc  *string `json:"error_description"`
+			}{&got.Error, &got.Desc})
+			if code != http.StatusBadRequest || got.Error != "auth_not_used" ||
+				!strings.Contains(got.Desc, "without agent tokens") || !strings.Contains(got.Desc, "--auth tokens") ||
+				!strings.Contains(got.Desc, webBot) {
+				t.Errorf("%s %s with %.10s…: %d %s, want 400 auth_not_used saying the server runs without tokens and how to use them", tc.method, tc.path, header, code, body)
+			}
+		}
+	}
+	if got := trCountEvents(t, e, "call.received"); got != received {
+		t.Fatalf("a refused request reached the MCP server")
+	}
+	r := trPost(t, base+"/mcp", "", "", trInitBody)
+	_ = r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("without the header: %s", r.Status)
+	}
+}
