@@ -95,3 +95,82 @@ func TestShellJoin(t *testing.T) {
 		t.Errorf("shellJoin: %s", got)
 	}
 }
+
+// TestPrintedConfigsWithholdThePostgresPassword: on a PostgreSQL database the
+// stdio configs serve prints name it in TOLLGATE_DB with the password (in
+// the user part, or a password / sslpassword parameter) replaced by a
+// placeholder the user is told to fill, never the secret; without a password
+// the URL is given whole and nothing is said.
+func TestPrintedConfigsWithholdThePostgresPassword(t *testing.T) {
+	t.Setenv("TOLLGATE_CONFIG", "")
+	t.Setenv("TOLLGATE_CERBOS_BIN", "")
+	for name, c := range map[string]struct{ dsn, want string }{
+		"user password": {
+			"postgres://tollgate:s3cr3t-pw@db.internal:5432/tollgate?sslmode=verify-full",
+			"postgres://tollgate:PASSWORD@db.internal:5432/tollgate?sslmode=verify-full",
+		},
+		"password parameter": {
+			"postgresql://tollgate@db.internal/tollgate?password=s3cr3t-pw&sslpassword=s3cr3t-pw&sslmode=require",
+			"postgresql://tollgate@db.internal/tollgate?password=PASSWORD&sslmode=require&sslpassword=PASSWORD",
+		},
+		"no password": {
+			"postgres://tollgate@/tollgate?host=/run/postgresql",
+			"",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			fs := newFlagSet("serve", "test")
+			cf := addConfigFlags(fs, serveSettings...)
+			if err := fs.Parse([]string{"--listen", "127.0.0.1:0", "--auth", "tokens", "--db", c.dsn, "--approval-wait", "5s"}); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := cf.load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			printConnectHelp(&out, cfg, "127.0.0.1:8787", cf.stdioArgs())
+			help := out.String()
+			if strings.Contains(help, "s3cr3t-pw") {
+				t.Fatalf("the connect help shows the database password:\n%s", help)
+			}
+			var desktop struct {
+				MCPServers map[string]struct {
+					Args []string          `json:"args"`
+					Env  map[string]string `json:"env"`
+				} `json:"mcpServers"`
+			}
+			_, line, _ := strings.Cut(help, "Claude Desktop  ")
+			line, _, _ = strings.Cut(line, "\n")
+			if err := json.Unmarshal([]byte(line), &desktop); err != nil {
+				t.Fatalf("Claude Desktop config %q: %v", line, err)
+			}
+			d := desktop.MCPServers["tollgate"]
+			if want := []string{"serve", "--agent", "local", "--approval-wait", "5s"}; !slices.Equal(d.Args, want) {
+				t.Errorf("Claude Desktop args\n got %q\nwant %q", d.Args, want)
+			}
+			want := c.want
+			if want == "" {
+				want = c.dsn
+			}
+			if d.Env["TOLLGATE_DB"] != want {
+				t.Errorf("Claude Desktop TOLLGATE_DB %q, want %q", d.Env["TOLLGATE_DB"], want)
+			}
+			if !strings.Contains(help, "claude mcp add tollgate -e "+shellJoin([]string{"TOLLGATE_DB=" + want})+" -- ") {
+				t.Errorf("the Claude Code stdio command does not carry TOLLGATE_DB=%s:\n%s", want, help)
+			}
+			note := strings.Contains(help, "replace PASSWORD in TOLLGATE_DB")
+			if note != (c.want != "") {
+				t.Errorf("note to fill the password shown %v, want %v:\n%s", note, c.want != "", help)
+			}
+		})
+	}
+}
+
+func TestWithoutDBPasswordUnparseable(t *testing.T) {
+	t.Parallel()
+	got, withheld := withoutDBPassword("postgres://tollgate:s3cr%zz@host/db")
+	if !withheld || strings.Contains(got, "s3cr") || !strings.HasPrefix(got, "postgres://") {
+		t.Errorf("withoutDBPassword of an unparseable URL: %q %v", got, withheld)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -345,7 +346,7 @@ func printConnectHelp(w io.Writer, cfg server.Config, addr string, stdioArgs []s
 	fmt.Fprintln(w, "Connect:")
 	fmt.Fprintf(w, "  Claude Code     claude mcp add --transport %s tollgate %s%s\n", transport, endpoint, header)
 	fmt.Fprintf(w, "  MCP inspector   npx -y @modelcontextprotocol/inspector@%s --cli %s --transport %s%s --method tools/list\n", inspectorVersion, endpoint, transport, header)
-	exe, env, args := stdioServer(cfg, stdioArgs)
+	exe, env, args, withheld := stdioServer(cfg, stdioArgs)
 	code := []string{"claude", "mcp", "add", "tollgate"}
 	for _, k := range slices.Sorted(maps.Keys(env)) {
 		code = append(code, "-e", k+"="+env[k])
@@ -359,33 +360,76 @@ func printConnectHelp(w io.Writer, cfg server.Config, addr string, stdioArgs []s
 		"command": exe, "args": append([]string{"serve"}, args...), "env": env,
 	}}})
 	fmt.Fprintf(w, "  Claude Desktop  %s\n", desktop)
+	if withheld {
+		fmt.Fprintf(w, "  The stdio configs leave the database password out: replace %s in TOLLGATE_DB with it\n"+
+			"  (or drop it there and keep it in ~/.pgpass or PGPASSWORD).\n", dbPasswordPlaceholder)
+	}
 	fmt.Fprintln(w)
+}
+
+// dbPasswordPlaceholder stands for the PostgreSQL password in the stdio
+// configs serve prints: they are pasted into client config files, chat and
+// tickets, so they never carry the secret itself.
+const dbPasswordPlaceholder = "PASSWORD"
+
+// withoutDBPassword is a PostgreSQL URL with its password (the URL's user
+// password, a password or sslpassword parameter) replaced by
+// dbPasswordPlaceholder, and whether there was one to replace. A URL that
+// does not parse is replaced whole, keeping its scheme: whatever it holds
+// may be a secret.
+func withoutDBPassword(dsn string) (string, bool) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		scheme, _, _ := strings.Cut(dsn, "://")
+		return scheme + "://USER:" + dbPasswordPlaceholder + "@HOST:PORT/DATABASE", true
+	}
+	withheld := false
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), dbPasswordPlaceholder)
+		withheld = true
+	}
+	q := u.Query()
+	for _, k := range []string{"password", "sslpassword"} {
+		if q.Has(k) {
+			q.Set(k, dbPasswordPlaceholder)
+			withheld = true
+		}
+	}
+	if withheld {
+		u.RawQuery = q.Encode()
+	}
+	return u.String(), withheld
 }
 
 // stdioServer is the command, environment and arguments (after serve) of a
 // stdio server that behaves like this one: the same binary, agent, config
 // file and settings, and this one's database — the one ledger every server
 // shares — by its absolute path (Claude Desktop starts servers from an
-// unknown folder).
-func stdioServer(cfg server.Config, stdioArgs []string) (string, map[string]string, []string) {
+// unknown folder). A PostgreSQL database goes in TOLLGATE_DB with its
+// password replaced by dbPasswordPlaceholder; withheld says one was.
+func stdioServer(cfg server.Config, stdioArgs []string) (exe string, env map[string]string, args []string, withheld bool) {
 	exe, err := os.Executable()
 	if err != nil {
 		exe = "tollgate"
 	}
-	db := cfg.DB
-	if !store.IsPostgresDSN(db) {
-		if abs, err := filepath.Abs(db); err == nil {
-			db = abs
-		}
-	}
-	env := map[string]string{}
+	env = map[string]string{}
 	if bin := os.Getenv("TOLLGATE_CERBOS_BIN"); bin != "" {
 		if a, err := filepath.Abs(bin); err == nil {
 			bin = a
 		}
 		env["TOLLGATE_CERBOS_BIN"] = bin
 	}
-	return exe, env, append([]string{"--agent", cfg.Agent, "--db", db}, stdioArgs...)
+	args = []string{"--agent", cfg.Agent}
+	if store.IsPostgresDSN(cfg.DB) {
+		env["TOLLGATE_DB"], withheld = withoutDBPassword(cfg.DB)
+	} else {
+		db := cfg.DB
+		if abs, err := filepath.Abs(db); err == nil {
+			db = abs
+		}
+		args = append(args, "--db", db)
+	}
+	return exe, env, append(args, stdioArgs...), withheld
 }
 
 // shellJoin quotes args for a POSIX shell where they need it.
