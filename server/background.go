@@ -34,6 +34,7 @@ func (p *Pipeline) onDecided(ctx context.Context, req approvals.Request) {
 			return
 		}
 		p.watch.notify(req.OperationID)
+		p.term.decided(req)
 		p.tellDecided(req, mcp.LoggingLevelNotice, "approved by "+strings.Join(voterNames(req), ", ")+"; executing now")
 		p.goRun(func(ctx context.Context) { p.execute(ctx, req.OperationID) })
 	case approvals.StateDenied:
@@ -42,16 +43,19 @@ func (p *Pipeline) onDecided(ctx context.Context, req approvals.Request) {
 			why += ": " + req.DecidedReason
 		}
 		if p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateDenied, "denied_by_approver", why) {
+			p.term.decided(req)
 			p.tellDecided(req, mcp.LoggingLevelWarning, why)
 		}
 	case approvals.StateExpired:
 		why := fmt.Sprintf("no approver decided before %s; the hold is released. This is an expiry, not a denial: ask again if it is still needed", req.ExpiresAt.UTC().Format(time.RFC3339))
 		if p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateExpired, "approval_expired", why) {
+			p.term.decided(req)
 			p.tellDecided(req, mcp.LoggingLevelWarning, why)
 		}
 	case approvals.StateCancelled:
 		why := "approval cancelled: " + req.DecidedReason
 		if p.releaseIf(ctx, req.OperationID, awaiting, ledger.StateCancelled, "cancelled", why) {
+			p.term.decided(req)
 			p.tellDecided(req, mcp.LoggingLevelWarning, why)
 		}
 	}

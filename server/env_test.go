@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -154,7 +155,12 @@ type envOptions struct {
 	rateLimit     sandbox.RateLimit
 	// onSandbox: see withNothingBilled.
 	onSandbox bool
+	// terminal: see withTerminal.
+	terminal io.Writer
 }
+
+// withTerminal gives the server a terminal for its approval lines (Deps.Terminal).
+func withTerminal(w io.Writer) envOption { return func(o *envOptions) { o.terminal = w } }
 
 // withNothingBilled tells the server its Cloudflare is the built-in sandbox
 // (Deps.Sandbox), as serve does without credentials.
@@ -312,7 +318,7 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps := Deps{DB: db, Authz: e.az, Logger: log, Version: "test", Clock: o.clock, PolicyDir: policies, Sandbox: o.onSandbox}
+	deps := Deps{DB: db, Authz: e.az, Logger: log, Version: "test", Clock: o.clock, PolicyDir: policies, Sandbox: o.onSandbox, Terminal: o.terminal}
 	deps.Cloudflare.APIBase = e.sbHTTP.URL + sandbox.APIPrefix
 	deps.Cloudflare.AccountID = e.sb.AccountID()
 	deps.Cloudflare.ParentToken = e.sb.ParentToken()
@@ -335,6 +341,12 @@ func newEnv(t testing.TB, opts ...envOption) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.srv.Close)
+	// Tests count policy calls and read logs: start-up's quorum check is over first.
+	select {
+	case <-e.srv.approversChecked:
+	case <-time.After(hangGuard):
+		t.Fatal("start-up's approver check did not finish")
+	}
 	return e
 }
 

@@ -38,6 +38,7 @@ type Pipeline struct {
 	metrics   *metrics
 	watch     *watcher
 	notify    *notifier
+	term      *terminal // serve's approval lines; nil prints nothing
 
 	// life is the server's lifetime: pipelines started by a call outlive
 	// the call (a client may disconnect while a human decides).
@@ -547,6 +548,7 @@ func (p *Pipeline) requestApproval(ctx context.Context, op ledger.Operation, pla
 			"could not record the approval request: "+err.Error())
 		return
 	}
+	p.term.requested(created)
 	p.notify.tellAgent(op.Agent, mcp.LoggingLevelNotice, loggerApprovals, agentMessage{
 		Event: "approval_requested", OperationID: op.ID, Tool: op.Tool, Code: created.ID,
 		Message: fmt.Sprintf("%s of %s (%s) waits for %s (approval %s, expires %s); get_operation %s follows it",
@@ -896,6 +898,7 @@ func (p *Pipeline) finish(ctx context.Context, reqID, text string) {
 	if reqID == "" {
 		return
 	}
+	p.term.finished(reqID, text)
 	if err := p.approvals.Finish(ctx, reqID, text); err != nil {
 		p.log.Warn("approval message not updated", "approval", reqID, "err", err)
 	}

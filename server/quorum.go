@@ -101,12 +101,23 @@ func (s *Server) logApprovers(ctx context.Context) {
 		via = append(via, "CLI and console as OS user "+os)
 		s.log.Info("approver", "name", a.Name, "roles", strings.Join(a.Roles, ","), "votes_via", strings.Join(via, "; "))
 	}
+	short, skipped := 0, 0
 	for _, a := range s.cfg.Agents {
+		if ctx.Err() != nil {
+			return
+		}
 		pr := principalFromConfig(a, "startup-check")
-		for _, pb := range s.quorumProbes(a) {
-			d := s.pipe.decide(ctx, s.pipe.principal(pr, ledger.ClientInfo{Transport: "startup-check"}), pb.resource, pb.action)
+		probes := s.quorumProbes(a)
+		checks := make([]authz.Check, len(probes))
+		for i, pb := range probes {
+			checks[i] = authz.Check{Resource: pb.resource, Actions: []string{pb.action}}
+		}
+		// One policy call per agent for its probes.
+		ds := s.pipe.decideAll(ctx, s.pipe.principal(pr, ledger.ClientInfo{Transport: "startup-check"}), checks...)
+		for i, pb := range probes {
+			d := ds[i]
 			if d.Unavailable {
-				s.log.Warn("quorum check skipped: the policy engine did not answer", "agent", a.Name, "tool", pb.tool)
+				skipped++
 				continue
 			}
 			if !d.Allowed {
@@ -114,8 +125,15 @@ func (s *Server) logApprovers(ctx context.Context) {
 			}
 			need := s.pipe.needFor(pb.irreversible, pb.amount, d)
 			if why := s.pipe.quorumShortfall(ctx, pr, pb.tool, pb.irreversible, pb.amount, need); why != "" {
+				short++
 				s.log.Warn("approval quorum cannot be met: such calls will fail instead of waiting", "agent", a.Name, "why", why)
 			}
 		}
+	}
+	switch {
+	case skipped > 0:
+		s.log.Warn("approval quorum check incomplete: the policy engine did not answer", "checks_skipped", skipped)
+	case short == 0:
+		s.log.Info("approval quorums checked: the configured approvers can approve every configured agent's registrations and production deploys")
 	}
 }

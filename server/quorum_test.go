@@ -23,6 +23,7 @@ func TestQuorumThatCannotBeMetIsReported(t *testing.T) {
 			{Name: "bob", OSUser: "bob", Roles: []string{"approver"}},
 		}
 	}))
+	waitLog(t, e, "approval quorum")
 	logs := e.logs.String()
 	if !strings.Contains(logs, `msg="approval quorum cannot be met`) || !strings.Contains(logs, "agent=web-bot") ||
 		!strings.Contains(logs, "register_domain of 50.00 USD needs 2 distinct approvers") {
@@ -61,6 +62,7 @@ func TestQuickstartDefaultsNeedOneApprover(t *testing.T) {
 		c.Agents, c.Agent, c.Approvers, c.Approvals = d.Agents, d.Agent, d.Approvers, d.Approvals
 		c.Approvals.Wait = 0
 	}))
+	waitLog(t, e, "approval quorums checked")
 	if logs := e.logs.String(); strings.Contains(logs, "quorum cannot be met") || !strings.Contains(logs, "msg=approver name="+Default().Approvers[0].Name) {
 		t.Fatalf("start-up logs:\n%s", logs)
 	}

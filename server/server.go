@@ -51,6 +51,9 @@ type Deps struct {
 	// Sandbox says Cloudflare is tollgate's built-in sandbox, where nothing is
 	// billed: agents reach the policy with P.attr.sandbox true.
 	Sandbox bool
+	// Terminal, when set, gets one line per approval requested, decided,
+	// withdrawn or executed (serve's stderr); nil prints nothing.
+	Terminal io.Writer
 }
 
 // Server is a running tollgate.
@@ -87,6 +90,8 @@ type Server struct {
 	loops     context.Context
 	stop      context.CancelFunc // the pipelines' lifetime: cancelled last
 	loopDone  sync.WaitGroup
+	// approversChecked is closed once start-up's quorum check has said its piece.
+	approversChecked chan struct{}
 }
 
 // New builds a server from a validated config and its parts.
@@ -103,7 +108,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.Clock == nil {
 		d.Clock = func() time.Time { return time.Now().UTC() }
 	}
-	s := &Server{cfg: cfg, deps: d, log: d.Logger}
+	s := &Server{cfg: cfg, deps: d, log: d.Logger, approversChecked: make(chan struct{})}
 
 	book, err := cfg.Pricing.Workers.book()
 	if err != nil {
@@ -145,6 +150,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		life:       life,
 		quotes:     quoteLimiter{perMinute: cfg.QuotesPerMinute},
 		quoteCache: newQuoteCache(toolsCfg.QuoteTTL),
+		term:       newTerminal(d.Terminal, cfg.ConsoleBase(), d.Clock),
 	}
 	s.pipe.quoteSession, err = s.broker.Shared(cloudflare.PurposeQuote, sharedQuoteHooks(d.DB, cfg.Cloudflare.RequestIP, s.pipe.log.Error))
 	if err == nil {
@@ -275,7 +281,6 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.approvals.PublishApprovers(ctx); err != nil {
 		return err
 	}
-	s.logApprovers(ctx)
 	// A server without a listener (stdio) has no console to offer, but
 	// another server on the database may: leave its address for
 	// `approvals open` rather than withdraw it.
@@ -296,6 +301,14 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 		}()
 	}
+	// Who approves is said at start; whether they can meet every quorum
+	// takes policy calls, so it is said once they answered, without
+	// delaying the start.
+	run("approver check", func(ctx context.Context) error {
+		defer close(s.approversChecked)
+		s.logApprovers(ctx)
+		return nil
+	})
 	run("approvals", s.approvals.Run)
 	run("pipeline", func(ctx context.Context) error { s.pipe.loop(ctx, time.Second); return nil })
 	run("parent token rotation", func(ctx context.Context) error {

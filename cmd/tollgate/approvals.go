@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/approvals/display"
@@ -110,15 +112,23 @@ func runApprovals(ctx context.Context, args []string, out io.Writer) error {
 					}
 					return printJSON(out, reqs)
 				}
-				var t [][]string
-				for _, r := range reqs {
-					t = append(t, []string{r.ID, r.State, r.Agent, r.Summary, r.AmountText, fmt.Sprintf("%d/%d", r.Approvals(), max(r.Quorum, 1)), r.ExpiresAt.UTC().Format(time.RFC3339)})
+				if len(reqs) == 0 {
+					if *state == "all" {
+						fmt.Fprintln(out, "No approval requests.")
+					} else {
+						fmt.Fprintf(out, "No %s approval requests.\n", display.Text(*state, 20))
+					}
+					return nil
 				}
-				return table(out, []string{"ID", "STATE", "AGENT", "SUMMARY", "AMOUNT", "VOTES", "EXPIRES"}, t)
+				now := time.Now()
+				for _, r := range reqs {
+					fmt.Fprintln(out, requestSentence(r, now))
+				}
+				return nil
 			})
 		},
 		"show": func(args []string) error {
-			fs := newFlagSet("approvals show ID", "show one approval request in full")
+			fs := newFlagSet("approvals show ID", "show one approval request in full (ID: apr_…, 6+ of its first characters, or op_…)")
 			cf := addConfigFlags(fs, ledgerSettings...)
 			asJSON := fs.Bool("json", false, "print as JSON")
 			id, err := parseNamed(fs, args)
@@ -126,16 +136,16 @@ func runApprovals(ctx context.Context, args []string, out io.Writer) error {
 				return err
 			}
 			if id == "" {
-				return usageError{"usage: tollgate approvals show ID"}
+				return usageError{"usage: tollgate approvals show ID (apr_…, 6+ of its first characters, or op_…)"}
 			}
 			return onLedger(ctx, cf, reads, func(cfg server.Config, db *ledger.DB) error {
 				ap, err := server.ApprovalsReader(db, cfg)
 				if err != nil {
 					return err
 				}
-				r, err := ap.Get(ctx, id)
+				r, err := ap.Resolve(ctx, id)
 				if err != nil {
-					return fmt.Errorf("approval %s: %w", id, err)
+					return refError(id, err)
 				}
 				if *asJSON {
 					return printJSON(out, r)
@@ -158,12 +168,17 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 	})...)
 	as := fs.String("as", "", "approver name (must be mapped to your OS user in approvers:)")
 	reason := fs.String("reason", "", "why (required to deny)")
+	noWait := fs.Bool("no-wait", false, "return once the vote is recorded, without waiting for the outcome")
+	wait := fs.Duration("wait", defaultVoteWait, "how long to wait for the outcome (the registration, the deploy, or the failure)")
 	id, err := parseNamed(fs, args)
 	if err != nil {
 		return err
 	}
 	if id == "" {
-		return usageError{fmt.Sprintf("usage: tollgate approvals %s ID [--as NAME] [--reason TEXT]", outcome)}
+		return usageError{fmt.Sprintf("usage: tollgate approvals %s ID [--as NAME] [--reason TEXT] [--no-wait] (ID: apr_…, 6+ of its first characters, or op_…)", outcome)}
+	}
+	if *wait <= 0 || *wait > time.Hour {
+		return usageError{fmt.Sprintf("--wait %s: use 1s to 1h, or --no-wait", *wait)}
 	}
 	if outcome == approvals.OutcomeDeny && strings.TrimSpace(*reason) == "" {
 		return usageError{"--reason is required to deny"}
@@ -179,6 +194,11 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 		if err != nil {
 			return err
 		}
+		r, err := ap.Resolve(ctx, id)
+		if err != nil {
+			return refError(id, err)
+		}
+		id = r.ID
 		res, err := ap.Decide(ctx, approvals.VoteInput{RequestID: id, Approver: me.Name, Via: approvals.ViaCLI, Outcome: outcome, Reason: *reason})
 		if err != nil {
 			var na *approvals.NotAllowedError
@@ -187,6 +207,8 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 				return fmt.Errorf("not allowed: %s", na.Reason)
 			case errors.Is(err, approvals.ErrExpired):
 				return fmt.Errorf("%s has expired; nothing was decided", id)
+			case errors.Is(err, approvals.ErrCancelled):
+				return fmt.Errorf("%s was withdrawn (%s); nothing was decided", id, display.Text(withdrawnWhy(ctx, ap, id), 300))
 			}
 			return err
 		}
@@ -194,9 +216,147 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 			fmt.Fprintf(out, "%s: your approval is recorded (%d of %d); waiting for more approvers\n", id, res.Approvals, res.Needed)
 			return nil
 		}
-		fmt.Fprintf(out, "%s %s by %s; a running tollgate server acts on it within a second\n", id, res.Request.State, me.Name)
-		return nil
+		fmt.Fprintf(out, "%s %s by %s: %s\n", id, res.Request.State, me.Name, display.Text(res.Request.Summary, 200))
+		if *noWait {
+			fmt.Fprintln(out, "A running tollgate server acts on it within a second; follow it with: tollgate approvals show "+approvals.ShortID(id))
+			return nil
+		}
+		return awaitOutcome(ctx, out, db, ap, res.Request, *wait)
 	})
+}
+
+// defaultVoteWait bounds how long approve and deny wait for the outcome: a
+// registration the registry holds for a while still answers within it.
+const defaultVoteWait = 2 * time.Minute
+
+// refError explains a reference Resolve could not use.
+func refError(ref string, err error) error {
+	if errors.Is(err, approvals.ErrNotFound) {
+		return fmt.Errorf("no approval request matches %q (tollgate approvals list --state all shows them)", display.Text(ref, 80))
+	}
+	return err
+}
+
+// withdrawnWhy is the reason a cancelled request gives.
+func withdrawnWhy(ctx context.Context, ap *approvals.Service, id string) string {
+	if r, err := ap.Get(ctx, id); err == nil && r.DecidedReason != "" {
+		return r.DecidedReason
+	}
+	return "cancelled"
+}
+
+// awaitOutcome follows a decided request's operation until it ends (a
+// running server executes or releases it), then prints what happened: the
+// registration or deploy, or why nothing was done. An operation that
+// failed is an error (exit status 1).
+func awaitOutcome(ctx context.Context, out io.Writer, db *ledger.DB, ap *approvals.Service, r approvals.Request, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	said := ledger.State("")
+	for {
+		op, err := db.Operation(ctx, r.OperationID)
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("follow operation %s: %w", r.OperationID, err)
+		}
+		if err == nil {
+			if op.State == ledger.StateExecuting && said != op.State {
+				fmt.Fprintf(out, "Executing at Cloudflare…\n")
+				said = op.State
+			}
+			if op.State.Terminal() {
+				return printOutcome(ctx, out, ap, r, op)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+				fmt.Fprintf(out, "Operation %s is still %s after %s: is tollgate serve running on this database? Follow it with: tollgate approvals show %s\n",
+					r.OperationID, op.State, limit, approvals.ShortID(r.ID))
+				return nil
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// printOutcome says how an operation ended. The execution's own words (the
+// server writes them on the request after it settles) are waited for
+// briefly; the operation's record is enough without them.
+func printOutcome(ctx context.Context, out io.Writer, ap *approvals.Service, r approvals.Request, op ledger.Operation) error {
+	result := ""
+	for range 10 {
+		if got, err := ap.Get(ctx, r.ID); err == nil && got.ResultText != "" {
+			result = got.ResultText
+			break
+		}
+		if op.State != ledger.StateSucceeded {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t := func(s string) string { return display.Text(s, 500) }
+	switch op.State {
+	case ledger.StateSucceeded:
+		if result == "" {
+			charged := "nothing"
+			if op.Charged != nil {
+				charged = op.Charged.String()
+			}
+			result = r.Summary + ", charged " + charged
+		}
+		fmt.Fprintf(out, "Done: %s (operation %s)\n", t(result), op.ID)
+		return nil
+	case ledger.StateDenied, ledger.StateCancelled, ledger.StateExpired:
+		fmt.Fprintf(out, "Operation %s is %s: %s; nothing was charged and its hold is released\n", op.ID, op.State, t(op.Error))
+		return nil
+	}
+	why := op.Error
+	if result != "" {
+		why = result
+	}
+	return fmt.Errorf("operation %s %s (%s): %s", op.ID, op.State, op.ErrorCode, t(why))
+}
+
+// requestSentence is one request as a line a person reads: who asks for
+// what, for how much, where it stands, and how to act on it.
+func requestSentence(r approvals.Request, now time.Time) string {
+	t := func(s string) string { return display.Text(s, 160) }
+	short := approvals.ShortID(r.ID)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  %s asks to %s (%s)", short, t(r.Agent), lowerFirst(t(r.Summary)), t(r.AmountText))
+	if r.Reason != "" {
+		fmt.Fprintf(&b, ", because %q", display.Text(r.Reason, 120))
+	}
+	switch r.State {
+	case approvals.StatePending:
+		expires := "expires in " + display.Duration(r.ExpiresAt.Sub(now))
+		if !r.ExpiresAt.After(now) {
+			expires = "expiring now"
+		}
+		fmt.Fprintf(&b, ". %d of %d approvals, %s: tollgate approvals approve %s", r.Approvals(), max(r.Quorum, 1), expires, short)
+	case approvals.StateCancelled:
+		fmt.Fprintf(&b, ". Withdrawn: %s", t(r.DecidedReason))
+	default:
+		fmt.Fprintf(&b, ". %s: %s", strings.ToUpper(r.State[:1])+r.State[1:], t(r.DecidedReason))
+		if r.ResultText != "" {
+			fmt.Fprintf(&b, "; %s", t(r.ResultText))
+		}
+	}
+	return b.String() + "."
+}
+
+func lowerFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	r, n := utf8.DecodeRuneInString(s)
+	return string(unicode.ToLower(r)) + s[n:]
 }
 
 // printRequest prints one request for a terminal. Everything in it that an

@@ -551,7 +551,8 @@ func (e *crashEnv) requestID(opID string) string {
 func (e *crashEnv) approve(reqID string) {
 	t := e.t
 	t.Helper()
-	out, err := e.cli("approvals", "approve", reqID, "--as", "bob")
+	// --no-wait: the scenarios follow (or break) the execution themselves.
+	out, err := e.cli("approvals", "approve", reqID, "--as", "bob", "--no-wait")
 	if err != nil || !strings.Contains(out, "approved by bob") {
 		t.Fatalf("approvals approve %s: %v\n%s", reqID, err, out)
 	}

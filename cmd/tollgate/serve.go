@@ -121,6 +121,11 @@ func start(ctx context.Context, cfg server.Config, log *slog.Logger) (_ *runtime
 
 	_, onSandbox := cfCfg.ParentSource.(sandboxParent)
 	deps := server.Deps{DB: db, Authz: az, Cloudflare: cfCfg, Logger: log, Version: version, PolicyDir: policyDir, Sandbox: onSandbox}
+	if cfg.Transport != "stdio" {
+		// A person watches an HTTP server's terminal: one line per approval
+		// requested and decided. (Under stdio, stderr is the client's log.)
+		deps.Terminal = os.Stderr
+	}
 	var appToken string
 	if tok := os.Getenv("SLACK_BOT_TOKEN"); tok != "" {
 		opts := []slack.Option{}

@@ -169,7 +169,7 @@ func TestStdioServersShareOneLedger(t *testing.T) {
 	})
 	for _, op := range waiting {
 		reqID := e.requestID(op.ID)
-		out, err := e.plainCLI("approvals", "approve", reqID, "--as", "bob")
+		out, err := e.plainCLI("approvals", "approve", reqID, "--as", "bob", "--no-wait")
 		if err != nil || !strings.Contains(out, "approved by bob") {
 			t.Fatalf("approvals approve %s --db: %v\n%s", reqID, err, out)
 		}
