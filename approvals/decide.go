@@ -112,6 +112,8 @@ func rejectionCode(err error) string {
 		return "expired"
 	case errors.Is(err, ErrAlreadyDecided):
 		return "already_decided"
+	case errors.Is(err, ErrWithdrawn):
+		return "withdrawn"
 	case errors.Is(err, ErrCancelled):
 		return "cancelled"
 	case errors.Is(err, ErrNotApprover):
@@ -175,6 +177,9 @@ func stateError(r Request) error {
 	case StateExpired:
 		return fmt.Errorf("approval %s: %w at %s", r.ID, ErrExpired, r.ExpiresAt.Format(time.RFC3339))
 	case StateCancelled:
+		if r.Withdrawn {
+			return fmt.Errorf("approval %s: %w: %s", r.ID, ErrWithdrawn, r.DecidedReason)
+		}
 		return fmt.Errorf("approval %s: %w: %s", r.ID, ErrCancelled, r.DecidedReason)
 	default:
 		return fmt.Errorf("approval %s: %w: %s", r.ID, ErrAlreadyDecided, r.State)
@@ -582,6 +587,23 @@ func consumeRefusal(r Request, argsHash string, amountMicros int64, currency str
 // updates its message. A request that is no longer pending returns the matching
 // error; one past its expiry is marked expired and returns ErrExpired.
 func (s *Service) Cancel(ctx context.Context, requestID, reason, by string) error {
+	return s.cancel(ctx, requestID, reason, by, false)
+}
+
+// Withdraw cancels a pending request because its agent no longer wants it
+// (cancel_operation, a cancelled MCP request or task): like Cancel, audited
+// as approval.withdrawn by the agent, and every later vote, in any channel,
+// is refused with ErrWithdrawn ("withdrawn by the agent"). by is the agent's
+// audit actor ("agent:web-bot").
+func (s *Service) Withdraw(ctx context.Context, requestID, reason, by string) error {
+	reason = strings.TrimSpace(display.Text(reason, 300))
+	if reason == "" {
+		reason = "no reason given"
+	}
+	return s.cancel(ctx, requestID, "withdrawn by the agent: "+reason, by, true)
+}
+
+func (s *Service) cancel(ctx context.Context, requestID, reason, by string, withdrawn bool) error {
 	if strings.TrimSpace(reason) == "" {
 		reason = "cancelled"
 	}
@@ -608,15 +630,19 @@ func (s *Service) Cancel(ctx context.Context, requestID, reason, by string) erro
 			refusal = fmt.Errorf("approval %s: %w at %s", r.ID, ErrExpired, r.ExpiresAt.Format(time.RFC3339))
 			return s.expireTx(ctx, tx, &r, now)
 		}
-		// A cancellation has no hook: the caller (the freeze) already knows.
+		// A cancellation has no hook: the caller (the freeze, the withdrawal) already knows.
 		if _, err := tx.ExecContext(ctx, `UPDATE approval_requests SET state = 'cancelled', decided_reason = ?, decided_at = ?,
-			dispatched_at = ? WHERE id = ? AND state = 'pending'`, reason, now.UnixNano(), now.UnixNano(), r.ID); err != nil {
+			dispatched_at = ?, withdrawn = ? WHERE id = ? AND state = 'pending'`, reason, now.UnixNano(), now.UnixNano(), boolInt(withdrawn), r.ID); err != nil {
 			return fmt.Errorf("cancel: %w", err)
 		}
 		if err := touch(ctx, tx, r.ID); err != nil {
 			return err
 		}
-		return s.o.Audit(ctx, tx, EventCancelled, by, r.OperationID, map[string]any{
+		event := EventCancelled
+		if withdrawn {
+			event = EventWithdrawn
+		}
+		return s.o.Audit(ctx, tx, event, by, r.OperationID, map[string]any{
 			"request_id": r.ID,
 			"reason":     reason,
 			"approvals":  r.Approvals(),
@@ -689,6 +715,9 @@ func (s *Service) AbilitiesOf(ctx context.Context, approver string, r Request) A
 	switch {
 	case stateError(r) != nil:
 		ab.Why = "this request is " + r.State
+		if r.Withdrawn {
+			ab.Why = "this request was withdrawn by the agent"
+		}
 	case !s.now().Before(r.ExpiresAt):
 		ab.Why = "this request expired at " + r.ExpiresAt.Format(time.RFC3339)
 	case isSelf(ap, r):

@@ -13,26 +13,27 @@ import (
 
 const requestColumns = `id, operation_id, tool, agent, team, owner, client, summary, args_json, module_json,
 	amount_micros, currency, amount_text, headroom_json, reason, policy, args_hash, irreversible, quorum,
-	state, decided_reason, decided_at, consumed_at, created_at, expires_at, result_text`
+	state, decided_reason, decided_at, consumed_at, created_at, expires_at, result_text, withdrawn`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanRequest(row scanner) (Request, error) {
 	var (
-		r                      Request
-		argsJSON, headroomJSON string
-		moduleJSON             sql.NullString
-		irreversible           int
-		decidedAt, consumedAt  sql.NullInt64
-		createdAt, expiresAt   int64
+		r                       Request
+		argsJSON, headroomJSON  string
+		moduleJSON              sql.NullString
+		irreversible, withdrawn int
+		decidedAt, consumedAt   sql.NullInt64
+		createdAt, expiresAt    int64
 	)
 	err := row.Scan(&r.ID, &r.OperationID, &r.Tool, &r.Agent, &r.Team, &r.Owner, &r.Client, &r.Summary,
 		&argsJSON, &moduleJSON, &r.AmountMicros, &r.Currency, &r.AmountText, &headroomJSON, &r.Reason,
 		&r.Policy, &r.ArgsHash, &irreversible, &r.Quorum, &r.State, &r.DecidedReason, &decidedAt,
-		&consumedAt, &createdAt, &expiresAt, &r.ResultText)
+		&consumedAt, &createdAt, &expiresAt, &r.ResultText, &withdrawn)
 	if err != nil {
 		return Request{}, err
 	}
+	r.Withdrawn = withdrawn != 0
 	if err := json.Unmarshal([]byte(argsJSON), &r.Args); err != nil {
 		return Request{}, fmt.Errorf("decode args of %s: %w", r.ID, err)
 	}

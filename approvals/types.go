@@ -20,6 +20,7 @@ package approvals
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tollgatehq/tollgate/ledger/store"
@@ -82,6 +83,7 @@ const (
 	EventRejected        = "approval.rejected"         // a vote or click that changed nothing, with the reason
 	EventExpired         = "approval.expired"          // pending past its expiry
 	EventCancelled       = "approval.cancelled"        // cancelled (freeze)
+	EventWithdrawn       = "approval.withdrawn"        // withdrawn by the agent (Withdraw)
 	EventConsumed        = "approval.consumed"         // the single use at execution
 	EventConsumeRejected = "approval.consume_rejected" // an execution the approval does not cover
 	EventFreezeRequested = "approval.freeze"           // the Freeze agent button was accepted
@@ -140,6 +142,7 @@ type Request struct {
 	CreatedAt     time.Time `json:"created_at"`
 	ExpiresAt     time.Time `json:"expires_at"`
 	ResultText    string    `json:"result_text,omitempty"` // execution outcome shown on the message
+	Withdrawn     bool      `json:"withdrawn,omitempty"`   // cancelled because the agent withdrew it (Withdraw)
 }
 
 // Approvals counts the distinct approve votes.
@@ -195,13 +198,15 @@ type AuditFunc func(ctx context.Context, tx *store.Tx, typ, actor, operationID s
 
 // Errors returned by Decide, Consume, Cancel and the getters; test with errors.Is.
 var (
-	ErrNotFound        = errors.New("approval request not found")
-	ErrExpired         = errors.New("approval request expired")
-	ErrAlreadyDecided  = errors.New("approval request already decided")
-	ErrNotApprover     = errors.New("not a configured approver")
-	ErrSelfApproval    = errors.New("the agent's owner may not decide its own request")
-	ErrDuplicateVote   = errors.New("this approver already voted on the request")
-	ErrCancelled       = errors.New("approval request cancelled")
+	ErrNotFound       = errors.New("approval request not found")
+	ErrExpired        = errors.New("approval request expired")
+	ErrAlreadyDecided = errors.New("approval request already decided")
+	ErrNotApprover    = errors.New("not a configured approver")
+	ErrSelfApproval   = errors.New("the agent's owner may not decide its own request")
+	ErrDuplicateVote  = errors.New("this approver already voted on the request")
+	ErrCancelled      = errors.New("approval request cancelled")
+	// ErrWithdrawn: the agent withdrew the request; errors.Is(ErrWithdrawn, ErrCancelled) holds.
+	ErrWithdrawn       = fmt.Errorf("%w: withdrawn by the agent", ErrCancelled)
 	ErrBindingMismatch = errors.New("execution does not match the approved binding")
 	ErrConsumed        = errors.New("approval already used for an execution")
 	// ErrNotApproved: Consume on a request that is pending or denied.

@@ -341,7 +341,8 @@ func (p *Pipeline) Mutate(ctx context.Context, m tools.Mutation, call tools.Call
 		call.Progress(fmt.Sprintf("same call as operation %s (%s); waiting on it instead of acting twice", op.ID, op.State))
 	}
 	wait := p.cfg.Approvals.Wait
-	if w := taskWindowFrom(ctx); w != nil {
+	w := taskWindowFrom(ctx)
+	if w != nil {
 		// A task is polled, not held open: it follows the Operation until a
 		// human decides, and tasks/get reports what it waits for.
 		w.bind(op.ID)
@@ -350,7 +351,26 @@ func (p *Pipeline) Mutate(ctx context.Context, m tools.Mutation, call tools.Call
 	if p.elicit != nil {
 		defer p.elicit(ctx, op.ID)()
 	}
-	return p.await(ctx, op.ID, wait, call.Progress, true)
+	v, err := p.await(ctx, op.ID, wait, call.Progress, true)
+	if err != nil || w == nil || !w.wasCancelled() {
+		return v, err
+	}
+	// tasks/cancel: the agent no longer wants it. Once the operation has
+	// reached the human (or ended), its approval is withdrawn and its hold
+	// released; a client that merely went away is not a withdrawal.
+	bg := context.WithoutCancel(ctx)
+	if _, err := p.await(bg, op.ID, 0, nil, true); err != nil {
+		return v, nil
+	}
+	if cur, err := p.db.Operation(bg, op.ID); err == nil && cur.State == ledger.StateAwaitingApproval {
+		if err := p.withdraw(bg, cur, "the agent cancelled the MCP task", pr.actor()); err != nil {
+			p.log.Warn("withdrawal on task cancel failed", "operation", op.ID, "err", err)
+		}
+	}
+	if cur, err := p.db.Operation(bg, op.ID); err == nil {
+		v = p.view(bg, cur)
+	}
+	return v, nil
 }
 
 func (p *Pipeline) goRun(fn func(ctx context.Context)) {

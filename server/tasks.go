@@ -108,6 +108,13 @@ func taskWindowFrom(ctx context.Context) *taskWindow {
 	return w
 }
 
+// wasCancelled reports whether tasks/cancel arrived for the call.
+func (w *taskWindow) wasCancelled() bool {
+	w.owner.mu.Lock()
+	defer w.owner.mu.Unlock()
+	return w.cancelled
+}
+
 // bind records the Operation the task's call drives.
 func (w *taskWindow) bind(opID string) {
 	w.owner.mu.Lock()

@@ -12,7 +12,6 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
-	"github.com/tollgatehq/tollgate/ledger"
 )
 
 // MCP tasks (protocol 2025-11-25, mcp-go hybrid mode): register_domain and
@@ -157,28 +156,6 @@ func TestRegisterRunsAsTaskUntilApproved(t *testing.T) {
 	if regs := e.sb.Registrations(); len(regs) != 1 || regs[0].Domain != "as-a-task.dev" {
 		t.Fatalf("registrations %+v", regs)
 	}
-}
-
-// TestCancelledTaskLeavesTheOperation: tasks/cancel ends the client's window
-// onto the operation, not the operation, which a human may still approve.
-func TestCancelledTaskLeavesTheOperation(t *testing.T) {
-	t.Parallel()
-	e, sl := newSlackEnv(t, withConfig(func(c *Config) { c.Approvals.Wait = 0 }))
-	c := mcpHTTPClient(t, sl.url)
-	task := callAsTask(t, c, "register_domain", registerArgs("cancel-window.dev"))
-	opID := taskOperation(t, waitTaskMessage(t, c, task.TaskId, "waiting for a human approver"))
-
-	if _, err := c.CancelTask(context.Background(), mcp.CancelTaskRequest{Params: mcp.CancelTaskParams{TaskId: task.TaskId}}); err != nil {
-		t.Fatal(err)
-	}
-	if st := getTask(t, c, task.TaskId); st.Status != mcp.TaskStatusCancelled {
-		t.Fatalf("task after cancel: %+v", st)
-	}
-	if op, _ := e.db.Operation(context.Background(), opID); op.State != ledger.StateAwaitingApproval {
-		t.Fatalf("cancelling the task moved the operation to %s", op.State)
-	}
-	sl.approve(t, "U0BOB", e.pendingApproval(opID).ID)
-	e.waitState(opID, ledger.StateSucceeded)
 }
 
 // taskOperation is the operation a working task's status message names.

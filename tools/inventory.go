@@ -67,6 +67,7 @@ func Inventory() []ServerTool {
 		{Name: listWorkersName, Kind: "worker_script", Action: "read", New: func(r Runner, _ Config) Tool { return ListWorkers(r) }},
 		{Name: getOperationName, Kind: "operation", Action: "read", New: func(r Runner, _ Config) Tool { return GetOperation(r) }},
 		{Name: listOperationsName, Kind: "operation", Action: "read", New: func(r Runner, _ Config) Tool { return ListOperations(r) }},
+		{Name: cancelOperationName, Kind: "operation", Action: "cancel", New: func(r Runner, _ Config) Tool { return CancelOperation(r) }},
 		{Name: spendStatusName, Kind: "spend", Action: "read", New: func(r Runner, _ Config) Tool { return SpendStatus(r) }},
 	}
 }

@@ -41,6 +41,9 @@ type Runner interface {
 	// Operation returns one of the caller's operations, waiting up to wait for
 	// it to leave a non-terminal state; with history, every step of its story.
 	Operation(ctx context.Context, id string, wait time.Duration, history bool) (OperationView, error)
+	// CancelOperation withdraws one of the caller's operations that waits for
+	// a human: its approval is withdrawn and its hold released.
+	CancelOperation(ctx context.Context, id, reason string) (OperationView, error)
 	// Operations lists the caller's operations, newest first.
 	Operations(ctx context.Context, q ListOperationsArgs) (OperationList, error)
 	// SpendStatus reports the caller's budgets, limits and freezes.

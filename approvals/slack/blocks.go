@@ -143,6 +143,9 @@ func FallbackText(r approvals.Request) string {
 		head = "Expired"
 	case approvals.StateCancelled:
 		head = "Cancelled"
+		if r.Withdrawn {
+			head = "Withdrawn"
+		}
 	default:
 		head = "Approval needed"
 	}
@@ -159,6 +162,9 @@ func headerText(r approvals.Request) string {
 	case approvals.StateExpired:
 		return ":hourglass: Expired: " + r.Tool
 	case approvals.StateCancelled:
+		if r.Withdrawn {
+			return ":leftwards_arrow_with_hook: Withdrawn by the agent: " + r.Tool
+		}
 		return ":ice_cube: Cancelled: " + r.Tool
 	}
 	return ":lock: Approval needed: " + r.Tool
@@ -371,6 +377,9 @@ func decisionText(r approvals.Request) string {
 		return fmt.Sprintf(":hourglass: *Expired* at %s with %d of %d approvals. Nothing was approved; the agent must ask again.",
 			slackDate(r.ExpiresAt), r.Approvals(), max(r.Quorum, 1))
 	case approvals.StateCancelled:
+		if r.Withdrawn {
+			return fmt.Sprintf(":leftwards_arrow_with_hook: *Withdrawn by the agent* at %s: %s. Nothing will run; the hold is released.", slackDate(r.DecidedAt), display.Code(r.DecidedReason, 2000))
+		}
 		return fmt.Sprintf(":ice_cube: *Cancelled* at %s: %s", slackDate(r.DecidedAt), display.Code(r.DecidedReason, 2000))
 	}
 	return display.Code(r.State, 50)

@@ -39,6 +39,7 @@ const (
 	ReplyAlreadyDecided  = "This request was already decided; your click changed nothing."
 	ReplyDuplicateVote   = "You already voted on this request; it needs another approver. Nothing changed."
 	ReplyCancelled       = "This request was cancelled (the agent was frozen); your click changed nothing."
+	ReplyWithdrawn       = "This request was withdrawn by the agent; your click changed nothing."
 	ReplyNotFound        = "tollgate has no such approval request; nothing changed."
 	ReplyNotAllowed      = "Policy does not allow you to decide this request, so nothing changed: "
 	ReplyInvalid         = "tollgate could not read this click, so nothing changed."
@@ -73,6 +74,8 @@ func replyFor(err error) string {
 		return ReplyAlreadyDecided
 	case errors.Is(err, approvals.ErrDuplicateVote):
 		return ReplyDuplicateVote
+	case errors.Is(err, approvals.ErrWithdrawn):
+		return ReplyWithdrawn
 	case errors.Is(err, approvals.ErrCancelled):
 		return ReplyCancelled
 	case errors.Is(err, approvals.ErrNotFound):

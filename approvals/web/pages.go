@@ -225,6 +225,8 @@ func refusal(err error) (int, string) {
 		return http.StatusConflict, "This request was already decided; nothing changed."
 	case errors.Is(err, approvals.ErrDuplicateVote):
 		return http.StatusConflict, "You already voted on this request; it needs another approver. Nothing changed."
+	case errors.Is(err, approvals.ErrWithdrawn):
+		return http.StatusConflict, "This request was withdrawn by the agent; nothing changed."
 	case errors.Is(err, approvals.ErrCancelled):
 		return http.StatusConflict, "This request was cancelled; nothing changed."
 	case errors.Is(err, approvals.ErrFreezeUnavailable):

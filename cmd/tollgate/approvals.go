@@ -207,8 +207,10 @@ func vote(ctx context.Context, args []string, out io.Writer, outcome string) err
 				return fmt.Errorf("not allowed: %s", na.Reason)
 			case errors.Is(err, approvals.ErrExpired):
 				return fmt.Errorf("%s has expired; nothing was decided", id)
+			case errors.Is(err, approvals.ErrWithdrawn):
+				return fmt.Errorf("%s was withdrawn by the agent (%s); nothing was decided", id, display.Text(withdrawnWhy(ctx, ap, id), 300))
 			case errors.Is(err, approvals.ErrCancelled):
-				return fmt.Errorf("%s was withdrawn (%s); nothing was decided", id, display.Text(withdrawnWhy(ctx, ap, id), 300))
+				return fmt.Errorf("%s was cancelled (%s); nothing was decided", id, display.Text(withdrawnWhy(ctx, ap, id), 300))
 			}
 			return err
 		}
