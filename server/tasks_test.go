@@ -11,7 +11,6 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
-
 )
 
 // MCP tasks (protocol 2025-11-25, mcp-go hybrid mode): register_domain and
