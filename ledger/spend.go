@@ -23,6 +23,10 @@ type ReserveRequest struct {
 	Action      string      // the velocity-limited action (tollgate: the tool name)
 	Amount      money.Money // the full quoted maximum (includes Commitment.Amount if any)
 	Commitment  *Commitment // a once-per-key part of Amount
+	// MandateResource, when set (the resource's name: a domain, a script),
+	// lets Reserve consume a matching mandate of the agent for Action in the
+	// same transaction (MandateOf tells which); empty uses none.
+	MandateResource string
 	// Authorize, when set, first moves the operation to authorized (from
 	// Authorize.Opts.From, planned by default) in the same transaction:
 	// the policy's allow and the hold commit together.
@@ -335,6 +339,15 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 		data := map[string]any{
 			"amount": r.Amount, "amount_text": r.Amount.String(), "held": ev.hold, "action": r.Action,
 			"scopes": applicableScopes(cur.Agent, cur.Team), "budgets": statusData(ev.statuses, ev.hold),
+		}
+		if r.MandateResource != "" {
+			id, err := db.useMandate(ctx, tx, now, cur, r.Action, r.MandateResource, r.Amount)
+			if err != nil {
+				return err
+			}
+			if id != "" {
+				data["mandate_id"] = id
+			}
 		}
 		if r.Commitment != nil {
 			data["commitment"] = r.Commitment

@@ -439,9 +439,10 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 	// The policy's allow and the hold commit in one transaction; a call no
 	// human has to approve moves on to executing in it too, so one commit
 	// precedes everything that reaches Cloudflare.
+	mandateFor := p.mandateCandidate(ctx, pr, ci, m, plan, need, actor, op.ID)
 	rr := ledger.ReserveRequest{
 		OperationID: op.ID, Agent: pr.Name, Team: pr.Team, Action: m.Name(),
-		Amount: plan.Amount, Commitment: plan.Commitment,
+		Amount: plan.Amount, Commitment: plan.Commitment, MandateResource: mandateFor,
 		Authorize: &ledger.Step{Opts: ledger.TransitionOpts{From: planned, Actor: "policy"}, Events: []ledger.Event{
 			preEvent, decisionEvent(actor, op.ID, plan.Resource, m.Action(), dec),
 			ledger.NewEvent("operation.planned", "system", op.ID, map[string]any{
@@ -484,6 +485,21 @@ func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutatio
 		return
 	}
 
+	if need.Required && mandateFor != "" {
+		// Consumed with the reservation, or not at all (used up meanwhile).
+		if mandateID, err := p.db.MandateOf(ctx, op.ID); err != nil {
+			p.internal(ctx, op.ID, "read mandate use", err)
+			return
+		} else if mandateID != "" {
+			if err := p.approveByMandate(ctx, reserved, mandateID); err != nil {
+				p.internal(ctx, op.ID, "approve by mandate", err)
+				return
+			}
+			p.watch.notify(op.ID)
+			p.execute(ctx, op.ID)
+			return
+		}
+	}
 	if need.Required {
 		p.requestApproval(ctx, reserved, plan, dec, need, pr, ci)
 		return
@@ -735,7 +751,12 @@ func (p *Pipeline) execute(ctx context.Context, id string) {
 			return
 		}
 	case errors.Is(err, approvals.ErrNotFound):
-		if m.AlwaysNeedsApproval(op.Args) {
+		mandateID, merr := p.db.MandateOf(ctx, id)
+		if merr != nil {
+			p.internal(ctx, id, "read mandate use", merr)
+			return
+		}
+		if m.AlwaysNeedsApproval(op.Args) && mandateID == "" {
 			p.release(ctx, id, ledger.StateFailed, "approval_missing", "irreversible operation has no approval; refusing")
 			return
 		}

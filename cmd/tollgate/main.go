@@ -36,6 +36,7 @@ func commands() []command {
 		{"demo", "run a narrated end-to-end session against the sandbox", runDemo},
 		{"sandbox", "run the Cloudflare API emulator on its own", runSandbox},
 		{"approvals", "list, show, approve or deny approval requests (local approver); open the web console", runApprovals},
+		{"mandates", "create, list or revoke standing approvals (an agent, an action, a resource pattern, a count, amounts, an expiry)", runMandates},
 		{"budget", "set, list or show budgets", runBudget},
 		{"spend", "show what was spent and is held, by agent, team or day (with or without budgets)", runSpend},
 		{"limit", "set, list or delete velocity limits", runLimit},

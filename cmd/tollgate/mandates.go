@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tollgatehq/tollgate/approvals/display"
+	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/ledger"
+	"github.com/tollgatehq/tollgate/ledger/money"
+	"github.com/tollgatehq/tollgate/server"
+	"github.com/tollgatehq/tollgate/tools"
+)
+
+// runMandates is `tollgate mandates create|list|revoke`: standing approvals
+// an approver gives from the CLI.
+func runMandates(ctx context.Context, args []string, out io.Writer) error {
+	return subcommand("mandates", args, map[string]func([]string) error{
+		"create": func(args []string) error { return createMandate(ctx, args, out) },
+		"list": func(args []string) error {
+			fs := newFlagSet("mandates list", "list standing approvals (mandates), newest first")
+			cf := addConfigFlags(fs, ledgerSettings...)
+			asJSON := fs.Bool("json", false, "print as JSON")
+			if err := fs.Parse(args); err != nil {
+				return err
+			}
+			return onLedger(ctx, cf, reads, func(_ server.Config, db *ledger.DB) error {
+				ms, err := db.Mandates(ctx)
+				if err != nil {
+					return err
+				}
+				if *asJSON {
+					if ms == nil {
+						ms = []ledger.Mandate{}
+					}
+					return printJSON(out, ms)
+				}
+				if len(ms) == 0 {
+					fmt.Fprintln(out, "No mandates.")
+					return nil
+				}
+				now := time.Now()
+				for _, m := range ms {
+					fmt.Fprintln(out, mandateSentence(m, now))
+				}
+				return nil
+			})
+		},
+		"revoke": func(args []string) error {
+			fs := newFlagSet("mandates revoke ID", "end a mandate at once")
+			cf := addConfigFlags(fs, ledgerSettings...)
+			id, err := parseNamed(fs, args)
+			if err != nil {
+				return err
+			}
+			if id == "" {
+				return usageError{"usage: tollgate mandates revoke man_…"}
+			}
+			return onLedger(ctx, cf, appends, func(_ server.Config, db *ledger.DB) error {
+				m, err := db.RevokeMandate(ctx, id, cliActor())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "Revoked %s: %s\n", m.ID, mandateSentence(m, time.Now()))
+				return nil
+			})
+		},
+	}, []string{"create", "list", "revoke"})
+}
+
+// mandateSentence is one mandate as a line a person reads.
+func mandateSentence(m ledger.Mandate, now time.Time) string {
+	t := func(s string) string { return display.Text(s, 120) }
+	state := fmt.Sprintf("%d of %d used (%s of %s), expires in %s", m.Used, m.Count,
+		money.Money{Micros: m.UsedMicros, Currency: m.MaxTotal.Currency}, m.MaxTotal, display.Duration(m.ExpiresAt.Sub(now)))
+	switch {
+	case m.RevokedAt != nil:
+		state = fmt.Sprintf("revoked by %s after %d of %d uses", t(m.RevokedBy), m.Used, m.Count)
+	case !now.Before(m.ExpiresAt):
+		state = fmt.Sprintf("expired after %d of %d uses", m.Used, m.Count)
+	case m.Used >= m.Count:
+		state = fmt.Sprintf("used up (%d of %d)", m.Used, m.Count)
+	}
+	return fmt.Sprintf("%s  %s may %s %s up to %s each, given by %s: %s", m.ID, t(m.Agent), t(m.Action), t(m.Pattern), m.MaxPerCall, t(m.CreatedBy), state)
+}
+
+func createMandate(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlagSet("mandates create", "give an agent a standing approval (a mandate) as the local approver")
+	cf := addConfigFlags(fs, slices.Concat(ledgerSettings, []setting{
+		stringSetting("cerbos-addr", "TOLLGATE_CERBOS_ADDR", "external Cerbos PDP", func(c *server.Config) *string { return &c.Cerbos.Addr }),
+		stringSetting("policies", "TOLLGATE_POLICIES", "policy folder for the managed PDP", func(c *server.Config) *string { return &c.Cerbos.Policies }),
+	})...)
+	agent := fs.String("agent", "", "the agent it is for (required)")
+	action := fs.String("action", "", "the tool it covers: "+tools.OrList(tools.RateLimited())+" (required)")
+	resource := fs.String("resource", "", `resource pattern: an exact name, "*.dev" or "shop-*" (required)`)
+	perCall := fs.String("max-per-call", "", "most one call may cost, e.g. 15.00 (required)")
+	total := fs.String("max-total", "", "most all calls together may cost (required)")
+	currency := fs.String("currency", "USD", "currency of the amounts")
+	count := fs.Int("count", 0, fmt.Sprintf("how many calls it covers, 1 to %d (required)", ledger.MaxMandateCount))
+	expires := fs.Duration("expires", 24*time.Hour, "how long it lasts, at most 168h")
+	as := fs.String("as", "", "approver name (must be mapped to your OS user in approvers:)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var problems []string
+	for name, v := range map[string]string{"--agent": *agent, "--action": *action, "--resource": *resource, "--max-per-call": *perCall, "--max-total": *total} {
+		if strings.TrimSpace(v) == "" {
+			problems = append(problems, name+" is required")
+		}
+	}
+	if *action != "" && !tools.IsRateLimited(*action) {
+		problems = append(problems, fmt.Sprintf("--action %q: use %s", display.Text(*action, 40), tools.OrList(tools.RateLimited())))
+	}
+	maxPerCall, err := money.ParseMoney(*perCall, strings.ToUpper(*currency))
+	if *perCall != "" && err != nil {
+		problems = append(problems, "--max-per-call: "+err.Error())
+	}
+	maxTotal, err := money.ParseMoney(*total, strings.ToUpper(*currency))
+	if *total != "" && err != nil {
+		problems = append(problems, "--max-total: "+err.Error())
+	}
+	if *expires <= 0 || *expires > ledger.MaxMandateLifetime {
+		problems = append(problems, fmt.Sprintf("--expires %s: use 1s to 168h", *expires))
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return usageError{strings.Join(problems, "; ")}
+	}
+	return onLedger(ctx, cf, appends, func(cfg server.Config, db *ledger.DB) error {
+		cfg, err := servedApprovers(ctx, cfg, db)
+		if err != nil {
+			return err
+		}
+		ap, err := server.ApprovalsReader(db, cfg)
+		if err != nil {
+			return err
+		}
+		me, err := localApprover(ap, *as)
+		if err != nil {
+			return err
+		}
+		// The hard self-approval rule: the agent's owner never approves for it.
+		owner := ""
+		if a, err := db.Agent(ctx, *agent); err == nil {
+			owner = a.Owner
+		}
+		for _, a := range cfg.Agents {
+			if a.Name == *agent {
+				owner = a.Owner
+			}
+		}
+		if strings.EqualFold(me.Name, owner) || strings.EqualFold(me.Name, *agent) {
+			return fmt.Errorf("%s owns agent %s, so another approver has to give it a mandate", me.Name, *agent)
+		}
+		// A call the mandate covers needs no more than one approver (its
+		// creator): a configured quorum above one applies to creating it too,
+		// and one approver alone cannot meet it.
+		for _, q := range cfg.Approvals.Quorum {
+			above, err := money.ParseMoney(q.Above, strings.ToUpper(orDefault(q.Currency, "USD")))
+			if err == nil && q.Approvers > 1 && (above.Currency != maxPerCall.Currency || maxPerCall.Micros > above.Micros) {
+				return fmt.Errorf("calls above %s need %d approvers (approvals.quorum), so one approver cannot give a mandate of %s per call; lower --max-per-call", above, q.Approvers, maxPerCall)
+			}
+		}
+		rt := &runtime{}
+		defer rt.close()
+		az, _, err := startPolicyEngine(ctx, cfg, slog.New(slog.DiscardHandler), rt)
+		if err != nil {
+			return err
+		}
+		env := ""
+		if *action == "deploy_worker" {
+			env = "preview" // the only deploys a mandate may ever cover; the policy says so again at each use
+		}
+		res := server.MandateResource("new", *agent, *action, env, maxPerCall)
+		d := az.Check(ctx, authz.Principal{ID: me.Name, Roles: me.Roles}, res, "create")["create"]
+		if d.Unavailable {
+			return errors.New("the policy engine could not be asked; no mandate was created")
+		}
+		if !d.Allowed {
+			why := "no policy rule lets " + me.Name + " create this mandate"
+			if len(d.Reasons) > 0 {
+				why = d.Reasons[0]
+			}
+			return fmt.Errorf("not allowed: %s", why)
+		}
+		m, err := db.CreateMandate(ctx, ledger.Mandate{
+			Agent: *agent, Action: *action, Pattern: strings.ToLower(*resource), MaxPerCall: maxPerCall, MaxTotal: maxTotal,
+			Count: *count, CreatedBy: "cli:" + me.Name, ExpiresAt: time.Now().Add(*expires),
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "Created %s\n", mandateSentence(m, time.Now()))
+		fmt.Fprintf(out, "Revoke it at once with: tollgate mandates revoke %s\n", m.ID)
+		return nil
+	})
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
