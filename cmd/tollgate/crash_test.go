@@ -184,6 +184,8 @@ type crashEnv struct {
 	mu      sync.Mutex // logs and serves, for servers started in parallel
 	logs    []string
 	serves  int
+	// extraEnv is appended to every child's environment (Slack, for one).
+	extraEnv []string
 }
 
 // crashConfig is what a scenario changes in the env's tollgate.yaml.
@@ -192,6 +194,8 @@ type crashConfig struct {
 	wait   string   // approvals.wait
 	budget string   // team:web's day budget
 	db     string   // the database; "" is tollgate.db in the env's folder
+	// slackUser is approver bob's Slack user id; "" gives him none.
+	slackUser string
 }
 
 func newCrashEnv(t *testing.T) *crashEnv {
@@ -244,6 +248,10 @@ func newCrashEnvWith(t *testing.T, cc crashConfig) *crashEnv {
     attributes: {environment: dev, trust_tier: standard}
 `, a)
 	}
+	bobSlack := ""
+	if cc.slackUser != "" {
+		bobSlack = "\n    slack_user_id: " + cc.slackUser
+	}
 	e.dsn = cc.db
 	if e.dsn == "" {
 		e.dsn = filepath.Join(e.dir, "tollgate.db")
@@ -257,7 +265,7 @@ cerbos:
 agents:
 %sapprovers:
   - name: bob
-    os_user: %s
+    os_user: %s%s
     roles: [approver]
 approvals:
   wait: %s
@@ -266,7 +274,7 @@ budgets:
   - scope: team:web
     window: day
     limit: "%s"
-`, e.dsn, cc.agents[0], filepath.Join(root, "cerbos-policies"), agents.String(), u.Username, cc.wait, cc.budget)
+`, e.dsn, cc.agents[0], filepath.Join(root, "cerbos-policies"), agents.String(), u.Username, bobSlack, cc.wait, cc.budget)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +325,7 @@ func (e *crashEnv) env() []string {
 			"CLOUDFLARE_API_TOKEN="+e.parent, "CLOUDFLARE_ACCOUNT_ID="+e.account,
 			"TOLLGATE_CLOUDFLARE_API_BASE="+sandbox.APIBase(e.sbAddr))
 	}
-	return out
+	return append(out, e.extraEnv...)
 }
 
 // startSandbox runs `tollgate sandbox` on a free loopback port with a state
