@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -59,6 +60,15 @@ func TestMandateCoversExactlyItsCount(t *testing.T) {
 	}
 	if n := len(e.sb.Registrations()); n != 3 {
 		t.Fatalf("%d registrations, want 3", n)
+	}
+	// The operation's story (audit show, the console) names the mandate.
+	var story []string
+	_ = e.db.Events(ctx, ledger.EventQuery{Types: []string{ledger.EventMandateUsed}}, func(ev ledger.Event) error {
+		story = append(story, EventDetail(ev))
+		return nil
+	})
+	if len(story) != 3 || !strings.Contains(story[0], "mandate_id="+m.ID) || !strings.Contains(story[0], "count=3") {
+		t.Errorf("mandate.used in the timeline: %q", story)
 	}
 	if n := e.auditCount(ledger.EventMandateUsed); n != 3 || !e.auditHas(ledger.EventMandateUsed, m.ID) || !e.auditHas("approval.mandate", m.ID) {
 		t.Errorf("%d mandate.used events (want 3, with the id)", n)

@@ -38,6 +38,12 @@ func EventDetail(e ledger.Event) string {
 		return pick("token_id", "source", "scheduled", "error")
 	case "rollout.step", "rollout.rolled_back", "rollout.resumed", "execution.succeeded", "execution.failed":
 		return pick("summary", "error")
+	case ledger.EventMandateUsed:
+		return pick("mandate_id", "use", "count", "amount", "created_by")
+	case "approval.mandate":
+		return pick("mandate_id", "why")
+	case "operation.withdrawn":
+		return pick("approval_id", "reason")
 	}
 	b, _ := json.Marshal(d)
 	return string(b)
