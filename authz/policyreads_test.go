@@ -25,7 +25,8 @@ func TestReadPoliciesOfTheRepository(t *testing.T) {
 		// reads them: with schema enforcement the PDP reads them too.
 		{"operation", []string{"agent", "owner", "state", "team", "tool"}},
 		{"spend", []string{"agent", "owner", "team"}},
-		{"worker_script", []string{"agent", "environment", "module_sha256", "owner", "size_bytes"}},
+		// Rollouts: the policy caps the first step and the interval.
+		{"worker_script", []string{"agent", "environment", "module_sha256", "owner", "rollout_interval_seconds", "rollout_steps", "size_bytes"}},
 		{"no_such_kind", []string{"agent", "owner"}},
 	}
 	for _, tt := range tests {
