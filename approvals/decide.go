@@ -101,9 +101,12 @@ func voterLabel(v VoteInput) string {
 // rejectionCode is the machine code of a refusal, for the audit trail.
 func rejectionCode(err error) string {
 	var na *NotAllowedError
+	var mr *MandateRefusedError
 	switch {
 	case errors.As(err, &na):
 		return "not_allowed"
+	case errors.As(err, &mr):
+		return "mandate_refused"
 	case errors.Is(err, ErrInvalidInput):
 		return "invalid_input"
 	case errors.Is(err, ErrNotFound):

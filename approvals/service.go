@@ -62,6 +62,9 @@ type Options struct {
 	// operations and their approvals (Cancel). nil disables Freeze (refused
 	// and audited).
 	OnFreeze func(ctx context.Context, agent string, by Approver, via string) error
+	// Mandates creates standing approvals given with an approve vote
+	// (ApproveWithMandate); nil disables them (channels offer none).
+	Mandates Mandates
 	// RetryMin and RetryMax bound the exponential backoff of channel posts and updates.
 	RetryMin, RetryMax time.Duration
 	// ExpiryInterval is how often Run expires due requests and delivers missed decisions.

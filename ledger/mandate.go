@@ -88,6 +88,10 @@ func MatchesPattern(pattern, name string) bool {
 	return name == pattern
 }
 
+// Validate reports every problem of a new mandate at now at once (the checks
+// CreateMandate runs), so a channel can refuse before it writes anything.
+func (m Mandate) Validate(now time.Time) error { return m.validate(now) }
+
 func (m Mandate) validate(now time.Time) error {
 	var problems []string
 	if strings.TrimSpace(m.Agent) == "" {

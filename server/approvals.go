@@ -36,6 +36,7 @@ func NewApprovals(db *ledger.DB, az *authz.Client, cfg Config, h ApprovalHooks) 
 		OnDecided:  h.OnDecided,
 		OnExpired:  h.OnExpired,
 		OnFreeze:   h.OnFreeze,
+		Mandates:   approvalMandates{MandateCreator{DB: db, Authz: az, Cfg: cfg}},
 	})
 }
 

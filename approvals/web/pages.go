@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/approvals/display"
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 // recentDecided is how many decided requests the inbox lists under the pending ones.
@@ -67,6 +70,7 @@ type approvalData struct {
 	Change      *changeView
 	ChangeErr   string
 	Can         approvals.Abilities
+	Mandate     approvals.MandateOffer // shown with Can.Approve
 }
 
 func (c *Console) approvalData(r *http.Request, s session, full bool) (approvalData, error) {
@@ -91,6 +95,11 @@ func (c *Console) approvalData(r *http.Request, s session, full bool) (approvalD
 		d.Op = &op
 	}
 	d.Happens = happens(req, d.Op)
+	if d.Can.Approve {
+		if ap, ok := c.svc.Approver(s.approver); ok {
+			d.Mandate = c.svc.MandateOfferFor(ctx, &ap, req)
+		}
+	}
 	if d.Headroom, err = c.src.Headroom(ctx, req); err != nil {
 		d.HeadroomErr = "Budget headroom is unavailable: " + err.Error()
 	}
@@ -115,6 +124,8 @@ func (c *Console) approval(w http.ResponseWriter, r *http.Request, s session) er
 		v.Notice = "Your approval is recorded."
 	case "denied":
 		v.Notice = "Your denial is recorded; the agent receives your reason."
+	case "mandate":
+		v.Notice = "Your approval is recorded, and agent " + display.Text(d.R.Agent, 100) + " has a standing approval: " + mandateIDPattern.FindString(r.URL.Query().Get("m")) + ". Revoke it with tollgate mandates revoke."
 	case "frozen":
 		v.Notice = "Agent " + display.Text(d.R.Agent, 100) + " is frozen: its mutating calls are denied and its pending approvals cancelled."
 	}
@@ -195,6 +206,77 @@ func (c *Console) act(w http.ResponseWriter, r *http.Request, s session) error {
 	}
 	http.Redirect(w, r, "/console/approvals/"+id+"?"+url.Values{"done": {done}}.Encode(), http.StatusSeeOther)
 	return nil
+}
+
+// mandateIDPattern is a mandate id as ledger makes them.
+var mandateIDPattern = regexp.MustCompile(`^man_[a-z0-9]{26}$`)
+
+// approveMandate approves a request together with a standing approval for
+// more like it (approvals.Service.ApproveWithMandate): both or neither. A
+// form that cannot be read, or a mandate the policy, the owner rule or the
+// quorum refuses, approves nothing and says why.
+func (c *Console) approveMandate(w http.ResponseWriter, r *http.Request, s session) error {
+	id := r.PathValue("id")
+	if !approvals.ValidRequestID(id) {
+		return notFound("There is no approval request " + display.Text(id, 80) + ".")
+	}
+	ctx, cancel := bg(r)
+	defer cancel()
+	req, err := c.svc.Get(ctx, id)
+	if errors.Is(err, approvals.ErrNotFound) {
+		return notFound("There is no approval request " + id + ".")
+	}
+	if err != nil {
+		return err
+	}
+	spec, problems := mandateForm(r, req.Currency)
+	if len(problems) > 0 {
+		return c.refuse(w, r, s, http.StatusBadRequest, "Nothing was approved and no standing approval was given: "+strings.Join(problems, "; ")+".")
+	}
+	_, m, err := c.svc.ApproveWithMandate(ctx, approvals.VoteInput{RequestID: id, Approver: s.approver, Via: approvals.ViaWeb, Outcome: approvals.OutcomeApprove}, spec)
+	var mr *approvals.MandateRefusedError
+	switch {
+	case errors.As(err, &mr):
+		return c.refuse(w, r, s, http.StatusForbidden, "The standing approval was refused, so nothing was approved: "+display.Text(mr.Reason, 400)+". Approve this request alone, or change the form.")
+	case errors.Is(err, approvals.ErrMandatesUnavailable):
+		return c.refuse(w, r, s, http.StatusConflict, "Standing approvals are not enabled on this server, so nothing was approved.")
+	case err != nil:
+		status, text := refusal(err)
+		return c.refuse(w, r, s, status, text+" No standing approval was given.")
+	}
+	http.Redirect(w, r, "/console/approvals/"+id+"?"+url.Values{"done": {"mandate"}, "m": {m.ID}}.Encode(), http.StatusSeeOther)
+	return nil
+}
+
+// mandateForm reads the mandate form; problems name each bad field and what it allows.
+func mandateForm(r *http.Request, currency string) (approvals.MandateSpec, []string) {
+	var spec approvals.MandateSpec
+	var problems []string
+	field := func(name string) string { return strings.TrimSpace(r.PostFormValue(name)) }
+	count, err := strconv.Atoi(field("count"))
+	if err != nil || count < 1 || count > 100 {
+		problems = append(problems, "the number of calls must be a whole number from 1 to 100")
+	}
+	hours, err := strconv.Atoi(field("hours"))
+	if err != nil || hours < 1 || hours > 168 {
+		problems = append(problems, "the expiry must be a whole number of hours from 1 to 168 (7 days)")
+	}
+	spec.Count, spec.Lifetime, spec.Pattern = count, time.Duration(hours)*time.Hour, strings.ToLower(field("resource"))
+	if spec.Pattern == "" {
+		problems = append(problems, "the resource pattern is required (an exact name, *.dev or shop-*)")
+	}
+	for _, f := range []struct {
+		name, label string
+		into        *money.Money
+	}{{"max_per_call", "the most each call may cost", &spec.MaxPerCall}, {"max_total", "the most all calls may cost together", &spec.MaxTotal}} {
+		m, err := money.ParseMoney(field(f.name), currency)
+		if err != nil {
+			problems = append(problems, f.label+" must be an amount like 15.00 (in "+currency+")")
+			continue
+		}
+		*f.into = m
+	}
+	return spec, problems
 }
 
 // refuse shows the approval page again with why the click changed nothing.

@@ -147,6 +147,7 @@ func (c *Console) funcs() template.FuncMap {
 			return ls
 		},
 		"quorum":      func(r approvals.Request) int { return max(r.Quorum, 1) },
+		"hours":       func(d time.Duration) int { return int(d / time.Hour) },
 		"dayLabel":    dayLabel,
 		"columnTitle": columnTitle,
 		"short": func(s string) string {
@@ -173,6 +174,7 @@ func (c *Console) Handler() http.Handler {
 	mux.HandleFunc("GET /console/inbox/pending", c.signedIn(c.inboxPending))
 	mux.HandleFunc("GET /console/approvals/{id}", c.signedIn(c.approval))
 	mux.HandleFunc("GET /console/approvals/{id}/live", c.signedIn(c.approvalLive))
+	mux.HandleFunc("POST /console/approvals/{id}/approve-mandate", c.signedInPost(c.approveMandate))
 	mux.HandleFunc("POST /console/approvals/{id}/{action}", c.signedInPost(c.act))
 	mux.HandleFunc("GET /console/operations", c.signedIn(c.operations))
 	mux.HandleFunc("GET /console/operations/{id}", c.signedIn(c.operation))

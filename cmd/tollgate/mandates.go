@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/approvals/display"
-	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/ledger/money"
 	"github.com/tollgatehq/tollgate/server"
@@ -47,7 +47,7 @@ func runMandates(ctx context.Context, args []string, out io.Writer) error {
 				}
 				now := time.Now()
 				for _, m := range ms {
-					fmt.Fprintln(out, mandateSentence(m, now))
+					fmt.Fprintln(out, server.MandateSentence(m, now))
 				}
 				return nil
 			})
@@ -67,27 +67,11 @@ func runMandates(ctx context.Context, args []string, out io.Writer) error {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "Revoked %s: %s\n", m.ID, mandateSentence(m, time.Now()))
+				fmt.Fprintf(out, "Revoked %s: %s\n", m.ID, server.MandateSentence(m, time.Now()))
 				return nil
 			})
 		},
 	}, []string{"create", "list", "revoke"})
-}
-
-// mandateSentence is one mandate as a line a person reads.
-func mandateSentence(m ledger.Mandate, now time.Time) string {
-	t := func(s string) string { return display.Text(s, 120) }
-	state := fmt.Sprintf("%d of %d used (%s of %s), expires in %s", m.Used, m.Count,
-		money.Money{Micros: m.UsedMicros, Currency: m.MaxTotal.Currency}, m.MaxTotal, display.Duration(m.ExpiresAt.Sub(now)))
-	switch {
-	case m.RevokedAt != nil:
-		state = fmt.Sprintf("revoked by %s after %d of %d uses", t(m.RevokedBy), m.Used, m.Count)
-	case !now.Before(m.ExpiresAt):
-		state = fmt.Sprintf("expired after %d of %d uses", m.Used, m.Count)
-	case m.Used >= m.Count:
-		state = fmt.Sprintf("used up (%d of %d)", m.Used, m.Count)
-	}
-	return fmt.Sprintf("%s  %s may %s %s up to %s each, given by %s: %s", m.ID, t(m.Agent), t(m.Action), t(m.Pattern), m.MaxPerCall, t(m.CreatedBy), state)
 }
 
 func createMandate(ctx context.Context, args []string, out io.Writer) error {
@@ -145,28 +129,6 @@ func createMandate(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		// The hard self-approval rule: the agent's owner never approves for it.
-		owner := ""
-		if a, err := db.Agent(ctx, *agent); err == nil {
-			owner = a.Owner
-		}
-		for _, a := range cfg.Agents {
-			if a.Name == *agent {
-				owner = a.Owner
-			}
-		}
-		if strings.EqualFold(me.Name, owner) || strings.EqualFold(me.Name, *agent) {
-			return fmt.Errorf("%s owns agent %s, so another approver has to give it a mandate", me.Name, *agent)
-		}
-		// A call the mandate covers needs no more than one approver (its
-		// creator): a configured quorum above one applies to creating it too,
-		// and one approver alone cannot meet it.
-		for _, q := range cfg.Approvals.Quorum {
-			above, err := money.ParseMoney(q.Above, strings.ToUpper(orDefault(q.Currency, "USD")))
-			if err == nil && q.Approvers > 1 && (above.Currency != maxPerCall.Currency || maxPerCall.Micros > above.Micros) {
-				return fmt.Errorf("calls above %s need %d approvers (approvals.quorum), so one approver cannot give a mandate of %s per call; lower --max-per-call", above, q.Approvers, maxPerCall)
-			}
-		}
 		rt := &runtime{}
 		defer rt.close()
 		az, _, err := startPolicyEngine(ctx, cfg, slog.New(slog.DiscardHandler), rt)
@@ -177,34 +139,19 @@ func createMandate(ctx context.Context, args []string, out io.Writer) error {
 		if *action == "deploy_worker" {
 			env = "preview" // the only deploys a mandate may ever cover; the policy says so again at each use
 		}
-		res := server.MandateResource("new", *agent, *action, env, maxPerCall)
-		d := az.Check(ctx, authz.Principal{ID: me.Name, Roles: me.Roles}, res, "create")["create"]
-		if d.Unavailable {
-			return errors.New("the policy engine could not be asked; no mandate was created")
-		}
-		if !d.Allowed {
-			why := "no policy rule lets " + me.Name + " create this mandate"
-			if len(d.Reasons) > 0 {
-				why = d.Reasons[0]
-			}
-			return fmt.Errorf("not allowed: %s", why)
-		}
-		m, err := db.CreateMandate(ctx, ledger.Mandate{
-			Agent: *agent, Action: *action, Pattern: strings.ToLower(*resource), MaxPerCall: maxPerCall, MaxTotal: maxTotal,
-			Count: *count, CreatedBy: "cli:" + me.Name, ExpiresAt: time.Now().Add(*expires),
+		m, err := server.MandateCreator{DB: db, Authz: az, Cfg: cfg}.CreateMandate(ctx, server.MandateInput{
+			Approver: me, Via: approvals.ViaCLI, Agent: *agent, Action: *action, Environment: env, Pattern: *resource,
+			MaxPerCall: maxPerCall, MaxTotal: maxTotal, Count: *count, Lifetime: *expires,
 		})
+		var mr *approvals.MandateRefusedError
+		if errors.As(err, &mr) {
+			return errors.New(mr.Reason)
+		}
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "Created %s\n", mandateSentence(m, time.Now()))
+		fmt.Fprintf(out, "Created %s\n", server.MandateSentence(m, time.Now()))
 		fmt.Fprintf(out, "Revoke it at once with: tollgate mandates revoke %s\n", m.ID)
 		return nil
 	})
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
 }
