@@ -211,7 +211,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		log:    d.Logger.With("subsystem", "audit"),
 	}
 
-	tasks := newTaskWindows(d.DB)
+	tasks := newTaskWindows(d.DB, d.Logger.With("subsystem", "tasks"))
 	hooks := &mcpserver.Hooks{}
 	tasks.addHooks(hooks)
 	s.bindSessions(hooks)

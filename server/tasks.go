@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -25,13 +28,38 @@ import (
 //
 // The link relies on mcp-go handing the handler a copy of the tools/call
 // request whose Params.Task pointer is the one its hooks see.
+//
+// Tasks are the agent's, not the session's: mcp-go only scopes a task to its
+// session when both the task and the request have one, so a session-less
+// (2026-07-28) tasks/list would list every agent's tasks and tasks/get,
+// tasks/result or tasks/cancel would work on any. The tools/call hook
+// therefore records the agent that created each task, a tasks/* request
+// naming another agent's task is refused before mcp-go handles it, and
+// tasks/list keeps only the caller's.
 type taskWindows struct {
-	db *ledger.DB
+	db  *ledger.DB
+	log *slog.Logger
 
 	mu       sync.Mutex
 	byParams map[*mcp.TaskParams]*taskWindow
 	byTask   map[string]*taskWindow
+	owners   map[string]taskOwner // task id → the agent that created it
+
+	// refusals limits how many refused tasks/* requests are audited.
+	refusals rateLimit
 }
+
+// taskOwner is the agent that created a task, and when.
+type taskOwner struct {
+	agent   string
+	created time.Time
+}
+
+// taskOwnerRetention is how long a task's owner is remembered: longer than
+// any task lives (mcp-go drops a finished task after its TTL, and a task
+// follows its Operation at most the approval expiry). A task whose owner is
+// forgotten is refused to everyone: fail closed.
+const taskOwnerRetention = 48 * time.Hour
 
 // taskWindow is one task-augmented call: the client's window onto an
 // Operation. Its fields are guarded by taskWindows.mu.
@@ -45,8 +73,81 @@ type taskWindow struct {
 	ended     bool               // the handler returned
 }
 
-func newTaskWindows(db *ledger.DB) *taskWindows {
-	return &taskWindows{db: db, byParams: map[*mcp.TaskParams]*taskWindow{}, byTask: map[string]*taskWindow{}}
+func newTaskWindows(db *ledger.DB, log *slog.Logger) *taskWindows {
+	return &taskWindows{db: db, log: log, byParams: map[*mcp.TaskParams]*taskWindow{}, byTask: map[string]*taskWindow{}, owners: map[string]taskOwner{}}
+}
+
+// errTaskForbidden is the JSON-RPC error text for another agent's task: it
+// says nothing about the task (status, tool, operation, owner).
+var errTaskForbidden = errors.New("forbidden: this task was not created by your agent; " +
+	"tasks/get, tasks/result and tasks/cancel reach only your own agent's tasks (tasks/list lists them)")
+
+// errTaskUnknown answers a task id nobody here created.
+var errTaskUnknown = errors.New("task not found (it ended and expired, the server restarted, or it never existed)")
+
+// guard is the request hook that refuses a tasks/get, tasks/result or
+// tasks/cancel naming a task that is not the calling agent's, audited as
+// task.refused with both agents. mcp-go answers it as a JSON-RPC error.
+func (tw *taskWindows) guard(ctx context.Context, _ any, message any) error {
+	raw, ok := message.(json.RawMessage)
+	if !ok {
+		return nil
+	}
+	var m struct {
+		Method string `json:"method"`
+		Params struct {
+			TaskID string `json:"taskId"`
+		} `json:"params"`
+	}
+	if json.Unmarshal(raw, &m) != nil {
+		return nil // mcp-go answers a malformed message itself
+	}
+	switch mcp.MCPMethod(m.Method) {
+	case mcp.MethodTasksGet, mcp.MethodTasksResult, mcp.MethodTasksCancel:
+	default:
+		return nil
+	}
+	caller := ""
+	if p, ok := principalFrom(ctx); ok {
+		caller = p.Name
+	}
+	tw.mu.Lock()
+	owner, known := tw.owners[m.Params.TaskID]
+	tw.mu.Unlock()
+	switch {
+	case !known:
+		return errTaskUnknown
+	case owner.agent == caller:
+		// Both empty only in-process, where no HTTP principal exists and
+		// no other agent can reach the server.
+		return nil
+	}
+	tw.log.Warn("refused a tasks request on another agent's task", "agent", caller, "owner", owner.agent, "task_id", m.Params.TaskID, "method", m.Method)
+	if ok, skipped := tw.refusals.allow(time.Now()); ok {
+		_ = tw.db.Append(ctx, ledger.NewEvent("task.refused", caller, "", map[string]any{
+			"agent": caller, "owner": owner.agent, "task_id": m.Params.TaskID, "method": m.Method, "unaudited_before": skipped,
+		}))
+	}
+	return errTaskForbidden
+}
+
+// ownedBy reports whether agent created task id.
+func (tw *taskWindows) ownedBy(id, agent string) bool {
+	tw.mu.Lock()
+	defer tw.mu.Unlock()
+	o, ok := tw.owners[id]
+	return ok && o.agent == agent
+}
+
+// ownLocked records the agent that created a task and forgets owners old
+// enough that their tasks are gone.
+func (tw *taskWindows) ownLocked(id, agent string, now time.Time) {
+	for k, o := range tw.owners {
+		if now.Sub(o.created) > taskOwnerRetention {
+			delete(tw.owners, k)
+		}
+	}
+	tw.owners[id] = taskOwner{agent: agent, created: now}
 }
 
 // windowLocked returns the window of a call, creating it: the hook and the
@@ -124,13 +225,19 @@ func (w *taskWindow) bind(opID string) {
 
 // addHooks installs the hooks that link tasks to Operations.
 func (tw *taskWindows) addHooks(h *mcpserver.Hooks) {
-	h.AddAfterCallTool(func(_ context.Context, _ any, req *mcp.CallToolRequest, result any) {
+	h.AddOnRequestInitialization(tw.guard)
+	h.AddAfterCallTool(func(ctx context.Context, _ any, req *mcp.CallToolRequest, result any) {
 		created, ok := result.(*mcp.CreateTaskResult)
 		if !ok || req == nil || req.Params.Task == nil || created == nil {
 			return
 		}
+		agent := ""
+		if p, ok := principalFrom(ctx); ok {
+			agent = p.Name
+		}
 		tw.mu.Lock()
 		defer tw.mu.Unlock()
+		tw.ownLocked(created.Task.TaskId, agent, time.Now())
 		w := tw.windowLocked(req.Params.Task)
 		w.taskID = created.Task.TaskId
 		tw.byTask[w.taskID] = w
@@ -145,6 +252,20 @@ func (tw *taskWindows) addHooks(h *mcpserver.Hooks) {
 		if result == nil {
 			return
 		}
+		// Only the caller's own tasks: mcp-go lists every session's to a
+		// request without one.
+		caller := ""
+		if p, ok := principalFrom(ctx); ok {
+			caller = p.Name
+		}
+		mine := result.Tasks[:0]
+		for _, task := range result.Tasks {
+			if tw.ownedBy(task.TaskId, caller) {
+				mine = append(mine, task)
+			}
+		}
+		clear(result.Tasks[len(mine):])
+		result.Tasks = mine
 		for i := range result.Tasks {
 			tw.describe(ctx, &result.Tasks[i])
 		}
