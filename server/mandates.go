@@ -204,10 +204,13 @@ func environmentOf(r approvals.Request) string {
 }
 
 // DefaultMandatePattern derives a resource pattern from the name a request
-// is for: a domain's suffix ("launch.dev" → "*.dev"), a Worker's prefix
+// is for (a name, or an operation's "kind:name"): a domain's suffix ("launch.dev" → "*.dev"), a Worker's prefix
 // ("shop-api" → "shop-*"), or the exact name.
 func DefaultMandatePattern(tool, resource string) string {
 	resource = strings.ToLower(strings.TrimSpace(resource))
+	if i := strings.LastIndex(resource, ":"); i >= 0 {
+		resource = resource[i+1:] // an operation's resource is "kind:name"
+	}
 	switch {
 	case tool == "register_domain" && strings.Contains(resource, "."):
 		return "*" + resource[strings.LastIndex(resource, "."):]

@@ -479,6 +479,7 @@ func TestSlackApprovalMessageThenApproveClickExecutes(t *testing.T) {
 	}
 	wantButtons := []slackButton{
 		{slackchan.ActionIDApprove, r.ID, "primary"},
+		{slackchan.ActionIDApproveMandate, r.ID, ""}, // a 12.18 USD registration may be covered by a mandate
 		{slackchan.ActionIDDeny, r.ID, "danger"},
 		{slackchan.ActionIDFreeze, r.ID, ""},
 	}

@@ -21,6 +21,10 @@ const (
 	ActionIDDeny    = "tollgate_deny"
 	ActionIDFreeze  = "tollgate_freeze"
 	ActionIDConsole = "tollgate_console"
+	// ActionIDApproveMandate is Approve + allow N more: the vote and a
+	// standing approval with the defaults the server derives again at the
+	// click (the button carries only the request id).
+	ActionIDApproveMandate = "tollgate_approve_mandate"
 
 	BlockHeader   = "tg_header"
 	BlockSummary  = "tg_summary"
@@ -317,7 +321,17 @@ func RequestBlocks(r approvals.Request, now time.Time, opts ...BlockOption) []sl
 				plainText("Freeze", maxConfirmButton),
 				plainText("Cancel", maxConfirmButton),
 			).WithStyle(slackapi.StyleDanger))
-		elements := []slackapi.BlockElement{approve, deny, freeze}
+		elements := []slackapi.BlockElement{approve}
+		if m := o.mandate; m != nil {
+			elements = append(elements, button(ActionIDApproveMandate, display.Text(MandateButtonText(*m), maxButtonText)).
+				WithConfirm(slackapi.NewConfirmationBlockObject(
+					plainText("Approve and allow more like it?", maxConfirmTitle),
+					plainText(mandateConfirmText(r, *m), maxConfirmText),
+					plainText("Approve + allow", maxConfirmButton),
+					plainText("Cancel", maxConfirmButton),
+				)))
+		}
+		elements = append(elements, deny, freeze)
 		if o.console {
 			// An interactive button, not a link: the click reaches tollgate
 			// signed by Slack, and only the clicking approver gets a link.
@@ -343,7 +357,43 @@ func RequestBlocks(r approvals.Request, now time.Time, opts ...BlockOption) []sl
 // BlockOption changes what RequestBlocks builds.
 type BlockOption func(*blockOptions)
 
-type blockOptions struct{ console bool }
+type blockOptions struct {
+	console bool
+	mandate *approvals.MandateSpec
+}
+
+// WithMandateOffer adds Approve + allow N more (a standing approval of spec)
+// to a pending request's buttons. Only offer it where the policy allows a
+// mandate for the request (approvals.Service.MandateOfferFor).
+func WithMandateOffer(spec approvals.MandateSpec) BlockOption {
+	return func(o *blockOptions) { o.mandate = &spec }
+}
+
+// MandateButtonText is the button's label: "Approve + allow 5 more today,
+// ≤ 12.18 USD each".
+func MandateButtonText(m approvals.MandateSpec) string {
+	when := "today"
+	if m.Lifetime > 24*time.Hour {
+		when = "within " + lifetimeText(m.Lifetime)
+	}
+	return fmt.Sprintf("Approve + allow %d more %s, ≤ %s each", m.Count, when, m.MaxPerCall)
+}
+
+func mandateConfirmText(r approvals.Request, m approvals.MandateSpec) string {
+	return fmt.Sprintf("Approves this request and lets %s run %s on %s up to %d more times in the next %s: each up to %s, %s in all. Revoke it with tollgate mandates revoke.",
+		display.Text(r.Agent, 40), display.Text(r.Tool, 30), display.Text(m.Pattern, 60), m.Count, lifetimeText(m.Lifetime), m.MaxPerCall, m.MaxTotal)
+}
+
+// lifetimeText is a mandate's lifetime for people: "24 hours", "3 days".
+func lifetimeText(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour && d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	case d >= 2*time.Hour && d%time.Hour == 0:
+		return fmt.Sprintf("%d hours", d/time.Hour)
+	}
+	return display.Duration(d)
+}
 
 // WithConsoleButton adds Review in console to a pending request's buttons.
 func WithConsoleButton() BlockOption { return func(o *blockOptions) { o.console = true } }

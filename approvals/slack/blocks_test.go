@@ -14,6 +14,7 @@ import (
 	slackapi "github.com/slack-go/slack"
 	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/approvals/display"
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 var goldenNow = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
@@ -87,8 +88,12 @@ func goldenCases() map[string]any {
 	quorum.Votes = []approvals.Vote{{Approver: "bob", User: "U0BOB", Via: approvals.ViaSocket, Outcome: approvals.OutcomeApprove, At: goldenNow.Add(2 * time.Minute)}}
 
 	cases := map[string]any{
-		"domain_registration":         RequestBlocks(goldenDomain(), goldenNow.Add(time.Minute)),
-		"with_console_button":         RequestBlocks(goldenDomain(), goldenNow.Add(time.Minute), WithConsoleButton()),
+		"domain_registration": RequestBlocks(goldenDomain(), goldenNow.Add(time.Minute)),
+		"with_console_button": RequestBlocks(goldenDomain(), goldenNow.Add(time.Minute), WithConsoleButton()),
+		"with_mandate_offer": RequestBlocks(goldenDomain(), goldenNow.Add(time.Minute), WithMandateOffer(approvals.MandateSpec{
+			Pattern: "*.dev", MaxPerCall: money.Money{Micros: 15_000_000, Currency: "USD"}, MaxTotal: money.Money{Micros: 75_000_000, Currency: "USD"},
+			Count: 5, Lifetime: 24 * time.Hour,
+		}), WithConsoleButton()),
 		"production_deploy_truncated": RequestBlocks(goldenDeploy(), goldenNow.Add(time.Minute)),
 		"decided":                     RequestBlocks(decided, goldenNow.Add(5*time.Minute)),
 		"quorum_1_of_2":               RequestBlocks(quorum, goldenNow.Add(3*time.Minute)),

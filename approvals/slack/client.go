@@ -148,7 +148,7 @@ func (c *Channel) Post(ctx context.Context, r approvals.Request) (string, error)
 	}
 	ch, ts, err := c.api.PostMessageContext(ctx, c.channel,
 		slackapi.MsgOptionText(FallbackText(r), true), slackapi.MsgOptionDisableMarkdown(),
-		slackapi.MsgOptionBlocks(c.blocks(r)...),
+		slackapi.MsgOptionBlocks(c.blocks(ctx, r)...),
 		slackapi.MsgOptionDisableLinkUnfurl())
 	if err != nil {
 		return "", wrapAPI("post approval "+r.ID, err)
@@ -167,18 +167,27 @@ func (c *Channel) Update(ctx context.Context, ref string, r approvals.Request) e
 	}
 	_, _, _, err = c.api.UpdateMessageContext(ctx, m.Channel, m.TS,
 		slackapi.MsgOptionText(FallbackText(r), true), slackapi.MsgOptionDisableMarkdown(),
-		slackapi.MsgOptionBlocks(c.blocks(r)...))
+		slackapi.MsgOptionBlocks(c.blocks(ctx, r)...))
 	if err != nil {
 		return wrapAPI("update approval message "+r.ID, err)
 	}
 	return nil
 }
 
-func (c *Channel) blocks(r approvals.Request) []slackapi.Block {
-	if c.console != nil {
-		return RequestBlocks(r, c.now(), WithConsoleButton())
+// blocks is r's message. Approve + allow N more is offered when the policy
+// lets any approver give a mandate like it (the click checks the clicking
+// approver again); Review in console when console links are on.
+func (c *Channel) blocks(ctx context.Context, r approvals.Request) []slackapi.Block {
+	var opts []BlockOption
+	if r.State == approvals.StatePending {
+		if offer := c.svc.MandateOfferFor(ctx, nil, r); offer.Allowed {
+			opts = append(opts, WithMandateOffer(offer.Default))
+		}
 	}
-	return RequestBlocks(r, c.now())
+	if c.console != nil {
+		opts = append(opts, WithConsoleButton())
+	}
+	return RequestBlocks(r, c.now(), opts...)
 }
 
 // ephemeral shows text to user only. text is mrkdwn built by this package,

@@ -47,6 +47,8 @@ const (
 	ReplyModalFailed     = "tollgate could not open the deny dialog, so nothing changed. Try again, or run `tollgate approvals deny ID --reason ...`."
 	ReplyFreezeOff       = "Freezing from Slack is not enabled on this tollgate server, so nothing changed. Use `tollgate freeze --agent NAME`."
 	ReplyDenyReasonEmpty = "Give a reason: the agent and the audit trail see it."
+	ReplyMandateRefused  = "The standing approval was refused, so nothing was approved: "
+	ReplyMandatesOff     = "Standing approvals are not enabled on this tollgate server, so nothing was approved."
 	ReplyConsoleOff      = "The web console is not reachable from Slack on this server (no console.public_url), so there is no link to give."
 )
 
@@ -61,9 +63,14 @@ const EventRejected = "slack.rejected"
 // replyFor maps a refusal to the fixed reply the clicking user sees.
 func replyFor(err error) string {
 	var na *approvals.NotAllowedError
+	var mr *approvals.MandateRefusedError
 	switch {
 	case errors.As(err, &na):
 		return ReplyNotAllowed + display.Mrkdwn(na.Reason, 500)
+	case errors.As(err, &mr):
+		return ReplyMandateRefused + display.Mrkdwn(mr.Reason, 500) + ". Use Approve to approve this request alone."
+	case errors.Is(err, approvals.ErrMandatesUnavailable):
+		return ReplyMandatesOff
 	case errors.Is(err, approvals.ErrNotApprover):
 		return ReplyNotApprover
 	case errors.Is(err, approvals.ErrSelfApproval):
@@ -326,9 +333,9 @@ func (c *Channel) dispatch(ctx context.Context, via string, cb slackapi.Interact
 		}
 		a := acts[0]
 		switch a.ActionID {
-		case ActionIDApprove, ActionIDDeny, ActionIDFreeze, ActionIDConsole:
+		case ActionIDApprove, ActionIDApproveMandate, ActionIDDeny, ActionIDFreeze, ActionIDConsole:
 		default:
-			return nil, fmt.Errorf("unknown action_id %q; known: %s, %s, %s, %s", display.Text(a.ActionID, 80), ActionIDApprove, ActionIDDeny, ActionIDFreeze, ActionIDConsole)
+			return nil, fmt.Errorf("unknown action_id %q; known: %s, %s, %s, %s, %s", display.Text(a.ActionID, 80), ActionIDApprove, ActionIDApproveMandate, ActionIDDeny, ActionIDFreeze, ActionIDConsole)
 		}
 		if !approvals.ValidRequestID(a.Value) {
 			return nil, fmt.Errorf("button value %q is not an approval request id", display.Text(a.Value, 80))
@@ -347,6 +354,8 @@ func (c *Channel) dispatch(ctx context.Context, via string, cb slackapi.Interact
 			case !out.Final:
 				c.reply(ctx, channel, user, fmt.Sprintf("Your approval is recorded: %d of %d. Another approver has to approve before it runs.", out.Approvals, out.Needed))
 			}
+		case ActionIDApproveMandate:
+			c.approveMandate(ctx, via, user, channel, a.Value)
 		case ActionIDDeny:
 			r, _, err := c.svc.Check(ctx, approvals.VoteInput{RequestID: a.Value, Approver: c.approver(user), User: user, Via: via, Outcome: approvals.OutcomeDeny})
 			if err != nil {
@@ -388,6 +397,32 @@ func (c *Channel) dispatch(ctx context.Context, via string, cb slackapi.Interact
 		return nil, nil
 	}
 	return nil, fmt.Errorf("unsupported interaction type %q; tollgate handles block_actions and view_submission", display.Text(string(cb.Type), 40))
+}
+
+// approveMandate handles Approve + allow N more: the clicking approver's
+// vote and a standing approval with the defaults the server derives from
+// the request now (the button carries only the request id, so a forged
+// click cannot ask for more), through the core's ApproveWithMandate: both
+// or neither. A refused mandate approves nothing, and the user is told why.
+func (c *Channel) approveMandate(ctx context.Context, via, user, channel, requestID string) {
+	name := c.approver(user)
+	var spec approvals.MandateSpec
+	if ap, ok := c.svc.Approver(name); ok {
+		if r, err := c.svc.Get(ctx, requestID); err == nil {
+			spec = c.svc.MandateOfferFor(ctx, &ap, r).Default
+		}
+	}
+	out, m, err := c.svc.ApproveWithMandate(ctx, approvals.VoteInput{RequestID: requestID, Approver: name, User: user, Via: via, Outcome: approvals.OutcomeApprove}, spec)
+	switch {
+	case err != nil:
+		c.reply(ctx, channel, user, replyFor(err))
+	case !out.Final:
+		c.reply(ctx, channel, user, fmt.Sprintf("Your approval is recorded (%d of %d), and standing approval %s is given: %s. Revoke it with %s.",
+			out.Approvals, out.Needed, display.Code(m.ID, 40), display.Mrkdwn(m.Sentence, 500), display.Code("tollgate mandates revoke "+m.ID, 80)))
+	default:
+		c.reply(ctx, channel, user, fmt.Sprintf("Approved, and standing approval %s is given: %s. Revoke it with %s.",
+			display.Code(m.ID, 40), display.Mrkdwn(m.Sentence, 500), display.Code("tollgate mandates revoke "+m.ID, 80)))
+	}
 }
 
 // freeze handles the Freeze agent button through the core, which checks the
