@@ -281,7 +281,7 @@ func BenchmarkPolicyCheckOverhead(b *testing.B) {
 		b.Fatal(err)
 	}
 	a, _ := e.cfg.agent(webBot)
-	principal := principalFromConfig(a, "inprocess").authzPrincipal(ledger.ClientInfo{
+	principal := e.srv.pipe.principal(principalFromConfig(a, "inprocess"), ledger.ClientInfo{
 		Transport: "inprocess", Name: "tollgate-bench", Version: "1", SessionID: "bench-session",
 	})
 

@@ -83,11 +83,7 @@ func (p *Pipeline) caller(ctx context.Context) (Principal, ledger.ClientInfo, er
 // principal is pr as the policy sees it on this server: with
 // P.attr.sandbox when nothing is billed.
 func (p *Pipeline) principal(pr Principal, ci ledger.ClientInfo) authz.Principal {
-	ap := pr.authzPrincipal(ci)
-	if p.sandbox {
-		ap.Attr["sandbox"] = true
-	}
-	return ap
+	return pr.authzPrincipal(ci, p.sandbox)
 }
 
 // decide asks Cerbos and times it. It never fails open.
@@ -203,7 +199,7 @@ func (p *Pipeline) AuthorizeAll(ctx context.Context, checks []authz.Check) []aut
 	if err != nil {
 		return deny(err.Error())
 	}
-	ds := p.decideAll(ctx, pr.authzPrincipal(ci), checks...)
+	ds := p.decideAll(ctx, p.principal(pr, ci), checks...)
 	events := make([]ledger.Event, len(checks))
 	for i, c := range checks {
 		events[i] = decisionEvent(pr.actor(), "", c.Resource, c.Actions[0], ds[i])

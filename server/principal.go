@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"maps"
 	"slices"
 
 	mcpserver "github.com/mark3labs/mcp-go/server"
@@ -59,8 +58,11 @@ func clientInfo(ctx context.Context, transport string) ledger.ClientInfo {
 }
 
 // authzPrincipal is the Cerbos principal: roles and attributes from config or
-// the agent's credential; client name, version and session for audit.
-func (p Principal) authzPrincipal(ci ledger.ClientInfo) authz.Principal {
+// the agent's credential; client name, version and session for audit; and
+// sandbox=true when the server runs on its built-in Cloudflare sandbox. It is
+// the one place a principal is built, so every check (a tool's own, the
+// read-only views' AuthorizeAll, the load comparison) sends the same one.
+func (p Principal) authzPrincipal(ci ledger.ClientInfo, sandbox bool) authz.Principal {
 	attr := map[string]any{}
 	for k, v := range p.Attributes {
 		attr[k] = v
@@ -80,14 +82,18 @@ func (p Principal) authzPrincipal(ci ledger.ClientInfo) authz.Principal {
 	if ci.SessionID != "" {
 		attr["session_id"] = ci.SessionID
 	}
-	return authz.Principal{ID: p.Name, Roles: slices.Clone(p.Roles), Attr: maps.Clone(attr)}
+	if sandbox {
+		attr["sandbox"] = true
+	}
+	return authz.Principal{ID: p.Name, Roles: slices.Clone(p.Roles), Attr: attr}
 }
 
 func (p Principal) actor() string { return "agent:" + p.Name }
 
 // PolicyPrincipal is the Cerbos principal tollgate sends for agent a calling
-// over transport from the MCP client ci: what `tollgate load --compare-pdp`
-// sends straight to the PDP beside tollgate.
-func PolicyPrincipal(a AgentConfig, transport string, ci ledger.ClientInfo) authz.Principal {
-	return principalFromConfig(a, transport).authzPrincipal(ci)
+// over transport from the MCP client ci, on the built-in sandbox or not:
+// what `tollgate load --compare-pdp` sends straight to the PDP beside
+// tollgate.
+func PolicyPrincipal(a AgentConfig, transport string, ci ledger.ClientInfo, sandbox bool) authz.Principal {
+	return principalFromConfig(a, transport).authzPrincipal(ci, sandbox)
 }

@@ -104,8 +104,7 @@ func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io
 	}
 	defer raw.Close()
 	principal := server.PolicyPrincipal(server.AgentConfig{Name: "load-agent", Team: "load", Roles: []string{"agent"}}, "http",
-		ledger.ClientInfo{Transport: "http", Name: "tollgate-load", Version: version, SessionID: "load-compare-session"})
-	principal.Attr["sandbox"] = true // as the spawned server, which runs on the sandbox, sends it
+		ledger.ClientInfo{Transport: "http", Name: "tollgate-load", Version: version, SessionID: "load-compare-session"}, true) // the spawned server runs on the sandbox
 	var ea tools.EstimateCostArgs
 	b, _ := json.Marshal(o.Args)
 	if err := json.Unmarshal(b, &ea); err != nil {
