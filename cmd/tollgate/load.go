@@ -105,6 +105,7 @@ func runLoad(ctx context.Context, args []string, out io.Writer) error {
 	allowMutating := fs.Bool("allow-mutating", false, "allow a tool that is not read-only: each call may spend money and wait for an approval")
 	spawn := fs.Bool("spawn", false, "start a throwaway tollgate serve (sandbox, auth none, temporary database, loopback) for the run and stop it afterwards; --url is ignored")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "with --spawn: write the spawned server's CPU profile (go tool pprof) to this file when it stops")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -139,8 +140,22 @@ func runLoad(ctx context.Context, args []string, out io.Writer) error {
 	if *calls < 0 {
 		cmpErr = errors.Join(cmpErr, fmt.Errorf("--calls %d: use 0 (run for --duration) or a positive count", *calls))
 	}
+	if *cpuProfile != "" && !*spawn {
+		cmpErr = errors.Join(cmpErr, errors.New("--cpuprofile needs --spawn: it profiles the server the run starts"))
+	}
 	if err := errors.Join(argsErr, cmpErr, o.validate(!*spawn)); err != nil {
 		return usageError{err.Error()}
+	}
+	if *cpuProfile != "" {
+		// The spawned server inherits the environment and profiles itself
+		// from start to stop.
+		abs, err := filepath.Abs(*cpuProfile)
+		if err != nil {
+			return usageError{fmt.Sprintf("--cpuprofile %s: %v", *cpuProfile, err)}
+		}
+		if err := os.Setenv(cpuProfileEnv, abs); err != nil {
+			return err
+		}
 	}
 	if *compare {
 		return runComparePDP(ctx, o, compareOptions{Counts: clientCounts, Rounds: *rounds, Policies: *policies, JSON: *asJSON}, out)

@@ -56,7 +56,9 @@ func main() {
 	// signals, as mcp-go's does after 2 s) must not turn exit 0 into a kill.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	stopProfile := startCPUProfile(os.Getenv(cpuProfileEnv))
 	err := dispatch(ctx, os.Args[1:], os.Stdout)
+	stopProfile()
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
