@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -574,15 +575,79 @@ func buildPrincipal(p Principal) (*cerbos.Principal, error) {
 	return sp, nil
 }
 
+// buildResource converts r (whose attributes checkAttrs has accepted) to
+// the SDK's resource and validates it. The attribute values must convert;
+// the message's own rules (protovalidate) are evaluated once per shape (see
+// validResourceShapes), not on every check.
 func buildResource(r Resource) (*cerbos.Resource, error) {
-	if err := checkAttrs(r.Kind+" "+strconv.Quote(r.ID), r.Attr); err != nil {
-		return nil, err
-	}
 	sr := cerbos.NewResource(r.Kind, r.ID).WithAttributes(r.Attr)
+	if err := sr.Err(); err != nil {
+		return nil, fmt.Errorf("resource %s %q: %s", r.Kind, r.ID, oneLine(err))
+	}
+	shape := resourceShape(r)
+	if validResourceShapes.has(shape) {
+		return sr, nil
+	}
 	if err := sr.Validate(); err != nil {
 		return nil, fmt.Errorf("resource %s %q: %s", r.Kind, r.ID, oneLine(err))
 	}
+	validResourceShapes.add(shape)
 	return sr, nil
+}
+
+// resourceShape is everything the protovalidate rules of
+// cerbos.engine.v1.Resource read from a resource tollgate builds: the kind
+// (required), whether the id is empty (required, min_len 1) and the
+// attribute names (map keys min_len 1). Attribute values (protobuf Values)
+// carry no rules; policy version and scope are never set, so always "".
+// TestResourceRulesUnchanged pins those rules: if a new SDK adds one, the
+// test fails and this key must grow with it.
+func resourceShape(r Resource) string {
+	keys := make([]string, 0, len(r.Attr))
+	for k := range r.Attr {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	b.WriteString(strconv.Quote(r.Kind))
+	if r.ID == "" {
+		b.WriteString(" noid")
+	}
+	for _, k := range keys {
+		b.WriteByte(' ')
+		b.WriteString(strconv.Quote(k))
+	}
+	return b.String()
+}
+
+// shapeSet is a bounded set of resource shapes known to pass validation.
+type shapeSet struct {
+	mu sync.RWMutex
+	m  map[string]struct{}
+}
+
+// maxResourceShapes bounds validResourceShapes: tollgate's resources come in
+// a few dozen shapes (kind and attribute names), so it is cleared only if
+// something generates shapes without end.
+const maxResourceShapes = 4096
+
+// validResourceShapes are the shapes whose validation passed.
+var validResourceShapes = &shapeSet{m: map[string]struct{}{}}
+
+func (s *shapeSet) has(k string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.m[k]
+	return ok
+}
+
+func (s *shapeSet) add(k string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.m) >= maxResourceShapes {
+		clear(s.m)
+	}
+	s.m[k] = struct{}{}
 }
 
 // checkAttrs rejects attribute values that would not reach the PDP exactly:
