@@ -633,6 +633,7 @@ func TestMetricsExposeEverySeries(t *testing.T) {
 		`tollgate_budget_held{currency="USD",scope="team:web",window="day"} 12.18`,
 		`tollgate_budget_spent{currency="USD",scope="team:web",window="day"} 0`,
 		`go_goroutines `,
+		`process_cpu_seconds_total `,
 	}
 	var body string
 	var missing []string

@@ -55,6 +55,9 @@ func newMetrics(db *ledger.DB, broker *cloudflare.Broker, az *authz.Client) *met
 		&spendCollector{db: db},
 		&workCollector{db: db, broker: broker, authz: az},
 		collectors.NewGoCollector(),
+		// process_cpu_seconds_total: `tollgate load` divides it by the calls
+		// made, a figure a loaded machine disturbs far less than calls/s.
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
 }

@@ -82,6 +82,10 @@ type loadWork struct {
 	PDPRequests        float64 `json:"pdp_requests"`
 	WriteTransactions  float64 `json:"write_transactions"`
 	CloudflareRequests float64 `json:"cloudflare_requests"`
+	// ServerCPUMs is the server process's CPU time (user and system, every
+	// goroutine: background work too) per call, in milliseconds; 0 when
+	// the server does not export process_cpu_seconds_total.
+	ServerCPUMs float64 `json:"server_cpu_ms,omitempty"`
 }
 
 // runLoad is `tollgate load`: a fixed number of MCP clients call one tool
@@ -330,6 +334,7 @@ func runLoadTest(ctx context.Context, o loadOptions) (loadReport, error) {
 				PDPRequests:        loadRound((after.PDPRequests-before.PDPRequests)/n, 2),
 				WriteTransactions:  loadRound((after.WriteTransactions-before.WriteTransactions)/n, 2),
 				CloudflareRequests: loadRound((after.CloudflareRequests-before.CloudflareRequests)/n, 2),
+				ServerCPUMs:        loadRound((after.ServerCPUMs-before.ServerCPUMs)/n, 3),
 			}
 		}
 	}
@@ -452,8 +457,7 @@ func printLoadReport(w io.Writer, r loadReport) {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}
 	if r.PerCall != nil {
-		fmt.Fprintf(w, "work per call (server /metrics): %.2f PDP requests, %.2f ledger write transactions, %.2f Cloudflare requests\n",
-			r.PerCall.PDPRequests, r.PerCall.WriteTransactions, r.PerCall.CloudflareRequests)
+		printWork(w, *r.PerCall)
 	}
 	if r.ServerRSSMiB > 0 {
 		fmt.Fprintf(w, "server resident memory after the run: %.1f MiB\n", r.ServerRSSMiB)

@@ -347,6 +347,7 @@ func TestLoadReportsWorkPerCall(t *testing.T) {
 		fmt.Fprintf(w, "tollgate_ledger_write_transactions_total %d\n", 2*n+7)
 		fmt.Fprintf(w, "tollgate_cloudflare_request_seconds_count{method=\"GET\"} %d\n", n/4)
 		fmt.Fprintf(w, "tollgate_cloudflare_request_seconds_count{method=\"POST\"} %d\n", n/4)
+		fmt.Fprintf(w, "process_cpu_seconds_total %g\n", 0.003*float64(n)+1.5) // 3 ms a call
 	})
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
@@ -360,12 +361,12 @@ func TestLoadReportsWorkPerCall(t *testing.T) {
 	if rep.Calls != 40 || calls.Load() != 41 {
 		t.Fatalf("--calls 40: the report has %d calls, the server saw %d (want 40 + the probe)", rep.Calls, calls.Load())
 	}
-	if rep.PerCall == nil || rep.PerCall.PDPRequests != 1 || rep.PerCall.WriteTransactions != 2 || rep.PerCall.CloudflareRequests != 0.5 {
-		t.Fatalf("work per call %+v, want 1 PDP request, 2 write transactions, 0.5 Cloudflare requests", rep.PerCall)
+	if rep.PerCall == nil || rep.PerCall.PDPRequests != 1 || rep.PerCall.WriteTransactions != 2 || rep.PerCall.CloudflareRequests != 0.5 || rep.PerCall.ServerCPUMs != 3 {
+		t.Fatalf("work per call %+v, want 1 PDP request, 2 write transactions, 0.5 Cloudflare requests, 3 ms of server CPU", rep.PerCall)
 	}
 	var out bytes.Buffer
 	printLoadReport(&out, rep)
-	if !strings.Contains(out.String(), "2.00 ledger write transactions") {
+	if !strings.Contains(out.String(), "2.00 ledger write transactions") || !strings.Contains(out.String(), "3.00 ms of server CPU") {
 		t.Fatalf("report text:\n%s", out.String())
 	}
 }

@@ -193,6 +193,7 @@ func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io
 			PDPRequests:        loadRound((workAfter.PDPRequests-workBefore.PDPRequests)/n, 2),
 			WriteTransactions:  loadRound((workAfter.WriteTransactions-workBefore.WriteTransactions)/n, 2),
 			CloudflareRequests: loadRound((workAfter.CloudflareRequests-workBefore.CloudflareRequests)/n, 2),
+			ServerCPUMs:        loadRound((workAfter.ServerCPUMs-workBefore.ServerCPUMs)/n, 3),
 		}
 	}
 	rep.RSSMiB = srv.rssMiB()
@@ -225,8 +226,7 @@ func printCompareReport(w io.Writer, r compareReport) {
 	}
 	_ = table(w, []string{"CLIENTS", "RAW_PDP/S", "CALLS/S", "RATIO", "ROUNDS", "P50", "P99", "FAILED"}, rows)
 	if r.PerCall != nil {
-		fmt.Fprintf(w, "work per call (server /metrics): %.2f PDP requests, %.2f ledger write transactions, %.2f Cloudflare requests\n",
-			r.PerCall.PDPRequests, r.PerCall.WriteTransactions, r.PerCall.CloudflareRequests)
+		printWork(w, *r.PerCall)
 	}
 	if r.RSSMiB > 0 {
 		fmt.Fprintf(w, "server resident memory after the run: %.1f MiB (the PDP is a separate process)\n", r.RSSMiB)
@@ -315,6 +315,17 @@ func (w *loadWork) add(o loadWork, k float64) {
 	w.PDPRequests += k * o.PDPRequests
 	w.WriteTransactions += k * o.WriteTransactions
 	w.CloudflareRequests += k * o.CloudflareRequests
+	w.ServerCPUMs += k * o.ServerCPUMs
+}
+
+// printWork prints the work per call line of a report.
+func printWork(w io.Writer, p loadWork) {
+	fmt.Fprintf(w, "work per call (server /metrics): %.2f PDP requests, %.2f ledger write transactions, %.2f Cloudflare requests",
+		p.PDPRequests, p.WriteTransactions, p.CloudflareRequests)
+	if p.ServerCPUMs > 0 {
+		fmt.Fprintf(w, ", %.2f ms of server CPU", p.ServerCPUMs)
+	}
+	fmt.Fprintln(w)
 }
 
 // metricsURLOf is the /metrics address beside an MCP endpoint.
@@ -328,8 +339,8 @@ func metricsURLOf(mcpURL string) string {
 }
 
 // scrapeWork reads the server's work counters from /metrics: PDP requests,
-// ledger write transactions and Cloudflare requests (every series of the
-// request-latency histogram's count).
+// ledger write transactions, Cloudflare requests (every series of the
+// request-latency histogram's count) and the process's CPU time (as ms).
 func scrapeWork(ctx context.Context, metricsURL, token string) (loadWork, error) {
 	var w loadWork
 	// Bounded: a server without /metrics may answer the GET with an
@@ -377,6 +388,8 @@ func scrapeWork(ctx context.Context, metricsURL, token string) (loadWork, error)
 			seen++
 		case "tollgate_cloudflare_request_seconds_count":
 			w.CloudflareRequests += v
+		case "process_cpu_seconds_total":
+			w.ServerCPUMs += v * 1000 // summed as ms; divided by the calls later
 		}
 	}
 	if err := sc.Err(); err != nil {
