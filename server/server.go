@@ -531,6 +531,9 @@ func (s *Server) auditCalls(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandle
 			}
 		}
 		s.metrics.observeTool(req.Params.Name, outcome)
+		if !s.log.Enabled(ctx, slog.LevelInfo) {
+			return res, err
+		}
 		// One line per call, for the person reading the server's log.
 		attrs := []slog.Attr{
 			slog.String("agent", pr.Name), slog.String("tool", req.Params.Name), slog.String("outcome", outcome),
