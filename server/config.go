@@ -108,6 +108,14 @@ type HTTPConfig struct {
 	// once (POSTs on /mcp and /message, until answered); more get 429. GET
 	// streams are not counted. 0 means no cap.
 	MaxInFlightPerAgent int64 `yaml:"max_in_flight_per_agent"`
+	// MaxSessionsPerAgent caps the MCP sessions one agent holds open at once
+	// (streamable HTTP and SSE); a request opening one more gets 429. 0 means
+	// no cap.
+	MaxSessionsPerAgent int64 `yaml:"max_sessions_per_agent"`
+	// SessionIdleTimeout ends a streamable HTTP session no request has used
+	// this long, unless a request is in flight in it or a GET stream of it
+	// is open. 0 means sessions end only on DELETE.
+	SessionIdleTimeout time.Duration `yaml:"session_idle_timeout"`
 }
 
 // DefaultMaxBodyBytes is the default body cap: a deploy_worker call carries
@@ -337,6 +345,8 @@ func Default() Config {
 			IdleTimeout:         2 * time.Minute,
 			MaxHeaderBytes:      64 << 10,
 			MaxInFlightPerAgent: 16,
+			MaxSessionsPerAgent: 64,
+			SessionIdleTimeout:  30 * time.Minute,
 		},
 		Budgets: []BudgetConfig{DefaultBudget},
 	}
@@ -504,6 +514,12 @@ func (c Config) Validate() error {
 	}
 	if c.HTTP.MaxInFlightPerAgent < 0 {
 		add("http.max_in_flight_per_agent %d: use 0 (no cap) or more", c.HTTP.MaxInFlightPerAgent)
+	}
+	if c.HTTP.MaxSessionsPerAgent < 0 {
+		add("http.max_sessions_per_agent %d: use 0 (no cap) or more", c.HTTP.MaxSessionsPerAgent)
+	}
+	if c.HTTP.SessionIdleTimeout < 0 {
+		add("http.session_idle_timeout %s: use 0 (sessions end only on DELETE) or a positive duration such as 30m", c.HTTP.SessionIdleTimeout)
 	}
 	if c.QuotesPerMinute < 0 {
 		add("quotes_per_minute %d: use 0 (no cap) or more", c.QuotesPerMinute)

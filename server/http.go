@@ -50,6 +50,10 @@ func (s *Server) Handler() http.Handler {
 			mcpserver.WithHeartbeatInterval(20*time.Second),
 		)
 		mux.Handle("/mcp", s.authenticate(orderedStreams(streamable)))
+		s.streamableMu.Lock()
+		s.streamable = streamable
+		s.streamableMu.Unlock()
+		s.sweepOnce.Do(func() { go s.sweepIdleSessions(s.loops) })
 	}
 	sse := mcpserver.NewSSEServer(s.mcp,
 		mcpserver.WithSSEEndpoint("/sse"),

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
 )
 
 // HTTP limits (issue 9): what one request, connection or agent may hold.
@@ -136,7 +138,24 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, agent string, nex
 	if !s.guardSessions(w, r, agent) {
 		return
 	}
+	// A streamable session is busy while a request or GET stream is in it:
+	// the idle sweeper leaves it alone.
+	if id := r.Header.Get(sessionIDHeader); id != "" && r.URL.Path == "/mcp" {
+		if !s.sessions.enter(id, time.Now()) {
+			httpError(w, http.StatusNotFound, "session_not_found",
+				"no such MCP session (it ended, expired while idle, the server restarted, or it never existed); initialize a new one")
+			return
+		}
+		defer s.sessions.exit(id, time.Now())
+	}
 	if r.Method != http.MethodPost {
+		if r.URL.Path == "/sse" && r.Method == http.MethodGet {
+			if r, res, ok := s.reserveSession(w, r, agent); ok {
+				defer s.sessions.release(res) // no-op once the session registered
+				next.ServeHTTP(w, r)
+			}
+			return
+		}
 		// GET streams live as long as the client wants: not counted.
 		next.ServeHTTP(w, r)
 		return
@@ -144,6 +163,13 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, agent string, nex
 	body, ok := s.readMCPBody(w, r)
 	if !ok || !guardSessionlessCancel(w, r, body) {
 		return
+	}
+	if r.URL.Path == "/mcp" && r.Header.Get(sessionIDHeader) == "" && jsonrpcMethod(body) == string(mcp.MethodInitialize) {
+		var res *sessionReservation
+		if r, res, ok = s.reserveSession(w, r, agent); !ok {
+			return
+		}
+		defer s.sessions.release(res) // no-op once the session's id was minted
 	}
 	max := s.cfg.HTTP.MaxInFlightPerAgent
 	if !s.inFlight.acquire(agent, max) {
@@ -245,6 +271,15 @@ func (p *sseInFlight) ended(session string) {
 	for _, release := range held {
 		release()
 	}
+}
+
+// jsonrpcMethod is a message's method ("" for a response or garbage).
+func jsonrpcMethod(msg []byte) string {
+	var m struct {
+		Method string `json:"method"`
+	}
+	_ = json.Unmarshal(msg, &m)
+	return m.Method
 }
 
 // jsonrpcID is a message's id in one canonical form ("" for none) and

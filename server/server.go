@@ -11,6 +11,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -73,8 +74,13 @@ type Server struct {
 	audit     *checkpointer
 
 	// sessions maps an MCP session id to the agent that opened it, so a
-	// session cannot be driven with another agent's token.
-	sessions sync.Map
+	// session cannot be driven with another agent's token, and counts each
+	// agent's open sessions.
+	sessions sessionTable
+	// streamable is the /mcp handler, which idle sessions are ended through.
+	streamableMu sync.Mutex
+	streamable   http.Handler
+	sweepOnce    sync.Once
 	// rejections limits how many refused bearer tokens are audited.
 	rejections rateLimit
 	// sessionRefusals limits how many requests on another agent's session

@@ -48,21 +48,18 @@ const sessionIDQuery = "sessionId"
 func (s *Server) bindSessions(h *mcpserver.Hooks) {
 	h.AddOnRegisterSession(func(ctx context.Context, sess mcpserver.ClientSession) {
 		if p, ok := principalFrom(ctx); ok && sess.SessionID() != "" {
-			s.sessions.LoadOrStore(sess.SessionID(), p.Name)
+			res, _ := ctx.Value(sessionReservationKey{}).(*sessionReservation)
+			s.sessions.bind(sess.SessionID(), p.Name, res, false, time.Now())
 		}
 	})
 	h.AddOnUnregisterSession(func(_ context.Context, sess mcpserver.ClientSession) {
-		s.sessions.Delete(sess.SessionID())
+		s.sessions.drop(sess.SessionID())
 	})
 }
 
 // sessionOwner returns the agent that opened a session.
 func (s *Server) sessionOwner(id string) (string, bool) {
-	v, ok := s.sessions.Load(id)
-	if !ok {
-		return "", false
-	}
-	return v.(string), true
+	return s.sessions.owner(id)
 }
 
 // ownedSessionIDs is the streamable HTTP server's session id manager: ids are
@@ -83,6 +80,7 @@ func (o ownedSessionIDs) ResolveSessionIdManager(r *http.Request) mcpserver.Sess
 		if p, ok := principalFrom(r.Context()); ok {
 			m.agent = p.Name
 		}
+		m.res, _ = r.Context().Value(sessionReservationKey{}).(*sessionReservation)
 	}
 	return m
 }
@@ -91,6 +89,7 @@ func (o ownedSessionIDs) ResolveSessionIdManager(r *http.Request) mcpserver.Sess
 type agentSessionIDs struct {
 	s     *Server
 	agent string
+	res   *sessionReservation // the slot admit reserved for the new session
 }
 
 // Generate mints a session id owned by the manager's agent.
@@ -99,7 +98,7 @@ func (m agentSessionIDs) Generate() string {
 	_, _ = rand.Read(b)
 	id := "mcp-session-" + hex.EncodeToString(b)
 	if m.agent != "" {
-		m.s.sessions.Store(id, m.agent)
+		m.s.sessions.bind(id, m.agent, m.res, true, time.Now())
 	}
 	return id
 }
@@ -115,7 +114,7 @@ func (m agentSessionIDs) Validate(id string) (bool, error) {
 
 // Terminate forgets the id: a request naming it afterwards is a 404.
 func (m agentSessionIDs) Terminate(id string) (bool, error) {
-	m.s.sessions.Delete(id)
+	m.s.sessions.drop(id)
 	return false, nil
 }
 

@@ -138,6 +138,8 @@ var (
 		durationSetting("body-read-timeout", "TOLLGATE_BODY_READ_TIMEOUT", "how long a request body may take to arrive (http.body_read_timeout)", func(c *server.Config) *time.Duration { return &c.HTTP.BodyReadTimeout }),
 		durationSetting("idle-timeout", "TOLLGATE_IDLE_TIMEOUT", "how long an idle keep-alive connection stays open (http.idle_timeout)", func(c *server.Config) *time.Duration { return &c.HTTP.IdleTimeout }),
 		intSetting("max-in-flight", "TOLLGATE_MAX_IN_FLIGHT", "MCP requests one agent may have in flight at once; more get 429 (http.max_in_flight_per_agent; 0 = no cap)", func(c *server.Config) *int64 { return &c.HTTP.MaxInFlightPerAgent }),
+		intSetting("max-sessions", "TOLLGATE_MAX_SESSIONS", "MCP sessions one agent may hold open at once; one more gets 429 (http.max_sessions_per_agent; 0 = no cap)", func(c *server.Config) *int64 { return &c.HTTP.MaxSessionsPerAgent }),
+		durationSetting("session-idle-timeout", "TOLLGATE_SESSION_IDLE_TIMEOUT", "end a streamable HTTP session unused this long, never one with a request in flight or an open stream (http.session_idle_timeout; 0 = only on DELETE)", func(c *server.Config) *time.Duration { return &c.HTTP.SessionIdleTimeout }),
 	}
 )
 

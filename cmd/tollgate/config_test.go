@@ -31,6 +31,8 @@ approvals:
 http:
   max_body_bytes: 1048576
   max_in_flight_per_agent: 4
+  max_sessions_per_agent: 12
+  session_idle_timeout: 45m
   idle_timeout: 1m
 `), 0o600); err != nil {
 		t.Fatal(err)
@@ -39,6 +41,7 @@ http:
 	t.Setenv("TOLLGATE_DB", "/from/env.db")
 	t.Setenv("TOLLGATE_APPROVAL_WAIT", "20s")
 	t.Setenv("TOLLGATE_MAX_IN_FLIGHT", "8")
+	t.Setenv("TOLLGATE_SESSION_IDLE_TIMEOUT", "20m")
 
 	fs := newFlagSet("serve", "test")
 	cf := addConfigFlags(fs, serveSettings...)
@@ -59,6 +62,8 @@ http:
 		{"body cap from yaml", fmt.Sprint(cfg.HTTP.MaxBodyBytes), "1048576"},
 		{"in-flight cap from env over yaml", fmt.Sprint(cfg.HTTP.MaxInFlightPerAgent), "8"},
 		{"idle timeout from yaml", cfg.HTTP.IdleTimeout.String(), time.Minute.String()},
+		{"session cap from yaml", fmt.Sprint(cfg.HTTP.MaxSessionsPerAgent), "12"},
+		{"session idle timeout from env over yaml", cfg.HTTP.SessionIdleTimeout.String(), (20 * time.Minute).String()},
 		{"body read timeout from flag", cfg.HTTP.BodyReadTimeout.String(), (5 * time.Second).String()},
 		{"header timeout from defaults", cfg.HTTP.ReadHeaderTimeout.String(), (10 * time.Second).String()},
 	}
@@ -129,12 +134,12 @@ func TestConfigErrors(t *testing.T) {
 	}
 	fs = newFlagSet("serve", "test")
 	cf = addConfigFlags(fs, serveSettings...)
-	if err := fs.Parse([]string{"--max-body-bytes", "100", "--max-in-flight", "-1"}); err != nil {
+	if err := fs.Parse([]string{"--max-body-bytes", "100", "--max-in-flight", "-1", "--max-sessions", "-2"}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, _ = cf.load()
 	err := cfg.Validate()
-	if err == nil || !strings.Contains(err.Error(), "http.max_body_bytes 100") || !strings.Contains(err.Error(), "http.max_in_flight_per_agent -1") {
+	if err == nil || !strings.Contains(err.Error(), "http.max_body_bytes 100") || !strings.Contains(err.Error(), "http.max_in_flight_per_agent -1") || !strings.Contains(err.Error(), "http.max_sessions_per_agent -2") {
 		t.Fatalf("a body cap under 64 KiB and a negative in-flight cap must both be refused, got %v", err)
 	}
 }

@@ -493,7 +493,7 @@ func spawnServer(ctx context.Context, note io.Writer, extraConfig string) (*spaw
 	// The run's own config, so a tollgate.yaml in the working folder cannot
 	// change who the load runs as; one agent drives every call, so the
 	// per-agent caps (price checks, requests in flight) are off.
-	cfg := "agent: load-agent\nquotes_per_minute: 0\nhttp: {max_in_flight_per_agent: 0}\nagents:\n  - {name: load-agent, team: load, roles: [agent]}\n" + extraConfig
+	cfg := "agent: load-agent\nquotes_per_minute: 0\nhttp: {max_in_flight_per_agent: 0, max_sessions_per_agent: 0}\nagents:\n  - {name: load-agent, team: load, roles: [agent]}\n" + extraConfig
 	cfgPath := filepath.Join(dir, "tollgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return fail(err)
