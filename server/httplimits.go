@@ -149,7 +149,8 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, agent string, nex
 		defer s.sessions.exit(id, time.Now())
 	}
 	if r.Method != http.MethodPost {
-		if r.URL.Path == "/sse" && r.Method == http.MethodGet {
+		// GET /sse, and GET /mcp without a session, open a session.
+		if r.Method == http.MethodGet && (r.URL.Path == "/sse" || (r.URL.Path == "/mcp" && r.Header.Get(sessionIDHeader) == "")) {
 			if r, res, ok := s.reserveSession(w, r, agent); ok {
 				defer s.sessions.release(res) // no-op once the session registered
 				next.ServeHTTP(w, r)

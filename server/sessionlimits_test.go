@@ -60,6 +60,22 @@ func TestSessionCapPerAgent(t *testing.T) {
 		t.Fatalf("A's SSE stream over the cap: %s", sseResp.Status)
 	}
 	_ = sseResp.Body.Close()
+	// A GET /mcp without a session would mint one for its stream.
+	get, _ := http.NewRequest(http.MethodGet, base+"/mcp", nil)
+	get.Header.Set("Accept", "text/event-stream")
+	get.Header.Set("Authorization", tokA)
+	get.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	getResp, err := http.DefaultClient.Do(get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = getResp.Body.Close()
+	if getResp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("A's session-less GET /mcp over the cap: %s", getResp.Status)
+	}
+	if n := e.srv.sessions.openCount(webBot); n != max {
+		t.Fatalf("after three refusals A holds %d sessions, want %d", n, max)
+	}
 	// A's existing sessions still work; B is not capped by A's sessions.
 	if code, body := ssDo(t, http.MethodPost, base+"/mcp", tokA, ids[0], `{"jsonrpc":"2.0","id":7,"method":"ping"}`); code != http.StatusOK {
 		t.Fatalf("A's ping in an open session: %d %s", code, body)

@@ -81,6 +81,9 @@ func (o ownedSessionIDs) ResolveSessionIdManager(r *http.Request) mcpserver.Sess
 			m.agent = p.Name
 		}
 		m.res, _ = r.Context().Value(sessionReservationKey{}).(*sessionReservation)
+		// A session minted by a GET lives as long as that stream (mcp-go
+		// unregisters it when the stream ends): never swept while idle.
+		m.expirable = r.Method != http.MethodGet
 	}
 	return m
 }
@@ -90,6 +93,8 @@ type agentSessionIDs struct {
 	s     *Server
 	agent string
 	res   *sessionReservation // the slot admit reserved for the new session
+	// expirable: the session ends by DELETE or the idle sweep, not with a stream.
+	expirable bool
 }
 
 // Generate mints a session id owned by the manager's agent.
@@ -98,7 +103,7 @@ func (m agentSessionIDs) Generate() string {
 	_, _ = rand.Read(b)
 	id := "mcp-session-" + hex.EncodeToString(b)
 	if m.agent != "" {
-		m.s.sessions.bind(id, m.agent, m.res, true, time.Now())
+		m.s.sessions.bind(id, m.agent, m.res, m.expirable, time.Now())
 	}
 	return id
 }
