@@ -45,7 +45,9 @@ func (s *Server) Handler() http.Handler {
 		streamable := mcpserver.NewStreamableHTTPServer(s.mcp,
 			mcpserver.WithEndpointPath("/mcp"),
 			mcpserver.WithSessionIdManagerResolver(ownedSessionIDs{s}),
-			mcpserver.WithHTTPContextFunc(httpCtx),
+			mcpserver.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
+				return markRequestCtx(httpCtx(ctx, r))
+			}),
 			mcpserver.WithStreamableHTTPLogger(s.log.With("subsystem", "mcp-http")),
 			mcpserver.WithHeartbeatInterval(20*time.Second),
 		)

@@ -348,19 +348,28 @@ func (p *Pipeline) Mutate(ctx context.Context, m tools.Mutation, call tools.Call
 		defer p.elicit(ctx, op.ID)()
 	}
 	v, err := p.await(ctx, op.ID, wait, call.Progress, true)
-	if err != nil || w == nil || !w.wasCancelled() {
+	why := ""
+	switch {
+	case err != nil:
 		return v, err
+	case w != nil && w.wasCancelled():
+		why = "the agent cancelled the MCP task"
+	case w == nil && explicitlyCancelled(ctx):
+		why = "the agent cancelled the MCP request (notifications/cancelled)"
+	default:
+		return v, nil
 	}
-	// tasks/cancel: the agent no longer wants it. Once the operation has
-	// reached the human (or ended), its approval is withdrawn and its hold
-	// released; a client that merely went away is not a withdrawal.
+	// tasks/cancel or notifications/cancelled: the agent no longer wants it.
+	// Once the operation has reached the human (or ended), its approval is
+	// withdrawn and its hold released; a client that merely went away is not
+	// a withdrawal.
 	bg := context.WithoutCancel(ctx)
 	if _, err := p.await(bg, op.ID, 0, nil, true); err != nil {
 		return v, nil
 	}
 	if cur, err := p.db.Operation(bg, op.ID); err == nil && cur.State == ledger.StateAwaitingApproval {
-		if err := p.withdraw(bg, cur, "the agent cancelled the MCP task", pr.actor()); err != nil {
-			p.log.Warn("withdrawal on task cancel failed", "operation", op.ID, "err", err)
+		if err := p.withdraw(bg, cur, why, pr.actor()); err != nil {
+			p.log.Warn("withdrawal on cancel failed", "operation", op.ID, "err", err)
 		}
 	}
 	if cur, err := p.db.Operation(bg, op.ID); err == nil {

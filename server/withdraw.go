@@ -89,3 +89,29 @@ func (p *Pipeline) withdraw(ctx context.Context, op ledger.Operation, reason, ac
 	p.log.Info("operation withdrawn by its agent", "operation", op.ID, "approval", req.ID, "by", actor)
 	return nil
 }
+
+// requestCtxKey holds the context the streamable HTTP transport handed to
+// mcp-go for one request, before mcp-go wrapped it in the cancel that
+// notifications/cancelled fires.
+type requestCtxKey struct{}
+
+// markRequestCtx records ctx as the request's outer context (the streamable
+// HTTP transport's context func).
+func markRequestCtx(ctx context.Context) context.Context {
+	return context.WithValue(ctx, requestCtxKey{}, ctx)
+}
+
+// explicitlyCancelled reports whether a call's ctx ended because the client
+// sent notifications/cancelled for it: mcp-go cancels the call's own
+// context then, and nothing above it. A disconnect or a shutdown cancels the
+// outer (the HTTP request's) context, which cancels the call's
+// synchronously, so the outer is already done when the call sees it. A
+// deadline is never a cancel. Only the streamable HTTP transport marks its
+// requests: over stdio, mcp-go ends every call with a cancel below the
+// context tollgate can mark when input ends, and over SSE the call's context
+// is not the POST's, so there a cancel and a disconnect look the same and
+// nothing is withdrawn (cancel_operation and tasks/cancel still withdraw).
+func explicitlyCancelled(ctx context.Context) bool {
+	outer, ok := ctx.Value(requestCtxKey{}).(context.Context)
+	return ok && ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) && outer.Err() == nil
+}

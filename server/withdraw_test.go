@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -156,5 +157,69 @@ func TestConsoleVoteOnWithdrawnRequest(t *testing.T) {
 	}
 	if n := len(e.sb.Registrations()); n != 0 {
 		t.Fatalf("%d registrations", n)
+	}
+}
+
+// TestCancelledRequestWithdrawsTheApproval: over streamable HTTP, a plain
+// tools/call that waits for a human, then notifications/cancelled for it on
+// the same session: the approval is withdrawn, the hold released, and a
+// later approval does nothing. A client that merely disconnects withdraws
+// nothing (TestMCPClientGoneBeforeClick).
+func TestCancelledRequestWithdrawsTheApproval(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) { c.Approvals.Wait = 5 * time.Minute }))
+	base := trServeHTTP(t, e)
+	full := globalRemaining(t, e)
+	init := trPost(t, base+"/mcp", "", "", trInitBody)
+	_ = init.Body.Close()
+	sid := init.Header.Get("Mcp-Session-Id")
+	n := trPost(t, base+"/mcp", "", sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	_ = n.Body.Close()
+	done := make(chan string, 1)
+	go func() {
+		_, body := ssDo(t, http.MethodPost, base+"/mcp", "", sid,
+			`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"register_domain","arguments":{"domain":"cancel-request.dev","reason":"a test of cancellation"}}}`)
+		done <- body
+	}()
+	var r approvals.Request
+	deadline := time.Now().Add(hangGuard)
+	for {
+		pending, err := e.srv.Approvals().List(context.Background(), approvals.StatePending)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pending) == 1 {
+			r = pending[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no pending approval")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, body := ssDo(t, http.MethodPost, base+"/mcp", "", sid,
+		`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7,"reason":"not needed any more"}}`); code != http.StatusAccepted {
+		t.Fatalf("notifications/cancelled: %d %s", code, body)
+	}
+	op := e.waitState(r.OperationID, ledger.StateCancelled)
+	if op.ErrorCode != "withdrawn" || !strings.Contains(op.Error, "notifications/cancelled") {
+		t.Errorf("operation %+v", op)
+	}
+	if got, err := e.srv.Approvals().Get(context.Background(), r.ID); err != nil || !got.Withdrawn {
+		t.Fatalf("approval %+v %v, want withdrawn", got, err)
+	}
+	if now := globalRemaining(t, e); now != full {
+		t.Errorf("headroom %d after the request was cancelled, want %d", now, full)
+	}
+	select {
+	case <-done:
+	case <-time.After(hangGuard):
+		t.Fatal("the cancelled call did not end")
+	}
+	if _, err := e.srv.Approvals().Decide(context.Background(), approvals.VoteInput{RequestID: r.ID, Approver: "bob", Via: approvals.ViaCLI, Outcome: approvals.OutcomeApprove}); !errors.Is(err, approvals.ErrWithdrawn) {
+		t.Fatalf("a vote after the cancel: %v", err)
+	}
+	if n := len(e.sb.Registrations()); n != 0 {
+		t.Fatalf("%d registrations after the request was cancelled", n)
 	}
 }
