@@ -367,6 +367,30 @@ func TestConsoleInBrowser(t *testing.T) {
 	if res := waitCall(t, third); res.status != "succeeded" {
 		t.Fatalf("third call %+v", res)
 	}
+
+	// 8. Approve + allow one more like it: the next .dev registration runs
+	// without a click. (Last: the mandate would let earlier calls through.)
+	fourth := agentCall(t, base, "mandate-browser.dev")
+	fourthID := e.pendingFor(t, "mandate-browser.dev")
+	run(t, ctx, "sign out alice", chromedp.Navigate(base+"/console/"), chromedp.WaitVisible(chromedp.ID("approver")),
+		chromedp.Click(chromedp.CSS(`form.who button`)), chromedp.WaitVisible(chromedp.ID("message")))
+	signIn(t, ctx, e.link(t, "bob", "/console/approvals/"+fourthID, 0), "bob")
+	run(t, ctx, "approve + allow one more",
+		chromedp.WaitVisible(chromedp.ID("mandate-form")),
+		chromedp.SetValue(chromedp.ID("mandate-count"), "1"),
+		chromedp.Click(chromedp.ID("approve-mandate")), chromedp.WaitVisible(chromedp.ID("notice")))
+	if msg := text("notice"); !strings.Contains(msg, "has a standing approval: man_") {
+		t.Errorf("notice %q", msg)
+	}
+	if res := waitCall(t, fourth); res.status != "succeeded" {
+		t.Fatalf("the call approved with a mandate returned %+v", res)
+	}
+	if res := waitCall(t, agentCall(t, base, "mandate-next.dev")); res.status != "succeeded" {
+		t.Fatalf("the call the mandate covers returned %+v, want it to run without a click", res)
+	}
+	if ms, err := e.db.Mandates(context.Background()); err != nil || len(ms) != 1 || ms[0].Used != 1 || ms[0].Count != 1 || ms[0].CreatedBy != "web:bob" {
+		t.Fatalf("mandates %+v %v, want bob's, used once", ms, err)
+	}
 }
 
 // operationOf returns the operation of an approval request.
