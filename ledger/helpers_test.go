@@ -237,6 +237,13 @@ func checkTotals(ctx context.Context, db *DB, withinLimits bool) error {
 			`SELECT operation_id FROM audit_events WHERE type = 'budget.settled' INTERSECT SELECT operation_id FROM audit_events WHERE type = 'budget.released'`,
 			`SELECT operation_id, COUNT(*) FROM audit_events WHERE type = 'budget.settled' GROUP BY 1 HAVING COUNT(*) > 1`,
 			`SELECT operation_id, COUNT(*) FROM audit_events WHERE type = 'budget.released' GROUP BY 1 HAVING COUNT(*) > 1`,
+			// a mandate's count and amount == its uses not given back
+			`SELECT m.id, m.used_count, m.used_micros, COALESCE(u.n, 0), COALESCE(u.s, 0) FROM mandates m
+			 LEFT JOIN (SELECT mandate_id, COUNT(*) n, SUM(amount_micros) s FROM mandate_uses WHERE returned_at IS NULL GROUP BY 1) u
+			 ON u.mandate_id = m.id WHERE m.used_count <> COALESCE(u.n, 0) OR m.used_micros <> COALESCE(u.s, 0)`,
+			// a use is given back exactly when its operation was released without a charge
+			`SELECT u.operation_id, o.state, u.returned_at FROM mandate_uses u JOIN operations o ON o.id = u.operation_id
+			 WHERE (u.returned_at IS NULL) = (o.state IN ('failed','denied','expired','cancelled'))`,
 		}
 		for _, c := range checks {
 			if err := q(c); err != nil {

@@ -19,13 +19,18 @@ import (
 // action on resources matching a pattern, up to a count, a per-call and a
 // total amount, until an expiry. Reserve consumes it in the reservation's
 // own write transaction, so racing calls can never use it more often or for
-// more than it allows.
+// more than it allows. A covered operation that ends without a charge
+// (Release) gives its use back in the release's transaction; a settled one
+// keeps it.
 
 // Audit event types of mandates.
 const (
 	EventMandateCreated = "mandate.created"
 	EventMandateUsed    = "mandate.used"
 	EventMandateRevoked = "mandate.revoked"
+	// EventMandateUseReturned: the operation a mandate covered ended
+	// without a charge, so its use and amount were given back.
+	EventMandateUseReturned = "mandate.use_returned"
 )
 
 // MaxMandateLifetime bounds a mandate's expiry.
@@ -282,6 +287,43 @@ func (db *DB) useMandate(ctx context.Context, tx *store.Tx, now time.Time, op Op
 		"mandate_id": pick.ID, "agent": op.Agent, "action": action, "resource": resource, "amount": amount.String(),
 		"use": pick.Used + 1, "count": pick.Count, "created_by": pick.CreatedBy,
 	}))
+}
+
+// returnMandateUse gives back the mandate use of an operation released
+// without a charge, inside the release's transaction: the mandate's count
+// and amount go down by what the reservation took, and the use is marked
+// returned (so it is given back once). A settled operation keeps its use:
+// Settle never calls this. Nothing happens for an operation no mandate
+// covered.
+func (db *DB) returnMandateUse(ctx context.Context, tx *store.Tx, now time.Time, cur Operation, to State, code, actor string) ([]Event, error) {
+	var mandateID string
+	var amount int64
+	err := tx.QueryRowContext(ctx, `SELECT mandate_id, amount_micros FROM mandate_uses WHERE operation_id = ? AND returned_at IS NULL`, cur.ID).
+		Scan(&mandateID, &amount)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read mandate use: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE mandate_uses SET returned_at = ? WHERE operation_id = ? AND returned_at IS NULL`, now.UnixNano(), cur.ID); err != nil {
+		return nil, fmt.Errorf("return mandate use: %w", err)
+	}
+	var used int
+	var usedMicros int64
+	var currency string
+	if err := tx.QueryRowContext(ctx, `UPDATE mandates SET used_count = used_count - 1, used_micros = used_micros - ?
+		WHERE id = ? AND used_count >= 1 AND used_micros >= ? RETURNING used_count, used_micros, currency`, amount, mandateID, amount).
+		Scan(&used, &usedMicros, &currency); err != nil {
+		// The use was recorded with the mandate's count and amount in one
+		// transaction, so a mandate that cannot give it back is corrupt.
+		return nil, fmt.Errorf("return use of mandate %s: %w", mandateID, err)
+	}
+	return []Event{NewEvent(EventMandateUseReturned, actor, cur.ID, map[string]any{
+		"mandate_id": mandateID, "amount": money.Money{Micros: amount, Currency: currency}.String(),
+		"used": used, "used_amount": money.Money{Micros: usedMicros, Currency: currency}.String(),
+		"to": to, "code": code, "why": "released without a charge: the use does not count",
+	})}, nil
 }
 
 // MandateOf returns the mandate an operation's reservation used, or "".

@@ -132,3 +132,93 @@ func TestMandateConsumedAtomically(t *testing.T) {
 		mustInvariants(t, db, true)
 	})
 }
+
+// TestMandateUseReturnedOnRelease: an operation a mandate covered that ends
+// without a charge gives its use and amount back in the release's
+// transaction, audited once with the mandate's id; a settled one keeps its
+// use, and releasing twice returns nothing twice.
+func TestMandateUseReturnedOnRelease(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		db := openTest(t)
+		m, err := db.CreateMandate(ctx, Mandate{Agent: "web-bot", Action: "register_domain", Pattern: "*.dev",
+			MaxPerCall: usd("15"), MaxTotal: usd("15"), Count: 1, CreatedBy: "bob", ExpiresAt: time.Now().Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mandate := func() Mandate {
+			t.Helper()
+			ms, err := db.Mandates(ctx)
+			if err != nil || len(ms) != 1 {
+				t.Fatalf("mandates %+v %v", ms, err)
+			}
+			return ms[0]
+		}
+		reserve := func() Operation {
+			t.Helper()
+			op := authorizedOp(t, db, "web-bot", "web")
+			op, err := db.Reserve(ctx, ReserveRequest{OperationID: op.ID, Action: "register_domain", Amount: usd("12.18"), MandateResource: "back.dev"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id, _ := db.MandateOf(ctx, op.ID); id != m.ID {
+				t.Fatalf("%s reserved without the mandate (%q)", op.ID, id)
+			}
+			return op
+		}
+
+		// Used, then the execution fails: the use comes back with the release.
+		failed := reserve()
+		if got := mandate(); got.Used != 1 || got.UsedMicros != 12_180_000 || got.Active(time.Now()) {
+			t.Fatalf("after the reservation: %+v", got)
+		}
+		if err := execute(ctx, db, failed.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Release(ctx, failed.ID, StateFailed, "registry_rejected", "the registry rejected it"); err != nil {
+			t.Fatal(err)
+		}
+		if got := mandate(); got.Used != 0 || got.UsedMicros != 0 || !got.Active(time.Now()) {
+			t.Fatalf("after a release without a charge: %+v", got)
+		}
+		if n := countEvents(t, db, EventMandateUseReturned, func(_ string, d map[string]any) bool {
+			return d["mandate_id"] == m.ID && d["amount"] == "12.18 USD" && d["code"] == "registry_rejected"
+		}); n != 1 {
+			t.Fatalf("%d mandate.use_returned events with the id, amount and code, want 1", n)
+		}
+		// A second release is a state conflict and gives nothing back twice.
+		if _, err := db.Release(ctx, failed.ID, StateFailed, "again", "again"); err == nil {
+			t.Fatal("released twice")
+		}
+		// The operation still says which mandate approved it.
+		if id, _ := db.MandateOf(ctx, failed.ID); id != m.ID {
+			t.Errorf("MandateOf a returned use = %q", id)
+		}
+
+		// The use given back covers the next call, which settles and keeps it.
+		settled := reserve()
+		if err := execute(ctx, db, settled.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Settle(ctx, settled.ID, SettleRequest{Actual: usd("12.18")}); err != nil {
+			t.Fatal(err)
+		}
+		if got := mandate(); got.Used != 1 || got.UsedMicros != 12_180_000 || got.Active(time.Now()) {
+			t.Fatalf("after a settled use: %+v", got)
+		}
+		if n := countRows(t, db, `SELECT COUNT(*) FROM audit_events WHERE type = ?`, EventMandateUseReturned); n != 1 {
+			t.Errorf("%d mandate.use_returned events after a settle, want still 1", n)
+		}
+		// Used up: the next matching reservation is not covered.
+		op := authorizedOp(t, db, "web-bot", "web")
+		if _, err := db.Reserve(ctx, ReserveRequest{OperationID: op.ID, Action: "register_domain", Amount: usd("1"), MandateResource: "more.dev"}); err != nil {
+			t.Fatal(err)
+		}
+		if id, _ := db.MandateOf(ctx, op.ID); id != "" {
+			t.Errorf("a used-up mandate covered %s", op.ID)
+		}
+		mustInvariants(t, db, true)
+	})
+}

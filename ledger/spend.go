@@ -599,7 +599,9 @@ func (db *DB) Settle(ctx context.Context, id string, s SettleRequest, events ...
 
 // Release releases every hold of an operation and moves it to to (failed, denied,
 // expired or cancelled) with the given error code and message, appending
-// "budget.released" when there were holds. It works from any non-terminal state
+// "budget.released" when there were holds. The mandate use the
+// reservation consumed, if any, is given back in the same transaction
+// ("mandate.use_returned"): nothing was charged. It works from any non-terminal state
 // the state machine lets reach to (executing and in_doubt may only become failed);
 // an operation without holds just transitions.
 func (db *DB) Release(ctx context.Context, id string, to State, code, message string, events ...Event) (Operation, error) {
@@ -661,6 +663,11 @@ func (db *DB) releaseTx(ctx context.Context, tx *store.Tx, id string, from []Sta
 			"released": money.Money{Micros: holds[0].amount, Currency: holds[0].currency}, "to": to, "code": code,
 		}))
 	}
+	returned, err := db.returnMandateUse(ctx, tx, db.now(), cur, to, code, actor)
+	if err != nil {
+		return Operation{}, err
+	}
+	all = append(all, returned...)
 	all = append(all, events...)
 	return db.applyTransition(ctx, tx, cur, to, TransitionOpts{ErrorCode: code, Error: message, Actor: actor}, all)
 }

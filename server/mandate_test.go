@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tollgatehq/tollgate/approvals"
+	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/ledger/money"
 	"github.com/tollgatehq/tollgate/tools"
@@ -87,5 +88,77 @@ func TestMandateCoversExactlyItsCount(t *testing.T) {
 	}
 	if id, _ := e.db.MandateOf(ctx, v.OperationID); id != "" {
 		t.Fatalf("a production deploy used mandate %s", id)
+	}
+}
+
+// TestMandateUseReturnedWhenNothingIsCharged: a call a mandate covered that
+// ends without a charge gives the use back with its release, audited with
+// the mandate's id: the registry refusing the registration, and Cloudflare
+// failing before acting (reconciliation finds nothing bought). A settled call
+// keeps its use, so a mandate of count 1 covers both failures, then one
+// registration, and the call after that waits for a human.
+func TestMandateUseReturnedWhenNothingIsCharged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.Approvals.Wait = 0
+		c.Budgets = []BudgetConfig{{Scope: "global", Window: "day", Limit: "200.00"}}
+	}))
+	ctx := context.Background()
+	usd := func(micros int64) money.Money { return money.Money{Micros: micros, Currency: "USD"} }
+	m, err := e.db.CreateMandate(ctx, ledger.Mandate{Agent: webBot, Action: "register_domain", Pattern: "*.dev",
+		MaxPerCall: usd(15_000_000), MaxTotal: usd(15_000_000), Count: 1, CreatedBy: "cli:bob", ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mandate := func() ledger.Mandate {
+		t.Helper()
+		ms, err := e.db.Mandates(ctx)
+		if err != nil || len(ms) != 1 {
+			t.Fatalf("mandates %+v %v", ms, err)
+		}
+		return ms[0]
+	}
+	failedWithout := func(domain, code string) {
+		t.Helper()
+		v := opView(t, e.call(webBot, "register_domain", registerArgs(domain)))
+		op := e.waitState(v.OperationID, ledger.StateFailed)
+		if op.ErrorCode != code || op.Charged != nil {
+			t.Fatalf("%s: failed %s (%s) charged %+v; want %s, nothing charged", domain, op.ErrorCode, op.Error, op.Charged, code)
+		}
+		if id, _ := e.db.MandateOf(ctx, op.ID); id != m.ID {
+			t.Fatalf("%s ran without the mandate (%q)", domain, id)
+		}
+		if got := mandate(); got.Used != 0 || got.UsedMicros != 0 {
+			t.Fatalf("after %s failed: %d used (%d micros), want the use given back", domain, got.Used, got.UsedMicros)
+		}
+		if n := eventCount(t, e, op.ID, ledger.EventMandateUseReturned); n != 1 || !e.auditHas(ledger.EventMandateUseReturned, m.ID) {
+			t.Fatalf("%s: %d mandate.use_returned events (want 1, with the mandate's id)", domain, n)
+		}
+	}
+
+	// The registry rejects the registration ("fail-" names in the sandbox).
+	failedWithout("fail-returned.dev", "registry_rejected")
+	// Cloudflare answers 500 before acting; reconciliation finds nothing.
+	e.sb.SetFaults(sandbox.Faults{ErrorRate: 1, PathContains: "registrations", Method: "POST"})
+	failedWithout("nothing-bought.dev", "not_executed")
+	e.sb.SetFaults(sandbox.Faults{})
+
+	// The use is there for a call that succeeds, which keeps it.
+	v := opView(t, e.call(webBot, "register_domain", registerArgs("kept-use.dev")))
+	op := e.waitState(v.OperationID, ledger.StateSucceeded)
+	if id, _ := e.db.MandateOf(ctx, op.ID); id != m.ID {
+		t.Fatalf("the registration after two failures ran without the mandate (%q)", id)
+	}
+	if got := mandate(); got.Used != 1 || got.UsedMicros != op.Charged.Micros || got.Active(time.Now()) {
+		t.Fatalf("after a settled use: %+v", got)
+	}
+	if n := eventCount(t, e, op.ID, ledger.EventMandateUseReturned); n != 0 {
+		t.Fatalf("a settled call gave its use back (%d events)", n)
+	}
+	if v := opView(t, e.call(webBot, "register_domain", registerArgs("used-up.dev"))); v.Status != "awaiting_approval" {
+		t.Fatalf("a call after the mandate was used up: %s (%s)", v.Status, v.Error)
+	}
+	if regs := e.sb.Registrations(); len(regs) != 1 || regs[0].Domain != "kept-use.dev" {
+		t.Fatalf("sandbox registrations %+v, want only kept-use.dev", regs)
 	}
 }

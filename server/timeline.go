@@ -40,6 +40,8 @@ func EventDetail(e ledger.Event) string {
 		return pick("summary", "error")
 	case ledger.EventMandateUsed:
 		return pick("mandate_id", "use", "count", "amount", "created_by")
+	case ledger.EventMandateUseReturned:
+		return pick("mandate_id", "amount", "code", "used", "used_amount")
 	case "approval.mandate":
 		return pick("mandate_id", "why")
 	case "operation.withdrawn":
