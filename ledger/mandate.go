@@ -242,29 +242,47 @@ func (db *DB) RevokeMandate(ctx context.Context, id, by string) (Mandate, error)
 	return m, nil
 }
 
-// useMandate consumes the first active mandate of the operation's agent and
-// action whose pattern matches resource and whose limits hold amount, inside
-// the reservation's transaction. It returns the mandate id, or "".
-func (db *DB) useMandate(ctx context.Context, tx *store.Tx, now time.Time, op Operation, action, resource string, amount money.Money) (string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT `+mandateColumns+` FROM mandates
+// pickMandate finds the mandate Reserve would use for a call of agent's
+// action on resource for amount at now: the first active one, soonest to
+// expire, whose pattern matches and whose per-call maximum and remaining
+// total hold amount. nil when none would.
+func pickMandate(ctx context.Context, q store.Queryer, now time.Time, agent, action, resource string, amount money.Money) (*Mandate, error) {
+	rows, err := q.QueryContext(ctx, `SELECT `+mandateColumns+` FROM mandates
 		WHERE agent = ? AND action = ? AND currency = ? AND revoked_at IS NULL AND expires_at > ? AND used_count < max_count
-		ORDER BY expires_at, id`, op.Agent, action, amount.Currency, now.UnixNano())
+		ORDER BY expires_at, id`, agent, action, amount.Currency, now.UnixNano())
 	if err != nil {
-		return "", fmt.Errorf("find mandate: %w", err)
+		return nil, fmt.Errorf("find mandate: %w", err)
 	}
-	var pick *Mandate
+	defer rows.Close()
 	for rows.Next() {
 		m, err := scanMandate(rows)
 		if err != nil {
-			rows.Close()
-			return "", fmt.Errorf("find mandate: %w", err)
+			return nil, fmt.Errorf("find mandate: %w", err)
 		}
-		if pick == nil && MatchesPattern(m.Pattern, resource) && amount.Micros <= m.MaxPerCall.Micros && m.UsedMicros+amount.Micros <= m.MaxTotal.Micros {
-			pick = &m
+		if MatchesPattern(m.Pattern, resource) && amount.Micros <= m.MaxPerCall.Micros && m.UsedMicros+amount.Micros <= m.MaxTotal.Micros {
+			return &m, nil
 		}
 	}
-	if err := rows.Close(); err != nil {
-		return "", fmt.Errorf("find mandate: %w", err)
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("find mandate: %w", err)
+	}
+	return nil, nil
+}
+
+// MandateFor is the mandate a reservation now would use for a call of
+// agent's action on resource (a domain, a script name) for amount, or nil:
+// a read that consumes nothing (estimate_cost). Whether the policy lets a
+// mandate cover the call is the caller's check, as for Reserve.
+func (db *DB) MandateFor(ctx context.Context, agent, action, resource string, amount money.Money) (*Mandate, error) {
+	return pickMandate(ctx, db.st, db.now(), agent, action, resource, amount)
+}
+
+// useMandate consumes the mandate pickMandate finds, inside the
+// reservation's transaction. It returns the mandate id, or "".
+func (db *DB) useMandate(ctx context.Context, tx *store.Tx, now time.Time, op Operation, action, resource string, amount money.Money) (string, error) {
+	pick, err := pickMandate(ctx, tx, now, op.Agent, action, resource, amount)
+	if err != nil {
+		return "", err
 	}
 	if pick == nil {
 		return "", nil

@@ -162,3 +162,70 @@ func TestMandateUseReturnedWhenNothingIsCharged(t *testing.T) {
 		t.Fatalf("sandbox registrations %+v, want only kept-use.dev", regs)
 	}
 }
+
+// TestEstimateSaysWhichMandateCovers: estimate_cost names the mandate a
+// call would use, with its uses and amount left, and consumes none of it;
+// with no approver able to approve the call (only the agent's owner is
+// configured) it would still not block, because no human is asked, and the
+// real call then runs without one. A call the mandate does not match, and a
+// production deploy (which the policy never lets a mandate cover), are
+// reported as waiting for a human as before.
+func TestEstimateSaysWhichMandateCovers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.Approvals.Wait = 0
+		c.Approvers = []ApproverConfig{{Name: "alice", Roles: []string{"approver"}}} // owns web-bot: approves nothing of it
+		c.Budgets = []BudgetConfig{{Scope: "global", Window: "day", Limit: "200.00"}}
+	}))
+	ctx := context.Background()
+	usd := func(micros int64) money.Money { return money.Money{Micros: micros, Currency: "USD"} }
+	estimate := func(action string, params map[string]any) tools.EstimateResult {
+		t.Helper()
+		return structured[tools.EstimateResult](t, e.call(webBot, "estimate_cost", map[string]any{"action": action, "params": params}))
+	}
+	est := estimate("register_domain", map[string]any{"domain": "covered.dev"})
+	if !est.WouldBlock || est.Approval.Unavailable == "" || est.Approval.CoveredByMandate != "" {
+		t.Fatalf("without a mandate: %+v; want the approval unavailable", est.Approval)
+	}
+
+	m, err := e.db.CreateMandate(ctx, ledger.Mandate{Agent: webBot, Action: "register_domain", Pattern: "*.dev",
+		MaxPerCall: usd(15_000_000), MaxTotal: usd(40_000_000), Count: 3, CreatedBy: "cli:bob", ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // estimating twice uses nothing
+		est = estimate("register_domain", map[string]any{"domain": "covered.dev"})
+		a := est.Approval
+		if est.WouldBlock || est.BlockReason != "" || !a.Required || a.Unavailable != "" || a.CoveredByMandate != m.ID || a.RemainingUses != 3 ||
+			a.MandateRemaining == nil || a.MandateRemaining.Micros != 40_000_000 || a.MandateExpiresAt == nil || !a.MandateExpiresAt.Equal(m.ExpiresAt) ||
+			!strings.Contains(a.Why, "covered by standing approval "+m.ID) {
+			t.Fatalf("estimate under the mandate: would_block=%v %q %+v", est.WouldBlock, est.BlockReason, a)
+		}
+	}
+	if ms, err := e.db.Mandates(ctx); err != nil || ms[0].Used != 0 || ms[0].UsedMicros != 0 {
+		t.Fatalf("an estimate used the mandate: %+v %v", ms, err)
+	}
+	// Outside the pattern, and a production deploy: a human as before.
+	if est := estimate("register_domain", map[string]any{"domain": "covered.com"}); est.Approval.CoveredByMandate != "" || !est.WouldBlock {
+		t.Errorf("a .com under a *.dev mandate: %+v", est.Approval)
+	}
+	if _, err := e.db.CreateMandate(ctx, ledger.Mandate{Agent: webBot, Action: "deploy_worker", Pattern: "web-*",
+		MaxPerCall: usd(15_000_000), MaxTotal: usd(60_000_000), Count: 3, CreatedBy: "cli:bob", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	prod := estimate("deploy_worker", map[string]any{"script_name": "web-prod", "module": okModule, "compatibility_date": "2025-01-01", "environment": "production"})
+	if prod.Approval.CoveredByMandate != "" || !prod.Approval.Required {
+		t.Errorf("a production deploy under a mandate: %+v", prod.Approval)
+	}
+
+	// The call the estimate described runs without a human, and the next
+	// estimate counts the use.
+	v := opView(t, e.call(webBot, "register_domain", registerArgs("covered.dev")))
+	if got := e.waitState(v.OperationID, ledger.StateSucceeded); got.ErrorCode != "" {
+		t.Fatalf("the covered call: %s %s", got.State, got.Error)
+	}
+	est = estimate("register_domain", map[string]any{"domain": "covered-too.dev"})
+	if est.Approval.CoveredByMandate != m.ID || est.Approval.RemainingUses != 2 || est.Approval.MandateRemaining.Micros != 40_000_000-12_180_000 {
+		t.Fatalf("estimate after one use: %+v", est.Approval)
+	}
+}

@@ -41,13 +41,44 @@ func (p *Pipeline) mandateCandidate(ctx context.Context, pr Principal, ci ledger
 	if err != nil || !has {
 		return ""
 	}
-	env, _ := plan.Resource.Attr["environment"].(string)
-	res := MandateResource(opID, pr.Name, m.Name(), env, plan.Amount)
-	d := p.decide(ctx, p.principal(pr, ci), res, "use")
-	if err := p.db.Append(ctx, decisionEvent(actor, opID, res, "use", d)); err != nil || !d.Allowed {
+	if !p.mandateMayCover(ctx, pr, ci, m, plan, actor, opID, p.db.Append) {
 		return ""
 	}
 	return plan.Resource.ID
+}
+
+// mandateMayCover asks the policy whether a mandate may cover the call
+// (resource mandate, action use; id: the operation's, "estimate" without
+// one), recording the decision with record; an unrecorded decision allows
+// nothing.
+func (p *Pipeline) mandateMayCover(ctx context.Context, pr Principal, ci ledger.ClientInfo, m tools.Mutation, plan tools.Plan, actor, opID string,
+	record func(context.Context, ...ledger.Event) error) bool {
+	env, _ := plan.Resource.Attr["environment"].(string)
+	id := opID
+	if id == "" {
+		id = "estimate" // an estimate has no operation; the policy needs an id
+	}
+	res := MandateResource(id, pr.Name, m.Name(), env, plan.Amount)
+	d := p.decide(ctx, p.principal(pr, ci), res, "use")
+	return record(ctx, decisionEvent(actor, opID, res, "use", d)) == nil && d.Allowed
+}
+
+// coveringMandate is the mandate a reservation now would use for the call
+// (nil when none would, or the policy lets none cover it, or either could
+// not be read): what estimate_cost reports. It reads and consumes nothing.
+func (p *Pipeline) coveringMandate(ctx context.Context, pr Principal, ci ledger.ClientInfo, m tools.Mutation, plan tools.Plan, need approvalNeed) *ledger.Mandate {
+	if !need.Required || need.Approvals != 1 {
+		return nil
+	}
+	md, err := p.db.MandateFor(ctx, pr.Name, m.Name(), plan.Resource.ID, plan.Amount)
+	if err != nil {
+		p.log.Warn("read mandates for an estimate", "agent", pr.Name, "err", err)
+		return nil
+	}
+	if md == nil || !p.mandateMayCover(ctx, pr, ci, m, plan, pr.actor(), "", p.db.Record) {
+		return nil
+	}
+	return md
 }
 
 // approveByMandate moves an operation whose reservation used a mandate to

@@ -1274,7 +1274,17 @@ func (p *Pipeline) Estimate(ctx context.Context, m tools.Mutation, call tools.Ca
 	}
 	if need.Required {
 		res.Approval.Approvals = need.Approvals
-		res.Approval.Unavailable = p.quorumShortfall(ctx, pr, m.Name(), plan.Irreversible, plan.Amount, need)
+		// A call a mandate covers asks no human, so whether approvers could
+		// meet the quorum does not matter to it.
+		if md := p.coveringMandate(ctx, pr, ci, m, plan, need); md != nil {
+			left := money.Money{Micros: md.MaxTotal.Micros - md.UsedMicros, Currency: md.MaxTotal.Currency}
+			remaining, expires := tools.AmountOf(left), md.ExpiresAt
+			res.Approval.CoveredByMandate, res.Approval.RemainingUses = md.ID, md.Count-md.Used
+			res.Approval.MandateRemaining, res.Approval.MandateExpiresAt = &remaining, &expires
+			res.Approval.Why += fmt.Sprintf("; covered by standing approval %s (given by %s): no human is asked", md.ID, md.CreatedBy)
+		} else {
+			res.Approval.Unavailable = p.quorumShortfall(ctx, pr, m.Name(), plan.Irreversible, plan.Amount, need)
+		}
 	}
 	var reasons []string
 	if blocked != nil {

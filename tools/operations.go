@@ -113,7 +113,7 @@ func EstimateCost(r Runner, cfg Config) Tool {
 		mcp.WithDescription("Tells you, without buying, reserving or deploying anything, what "+orList(names)+
 			" would do with these arguments (params: that tool's arguments; no reason needed): the amount it would spend (from the registrar's live quote or "+
 			"the configured Workers price book) with a breakdown, whether policy allows it and why not, the headroom in "+
-			"every budget that applies and whether the call would be blocked, and whether a human must approve it. "+
+			"every budget that applies and whether the call would be blocked, and whether a human must approve it or a standing approval (mandate) would cover it. "+
 			"Free and read-only."),
 		withInput[EstimateCostArgs](func(p map[string]*jsonschema.Schema) {
 			p["action"].Description = "the tool you are considering: " + orList(names)

@@ -109,6 +109,12 @@ type ApprovalNeed struct {
 	// Unavailable says why no approval could be given (the configured
 	// approvers cannot meet the quorum); the call would fail, not wait.
 	Unavailable string `json:"unavailable,omitempty" jsonschema:"set when the configured approvers cannot meet the quorum: the call would fail, not wait"`
+	// CoveredByMandate names the standing approval that would approve the
+	// call now, so no human is asked; the estimate consumes none of it.
+	CoveredByMandate string     `json:"covered_by_mandate,omitempty" jsonschema:"the standing approval (mandate) that would approve this call now without a human; an estimate uses none of it"`
+	RemainingUses    int        `json:"remaining_uses,omitempty" jsonschema:"calls that mandate may still cover, this one included"`
+	MandateRemaining *Amount    `json:"mandate_remaining,omitempty" jsonschema:"what that mandate may still cover in total, this call included"`
+	MandateExpiresAt *time.Time `json:"mandate_expires_at,omitempty"`
 }
 
 // ApprovalView is the approval attached to an Operation.
