@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -59,6 +61,64 @@ func (p *Pipeline) onDecided(ctx context.Context, req approvals.Request) {
 			p.tellDecided(req, mcp.LoggingLevelWarning, why)
 		}
 	}
+}
+
+// followDecision prints, on this process's terminal, the decision on the
+// approval it asked for operation id, once the operation has acted on it:
+// the process that delivers a vote made elsewhere (the CLI, the console or
+// Slack on another replica) prints it on its own terminal, and the one whose
+// terminal said the approval was needed says how it ended too (a request
+// cancelled by a freeze included). The line matches what the operation did:
+// an approval the operation never acted on (approved, but released
+// meanwhile by a freeze) prints nothing, like onDecided.
+//
+// The caller counts it in p.following before starting it.
+func (p *Pipeline) followDecision(ctx context.Context, id string) {
+	defer p.following.Add(-1)
+	defer p.term.forget(id)
+	wake, stop := p.changes(id)
+	defer stop()
+	for {
+		if req, done := p.decisionActedOn(ctx, id); done {
+			if req != nil {
+				p.term.decided(*req)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		}
+	}
+}
+
+// decisionActedOn reports whether operation id is past its approval, and
+// the decided request when the operation followed it (nil when it ended
+// some other way).
+func (p *Pipeline) decisionActedOn(ctx context.Context, id string) (*approvals.Request, bool) {
+	op, err := p.db.Operation(ctx, id)
+	if err != nil || op.State == ledger.StateAwaitingApproval {
+		return nil, false
+	}
+	req, err := p.approvals.ByOperation(ctx, id)
+	if err != nil {
+		return nil, op.State.Terminal()
+	}
+	released := map[string]ledger.State{
+		approvals.StateDenied: ledger.StateDenied, approvals.StateExpired: ledger.StateExpired, approvals.StateCancelled: ledger.StateCancelled,
+	}
+	switch {
+	case req.State == approvals.StatePending:
+		// Moved on before its request ended (a fault, a freeze): the
+		// request is cancelled next; an operation that ended is done.
+		return nil, op.State.Terminal()
+	case req.State == approvals.StateApproved && !slices.Contains(slices.Collect(maps.Values(released)), op.State):
+		return &req, true
+	case released[req.State] == op.State:
+		return &req, true
+	}
+	return nil, true
 }
 
 // tellDecided tells the requesting agent how its approval request ended.

@@ -532,3 +532,39 @@ func operationTokens(e *testEnv) []sandbox.TokenRecord {
 	}
 	return out
 }
+
+// replica starts a second tollgate server on e's ledger file, policy engine
+// and Cloudflare sandbox, as another process (a replica) would be: its own
+// database handle, lease, approvals service and pipeline.
+func (e *testEnv) replica(t *testing.T, terminal io.Writer) *Server {
+	t.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	db, err := ledger.Open(ctx, e.db.Path(), ledger.WithMigrations(approvals.Migrations), ledger.WithLogger(log), ledger.WithAuditKey(testAuditKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	policies, err := filepath.Abs(filepath.Join("..", "cerbos-policies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := Deps{DB: db, Authz: e.az, Logger: log, Version: "test", PolicyDir: policies, Terminal: terminal}
+	deps.Cloudflare.APIBase = e.sbHTTP.URL + sandbox.APIPrefix
+	deps.Cloudflare.AccountID = e.sb.AccountID()
+	deps.Cloudflare.ParentToken = e.sb.ParentToken()
+	srv, err := New(e.cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	select {
+	case <-srv.approversChecked:
+	case <-time.After(hangGuard):
+		t.Fatal("the replica's approver check did not finish")
+	}
+	return srv
+}

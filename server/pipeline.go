@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -38,7 +39,8 @@ type Pipeline struct {
 	metrics   *metrics
 	watch     *watcher
 	notify    *notifier
-	term      *terminal // serve's approval lines; nil prints nothing
+	term      *terminal    // serve's approval lines; nil prints nothing
+	following atomic.Int64 // followDecision goroutines running (tests wait for them)
 
 	// life is the server's lifetime: pipelines started by a call outlive
 	// the call (a client may disconnect while a human decides).
@@ -582,14 +584,20 @@ func (p *Pipeline) requestApproval(ctx context.Context, op ledger.Operation, pla
 		Policy:   policy + "; approval: " + strings.Join(need.Why, "; "),
 		ArgsHash: op.ArgsHash, Irreversible: plan.Irreversible, Quorum: need.Approvals, ExpiresAt: expires,
 	}
+	p.term.announce(op.ID)
 	created, err := p.approvals.Request(ctx, req)
 	if err != nil {
+		p.term.forget(op.ID)
 		p.log.Error("approval request failed; releasing", "operation", op.ID, "err", err)
 		p.releaseIf(ctx, op.ID, []ledger.State{ledger.StateAwaitingApproval}, ledger.StateFailed, "approval_unavailable",
 			"could not record the approval request: "+err.Error())
 		return
 	}
 	p.term.requested(created)
+	if p.term != nil {
+		p.following.Add(1)
+		p.goRun(func(ctx context.Context) { p.followDecision(ctx, op.ID) })
+	}
 	p.notify.tellAgent(op.Agent, mcp.LoggingLevelNotice, loggerApprovals, agentMessage{
 		Event: "approval_requested", OperationID: op.ID, Tool: op.Tool, Code: created.ID,
 		Message: fmt.Sprintf("%s of %s (%s) waits for %s (approval %s, expires %s); get_operation %s follows it",

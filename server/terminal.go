@@ -18,18 +18,69 @@ import (
 // the command that approves it and the console link. Everything an agent,
 // its client or a voter wrote goes through display.Text. A nil terminal (no
 // Deps.Terminal) prints nothing.
+//
+// The process that asked for an approval prints its decision however the
+// decision arrived: a vote in another process (the CLI, the console or Slack
+// on another replica) is acted on by whichever process delivers it, so the
+// asking process follows the operation (Pipeline.followDecision) and prints
+// the line too, once: announced remembers which decisions it printed.
 type terminal struct {
-	mu      sync.Mutex
-	w       io.Writer
-	console string // the console's base URL, "" without one
-	now     func() time.Time
+	mu        sync.Mutex
+	w         io.Writer
+	console   string // the console's base URL, "" without one
+	now       func() time.Time
+	announced map[string]*announcement // by operation id
 }
+
+// announcement is an approval this process asked for: printed says whether
+// its decision line was printed (by the delivering onDecided or by the
+// follower, whichever came first), at when.
+type announcement struct {
+	printed bool
+	at      time.Time
+}
+
+// announcedFor is how long a printed decision is remembered: long past the
+// moment both the follower and this process's own onDecided have run (they
+// run as the operation leaves awaiting_approval).
+const announcedFor = 10 * time.Minute
 
 func newTerminal(w io.Writer, console string, now func() time.Time) *terminal {
 	if w == nil {
 		return nil
 	}
-	return &terminal{w: w, console: console, now: now}
+	return &terminal{w: w, console: console, now: now, announced: map[string]*announcement{}}
+}
+
+// announce records that this process asks for the approval of operation
+// opID (before the request exists, so a decision that comes at once is
+// already printed once), and forgets decisions printed long ago.
+func (t *terminal) announce(opID string) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	for id, a := range t.announced {
+		if a.printed && now.Sub(a.at) > announcedFor {
+			delete(t.announced, id)
+		}
+	}
+	t.announced[opID] = &announcement{}
+}
+
+// forget drops an announcement whose request was never made, or whose
+// follower stopped before a decision.
+func (t *terminal) forget(opID string) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if a := t.announced[opID]; a != nil && !a.printed {
+		delete(t.announced, opID)
+	}
 }
 
 func (t *terminal) line(format string, args ...any) {
@@ -58,11 +109,22 @@ func (t *terminal) requested(r approvals.Request) {
 		r.ExpiresAt.Local().Format("15:04:05"), short, link)
 }
 
-// decided: approved, denied, expired or withdrawn.
+// decided: approved, denied, expired or withdrawn. A decision on an
+// approval this process announced is printed once, by whichever of its
+// deliverer and its follower comes first.
 func (t *terminal) decided(r approvals.Request) {
 	if t == nil {
 		return
 	}
+	t.mu.Lock()
+	if a := t.announced[r.OperationID]; a != nil {
+		if a.printed {
+			t.mu.Unlock()
+			return
+		}
+		a.printed, a.at = true, t.now()
+	}
+	t.mu.Unlock()
 	short := approvals.ShortID(r.ID)
 	what := lowerFirst(txt(r.Summary))
 	switch r.State {
