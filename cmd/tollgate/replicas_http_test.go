@@ -217,29 +217,35 @@ func TestHTTPReplicasShareOnePostgres(t *testing.T) {
 // on its own loopback port.
 type httpReplica struct {
 	base string // http://127.0.0.1:PORT
+	pid  int
 	stop func() // SIGTERM, then a clean exit is required; idempotent
+	kill func() // SIGKILL: no shutdown code runs; stop is then a no-op
 }
 
 // listenRE finds the bound address in serve's connect help.
 var listenRE = regexp.MustCompile(`streamable HTTP\s+(http://127\.0\.0\.1:\d+)/mcp`)
 
-// serveHTTP starts a replica on a free loopback port and reads its address
-// from the connect help in its log. At cleanup it is sent SIGTERM and must
-// exit cleanly.
-func (e *crashEnv) serveHTTP() *httpReplica {
+// serveHTTP starts a replica on a free loopback port, with extra flags, and
+// reads its address from the connect help in its log. At cleanup it is sent
+// SIGTERM and must exit cleanly (unless it was killed).
+func (e *crashEnv) serveHTTP(flags ...string) *httpReplica {
 	t := e.t
 	t.Helper()
 	e.mu.Lock()
 	e.serves++
 	name := fmt.Sprintf("serve-http-%d", e.serves)
 	e.mu.Unlock()
-	cmd, logf := e.child(name, "serve", "--transport", "http", "--listen", "127.0.0.1:0", "--auth", "tokens")
+	cmd, logf := e.child(name, append([]string{"serve", "--transport", "http", "--listen", "127.0.0.1:0", "--auth", "tokens"}, flags...)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
+	var killed atomic.Bool
 	stop := sync.OnceFunc(func() {
+		if killed.Load() {
+			return
+		}
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-waited:
@@ -253,11 +259,23 @@ func (e *crashEnv) serveHTTP() *httpReplica {
 		_ = logf.Close()
 	})
 	t.Cleanup(stop)
+	kill := func() {
+		killed.Store(true)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatalf("kill %s: %v", name, err)
+		}
+		select {
+		case <-waited: // reaped: its connections are closed
+		case <-time.After(2 * time.Minute): // a hang guard only
+			t.Fatalf("%s survived SIGKILL", name)
+		}
+		_ = logf.Close()
+	}
 	deadline := time.Now().Add(2 * time.Minute) // a hang guard only
 	for {
 		b, _ := os.ReadFile(filepath.Join(e.dir, name+".log"))
 		if m := listenRE.FindSubmatch(b); m != nil {
-			return &httpReplica{base: string(m[1]), stop: stop}
+			return &httpReplica{base: string(m[1]), pid: cmd.Process.Pid, stop: stop, kill: kill}
 		}
 		select {
 		case err := <-waited:
