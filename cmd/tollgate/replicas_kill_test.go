@@ -5,6 +5,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
@@ -228,4 +231,133 @@ func TestHTTPReplicaKilledMidExecution(t *testing.T) {
 	e.checkLedgerMatchesSandbox()
 	t.Logf("replica %d killed mid-registration; replica %d took it over %s after its last heartbeat (TTL %s); events %v",
 		holder, survivor, reclaimedAt.Sub(lastBeat).Round(time.Millisecond), ttl, types)
+}
+
+// TestConsoleSessionsAcrossReplicas: the web console needs no sticky load
+// balancing. Sign-in links and sessions live in the shared database (hashed),
+// so a link minted with the CLI is redeemed on replica A, the cookie A set
+// opens pages on B, the CSRF token of A's page is accepted by B, an Approve
+// posted to B resumes the call waiting on A, a used link is refused by B,
+// and a sign-out on B ends the session on A too.
+func TestConsoleSessionsAcrossReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two HTTP tollgate replicas, a sandbox, Cerbos and PostgreSQL; skipped with -short")
+	}
+	t.Parallel()
+	const (
+		price  = 12_180_000 // .dev in the sandbox
+		public = "https://tollgate.example.com"
+	)
+	dsn := storetest.PostgresDSN(t)
+	e := newCrashEnvWith(t, crashConfig{agents: []string{"web-bot"}, wait: "3m", db: dsn})
+	out, err := e.plainCLI("agents", "create", "http-bot", "--team", "web", "--roles", "agent,deployer",
+		"--owner", "alice", "--attr", "environment=dev,trust_tier=standard", "--ttl", "1h")
+	token := regexp.MustCompile(`tg_[A-Za-z0-9_-]+`).FindString(out)
+	if err != nil || token == "" {
+		t.Fatalf("agents create --db URL: %v\n%s", err, out)
+	}
+	a, b := e.serveHTTP("--console-url", public), e.serveHTTP("--console-url", public)
+	onA := &serveProc{e: e, c: tokenClient(t, a.base+"/mcp", token)}
+	result := make(chan tools.OperationView, 1)
+	go func() {
+		v, err := onA.call("register_domain", map[string]any{"domain": "console-replicas.dev", "reason": "console replica test: one launch page"})
+		if err != nil {
+			t.Errorf("register_domain on A: %v", err)
+		}
+		result <- v
+	}()
+	var opID string
+	e.waitFor("the registration to await approval", func() bool {
+		ops, _, err := e.db.ListOperations(context.Background(), ledger.OperationQuery{States: []ledger.State{ledger.StateAwaitingApproval}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ops) == 1 {
+			opID = ops[0].ID
+		}
+		return opID != ""
+	})
+	reqID := e.requestID(opID)
+
+	out, err = e.cli("approvals", "open", "--print", "--as", "bob", "--request", reqID)
+	link := regexp.MustCompile(regexp.QuoteMeta(public) + `/console/signin\?t=([A-Za-z0-9_-]{43})`).FindStringSubmatch(out)
+	if err != nil || link == nil {
+		t.Fatalf("approvals open --print: %v\n%s", err, out)
+	}
+	// A browser on the public address: its Origin is the public URL; the
+	// load balancer sends each request to a replica of its choosing.
+	c := &http.Client{Timeout: 60 * time.Second, // a hang guard only
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	do := func(r *httpReplica, method, path, cookie string, form url.Values) (*http.Response, string) {
+		t.Helper()
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, err := http.NewRequest(method, r.base+path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", public)
+		}
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		bs, _ := io.ReadAll(resp.Body)
+		return resp, string(bs)
+	}
+	resp, body := do(a, http.MethodPost, "/console/signin", "", url.Values{"t": {link[1]}})
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+		t.Fatalf("sign-in on A: %d %v\n%s", resp.StatusCode, resp.Cookies(), body)
+	}
+	cookie := resp.Cookies()[0].Name + "=" + resp.Cookies()[0].Value
+	if resp, body = do(b, http.MethodPost, "/console/signin", "", url.Values{"t": {link[1]}}); resp.StatusCode == http.StatusSeeOther || len(resp.Cookies()) != 0 {
+		t.Fatalf("B signed someone in with the link A already used: %d\n%s", resp.StatusCode, body)
+	}
+	_, pageA := do(a, http.MethodGet, "/console/approvals/"+reqID, cookie, nil)
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(pageA)
+	if m == nil {
+		t.Fatalf("no CSRF token on A's page of %s:\n%s", reqID, pageA)
+	}
+	if resp, body = do(b, http.MethodGet, "/console/approvals/"+reqID, cookie, nil); resp.StatusCode != http.StatusOK || !strings.Contains(body, reqID) || !strings.Contains(body, m[1]) {
+		t.Fatalf("A's session on B: %d; want the request's page with the same form token\n%s", resp.StatusCode, body)
+	}
+	if resp, body = do(b, http.MethodPost, "/console/approvals/"+reqID+"/approve", cookie, url.Values{"csrf": {m[1]}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("approve on B with A's session: %d\n%s", resp.StatusCode, body)
+	}
+	select {
+	case v := <-result:
+		if v.Status != "succeeded" || v.Charged == nil || v.Charged.Micros != price {
+			t.Fatalf("the call waiting on A ended %+v; want succeeded once approved in the console on B", v)
+		}
+	case <-time.After(2 * time.Minute): // a hang guard only
+		t.Fatal("the console approval on B did not resume the call waiting on A")
+	}
+	var voted []string
+	if err := e.db.Events(context.Background(), ledger.EventQuery{OperationID: opID, Types: []string{"approval.voted"}}, func(ev ledger.Event) error {
+		voted = append(voted, ev.Actor)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(voted) != 1 || !strings.Contains(voted[0], "bob") {
+		t.Fatalf("votes on %s by %v; want one, bob's", opID, voted)
+	}
+	// Signing out on B ends the session everywhere.
+	if resp, body = do(b, http.MethodPost, "/console/signout", cookie, url.Values{"csrf": {m[1]}}); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Signed out") {
+		t.Fatalf("sign-out on B: %d\n%s", resp.StatusCode, body)
+	}
+	if resp, body = do(a, http.MethodGet, "/console/approvals/"+reqID, cookie, nil); resp.StatusCode != http.StatusUnauthorized || strings.Contains(body, m[1]) {
+		t.Fatalf("A answers the session signed out on B with %d; want 401\n%s", resp.StatusCode, body)
+	}
+	a.stop()
+	b.stop()
+	e.checkLedgerMatchesSandbox()
 }
