@@ -207,6 +207,18 @@ func TestHTTPReplicasShareOnePostgres(t *testing.T) {
 			t.Errorf("%d approval messages posted to Slack for %s, want one (by the replica holding the call)", n, id)
 		}
 	}
+	// Alerts come from the replica that saw the condition, once: one per
+	// refused call (from the replica it was on), none from starting two
+	// replicas (their start-up checks, the quorum one included, only log).
+	alerts := slackAPI.alerts()
+	for _, a := range alerts {
+		if !strings.HasPrefix(a, ":no_entry: Blocked register_domain for agent http-bot") {
+			t.Errorf("unexpected Slack alert: %q", a)
+		}
+	}
+	if len(alerts) != calls-2 {
+		t.Errorf("%d Slack alerts, want one per refused call (%d): %q", len(alerts), calls-2, alerts)
+	}
 	for _, r := range replicas {
 		r.stop()
 	}
@@ -390,6 +402,19 @@ func (s *replicaSlack) posts(requestID string) []map[string]string {
 	for _, c := range s.calls {
 		if c["method"] == "chat.postMessage" && strings.Contains(c["blocks"], requestID) {
 			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// alerts are the texts of the plain messages posted (alerts carry no blocks).
+func (s *replicaSlack) alerts() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, c := range s.calls {
+		if c["method"] == "chat.postMessage" && c["blocks"] == "" {
+			out = append(out, c["text"])
 		}
 	}
 	return out
