@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -235,4 +236,97 @@ func testRetryDelayIsCapped(t *testing.T) {
 			t.Errorf("retryDelay(%d) = %v, want %v", attempts, d, want)
 		}
 	}
+}
+
+// heldChannel is a channel whose Post waits until released: a channel call
+// in flight.
+type heldChannel struct {
+	*recordingChannel
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (c *heldChannel) Post(ctx context.Context, r approvals.Request) (string, error) {
+	c.entered <- struct{}{}
+	select {
+	case <-c.release:
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	return c.recordingChannel.Post(ctx, r)
+}
+
+// TestOnePostAcrossProcesses: two processes on one database, each with the
+// channel attached (replicas with Slack configured alike). While the process
+// that made a request is posting it, the other's retry sweep finds it
+// unposted and must not post it too; once it is posted, nothing more is. A
+// claim whose process died mid-post lapses after twice the channel timeout,
+// and the other posts it then.
+func TestOnePostAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	approvalstest.EachBackend(t, testOnePostAcrossProcesses)
+}
+
+func testOnePostAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := approvalstest.New(t)
+	other, err := approvals.NewService(approvalstest.OpenHandle(t, f.Path), approvals.Options{Approvers: approvalstest.Approvers, Authorizer: approvalstest.PolicyAuthorizer(nil),
+		Audit: f.Audit.Fn, Clock: f.Clock.Now, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := &heldChannel{recordingChannel: newRecordingChannel("chat"), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	theirs := newRecordingChannel("chat")
+	f.Svc.AddChannel(mine)
+	other.AddChannel(theirs)
+
+	made := make(chan approvals.Request, 1)
+	go func() { made <- f.Request(nil) }()
+	select {
+	case <-mine.entered:
+	case <-time.After(time.Minute): // a hang guard only
+		t.Fatal("the request was never posted")
+	}
+	other.Tick(ctx) // the other process's sweep, while the post is in flight
+	if n := theirs.count(); n != 0 {
+		t.Fatalf("the other process posted a request being posted: %d posts", n)
+	}
+	close(mine.release)
+	r := <-made
+	ref, err := f.Svc.PostRef(ctx, r.ID, "chat")
+	if err != nil || ref == "" {
+		t.Fatalf("post of %s: %q %v", r.ID, ref, err)
+	}
+	f.Clock.Advance(time.Hour)
+	other.Tick(ctx)
+	if n, m := theirs.count(), mine.count(); n != 0 || m != 1 {
+		t.Fatalf("posts: %d by the process that made it, %d by the other; want 1 and 0", m, n)
+	}
+
+	// A process that claimed a post and died mid-call leaves its claim (as
+	// written here); the other's sweep waits for it to lapse, then posts.
+	mine.setFail(errors.New("slack is down"))
+	r2 := f.Request(func(r *approvals.Request) { r.ExpiresAt = f.Clock.Now().Add(2 * time.Hour) })
+	<-mine.entered
+	claim := f.Clock.Now().Add(2 * approvals.DefaultChannelTimeout)
+	if _, err := f.DB.ExecContext(ctx, `UPDATE approval_posts SET claimed_until = ?, next_at = 0 WHERE request_id = ?`, claim.UnixNano(), r2.ID); err != nil {
+		t.Fatal(err)
+	}
+	other.Tick(ctx)
+	if n := theirs.count(); n != 0 {
+		t.Fatalf("the other process posted under a live claim: %d posts", n)
+	}
+	f.Clock.Advance(2 * approvals.DefaultChannelTimeout)
+	other.Tick(ctx)
+	if ref, err := other.PostRef(ctx, r2.ID, "chat"); err != nil || ref == "" || theirs.count() != 1 {
+		t.Fatalf("a lapsed claim was not taken over: ref %q %v, %d posts", ref, err, theirs.count())
+	}
+}
+
+// count is how many posts the channel made.
+func (c *recordingChannel) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.posts)
 }

@@ -234,6 +234,24 @@ func (s *Service) syncOnce(parent context.Context, c Channel, id string) {
 				}
 				return
 			}
+			// Claim the first post across processes: the one holding the call
+			// and another's retry sweep may both find it unposted here, and a
+			// channel call cannot be taken back. The claim lasts the call and
+			// as long again (bookkeeping, clocks of other hosts); a process
+			// that dies mid-post leaves it to lapse, and another posts.
+			now := s.now()
+			res, err := s.st.ExecContext(ctx, `UPDATE approval_posts SET claimed_until = ?
+				WHERE request_id = ? AND channel = ? AND ref = '' AND claimed_until <= ?`,
+				now.Add(2*s.o.ChannelTimeout).UnixNano(), id, name, now.UnixNano())
+			if err != nil {
+				cancel()
+				logErr("claim post", err)
+				return
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				cancel()
+				return // another process is posting it (or just did): it records the outcome
+			}
 			ref, err := c.Post(callCtx, r)
 			cancel()
 			if err != nil {
@@ -295,7 +313,7 @@ func (s *Service) scheduleRetry(ctx context.Context, channel, id string, attempt
 	}
 	next := s.now().Add(delay)
 	msg := display.Text(cause.Error(), 500)
-	if _, err := s.st.ExecContext(ctx, `UPDATE approval_posts SET attempts = attempts + 1, next_at = ?, error = ?
+	if _, err := s.st.ExecContext(ctx, `UPDATE approval_posts SET attempts = attempts + 1, next_at = ?, error = ?, claimed_until = 0
 		WHERE request_id = ? AND channel = ?`, next.UnixNano(), msg, id, channel); err != nil {
 		s.log.ErrorContext(ctx, "record channel failure", slog.String("request_id", id), slog.String("channel", channel), slog.String("error", err.Error()))
 	}
