@@ -474,9 +474,10 @@ type spawnedServer struct {
 }
 
 // spawnServer starts this binary's `serve` on a free loopback port with the
-// sandbox, auth none and a database in a temporary folder, and waits until
+// sandbox, auth none and a database in a temporary folder (env, KEY=VALUE,
+// added to this process's environment), and waits until
 // /healthz says the policy engine and the database are ready.
-func spawnServer(ctx context.Context, note io.Writer, extraConfig string) (*spawnedServer, error) {
+func spawnServer(ctx context.Context, note io.Writer, extraConfig string, env ...string) (*spawnedServer, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -510,6 +511,9 @@ func spawnServer(ctx context.Context, note io.Writer, extraConfig string) (*spaw
 	s.cmd = exec.Command(self, "serve", "--transport", "http", "--listen", addr, "--auth", "none", "--sandbox",
 		"--config", cfgPath, "--db", filepath.Join(dir, "tollgate.db"), "--log-level", "warn")
 	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
+	if len(env) > 0 {
+		s.cmd.Env = append(os.Environ(), env...)
+	}
 	if err := s.cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start tollgate serve: %w", err))
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,7 +35,9 @@ type compareOptions struct {
 }
 
 // compareRow is one client count's figures: each round's raw PDP
-// CheckResources/s and the tool's calls/s, and their medians.
+// CheckResources/s, the tool's calls/s on the server without a decision
+// cache (the PDP as an external one) and on the server with its managed
+// PDP and decision cache (the normal configuration), and their medians.
 type compareRow struct {
 	Clients      int       `json:"clients"`
 	RawPerS      []float64 `json:"raw_checks_per_s"`
@@ -47,6 +50,14 @@ type compareRow struct {
 	ToolP99Ms    float64   `json:"tool_p99_ms"`
 	RawP50Ms     float64   `json:"raw_p50_ms"`
 	ToolFailures int       `json:"tool_failures"`
+	// The cached series: the same calls to the server whose managed PDP
+	// answers from its decision cache.
+	CachedPerS        []float64 `json:"cached_calls_per_s"`
+	CachedRatios      []float64 `json:"cached_ratios"`
+	CachedMedian      float64   `json:"cached_calls_per_s_median"`
+	CachedRatioMedian float64   `json:"cached_ratio_median"`
+	CachedP50Ms       float64   `json:"cached_p50_ms"`
+	CachedFailures    int       `json:"cached_failures"`
 }
 
 // compareReport is the whole run.
@@ -58,6 +69,9 @@ type compareReport struct {
 	PerCall    *loadWork    `json:"per_call,omitempty"`
 	RSSMiB     float64      `json:"server_rss_mib,omitempty"`
 	PDPChecksN int          `json:"pdp_resources_per_request"`
+	// CachedPerCall and CachedRSSMiB are the cached server's.
+	CachedPerCall *loadWork `json:"cached_per_call,omitempty"`
+	CachedRSSMiB  float64   `json:"cached_server_rss_mib,omitempty"`
 }
 
 func parseClientCounts(s string) ([]int, error) {
@@ -72,14 +86,16 @@ func parseClientCounts(s string) ([]int, error) {
 	return out, nil
 }
 
-// runComparePDP starts a managed Cerbos PDP, a throwaway server that uses it
-// as its (external) PDP, and measures, at each client count and in rounds
-// that alternate which goes first, raw CheckResources calls carrying
-// exactly the checks estimate_cost sends (tools.EstimateChecks, with
-// tollgate's principal) against the tool over streamable HTTP. The ratio
-// is the tool's calls/s over the raw PDP's requests/s: with a cached quote,
-// one estimate_cost sends one CheckResources request, so 1.0 means tollgate
-// adds nothing the PDP would notice.
+// runComparePDP starts a managed Cerbos PDP and two throwaway servers: one
+// that uses that PDP as its (external) PDP, so it keeps no decision cache,
+// and one in the normal configuration, with its own managed PDP on the
+// same policies and its decision cache. At each client count, in rounds
+// that rotate which goes first, it measures raw CheckResources calls
+// carrying exactly the checks estimate_cost sends (tools.EstimateChecks,
+// with tollgate's principal) against the tool over streamable HTTP on each
+// server. A ratio is the tool's calls/s over the raw PDP's requests/s: a
+// registration estimate sends 2 PDP requests, so 0.5 is the uncached
+// server's ceiling; the cached server can pass 1.0.
 func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io.Writer) error {
 	pdp, err := authz.StartManaged(ctx, authz.ManagedConfig{
 		PolicyDir: co.Policies,
@@ -97,6 +113,21 @@ func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io
 	}
 	defer srv.stop()
 	o.URL = srv.url
+	policies, err := filepath.Abs(co.Policies)
+	if err != nil {
+		return err
+	}
+	// The cached server profiles itself to FILE.cached beside the
+	// uncached one's FILE.
+	var cachedEnv []string
+	if p := os.Getenv(cpuProfileEnv); p != "" {
+		cachedEnv = append(cachedEnv, cpuProfileEnv+"="+p+".cached")
+	}
+	cached, err := spawnServer(ctx, os.Stderr, fmt.Sprintf("cerbos:\n  policies: %q\n", policies), cachedEnv...)
+	if err != nil {
+		return err
+	}
+	defer cached.stop()
 
 	raw, err := authz.NewClient(ctx, pdp.Addr())
 	if err != nil {
@@ -122,81 +153,109 @@ func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io
 
 	rep := compareReport{Tool: o.Tool, DurationS: o.Duration.Seconds(), Rounds: co.Rounds, PDPChecksN: len(checks)}
 	rows := make([]compareRow, len(co.Counts))
-	metricsURL := metricsURLOf(o.URL)
-	var workBefore, workAfter loadWork
-	var toolCalls int
-	var workErr error
+	// series is one server's work counters over the run.
+	type series struct {
+		url, metrics  string
+		before, after loadWork
+		calls         int
+		err           error
+	}
+	uncachedS := &series{url: srv.url, metrics: metricsURLOf(srv.url)}
+	cachedS := &series{url: cached.url, metrics: metricsURLOf(cached.url)}
+	runTool := func(s *series, n int) (loadReport, error) {
+		oo := o
+		oo.URL = s.url
+		oo.Clients = n
+		oo.Warn = io.Discard
+		w0, err := scrapeWork(ctx, s.metrics, o.Token)
+		if err != nil {
+			s.err = err
+		}
+		tr, err := runLoadTest(ctx, oo)
+		if err != nil {
+			return tr, err
+		}
+		w1, err := scrapeWork(ctx, s.metrics, o.Token)
+		if err != nil {
+			s.err = err
+		}
+		s.before.add(w0, 1)
+		s.after.add(w1, 1)
+		s.calls += tr.Calls + 1 // the probe call too
+		return tr, nil
+	}
 	for r := range co.Rounds {
 		for i, n := range co.Counts {
 			rows[i].Clients = n
-			runRaw := func() {
-				perS, p50 := measureRawPDP(ctx, raw, principal, checks, n, o.Duration)
-				rows[i].RawPerS = append(rows[i].RawPerS, loadRound(perS, 1))
-				rows[i].RawP50Ms = p50
+			steps := []func() error{
+				func() error {
+					perS, p50 := measureRawPDP(ctx, raw, principal, checks, n, o.Duration)
+					rows[i].RawPerS = append(rows[i].RawPerS, loadRound(perS, 1))
+					rows[i].RawP50Ms = p50
+					return nil
+				},
+				func() error {
+					tr, err := runTool(uncachedS, n)
+					if err != nil {
+						return err
+					}
+					rows[i].ToolPerS = append(rows[i].ToolPerS, tr.CallsPerS)
+					rows[i].ToolP50Ms, rows[i].ToolP99Ms = tr.P50Ms, tr.P99Ms
+					rows[i].ToolFailures += tr.Errors + tr.ToolErrors
+					return nil
+				},
+				func() error {
+					tr, err := runTool(cachedS, n)
+					if err != nil {
+						return fmt.Errorf("the server with the decision cache: %w", err)
+					}
+					rows[i].CachedPerS = append(rows[i].CachedPerS, tr.CallsPerS)
+					rows[i].CachedP50Ms = tr.P50Ms
+					rows[i].CachedFailures += tr.Errors + tr.ToolErrors
+					return nil
+				},
 			}
-			runTool := func() error {
-				oo := o
-				oo.Clients = n
-				oo.Warn = io.Discard
-				w0, err := scrapeWork(ctx, metricsURL, o.Token)
-				if err != nil {
-					workErr = err
-				}
-				tr, err := runLoadTest(ctx, oo)
-				if err != nil {
+			// Rotate which goes first, so a machine warming up or slowing
+			// down favours none of them.
+			for k := range steps {
+				if err := steps[(r+i+k)%len(steps)](); err != nil {
 					return err
 				}
-				w1, err := scrapeWork(ctx, metricsURL, o.Token)
-				if err != nil {
-					workErr = err
-				}
-				workBefore.add(w0, 1)
-				workAfter.add(w1, 1)
-				toolCalls += tr.Calls + 1 // the probe call too
-				rows[i].ToolPerS = append(rows[i].ToolPerS, tr.CallsPerS)
-				rows[i].ToolP50Ms, rows[i].ToolP99Ms = tr.P50Ms, tr.P99Ms
-				rows[i].ToolFailures += tr.Errors + tr.ToolErrors
-				return nil
-			}
-			// Alternate which goes first, so a machine warming up or slowing
-			// down favours neither.
-			if (r+i)%2 == 0 {
-				runRaw()
-				if err := runTool(); err != nil {
-					return err
-				}
-			} else {
-				if err := runTool(); err != nil {
-					return err
-				}
-				runRaw()
 			}
 			last := len(rows[i].RawPerS) - 1
-			ratio := 0.0
+			ratio, cratio := 0.0, 0.0
 			if rows[i].RawPerS[last] > 0 {
 				ratio = rows[i].ToolPerS[last] / rows[i].RawPerS[last]
+				cratio = rows[i].CachedPerS[last] / rows[i].RawPerS[last]
 			}
 			rows[i].Ratios = append(rows[i].Ratios, loadRound(ratio, 3))
-			fmt.Fprintf(os.Stderr, "round %d, %d clients: raw PDP %.0f requests/s, %s %.0f calls/s, ratio %.2f\n",
-				r+1, n, rows[i].RawPerS[last], o.Tool, rows[i].ToolPerS[last], ratio)
+			rows[i].CachedRatios = append(rows[i].CachedRatios, loadRound(cratio, 3))
+			fmt.Fprintf(os.Stderr, "round %d, %d clients: raw PDP %.0f requests/s, %s %.0f calls/s (ratio %.2f), with the decision cache %.0f calls/s (ratio %.2f)\n",
+				r+1, n, rows[i].RawPerS[last], o.Tool, rows[i].ToolPerS[last], ratio, rows[i].CachedPerS[last], cratio)
 		}
 	}
 	for i := range rows {
 		rows[i].RawMedian = median(rows[i].RawPerS)
 		rows[i].ToolMedian = median(rows[i].ToolPerS)
 		rows[i].RatioMedian = median(rows[i].Ratios)
+		rows[i].CachedMedian = median(rows[i].CachedPerS)
+		rows[i].CachedRatioMedian = median(rows[i].CachedRatios)
 	}
 	rep.Rows = rows
-	if workErr == nil && toolCalls > 0 {
-		n := float64(toolCalls)
-		rep.PerCall = &loadWork{
-			PDPRequests:        loadRound((workAfter.PDPRequests-workBefore.PDPRequests)/n, 2),
-			WriteTransactions:  loadRound((workAfter.WriteTransactions-workBefore.WriteTransactions)/n, 2),
-			CloudflareRequests: loadRound((workAfter.CloudflareRequests-workBefore.CloudflareRequests)/n, 2),
-			ServerCPUMs:        loadRound((workAfter.ServerCPUMs-workBefore.ServerCPUMs)/n, 3),
+	perCall := func(s *series) *loadWork {
+		if s.err != nil || s.calls == 0 {
+			return nil
+		}
+		n := float64(s.calls)
+		return &loadWork{
+			PDPRequests:        loadRound((s.after.PDPRequests-s.before.PDPRequests)/n, 2),
+			WriteTransactions:  loadRound((s.after.WriteTransactions-s.before.WriteTransactions)/n, 2),
+			CloudflareRequests: loadRound((s.after.CloudflareRequests-s.before.CloudflareRequests)/n, 2),
+			ServerCPUMs:        loadRound((s.after.ServerCPUMs-s.before.ServerCPUMs)/n, 3),
 		}
 	}
-	rep.RSSMiB = srv.rssMiB()
+	rep.PerCall, rep.CachedPerCall = perCall(uncachedS), perCall(cachedS)
+	rep.RSSMiB, rep.CachedRSSMiB = srv.rssMiB(), cached.rssMiB()
 	if co.JSON {
 		return printJSON(out, rep)
 	}
@@ -207,29 +266,43 @@ func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io
 func printCompareReport(w io.Writer, r compareReport) {
 	fmt.Fprintf(w, "tollgate load --compare-pdp: %s over streamable HTTP vs raw CheckResources (%d resources each, tollgate's own principal and resources) on the same PDP; %d interleaved rounds of %.1fs; medians\n",
 		r.Tool, r.PDPChecksN, r.Rounds, r.DurationS)
+	fmt.Fprintln(w, "CALLS/S and RATIO: the server using that PDP as an external one (no decision cache); CACHED: the server with its managed PDP and decision cache (the normal configuration)")
+	f := func(v float64, places int) string { return strconv.FormatFloat(v, 'f', places, 64) }
+	joined := func(v []float64) string {
+		s := make([]string, len(v))
+		for i, x := range v {
+			s[i] = f(x, 2)
+		}
+		return strings.Join(s, " ")
+	}
 	rows := make([][]string, 0, len(r.Rows))
 	for _, row := range r.Rows {
-		ratios := make([]string, len(row.Ratios))
-		for i, v := range row.Ratios {
-			ratios[i] = strconv.FormatFloat(v, 'f', 2, 64)
-		}
 		rows = append(rows, []string{
 			strconv.Itoa(row.Clients),
-			strconv.FormatFloat(row.RawMedian, 'f', 0, 64),
-			strconv.FormatFloat(row.ToolMedian, 'f', 0, 64),
-			strconv.FormatFloat(row.RatioMedian, 'f', 2, 64),
-			strings.Join(ratios, " "),
-			strconv.FormatFloat(row.ToolP50Ms, 'f', 2, 64) + "ms",
-			strconv.FormatFloat(row.ToolP99Ms, 'f', 2, 64) + "ms",
-			strconv.Itoa(row.ToolFailures),
+			f(row.RawMedian, 0),
+			f(row.ToolMedian, 0),
+			f(row.RatioMedian, 2),
+			joined(row.Ratios),
+			f(row.CachedMedian, 0),
+			f(row.CachedRatioMedian, 2),
+			joined(row.CachedRatios),
+			f(row.ToolP50Ms, 2) + "ms",
+			f(row.ToolP99Ms, 2) + "ms",
+			f(row.CachedP50Ms, 2) + "ms",
+			strconv.Itoa(row.ToolFailures + row.CachedFailures),
 		})
 	}
-	_ = table(w, []string{"CLIENTS", "RAW_PDP/S", "CALLS/S", "RATIO", "ROUNDS", "P50", "P99", "FAILED"}, rows)
+	_ = table(w, []string{"CLIENTS", "RAW_PDP/S", "CALLS/S", "RATIO", "ROUNDS", "CACHED/S", "CACHED_RATIO", "ROUNDS", "P50", "P99", "CACHED_P50", "FAILED"}, rows)
 	if r.PerCall != nil {
+		fmt.Fprint(w, "uncached: ")
 		printWork(w, *r.PerCall)
 	}
+	if r.CachedPerCall != nil {
+		fmt.Fprint(w, "cached: ")
+		printWork(w, *r.CachedPerCall)
+	}
 	if r.RSSMiB > 0 {
-		fmt.Fprintf(w, "server resident memory after the run: %.1f MiB (the PDP is a separate process)\n", r.RSSMiB)
+		fmt.Fprintf(w, "server resident memory after the run: %.1f MiB uncached, %.1f MiB cached (the PDPs are separate processes)\n", r.RSSMiB, r.CachedRSSMiB)
 	}
 }
 
