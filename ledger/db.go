@@ -41,6 +41,8 @@ type DB struct {
 	derivedWindow time.Duration
 	log           *slog.Logger
 	key           *AuditKey // nil: a legacy, unkeyed chain only (see WithAuditKey)
+
+	spendSnapshots spendSnapshots // what estimates read (CheckBudget)
 }
 
 // Option configures Open.

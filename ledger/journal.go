@@ -118,7 +118,7 @@ func (db *DB) Flush(ctx context.Context) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	if err := db.st.Write(ctx, func(tx *store.Tx) error { return db.appendTx(ctx, tx, evs...) }); err != nil {
+	if err := db.st.WriteRecords(ctx, func(tx *store.Tx) error { return db.appendTx(ctx, tx, evs...) }); err != nil {
 		return fmt.Errorf("append audit events: %w", err)
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -135,63 +136,92 @@ type evaluation struct {
 // evaluate applies the rules in order — freeze, currency, budgets, velocity — and
 // reports the first block. Every query is one index probe per budget or limit.
 func evaluate(ctx context.Context, q store.Queryer, now time.Time, agent, team, action string, amount money.Money, c *Commitment) (evaluation, error) {
-	ev := evaluation{hold: amount}
-	scopes := applicableScopes(agent, team)
-
+	key := ""
 	if c != nil {
+		key = c.Key
+	}
+	in, err := readSpendState(ctx, q, now, agent, team, action, key, c != nil)
+	if err != nil {
+		return evaluation{hold: amount}, err
+	}
+	return in.evaluate(action, amount, c), nil
+}
+
+// spendState is everything the spend rules read for one agent, team, action
+// and commitment key: a snapshot that evaluate turns into a verdict for any
+// amount.
+type spendState struct {
+	statuses           []BudgetStatus
+	freeze             *Freeze
+	limits             []LimitStatus
+	commitmentRecorded bool
+}
+
+// readSpendState reads the spend state the rules need. Velocity limits are
+// read whenever action is set, even for a frozen agent, so one snapshot
+// serves every verdict.
+func readSpendState(ctx context.Context, q store.Queryer, now time.Time, agent, team, action, commitmentKey string, commitment bool) (spendState, error) {
+	var in spendState
+	scopes := applicableScopes(agent, team)
+	if commitment {
 		var n int
-		if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM commitments WHERE key = ?`, c.Key).Scan(&n); err != nil {
-			return ev, fmt.Errorf("read commitment: %w", err)
+		if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM commitments WHERE key = ?`, commitmentKey).Scan(&n); err != nil {
+			return in, fmt.Errorf("read commitment: %w", err)
 		}
-		if n > 0 {
-			ev.commitmentRecorded = true
-			ev.hold.Micros -= c.Amount.Micros // validated: 0 <= c.Amount <= amount
+		in.commitmentRecorded = n > 0
+	}
+	var err error
+	if in.statuses, err = budgetStatuses(ctx, q, now, scopes); err != nil {
+		return in, fmt.Errorf("read budgets: %w", err)
+	}
+	if in.freeze, err = frozenFor(ctx, q, agent, team); err != nil {
+		return in, fmt.Errorf("read freezes: %w", err)
+	}
+	if action != "" {
+		if in.limits, err = limitStatuses(ctx, q, now, action, scopes); err != nil {
+			return in, fmt.Errorf("read velocity limits: %w", err)
 		}
 	}
+	return in, nil
+}
 
-	statuses, err := budgetStatuses(ctx, q, now, scopes)
-	if err != nil {
-		return ev, fmt.Errorf("read budgets: %w", err)
+// evaluate applies the rules to the snapshot for amount (and c, whose key
+// the snapshot was read for).
+func (in spendState) evaluate(action string, amount money.Money, c *Commitment) evaluation {
+	ev := evaluation{hold: amount, statuses: in.statuses}
+	if c != nil && in.commitmentRecorded {
+		ev.commitmentRecorded = true
+		ev.hold.Micros -= c.Amount.Micros // validated: 0 <= c.Amount <= amount
 	}
-	ev.statuses = statuses
-
-	f, err := frozenFor(ctx, q, agent, team)
-	if err != nil {
-		return ev, fmt.Errorf("read freezes: %w", err)
-	}
-	if f != nil {
+	if f := in.freeze; f != nil {
 		ev.block = &BlockedError{Kind: BlockFrozen, Scope: f.Scope, Freeze: f, Requested: amount}
-		return ev, nil
+		return ev
 	}
-	for _, st := range statuses {
+	for _, st := range in.statuses {
 		if st.Budget.Limit.Currency != amount.Currency {
 			ev.block = &BlockedError{Kind: BlockCurrency, Scope: st.Budget.Scope, Window: st.Budget.Window,
 				Limit: st.Budget.Limit, Spent: st.Spent, Held: st.Held, Requested: amount, ResetsAt: st.ResetsAt}
-			return ev, nil
+			return ev
 		}
 	}
-	for _, st := range statuses {
+	for _, st := range in.statuses {
 		if !fits(st.Budget.Limit.Micros, st.Spent.Micros, st.Held.Micros, ev.hold.Micros) {
 			ev.block = &BlockedError{Kind: BlockBudget, Scope: st.Budget.Scope, Window: st.Budget.Window,
 				Limit: st.Budget.Limit, Spent: st.Spent, Held: st.Held, Requested: ev.hold, ResetsAt: st.ResetsAt}
-			return ev, nil
+			return ev
 		}
 	}
 	if action != "" {
-		limits, err := limitStatuses(ctx, q, now, action, scopes)
-		if err != nil {
-			return ev, fmt.Errorf("read velocity limits: %w", err)
-		}
-		for _, l := range limits {
+		for _, l := range in.limits {
 			if l.Count >= l.Limit.Max {
 				reset := l.ResetsAt
 				ev.block = &BlockedError{Kind: BlockVelocity, Scope: l.Limit.Scope, Window: l.Limit.Window, Action: action,
 					Max: l.Limit.Max, Count: l.Count, ResetsAt: &reset, Requested: amount}
-				return ev, nil
+				return ev
 			}
 		}
 	}
-	return ev, nil
+	return ev
 }
 
 // fits reports spent + held + amount <= limit without overflowing.
@@ -447,9 +477,22 @@ func (db *DB) recordBlock(ctx context.Context, tx *store.Tx, now time.Time, cur 
 // CheckBudget applies Reserve's rules without writing anything: the applicable
 // budgets with their current headroom, and the block Reserve would return (nil if
 // it would pass). With an OperationID, agent and team come from the operation.
+//
+// Without one (an estimate), the state it reads comes from a snapshot kept in
+// memory (spendSnapshots) until a write that could change it commits: at once
+// for this process's writes, within the change watch's interval (50 ms on
+// SQLite) for another process's. An estimate is advisory; Reserve always
+// reads inside its own write transaction.
 func (db *DB) CheckBudget(ctx context.Context, r ReserveRequest) ([]BudgetStatus, *BlockedError, error) {
 	if err := r.validate(false); err != nil {
 		return nil, nil, fmt.Errorf("check budget: %w", err)
+	}
+	if r.OperationID == "" {
+		ev, err := db.spendSnapshots.evaluate(ctx, db, r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("check budget: %w", err)
+		}
+		return slices.Clone(ev.statuses), ev.block, nil
 	}
 	var ev evaluation
 	err := db.st.Read(ctx, func(tx *store.Tx) error {

@@ -46,6 +46,7 @@ func (s *Store) watch() {
 }
 
 func (s *Store) broadcast() {
+	s.gen.Add(1) // see Generation
 	s.subsMu.Lock()
 	defer s.subsMu.Unlock()
 	for ch := range s.subs {

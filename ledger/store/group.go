@@ -18,6 +18,9 @@ type writeCall struct {
 	ctx  context.Context
 	fn   func(tx *Tx) error
 	done chan error
+	// records: fn only appends records (WriteRecords); its commit leaves
+	// Generation where it was.
+	records bool
 }
 
 // startWriter starts the group writer: callers of Write enqueue their
@@ -157,7 +160,17 @@ func (s *Store) commitGroup(batch []*writeCall) {
 			return
 		}
 	}
-	if err := sqlTx.Commit(); err != nil {
+	err = sqlTx.Commit()
+	// Before anyone is answered: a caller that reads after its write
+	// returned must find the generation moved. A failed commit may have
+	// changed something too (an unknown outcome), so it moves it as well.
+	for _, c := range live {
+		if !c.records {
+			s.gen.Add(1)
+			break
+		}
+	}
+	if err != nil {
 		answer(fmt.Errorf("commit: %w", err))
 		return
 	}

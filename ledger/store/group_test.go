@@ -157,3 +157,29 @@ func BenchmarkWriteContended(b *testing.B) {
 		})
 	}
 }
+
+// TestGenerationSkipsRecordWrites: a committed Write moves the generation
+// before its caller is answered; a WriteRecords commit does not. (The
+// change watch is not started here: Generation is read without it.)
+func TestGenerationSkipsRecordWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openAt(t, filepath.Join(t.TempDir(), "g.db"), WithMigrations(counterMigrations))
+	exec := func(tx *Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE counter SET n = n + 1 WHERE id = 1`)
+		return err
+	}
+	g0 := s.gen.Load()
+	if err := s.WriteRecords(ctx, exec); err != nil {
+		t.Fatal(err)
+	}
+	if g := s.gen.Load(); g != g0 {
+		t.Fatalf("a records-only write moved the generation %d -> %d", g0, g)
+	}
+	if err := s.Write(ctx, exec); err != nil {
+		t.Fatal(err)
+	}
+	if g := s.gen.Load(); g == g0 {
+		t.Fatal("a committed write left the generation where it was")
+	}
+}

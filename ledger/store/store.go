@@ -97,6 +97,7 @@ type Store struct {
 	ckptDone chan struct{} // closed when the checkpointer has stopped
 	writes   atomic.Uint64 // write transactions begun
 	grouped  atomic.Uint64 // Write calls those transactions carried
+	gen      atomic.Uint64 // see Generation
 
 	// The group writer (group.go): Write enqueues on queue; closed, under
 	// queueMu, refuses new writes once Close began.
@@ -358,7 +359,36 @@ func (s *Store) GroupedWrites() uint64 { return s.grouped.Load() }
 // over (SQLite's single writer connection), so later calls skip the parser.
 // Once fn is queued, Write waits for its outcome even if ctx ends.
 func (s *Store) Write(ctx context.Context, fn func(tx *Tx) error) error {
-	c := &writeCall{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	return s.queueWrite(ctx, fn, false)
+}
+
+// WriteRecords is Write for a function that only appends records (audit
+// events) and changes no state anything reads back for a decision: its commit
+// does not advance Generation, so snapshots kept by readers stay valid.
+func (s *Store) WriteRecords(ctx context.Context, fn func(tx *Tx) error) error {
+	return s.queueWrite(ctx, fn, true)
+}
+
+// Generation is a counter that advances after every committed write of this
+// process (but those made with WriteRecords) and whenever the change watch
+// sees a commit of any process (see Subscribe; the first call starts the
+// watch). A reader that reads Generation before reading the database may
+// keep what it read while Generation has not moved: no write that it could
+// have missed has committed since, but another process's within the watch's
+// interval.
+func (s *Store) Generation() uint64 {
+	s.subsMu.Lock()
+	start := !s.watching
+	s.watching = true
+	s.subsMu.Unlock()
+	if start {
+		go s.watch()
+	}
+	return s.gen.Load()
+}
+
+func (s *Store) queueWrite(ctx context.Context, fn func(tx *Tx) error, records bool) error {
+	c := &writeCall{ctx: ctx, fn: fn, records: records, done: make(chan error, 1)}
 	if err := s.enqueue(c); err != nil {
 		return err
 	}
@@ -379,7 +409,9 @@ func (s *Store) write(ctx context.Context, cache *stmtCache, misses *[]string, f
 		_ = sqlTx.Rollback()
 		return err
 	}
-	if err := sqlTx.Commit(); err != nil {
+	err = sqlTx.Commit()
+	s.gen.Add(1)
+	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
