@@ -110,6 +110,7 @@ func runLoad(ctx context.Context, args []string, out io.Writer) error {
 	spawn := fs.Bool("spawn", false, "start a throwaway tollgate serve (sandbox, auth none, temporary database, loopback) for the run and stop it afterwards; --url is ignored")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	cpuProfile := fs.String("cpuprofile", "", "with --spawn: write the spawned server's CPU profile (go tool pprof) to this file when it stops")
+	memProfile := fs.String("memprofile", "", "with --spawn: write the spawned server's heap profile (go tool pprof) to this file when the run ends")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -147,6 +148,9 @@ func runLoad(ctx context.Context, args []string, out io.Writer) error {
 	if *cpuProfile != "" && !*spawn {
 		cmpErr = errors.Join(cmpErr, errors.New("--cpuprofile needs --spawn: it profiles the server the run starts"))
 	}
+	if *memProfile != "" && !*spawn {
+		cmpErr = errors.Join(cmpErr, errors.New("--memprofile needs --spawn: it profiles the server the run starts"))
+	}
 	if err := errors.Join(argsErr, cmpErr, o.validate(!*spawn)); err != nil {
 		return usageError{err.Error()}
 	}
@@ -158,6 +162,15 @@ func runLoad(ctx context.Context, args []string, out io.Writer) error {
 			return usageError{fmt.Sprintf("--cpuprofile %s: %v", *cpuProfile, err)}
 		}
 		if err := os.Setenv(cpuProfileEnv, abs); err != nil {
+			return err
+		}
+	}
+	if *memProfile != "" {
+		abs, err := filepath.Abs(*memProfile)
+		if err != nil {
+			return usageError{fmt.Sprintf("--memprofile %s: %v", *memProfile, err)}
+		}
+		if err := os.Setenv(memProfileEnv, abs); err != nil {
 			return err
 		}
 	}

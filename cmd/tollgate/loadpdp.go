@@ -117,11 +117,13 @@ func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io
 	if err != nil {
 		return err
 	}
-	// The cached server profiles itself to FILE.cached beside the
+	// The cached server writes its profiles to FILE.cached beside the
 	// uncached one's FILE.
 	var cachedEnv []string
-	if p := os.Getenv(cpuProfileEnv); p != "" {
-		cachedEnv = append(cachedEnv, cpuProfileEnv+"="+p+".cached")
+	for _, env := range []string{cpuProfileEnv, memProfileEnv} {
+		if p := os.Getenv(env); p != "" {
+			cachedEnv = append(cachedEnv, env+"="+p+".cached")
+		}
 	}
 	cached, err := spawnServer(ctx, os.Stderr, fmt.Sprintf("cerbos:\n  policies: %q\n", policies), cachedEnv...)
 	if err != nil {

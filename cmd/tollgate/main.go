@@ -57,8 +57,23 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	stopProfile := startCPUProfile(os.Getenv(cpuProfileEnv))
+	// The heap profile is taken when the signal to stop arrives, before the
+	// shutdown releases what the run built up.
+	heapDone := make(chan struct{})
+	if path := os.Getenv(memProfileEnv); path != "" {
+		go func() {
+			defer close(heapDone)
+			<-ctx.Done()
+			writeHeapProfile(path)
+		}()
+	} else {
+		close(heapDone)
+	}
 	err := dispatch(ctx, os.Args[1:], os.Stdout)
 	stopProfile()
+	if ctx.Err() != nil {
+		<-heapDone
+	}
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)

@@ -25,6 +25,15 @@ func TestCPUProfile(t *testing.T) {
 	}
 	startCPUProfile("")() // none asked: nothing to stop
 
+	heap := filepath.Join(t.TempDir(), "heap.pprof")
+	writeHeapProfile(heap)
+	if b, err := os.ReadFile(heap); err != nil || !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
+		t.Fatalf("the heap profile is not gzip-compressed pprof data: %v", err)
+	}
+	if err := runLoad(context.Background(), []string{"--memprofile", heap}, &bytes.Buffer{}); !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "--memprofile needs --spawn") {
+		t.Fatalf("load --memprofile without --spawn: %v, want a usage error naming --spawn", err)
+	}
+
 	err = runLoad(context.Background(), []string{"--cpuprofile", path}, &bytes.Buffer{})
 	var ue usageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--cpuprofile needs --spawn") {
