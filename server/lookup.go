@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync"
 
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/tools"
@@ -12,8 +13,15 @@ import (
 // broker's observer like any other.
 func (p *Pipeline) lookup(context.Context) tools.Lookup { return p }
 
-// ZoneFor implements tools.Lookup.
+// ZoneFor implements tools.Lookup. Within one call's run (withZoneMemo)
+// a hostname's zone is asked of Cloudflare once: the zone the plan found,
+// and the policy and the approver saw, is the zone the execution's token is
+// scoped to, and the execution acts on the token's zone alone.
 func (p *Pipeline) ZoneFor(ctx context.Context, hostname string) (cloudflare.Zone, error) {
+	memo, _ := ctx.Value(zoneMemoKey{}).(*zoneMemo)
+	if z, ok := memo.get(hostname); ok {
+		return z, nil
+	}
 	var z cloudflare.Zone
 	err := p.inspectSession.Use(ctx, func(s *cloudflare.Session) error {
 		got, err := s.ZoneFor(ctx, hostname)
@@ -22,7 +30,45 @@ func (p *Pipeline) ZoneFor(ctx context.Context, hostname string) (cloudflare.Zon
 		}
 		return err
 	})
+	if err == nil {
+		memo.put(hostname, z)
+	}
 	return z, err
+}
+
+// zoneMemo keeps the zones one call's run found (never a failed lookup).
+// It lives as long as the run's context: from planning to an execution that
+// follows without a human. An execution a human approved later, or one
+// resumed after a restart, asks Cloudflare again.
+type zoneMemo struct {
+	mu    sync.Mutex
+	zones map[string]cloudflare.Zone
+}
+
+type zoneMemoKey struct{}
+
+// withZoneMemo gives ctx a memo of the zones looked up under it.
+func withZoneMemo(ctx context.Context) context.Context {
+	return context.WithValue(ctx, zoneMemoKey{}, &zoneMemo{zones: map[string]cloudflare.Zone{}})
+}
+
+func (m *zoneMemo) get(hostname string) (cloudflare.Zone, bool) {
+	if m == nil {
+		return cloudflare.Zone{}, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	z, ok := m.zones[hostname]
+	return z, ok
+}
+
+func (m *zoneMemo) put(hostname string, z cloudflare.Zone) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.zones[hostname] = z
 }
 
 // CustomDomains implements tools.Lookup.

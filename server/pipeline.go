@@ -390,7 +390,9 @@ func (p *Pipeline) goRun(fn func(ctx context.Context)) {
 
 // run moves a new Operation from planned as far as it can go without a human.
 func (p *Pipeline) run(ctx context.Context, op ledger.Operation, m tools.Mutation, pr Principal, ci ledger.ClientInfo, blob []byte) {
-	ctx = withOperation(ctx, op.ID)
+	// The zone the plan finds is the one an execution that follows at once
+	// is scoped to: looked up once per call.
+	ctx = withZoneMemo(withOperation(ctx, op.ID))
 	ctx, owned := ledger.WithJournal(ctx)
 	if owned {
 		defer p.flush(ctx, op.ID)

@@ -293,10 +293,10 @@ func TestLiveSiteWork(t *testing.T) {
 		}
 	})
 	// Per attach of a subdomain: the plan finds the zone (the hostname's
-	// name, then its parent's) and what serves the hostname; scoping the
-	// token finds the zone again; then the token's mint, one read, one
-	// write and the token's deletion.
-	want := []string{"GET /zones", "GET /zones", "GET /workers/domains", "GET /zones", "GET /zones", "POST /tokens", "GET /workers/domains", "PUT /workers/domains", "DELETE /tokens"}
+	// name, then its parent's) and what serves the hostname; the token is
+	// scoped to the zone the plan found, without asking again; then the
+	// token's mint, one read, one write and the token's deletion.
+	want := []string{"GET /zones", "GET /zones", "GET /workers/domains", "POST /tokens", "GET /workers/domains", "PUT /workers/domains", "DELETE /tokens"}
 	if len(cf) != 3*len(want) || strings.Join(cf[:len(want)], ", ") != strings.Join(want, ", ") {
 		t.Errorf("Cloudflare requests of three attaches: %v; want %v three times", cf, want)
 	}
