@@ -15,6 +15,7 @@ import (
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/ledger/money"
+	"github.com/tollgatehq/tollgate/tools"
 )
 
 // ConsoleBase is the console's address: console.public_url, or the HTTP
@@ -89,6 +90,9 @@ func (c *consoleSource) Operation(ctx context.Context, id string) (web.Operation
 		return web.Operation{}, err
 	}
 	out := consoleOperation(op)
+	if t, ok := tools.Find(op.Tool); ok && t.Approval.Consequence != nil {
+		out.Consequence = t.Approval.Consequence(op.Args)
+	}
 	// Where the quote came from is in the planning event.
 	_ = c.s.deps.DB.Events(ctx, ledger.EventQuery{OperationID: id, Types: []string{"operation.planned"}}, func(e ledger.Event) error {
 		var d struct {
@@ -202,7 +206,8 @@ func (c *consoleSource) AuditStatus(ctx context.Context) (web.AuditStatus, error
 // minted and deleted for it and audited like any other; when Cloudflare
 // cannot be asked, with the last version tollgate deployed, and says which.
 func (c *consoleSource) ScriptChange(ctx context.Context, r approvals.Request) (*web.ScriptChange, error) {
-	if r.Tool != "deploy_worker" {
+	t, ok := tools.Find(r.Tool)
+	if !ok || t.Approval.ReplacedScript == nil {
 		return nil, nil
 	}
 	c.scriptMu.Lock()
@@ -211,7 +216,7 @@ func (c *consoleSource) ScriptChange(ctx context.Context, r approvals.Request) (
 		return e.ch, nil
 	}
 	c.scriptMu.Unlock()
-	ch, err := c.scriptChange(ctx, r)
+	ch, err := c.scriptChange(ctx, r, t.Approval.ReplacedScript)
 	if err != nil {
 		return nil, err
 	}
@@ -224,18 +229,15 @@ func (c *consoleSource) ScriptChange(ctx context.Context, r approvals.Request) (
 	return ch, nil
 }
 
-func (c *consoleSource) scriptChange(ctx context.Context, r approvals.Request) (*web.ScriptChange, error) {
+func (c *consoleSource) scriptChange(ctx context.Context, r approvals.Request, replaced func(json.RawMessage) (string, error)) (*web.ScriptChange, error) {
 	db := c.s.deps.DB
 	op, err := db.Operation(ctx, r.OperationID)
 	if err != nil {
 		return nil, err
 	}
-	var args struct {
-		ScriptName   string `json:"script_name"`
-		DeployedName string `json:"deployed_name"`
-	}
-	if err := json.Unmarshal(op.Args, &args); err != nil || args.DeployedName == "" {
-		return nil, fmt.Errorf("read the deploy's arguments: %v", err)
+	script, err := replaced(op.Args)
+	if err != nil {
+		return nil, fmt.Errorf("read the deploy's arguments: %w", err)
 	}
 	if op.BlobSHA256 == "" {
 		return nil, errors.New("the operation keeps no module")
@@ -244,11 +246,11 @@ func (c *consoleSource) scriptChange(ctx context.Context, r approvals.Request) (
 	if err != nil {
 		return nil, fmt.Errorf("read the module: %w", err)
 	}
-	ch := &web.ScriptChange{Script: args.DeployedName, New: string(module)}
+	ch := &web.ScriptChange{Script: script, New: string(module)}
 	var live *cloudflare.Script
 	cfErr := c.s.pipe.withSession(ctx, cloudflare.PurposeInspect, "", func(s *cloudflare.Session) error {
 		var err error
-		live, err = s.GetWorker(ctx, args.DeployedName)
+		live, err = s.GetWorker(ctx, script)
 		return err
 	})
 	switch {
@@ -258,19 +260,17 @@ func (c *consoleSource) scriptChange(ctx context.Context, r approvals.Request) (
 			live.Etag, live.ModifiedOn.UTC().Format(time.RFC3339))
 		return ch, nil
 	case errors.Is(cfErr, cloudflare.ErrNotFound):
-		ch.Missing = "No script named " + args.DeployedName + " is live at Cloudflare: this deploy creates it."
+		ch.Missing = "No script named " + script + " is live at Cloudflare: this deploy creates it."
 		return ch, nil
 	}
-	// Cloudflare could not be asked: the last version tollgate deployed.
-	prev, err := db.Succeeded(ctx, "deploy_worker", op.Resource, 20)
+	// Cloudflare could not be asked: the last version tollgate deployed with
+	// the same tool.
+	prev, err := db.Succeeded(ctx, op.Tool, op.Resource, 20)
 	if err != nil {
 		return nil, err
 	}
 	for _, p := range prev {
-		var pa struct {
-			DeployedName string `json:"deployed_name"`
-		}
-		if json.Unmarshal(p.Args, &pa) != nil || pa.DeployedName != args.DeployedName || p.BlobSHA256 == "" {
+		if name, err := replaced(p.Args); err != nil || name != script || p.BlobSHA256 == "" {
 			continue
 		}
 		old, err := db.Blob(ctx, p.BlobSHA256)
@@ -282,7 +282,7 @@ func (c *consoleSource) scriptChange(ctx context.Context, r approvals.Request) (
 			p.ID, p.UpdatedAt.UTC().Format(time.RFC3339), cfErr)
 		return ch, nil
 	}
-	ch.Missing = fmt.Sprintf("Cloudflare could not be asked (%v) and tollgate never deployed %s, so there is nothing to compare with.", cfErr, args.DeployedName)
+	ch.Missing = fmt.Sprintf("Cloudflare could not be asked (%v) and tollgate never deployed %s, so there is nothing to compare with.", cfErr, script)
 	return ch, nil
 }
 

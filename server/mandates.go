@@ -100,7 +100,7 @@ type MandateInput struct {
 	Via         string // approvals.ViaCLI, ViaWeb, ViaSlack, ViaSocket: recorded as created_by "via:name"
 	Agent       string
 	Action      string // the tool it covers
-	Environment string // deploy_worker: the environment checked with the policy ("preview" is the only one a mandate may cover)
+	Environment string // the environment checked with the policy, for a tool with environments (a deploy mandate may cover only "preview")
 	Pattern     string
 	MaxPerCall  money.Money
 	MaxTotal    money.Money
@@ -222,39 +222,50 @@ const (
 // given with an approval, for the request's agent and tool.
 type approvalMandates struct{ mc MandateCreator }
 
-// environmentOf is the deploy environment a request is for: an irreversible
-// deploy_worker is a production deploy.
-func environmentOf(r approvals.Request) string {
-	if r.Tool != "deploy_worker" {
+// environmentOf is the environment of the call a request is for, as its
+// tool's policy resource says it ("" when the tool has none, or its
+// arguments cannot be read: a mandate needing one is then refused). The
+// same attribute is checked when a call uses a mandate.
+func (am approvalMandates) environmentOf(ctx context.Context, r approvals.Request) string {
+	op, err := am.mc.DB.Operation(ctx, r.OperationID)
+	if err != nil {
 		return ""
 	}
-	if r.Irreversible {
-		return "production"
+	return operationEnvironment(op)
+}
+
+func operationEnvironment(op ledger.Operation) string {
+	t, ok := tools.Find(op.Tool)
+	if !ok || t.Mutation == nil {
+		return ""
 	}
-	return "preview"
+	res, err := t.Mutation(tools.Config{}).PreResource(op.Args)
+	if err != nil {
+		return ""
+	}
+	env, _ := res.Attr["environment"].(string)
+	return env
 }
 
 // DefaultMandatePattern derives a resource pattern from the name a request
-// is for (a name, or an operation's "kind:name"): a domain's suffix ("launch.dev" → "*.dev"), a Worker's prefix
-// ("shop-api" → "shop-*"), or the exact name.
+// is for (a name, or an operation's "kind:name"), as the tool declares it
+// (tools.ApprovalTraits.MandatePattern): a domain's suffix ("launch.dev" →
+// "*.dev"), a Worker's prefix ("shop-api" → "shop-*"), or the exact name.
 func DefaultMandatePattern(tool, resource string) string {
 	resource = strings.ToLower(strings.TrimSpace(resource))
 	if i := strings.LastIndex(resource, ":"); i >= 0 {
 		resource = resource[i+1:] // an operation's resource is "kind:name"
 	}
-	switch {
-	case tool == "register_domain" && strings.Contains(resource, "."):
-		return "*" + resource[strings.LastIndex(resource, "."):]
-	case tool == "deploy_worker" && strings.Index(resource, "-") > 0:
-		return resource[:strings.Index(resource, "-")+1] + "*"
+	if t, ok := tools.Find(tool); ok && t.Approval.MandatePattern != nil && resource != "" {
+		return t.Approval.MandatePattern(resource)
 	}
 	return resource
 }
 
 func (am approvalMandates) Offer(ctx context.Context, ap *approvals.Approver, r approvals.Request) approvals.MandateOffer {
-	resource := ""
+	resource, env := "", ""
 	if op, err := am.mc.DB.Operation(ctx, r.OperationID); err == nil {
-		resource = op.Resource
+		resource, env = op.Resource, operationEnvironment(op)
 	}
 	per := money.Money{Micros: r.AmountMicros, Currency: r.Currency}
 	total, err := per.Mul(offerCount)
@@ -272,7 +283,7 @@ func (am approvalMandates) Offer(ctx context.Context, ap *approvals.Approver, r 
 	if ap != nil {
 		who = *ap
 	}
-	if err := am.mc.Check(ctx, am.input(who, r, offer.Default, approvals.ViaWeb)); err != nil {
+	if err := am.mc.Check(ctx, am.input(who, r, env, offer.Default, approvals.ViaWeb)); err != nil {
 		offer.Why = err.Error()
 		var mr *approvals.MandateRefusedError
 		if errors.As(err, &mr) {
@@ -284,9 +295,9 @@ func (am approvalMandates) Offer(ctx context.Context, ap *approvals.Approver, r 
 	return offer
 }
 
-func (am approvalMandates) input(ap approvals.Approver, r approvals.Request, spec approvals.MandateSpec, via string) MandateInput {
+func (am approvalMandates) input(ap approvals.Approver, r approvals.Request, env string, spec approvals.MandateSpec, via string) MandateInput {
 	return MandateInput{
-		Approver: ap, Via: via, Agent: r.Agent, Action: r.Tool, Environment: environmentOf(r),
+		Approver: ap, Via: via, Agent: r.Agent, Action: r.Tool, Environment: env,
 		Pattern: spec.Pattern, MaxPerCall: spec.MaxPerCall, MaxTotal: spec.MaxTotal, Count: spec.Count, Lifetime: spec.Lifetime,
 	}
 }
@@ -295,7 +306,7 @@ func (am approvalMandates) Create(ctx context.Context, ap approvals.Approver, r 
 	if r.Quorum > 1 {
 		return approvals.Mandate{}, refused("this request needs %d approvers, and a mandate is given by one", r.Quorum)
 	}
-	m, err := am.mc.CreateMandate(ctx, am.input(ap, r, spec, via))
+	m, err := am.mc.CreateMandate(ctx, am.input(ap, r, am.environmentOf(ctx, r), spec, via))
 	if err != nil {
 		var mr *approvals.MandateRefusedError
 		if errors.As(err, &mr) {

@@ -9,6 +9,7 @@ import (
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/ledger/money"
+	"github.com/tollgatehq/tollgate/tools"
 )
 
 // quorumShortfall says why the configured approvers could never approve a
@@ -36,19 +37,18 @@ func (p *Pipeline) quorumShortfall(ctx context.Context, pr Principal, tool strin
 		tool, amount, plural(need.Approvals, "distinct approver"), strings.Join(need.Why, "; "), who, pr.Owner)
 }
 
-// quorumProbe is one kind of call the start-up check asks about: the
-// costliest the policy allows, so a tier it puts above any real call's
-// price is seen too.
+// quorumProbe is one kind of call the start-up check asks about: for each
+// tool some of whose calls always wait for a human, the costliest such
+// call the policy allows (tools.ApprovalTraits.QuorumProbe), so a tier the
+// policy puts above any real call's price is seen too.
 type quorumProbe struct {
-	tool         string
-	resource     authz.Resource
-	action       string
-	amount       money.Money
-	irreversible bool
+	tool, action string
+	tools.QuorumProbe
 }
 
-// quorumProbes are a registration at the policy's price ceiling and a
-// production deploy holding the monthly plan, for agent a.
+// quorumProbes are the inventory's probes for agent a: a registration at
+// the policy's price ceiling, a production deploy holding the monthly plan,
+// a production attach of an apex, a detach.
 func (s *Server) quorumProbes(a AgentConfig) []quorumProbe {
 	ceiling := money.Money{Micros: 50_000_000, Currency: "USD"}
 	tld := "dev"
@@ -64,21 +64,14 @@ func (s *Server) quorumProbes(a AgentConfig) []quorumProbe {
 		}
 	}
 	book, _ := s.cfg.Pricing.Workers.book()
-	return []quorumProbe{
-		{
-			tool: "register_domain", action: "register", amount: ceiling, irreversible: true,
-			resource: authz.Resource{Kind: "domain", ID: "quorum-check." + tld, Attr: map[string]any{
-				"tld": tld, "sld": "quorum-check", "years": 1, "auto_renew": false,
-				"price_micros": ceiling.Micros, "currency": ceiling.Currency, "tier": "standard",
-			}},
-		},
-		{
-			tool: "deploy_worker", action: "deploy", amount: book.MonthlyPlan, irreversible: true,
-			resource: authz.Resource{Kind: "worker_script", ID: a.Team + "-quorum-check", Attr: map[string]any{
-				"environment": "production", "size_bytes": 1024, "module_sha256": strings.Repeat("0", 64),
-			}},
-		},
+	env := tools.ProbeEnv{Team: a.Team, TLD: tld, RegistrationCeiling: ceiling, Config: tools.Config{Workers: book}}
+	var out []quorumProbe
+	for _, t := range tools.Inventory() {
+		if t.Approval.QuorumProbe != nil {
+			out = append(out, quorumProbe{tool: t.Name, action: t.Action, QuorumProbe: t.Approval.QuorumProbe(env)})
+		}
 	}
+	return out
 }
 
 // logApprovers says at start who may approve and how, and warns about every
@@ -110,7 +103,7 @@ func (s *Server) logApprovers(ctx context.Context) {
 		probes := s.quorumProbes(a)
 		checks := make([]authz.Check, len(probes))
 		for i, pb := range probes {
-			checks[i] = authz.Check{Resource: pb.resource, Actions: []string{pb.action}}
+			checks[i] = authz.Check{Resource: pb.Resource, Actions: []string{pb.action}}
 		}
 		// One policy call per agent for its probes.
 		ds := s.pipe.decideAll(ctx, s.pipe.principal(pr, ledger.ClientInfo{Transport: "startup-check"}), checks...)
@@ -123,8 +116,9 @@ func (s *Server) logApprovers(ctx context.Context) {
 			if !d.Allowed {
 				continue // the policy refuses this agent the call anyway
 			}
-			need := s.pipe.needFor(pb.irreversible, pb.amount, d)
-			if why := s.pipe.quorumShortfall(ctx, pr, pb.tool, pb.irreversible, pb.amount, need); why != "" {
+			// A probe is a call that always waits for a human.
+			need := s.pipe.needFor(true, pb.Amount, d)
+			if why := s.pipe.quorumShortfall(ctx, pr, pb.tool, pb.Irreversible, pb.Amount, need); why != "" {
 				short++
 				s.log.Warn("approval quorum cannot be met: such calls will fail instead of waiting", "agent", a.Name, "why", why)
 			}
@@ -134,6 +128,6 @@ func (s *Server) logApprovers(ctx context.Context) {
 	case skipped > 0:
 		s.log.Warn("approval quorum check incomplete: the policy engine did not answer", "checks_skipped", skipped)
 	case short == 0:
-		s.log.Info("approval quorums checked: the configured approvers can approve every configured agent's registrations and production deploys")
+		s.log.Info("approval quorums checked: the configured approvers can approve every configured agent's calls that always wait for a human")
 	}
 }

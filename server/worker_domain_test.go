@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -314,4 +315,63 @@ func TestLiveSiteWork(t *testing.T) {
 		t.Errorf("list_domains: %d PDP requests, Cloudflare %v; want 1 and one zone and one custom-domain list", pdp, cf)
 	}
 	t.Logf("attach of a subdomain: %d Cloudflare requests and 2 PDP requests each; list_domains of 1 domain and 3 hostnames: 1 PDP request, 2 Cloudflare reads", len(want))
+}
+
+// TestConsoleSaysWhatApprovingDoes: the console's "what will happen" words
+// come from each tool's inventory entry: an apex attach and a detach (which
+// carry no irreversible flag and once got no words at all) say which
+// hostname starts or stops answering and how to undo it; a rollback, which
+// needs no human by default, has its words on the operation the console
+// reads too.
+func TestConsoleSaysWhatApprovingDoes(t *testing.T) {
+	t.Parallel()
+	e, base := consoleEnv(t, withConfig(func(c *Config) { c.Approvals.Wait = 0 }))
+	liveSite(t, e, "web-say.dev", "web-say")
+	browser := httpSignIn(t, base, e.link(t, "bob", "", 0))
+	happens := func(opID string) string {
+		t.Helper()
+		code, body := get(t, browser, base+"/console/approvals/"+e.pendingApproval(opID).ID)
+		i := strings.Index(body, `<ul id="happens">`)
+		if code != http.StatusOK || i < 0 {
+			t.Fatalf("approval page: %d\n%s", code, body)
+		}
+		return body[i : i+strings.Index(body[i:], "</ul>")]
+	}
+
+	v := opView(t, e.call(webBot, "attach_worker_domain", map[string]any{
+		"script_name": "web-say", "hostname": "web-say.dev", "environment": "production", "reason": reason,
+	}))
+	got := happens(v.OperationID)
+	for _, want := range []string{"web-say.dev answers with Worker web-say as soon as it is attached", "detach_worker_domain undoes it", "It is the apex"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("attach: what will happen does not say %q:\n%s", want, got)
+		}
+	}
+	e.approve(v.OperationID, "bob")
+	e.waitState(v.OperationID, ledger.StateSucceeded)
+
+	v = opView(t, e.call(webBot, "detach_worker_domain", map[string]any{"hostname": "web-say.dev", "reason": reason}))
+	if got := happens(v.OperationID); !strings.Contains(got, "web-say.dev stops answering as soon as it is detached") {
+		t.Errorf("detach: what will happen:\n%s", got)
+	}
+	e.approve(v.OperationID, "bob")
+	e.waitState(v.OperationID, ledger.StateSucceeded)
+
+	v = opView(t, e.call(webBot, "deploy_worker", map[string]any{
+		"script_name": "web-say", "module": strings.Replace(okModule, "'ok'", "'ok, v2'", 1), "environment": "production", "reason": reason,
+	}))
+	if got := happens(v.OperationID); !strings.Contains(got, "replaces the one live in production (web-say)") {
+		t.Errorf("production deploy: what will happen:\n%s", got)
+	}
+	e.approve(v.OperationID, "bob")
+	e.waitState(v.OperationID, ledger.StateSucceeded)
+
+	v = opView(t, e.call(webBot, "rollback_worker", map[string]any{"script_name": "web-say", "reason": reason}))
+	if v.Status != "succeeded" {
+		t.Fatalf("rollback: %+v", v)
+	}
+	op, err := newConsoleSource(e.srv).Operation(context.Background(), v.OperationID)
+	if err != nil || !strings.Contains(op.Consequence, "All production traffic of web-say moves at once") {
+		t.Errorf("rollback's words on the console's operation: %q %v", op.Consequence, err)
+	}
 }

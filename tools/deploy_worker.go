@@ -520,3 +520,45 @@ func (m deployWorker) Reconcile(ctx context.Context, s *cloudflare.Session, in E
 	}
 	return Outcome{Result: res, Charged: in.MaxAmount, Summary: "Deployed " + sc.ScriptName + " (found after restart)"}, true, nil
 }
+
+// deployWorkerApproval: a production deploy replaces what is live (at once,
+// or step by step under a rollout); the console shows the module against
+// the script it replaces; a mandate covers Workers with the same prefix,
+// in preview only; the quorum probe is a production deploy holding the
+// monthly plan.
+var deployWorkerApproval = ApprovalTraits{
+	Consequence: func(raw json.RawMessage) string {
+		a, err := deployWorker{}.decode(raw)
+		switch {
+		case err != nil || a.DeployedName == "":
+			return ""
+		case a.Environment != "production":
+			return fmt.Sprintf("The preview script %s is replaced as soon as it is deployed; production is not touched.", a.DeployedName)
+		case a.Rollout != nil:
+			return fmt.Sprintf("The new version of %s takes production traffic step by step (%s) under this one approval; a failed step, a freeze or rollback_worker returns all traffic to the version live now.", a.DeployedName, a.Rollout)
+		}
+		return fmt.Sprintf("The new script replaces the one live in production (%s) as soon as it is deployed; rollback_worker returns traffic to the version live now.", a.DeployedName)
+	},
+	ReplacedScript: func(raw json.RawMessage) (string, error) {
+		a, err := deployWorker{}.decode(raw)
+		if err == nil && a.DeployedName == "" {
+			err = errors.New("stored deploy_worker arguments name no deployed script")
+		}
+		return a.DeployedName, err
+	},
+	MandatePattern: func(name string) string {
+		if i := strings.Index(name, "-"); i > 0 {
+			return name[:i+1] + "*"
+		}
+		return name
+	},
+	// A mandate never covers a production deploy; the policy says so again.
+	MandateEnvironment: "preview",
+	QuorumProbe: func(e ProbeEnv) QuorumProbe {
+		return QuorumProbe{Amount: e.Config.Workers.MonthlyPlan, Irreversible: true, Resource: authz.Resource{
+			Kind: "worker_script", ID: e.Team + "-quorum-check", Attr: map[string]any{
+				"environment": "production", "size_bytes": 1024, "module_sha256": strings.Repeat("0", 64),
+			},
+		}}
+	},
+}

@@ -1,10 +1,14 @@
 package tools
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 
 	"github.com/google/jsonschema-go/jsonschema"
+
+	"github.com/tollgatehq/tollgate/authz"
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 // ServerTool is one entry of the inventory: a tool and what the rest of
@@ -29,6 +33,67 @@ type ServerTool struct {
 	// EstimateParams, set for a mutation that can cost money, makes it an
 	// action of estimate_cost: the schema of its params there.
 	EstimateParams func() *jsonschema.Schema
+	// Approval, set for every mutation, is what the console, mandate offers
+	// and the start-up quorum check need to know about the tool's approval
+	// requests, so none of them branches on its name.
+	Approval ApprovalTraits
+}
+
+// ApprovalTraits is what a mutating tool declares about its approvals.
+type ApprovalTraits struct {
+	// Consequence says in words what approving a call with these stored
+	// (normalised) arguments does beyond its summary: what changes, when,
+	// and whether and how it can be undone. Required; "" when the
+	// arguments cannot be read (a generic sentence is shown instead).
+	Consequence func(args json.RawMessage) string
+	// ReplacedScript, for a tool that uploads a Worker module, names the
+	// deployed script the module replaces, so the console shows the change
+	// against the script live at Cloudflare; nil for other tools.
+	ReplacedScript func(args json.RawMessage) (string, error)
+	// MandatePattern derives the resource pattern of the mandate offered
+	// with an approval ("more like this") from the call's resource name:
+	// "launch.dev" → "*.dev". Nil offers the exact name.
+	MandatePattern func(name string) string
+	// MandateEnvironment is the environment a mandate of the tool made
+	// without a request (tollgate mandates create) is checked with: the
+	// only one a mandate may cover ("" for a tool without environments).
+	MandateEnvironment string
+	// QuorumProbe, set for a tool some of whose calls always wait for a
+	// human, is the costliest such call, for the start-up check that the
+	// configured approvers can meet its quorum.
+	QuorumProbe func(ProbeEnv) QuorumProbe
+}
+
+// ProbeEnv is what quorum probes are built from: the agent's team, the
+// policy's limits and the configured prices.
+type ProbeEnv struct {
+	Team string
+	// TLD is one the policy lets agents register.
+	TLD string
+	// RegistrationCeiling is the policy's highest registration price.
+	RegistrationCeiling money.Money
+	Config              Config
+}
+
+// QuorumProbe is one kind of call the start-up quorum check asks the
+// policy about. It always waits for a human, whatever the policy says.
+type QuorumProbe struct {
+	// Resource is the call's policy resource, checked with the tool's action.
+	Resource authz.Resource
+	Amount   money.Money
+	// Irreversible is what the call's plan says (a registration, a
+	// production deploy), as its approval request would carry it.
+	Irreversible bool
+}
+
+// Find returns the inventory's entry for the tool named.
+func Find(name string) (ServerTool, bool) {
+	for _, t := range Inventory() {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return ServerTool{}, false
 }
 
 // Inventory lists every tool, in the order they are listed to clients.
@@ -43,6 +108,7 @@ func Inventory() []ServerTool {
 			EstimateParams: func() *jsonschema.Schema {
 				return estimateParamsSchema[RegisterDomainArgs](registerDomainName, registerSchema)
 			},
+			Approval: registerDomainApproval,
 		},
 		{
 			Name: deployWorkerName, Kind: "worker_script", Action: deployWorker{}.Action(), New: DeployWorker,
@@ -50,18 +116,22 @@ func Inventory() []ServerTool {
 			EstimateParams: func() *jsonschema.Schema {
 				return estimateParamsSchema[DeployWorkerArgs](deployWorkerName, deploySchema)
 			},
+			Approval: deployWorkerApproval,
 		},
 		{
 			Name: rollbackWorkerName, Kind: "worker_script", Action: rollbackWorker{}.Action(), New: RollbackWorker,
 			Mutation: func(cfg Config) Mutation { return rollbackWorker{cfg: cfg} },
+			Approval: rollbackWorkerApproval,
 		},
 		{
 			Name: attachWorkerDomainName, Kind: workerDomainKind, Action: attachWorkerDomain{}.Action(), New: AttachWorkerDomain,
 			Mutation: func(cfg Config) Mutation { return attachWorkerDomain{cfg: cfg} },
+			Approval: attachWorkerDomainApproval,
 		},
 		{
 			Name: detachWorkerDomainName, Kind: workerDomainKind, Action: detachWorkerDomain{}.Action(), New: DetachWorkerDomain,
 			Mutation: func(cfg Config) Mutation { return detachWorkerDomain{cfg: cfg} },
+			Approval: detachWorkerDomainApproval,
 		},
 		{Name: listDomainsName, Kind: workerDomainKind, Action: "read", New: func(r Runner, _ Config) Tool { return ListDomains(r) }},
 		{Name: listWorkersName, Kind: "worker_script", Action: "read", New: func(r Runner, _ Config) Tool { return ListWorkers(r) }},

@@ -1,11 +1,19 @@
 package tools
 
 import (
+	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tollgatehq/tollgate/ledger/money"
 )
 
 // TestInventoryIsTheOneList checks that every list of tools is the
@@ -70,6 +78,124 @@ func TestInventoryIsTheOneList(t *testing.T) {
 	for _, n := range priced {
 		if !strings.Contains(string(est.Tool.RawInputSchema), `"params for `+n+`"`) {
 			t.Errorf("estimate_cost has no params schema for %s", n)
+		}
+	}
+}
+
+// TestApprovalTraits: every mutation says what approving it does, from its
+// stored arguments, and the sentences name what changes; a tool whose
+// arguments cannot be read says nothing (the console's generic sentence
+// stands in). Mandate patterns and quorum probes come from the same entries.
+func TestApprovalTraits(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		tool, args string
+		want       []string
+	}{
+		{registerDomainName, `{"domain":"shop.dev","years":1,"auto_renew":true}`, []string{"cannot be undone", "renews automatically"}},
+		{deployWorkerName, `{"script_name":"web-app","environment":"preview","deployed_name":"web-app-preview"}`, []string{"preview script web-app-preview", "production is not touched"}},
+		{deployWorkerName, `{"script_name":"web-app","environment":"production","deployed_name":"web-app"}`, []string{"replaces the one live in production (web-app)", "rollback_worker"}},
+		{deployWorkerName, `{"script_name":"web-app","environment":"production","deployed_name":"web-app","rollout":{"steps":[10,50,100],"interval_seconds":300}}`, []string{"step by step (10% → 50% → 100%", "this one approval"}},
+		{rollbackWorkerName, `{"script_name":"web-app"}`, []string{"All production traffic of web-app moves at once", "before its latest deploy"}},
+		{attachWorkerDomainName, `{"hostname":"shop.dev","domain":"shop.dev","apex":true,"script_name":"web-app","environment":"production","deployed_name":"web-app"}`, []string{"shop.dev answers with Worker web-app", "detach_worker_domain undoes it", "the apex"}},
+		{attachWorkerDomainName, `{"hostname":"www.shop.dev","domain":"shop.dev","apex":false,"script_name":"web-app","environment":"preview","deployed_name":"web-app-preview"}`, []string{"www.shop.dev answers with Worker web-app-preview"}},
+		{detachWorkerDomainName, `{"hostname":"www.shop.dev","domain":"shop.dev","apex":false}`, []string{"www.shop.dev stops answering", "attach_worker_domain"}},
+	}
+	covered := map[string]bool{}
+	for _, c := range cases {
+		covered[c.tool] = true
+		e, ok := Find(c.tool)
+		if !ok || e.Approval.Consequence == nil {
+			t.Fatalf("%s: no Consequence in the inventory", c.tool)
+		}
+		got := e.Approval.Consequence(json.RawMessage(c.args))
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s %s: %q does not say %q", c.tool, c.args, got, w)
+			}
+		}
+		if e.Approval.Consequence(json.RawMessage(`not json`)) != "" {
+			t.Errorf("%s: words for arguments it cannot read", c.tool)
+		}
+	}
+	for _, e := range Inventory() {
+		if e.Mutation != nil && !covered[e.Name] {
+			t.Errorf("%s: a mutation with no case here; say what approving it does", e.Name)
+		}
+		if e.Mutation == nil && (e.Approval.Consequence != nil || e.Approval.QuorumProbe != nil) {
+			t.Errorf("%s: approval traits on a tool that is never approved", e.Name)
+		}
+	}
+
+	reg, _ := Find(registerDomainName)
+	dep, _ := Find(deployWorkerName)
+	if p := reg.Approval.MandatePattern("launch.dev"); p != "*.dev" {
+		t.Errorf("registration pattern %q", p)
+	}
+	if p := dep.Approval.MandatePattern("shop-api"); p != "shop-*" {
+		t.Errorf("deploy pattern %q", p)
+	}
+	if name, err := dep.Approval.ReplacedScript(json.RawMessage(`{"deployed_name":"web-app-preview"}`)); err != nil || name != "web-app-preview" {
+		t.Errorf("replaced script %q %v", name, err)
+	}
+	if _, err := dep.Approval.ReplacedScript(json.RawMessage(`{}`)); err == nil {
+		t.Error("a deploy naming no script replaces nothing it can name")
+	}
+	// Probes are checked with their tool's kind and action, and always wait
+	// for a human: every tool with a probe has calls that do.
+	env := ProbeEnv{Team: "web", TLD: "dev", RegistrationCeiling: money.Money{Micros: 20_000_000, Currency: "USD"}}
+	var probed []string
+	for _, e := range Inventory() {
+		if e.Approval.QuorumProbe == nil {
+			continue
+		}
+		probed = append(probed, e.Name)
+		if p := e.Approval.QuorumProbe(env); p.Resource.Kind != e.Kind || p.Resource.ID == "" {
+			t.Errorf("%s: probe %+v is not a %s resource", e.Name, p.Resource, e.Kind)
+		}
+	}
+	if want := []string{registerDomainName, deployWorkerName, attachWorkerDomainName, detachWorkerDomainName}; !slices.Equal(probed, want) {
+		t.Errorf("quorum probes for %v, want %v", probed, want)
+	}
+}
+
+// TestNoToolNamesOutsideTheInventory: the packages under the tools ask the
+// inventory what a tool needs instead of naming it (cmd speaks MCP as a
+// client does and names tools it calls; test helpers may name them too).
+func TestNoToolNamesOutsideTheInventory(t *testing.T) {
+	t.Parallel()
+	names := map[string]bool{}
+	for _, e := range Inventory() {
+		names[e.Name] = true
+	}
+	fset := token.NewFileSet()
+	for _, dir := range []string{"server", "approvals", "ledger", "authz", "cloudflare"} {
+		err := filepath.WalkDir(filepath.Join("..", dir), func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() && strings.HasSuffix(path, "test") { // approvalstest and the like
+				return filepath.SkipDir
+			}
+			if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return nil
+			}
+			f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+			if err != nil {
+				return err
+			}
+			ast.Inspect(f, func(n ast.Node) bool {
+				if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					if s, err := strconv.Unquote(lit.Value); err == nil && names[s] {
+						t.Errorf("%s: names tool %s; declare what it needs in its inventory entry", fset.Position(lit.Pos()), s)
+					}
+				}
+				return true
+			})
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -393,3 +393,34 @@ func truncate(s string, n int) string {
 	r := []rune(s)
 	return string(r[:n]) + "…"
 }
+
+// registerDomainApproval: a registration is paid at once and cannot be
+// undone; a mandate offered with one covers the same TLD; the quorum probe
+// is a registration at the policy's price ceiling.
+var registerDomainApproval = ApprovalTraits{
+	Consequence: func(raw json.RawMessage) string {
+		a, _, err := registerDomain{}.decode(raw)
+		if err != nil {
+			return ""
+		}
+		s := "A registration cannot be undone: the domain is bought from Cloudflare's registrar and paid for at once."
+		if a.AutoRenew {
+			s += " It renews automatically, and is charged again, when the term ends."
+		}
+		return s
+	},
+	MandatePattern: func(name string) string {
+		if i := strings.LastIndex(name, "."); i >= 0 {
+			return "*" + name[i:]
+		}
+		return name
+	},
+	QuorumProbe: func(e ProbeEnv) QuorumProbe {
+		return QuorumProbe{Amount: e.RegistrationCeiling, Irreversible: true, Resource: authz.Resource{
+			Kind: "domain", ID: "quorum-check." + e.TLD, Attr: map[string]any{
+				"tld": e.TLD, "sld": "quorum-check", "years": 1, "auto_renew": false,
+				"price_micros": e.RegistrationCeiling.Micros, "currency": e.RegistrationCeiling.Currency, "tier": "standard",
+			},
+		}}
+	},
+}

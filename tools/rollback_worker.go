@@ -186,3 +186,16 @@ func (m rollbackWorker) Reconcile(ctx context.Context, s *cloudflare.Session, in
 	}
 	return Outcome{}, false, nil
 }
+
+// rollbackWorkerApproval: a rollback moves traffic back at once, to code a
+// human already let through; nothing of it always waits for a human, so
+// there is no quorum probe.
+var rollbackWorkerApproval = ApprovalTraits{
+	Consequence: func(raw json.RawMessage) string {
+		a, err := rollbackWorker{}.decode(raw)
+		if err != nil || a.ScriptName == "" {
+			return ""
+		}
+		return fmt.Sprintf("All production traffic of %s moves at once to the version that served before its latest deploy (a rollout in progress stops there); the newer version stays uploaded, and a new deploy_worker moves forward again.", a.ScriptName)
+	},
+}

@@ -498,3 +498,51 @@ func (detachWorkerDomain) Reconcile(ctx context.Context, s *cloudflare.Session, 
 	}
 	return Outcome{Result: WorkerDomainResult{Hostname: h.FQDN}, Charged: in.MaxAmount, Summary: h.Display() + " is detached (found after restart)"}, true, nil
 }
+
+// attachWorkerDomainApproval: the hostname answers with the Worker at once;
+// the quorum probe is a production attach of the apex of a domain the team
+// registered.
+var attachWorkerDomainApproval = ApprovalTraits{
+	Consequence: func(raw json.RawMessage) string {
+		a, h, err := decodeDomainArgs(raw)
+		if err != nil || a.DeployedName == "" {
+			return ""
+		}
+		s := fmt.Sprintf("%s answers with Worker %s as soon as it is attached, in place of whatever serves it now; detach_worker_domain undoes it.", h.Display(), a.DeployedName)
+		if h.Apex {
+			s += " It is the apex: the address of the domain itself."
+		}
+		return s
+	},
+	QuorumProbe: func(e ProbeEnv) QuorumProbe {
+		domain, script := "quorum-check."+e.TLD, e.Team+"-quorum-check"
+		return QuorumProbe{Amount: money.Money{Currency: e.Config.currency()}, Resource: authz.Resource{
+			Kind: workerDomainKind, ID: domain, Attr: map[string]any{
+				"hostname": domain, "domain": domain, "apex": true, "environment": "production", "script": script,
+				"zone": domain, "registered_by_team": true, "current_script": "",
+			},
+		}}
+	},
+}
+
+// detachWorkerDomainApproval: the hostname goes dark at once; every detach
+// waits for a human, so the probe is a production one of a domain the team
+// registered.
+var detachWorkerDomainApproval = ApprovalTraits{
+	Consequence: func(raw json.RawMessage) string {
+		_, h, err := decodeDomainArgs(raw)
+		if err != nil {
+			return ""
+		}
+		return fmt.Sprintf("%s stops answering as soon as it is detached, until attach_worker_domain puts a Worker on it again.", h.Display())
+	},
+	QuorumProbe: func(e ProbeEnv) QuorumProbe {
+		domain, script := "quorum-check."+e.TLD, e.Team+"-quorum-check"
+		return QuorumProbe{Amount: money.Money{Currency: e.Config.currency()}, Resource: authz.Resource{
+			Kind: workerDomainKind, ID: "www." + domain, Attr: map[string]any{
+				"hostname": "www." + domain, "domain": domain, "apex": false, "environment": "production", "script": script,
+				"zone": domain, "registered_by_team": true, "current_script": script,
+			},
+		}}
+	},
+}

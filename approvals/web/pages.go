@@ -145,14 +145,13 @@ func (c *Console) approvalLive(w http.ResponseWriter, r *http.Request, s session
 	return nil
 }
 
-// happens says in words what approving r does.
+// happens says in words what approving r does: its summary, what its tool
+// says approving it does (Operation.Consequence), and what it may cost.
 func happens(r approvals.Request, op *Operation) []string {
 	out := []string{display.Text(r.Summary, 500) + "."}
 	switch {
-	case r.Tool == "register_domain":
-		out = append(out, "A registration cannot be undone: the domain is bought from Cloudflare's registrar and paid for at once.")
-	case r.Tool == "deploy_worker" && r.Irreversible:
-		out = append(out, "The new script replaces the one live in production as soon as it is deployed.")
+	case op != nil && op.Consequence != "":
+		out = append(out, display.Text(op.Consequence, 500))
 	case r.Irreversible:
 		out = append(out, "This cannot be undone once executed.")
 	}

@@ -51,6 +51,10 @@ type Operation struct {
 	ErrorCode, Error                       string
 	CreatedAt, UpdatedAt                   time.Time
 	ExpiresAt                              *time.Time
+	// Consequence says what approving the operation does beyond its
+	// summary, as its tool declares it ("" when unknown: a generic sentence
+	// is shown). Set by Source.Operation, not in lists.
+	Consequence string
 }
 
 // TimelineEntry is one audit event of an operation.

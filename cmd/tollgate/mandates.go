@@ -135,9 +135,11 @@ func createMandate(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		// The only environment a mandate of the tool may cover (preview
+		// deploys); the policy says so again at each use.
 		env := ""
-		if *action == "deploy_worker" {
-			env = "preview" // the only deploys a mandate may ever cover; the policy says so again at each use
+		if t, ok := tools.Find(*action); ok {
+			env = t.Approval.MandateEnvironment
 		}
 		m, err := server.MandateCreator{DB: db, Authz: az, Cfg: cfg}.CreateMandate(ctx, server.MandateInput{
 			Approver: me, Via: approvals.ViaCLI, Agent: *agent, Action: *action, Environment: env, Pattern: *resource,
