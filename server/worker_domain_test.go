@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/tools"
@@ -374,4 +378,67 @@ func TestConsoleSaysWhatApprovingDoes(t *testing.T) {
 	if err != nil || !strings.Contains(op.Consequence, "All production traffic of web-say moves at once") {
 		t.Errorf("rollback's words on the console's operation: %q %v", op.Consequence, err)
 	}
+}
+
+// TestRollbackApprovalByPolicy: the rule the README gives a team that wants
+// production rollbacks approved makes rollback_worker wait for a human, and
+// the console says what approving it does.
+func TestRollbackApprovalByPolicy(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(readme), "    - name: rollback-needs-approval")
+	if i < 0 {
+		t.Fatal("the README gives no rollback-needs-approval rule")
+	}
+	rule := string(readme[i:])
+	rule = rule[:strings.Index(rule, "```")]
+	dir := filepath.Join(t.TempDir(), "policies")
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join("..", "cerbos-policies"))); err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(dir, "resource_policies", "worker_script.yaml")
+	src, err := os.ReadFile(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const anchor = "    # --- guardrails"
+	if !strings.Contains(string(src), anchor) {
+		t.Fatal("worker_script.yaml has no guardrails section to put the rule before")
+	}
+	if err := os.WriteFile(pol, []byte(strings.Replace(string(src), anchor, rule+"\n"+anchor, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err := authz.StartManaged(context.Background(), authz.ManagedConfig{
+		PolicyDir: dir, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	})
+	if err != nil {
+		t.Fatalf("managed PDP with the README's rule: %v", err)
+	}
+	t.Cleanup(func() { _ = m.Stop() })
+
+	e, base := consoleEnv(t, withPDP(m.Addr()), withConfig(func(c *Config) { c.Approvals.Wait = 0 }))
+	liveSite(t, e, "web-back.dev", "web-back")
+	v := opView(t, e.call(webBot, "deploy_worker", map[string]any{
+		"script_name": "web-back", "module": strings.Replace(okModule, "'ok'", "'ok, v2'", 1), "environment": "production", "reason": reason,
+	}))
+	e.approve(v.OperationID, "bob")
+	e.waitState(v.OperationID, ledger.StateSucceeded)
+
+	v = opView(t, e.call(webBot, "rollback_worker", map[string]any{"script_name": "web-back", "reason": reason}))
+	if v.Status != "awaiting_approval" {
+		t.Fatalf("rollback under the rule: %+v", v)
+	}
+	req := e.pendingApproval(v.OperationID)
+	if !strings.Contains(req.Policy, "production rollbacks of web-back wait for a human") {
+		t.Errorf("the approval does not say why: %q", req.Policy)
+	}
+	browser := httpSignIn(t, base, e.link(t, "bob", "", 0))
+	if _, body := get(t, browser, base+"/console/approvals/"+req.ID); !strings.Contains(body, "All production traffic of web-back moves at once") {
+		t.Errorf("the console does not say what approving the rollback does:\n%s", body)
+	}
+	e.approve(v.OperationID, "bob")
+	e.waitState(v.OperationID, ledger.StateSucceeded)
 }
