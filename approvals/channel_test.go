@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -271,11 +270,7 @@ func testOnePostAcrossProcesses(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := approvalstest.New(t)
-	other, err := approvals.NewService(approvalstest.OpenHandle(t, f.Path), approvals.Options{Approvers: approvalstest.Approvers, Authorizer: approvalstest.PolicyAuthorizer(nil),
-		Audit: f.Audit.Fn, Clock: f.Clock.Now, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := f.OtherProcess()
 	mine := &heldChannel{recordingChannel: newRecordingChannel("chat"), entered: make(chan struct{}, 1), release: make(chan struct{})}
 	theirs := newRecordingChannel("chat")
 	f.Svc.AddChannel(mine)

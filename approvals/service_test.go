@@ -631,11 +631,7 @@ func testConcurrentVotes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := approvalstest.New(t)
-	other, err := approvals.NewService(approvalstest.OpenHandle(t, f.Path), approvals.Options{Approvers: approvalstest.Approvers, Authorizer: approvalstest.PolicyAuthorizer(nil),
-		Audit: f.Audit.Fn, Clock: f.Clock.Now, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := f.OtherProcess()
 	for range 5 {
 		r := f.Request(func(r *approvals.Request) { r.Quorum = 2 })
 		var wg sync.WaitGroup

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -105,17 +103,24 @@ func (p *Pipeline) decisionActedOn(ctx context.Context, id string) (*approvals.R
 	if err != nil {
 		return nil, op.State.Terminal()
 	}
+	// The operation state each way a request ends leaves it in.
 	released := map[string]ledger.State{
 		approvals.StateDenied: ledger.StateDenied, approvals.StateExpired: ledger.StateExpired, approvals.StateCancelled: ledger.StateCancelled,
 	}
-	switch {
-	case req.State == approvals.StatePending:
+	switch req.State {
+	case approvals.StatePending:
 		// Moved on before its request ended (a fault, a freeze): the
 		// request is cancelled next; an operation that ended is done.
 		return nil, op.State.Terminal()
-	case req.State == approvals.StateApproved && !slices.Contains(slices.Collect(maps.Values(released)), op.State):
+	case approvals.StateApproved:
+		// Followed unless the operation was released meanwhile.
+		switch op.State {
+		case ledger.StateDenied, ledger.StateExpired, ledger.StateCancelled:
+			return nil, true
+		}
 		return &req, true
-	case released[req.State] == op.State:
+	}
+	if released[req.State] == op.State {
 		return &req, true
 	}
 	return nil, true

@@ -291,6 +291,19 @@ func New(t testing.TB, opts ...Option) *Fixture {
 	return f
 }
 
+// OtherProcess is a second approvals service on the fixture's database, on
+// its own handle as another process would open it, sharing the fixture's
+// clock and audit log (and none of its hooks).
+func (f *Fixture) OtherProcess() *approvals.Service {
+	f.T.Helper()
+	svc, err := approvals.NewService(OpenHandle(f.T, f.Path), approvals.Options{Approvers: Approvers, Authorizer: PolicyAuthorizer(nil),
+		Audit: f.Audit.Fn, Clock: f.Clock.Now, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	return svc
+}
+
 func offer[T any](ch chan T, v T) {
 	select {
 	case ch <- v:

@@ -604,6 +604,22 @@ func (e *crashEnv) waitFor(what string, cond func() bool) {
 	}
 }
 
+// awaitingApproval waits until exactly n operations await approval and
+// returns them.
+func (e *crashEnv) awaitingApproval(what string, n int) []ledger.Operation {
+	e.t.Helper()
+	var waiting []ledger.Operation
+	e.waitFor(what, func() bool {
+		ops, _, err := e.db.ListOperations(context.Background(), ledger.OperationQuery{States: []ledger.State{ledger.StateAwaitingApproval}})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		waiting = ops
+		return len(ops) == n
+	})
+	return waiting
+}
+
 func (e *crashEnv) operation(id string) ledger.Operation {
 	op, err := e.db.Operation(context.Background(), id)
 	if err != nil {

@@ -124,15 +124,7 @@ func TestHTTPReplicasShareOnePostgres(t *testing.T) {
 			t.Fatal("the refusals did not all arrive")
 		}
 	}
-	var waiting []ledger.Operation
-	e.waitFor("two operations awaiting approval", func() bool {
-		ops, _, err := e.db.ListOperations(context.Background(), ledger.OperationQuery{States: []ledger.State{ledger.StateAwaitingApproval}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		waiting = ops
-		return len(ops) == 2
-	})
+	waiting := e.awaitingApproval("two operations awaiting approval", 2)
 
 	// The CLI with nothing but --db lists both, whichever replica holds them.
 	reqIDs := map[string]string{}

@@ -70,17 +70,7 @@ func TestHTTPReplicaKilledMidExecution(t *testing.T) {
 		v, err := sessions[0].call("register_domain", map[string]any{"domain": domain, "reason": reason})
 		result <- outcome{v, err}
 	}()
-	var opID string
-	e.waitFor("the registration to await approval", func() bool {
-		ops, _, err := e.db.ListOperations(context.Background(), ledger.OperationQuery{States: []ledger.State{ledger.StateAwaitingApproval}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ops) == 1 {
-			opID = ops[0].ID
-		}
-		return opID != ""
-	})
+	opID := e.awaitingApproval("the registration to await approval", 1)[0].ID
 	// The registrar acts, then holds its answer: the execution is in flight
 	// and Cloudflare already did it.
 	e.setFaults(`{"hang":true,"fail_after_effect":true,"method":"POST","path_contains":"/registrar/registrations"}`)
@@ -266,17 +256,7 @@ func TestConsoleSessionsAcrossReplicas(t *testing.T) {
 		}
 		result <- v
 	}()
-	var opID string
-	e.waitFor("the registration to await approval", func() bool {
-		ops, _, err := e.db.ListOperations(context.Background(), ledger.OperationQuery{States: []ledger.State{ledger.StateAwaitingApproval}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ops) == 1 {
-			opID = ops[0].ID
-		}
-		return opID != ""
-	})
+	opID := e.awaitingApproval("the registration to await approval", 1)[0].ID
 	reqID := e.requestID(opID)
 
 	out, err = e.cli("approvals", "open", "--print", "--as", "bob", "--request", reqID)

@@ -104,15 +104,7 @@ func TestReplicasShareOnePostgres(t *testing.T) {
 			t.Fatal("the refusals did not all arrive")
 		}
 	}
-	var waiting []ledger.Operation
-	e.waitFor("two operations awaiting approval", func() bool {
-		ops, _, err := e.db.ListOperations(context.Background(), ledger.OperationQuery{States: []ledger.State{ledger.StateAwaitingApproval}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		waiting = ops
-		return len(ops) == 2
-	})
+	waiting := e.awaitingApproval("two operations awaiting approval", 2)
 	for _, op := range waiting {
 		reqID := e.requestID(op.ID)
 		out, err := e.plainCLI("approvals", "approve", reqID, "--as", "bob")
@@ -145,17 +137,7 @@ func TestReplicasShareOnePostgres(t *testing.T) {
 	go func() {
 		_, _ = replicas[0].call("register_domain", map[string]any{"domain": "replica-kill.dev", "reason": reason})
 	}()
-	var opID string
-	e.waitFor("the third registration to await approval", func() bool {
-		ops, _, err := e.db.ListOperations(context.Background(), ledger.OperationQuery{States: []ledger.State{ledger.StateAwaitingApproval}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ops) == 1 {
-			opID = ops[0].ID
-		}
-		return opID != ""
-	})
+	opID := e.awaitingApproval("the third registration to await approval", 1)[0].ID
 	e.setFaults(`{"hang":true,"fail_after_effect":true,"method":"POST","path_contains":"/registrar/registrations"}`)
 	e.approve(e.requestID(opID))
 	e.waitFor("the registration to be held mid-call", func() bool {

@@ -158,15 +158,7 @@ func TestStdioServersShareOneLedger(t *testing.T) {
 		}
 	}
 	// Two wait inside their servers for a human.
-	var waiting []ledger.Operation
-	e.waitFor("two operations awaiting approval", func() bool {
-		ops, _, err := e.db.ListOperations(context.Background(), ledger.OperationQuery{States: []ledger.State{ledger.StateAwaitingApproval}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		waiting = ops
-		return len(ops) == 2
-	})
+	waiting := e.awaitingApproval("two operations awaiting approval", 2)
 	for _, op := range waiting {
 		reqID := e.requestID(op.ID)
 		out, err := e.plainCLI("approvals", "approve", reqID, "--as", "bob", "--no-wait")
