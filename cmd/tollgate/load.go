@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -253,10 +254,10 @@ func runLoadTest(ctx context.Context, o loadOptions) (loadReport, error) {
 		o.Warn = io.Discard
 	}
 	rep := loadReport{URL: o.URL, Tool: o.Tool, Clients: o.Clients}
-	conns := make([]*client.Client, 0, o.Clients)
+	conns := make([]*loadConn, 0, o.Clients)
 	defer func() {
 		for _, c := range conns {
-			_ = c.Close()
+			_ = c.c.Close()
 		}
 	}()
 	for i := range o.Clients {
@@ -266,18 +267,18 @@ func runLoadTest(ctx context.Context, o loadOptions) (loadReport, error) {
 		}
 		conns = append(conns, c)
 	}
-	if err := checkLoadTool(ctx, conns[0], o); err != nil {
+	if err := checkLoadTool(ctx, conns[0].c, o); err != nil {
 		return rep, err
 	}
 	// One probe call, so a refusal is visible before the numbers are.
 	pctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	res, err := loadCall(pctx, conns[0], o)
+	res, err := conns[0].call(pctx)
 	cancel()
 	if err != nil {
 		return rep, fmt.Errorf("probe call to %s: %w", o.Tool, err)
 	}
 	if res.IsError {
-		fmt.Fprintf(o.Warn, "note: %s answers with an error result, so the run measures that refusal: %s\n", o.Tool, loadClip(loadResultText(res), 300))
+		fmt.Fprintf(o.Warn, "note: %s answers with an error result, so the run measures that refusal: %s\n", o.Tool, loadClip(res.text(), 300))
 	}
 	metricsURL := metricsURLOf(o.URL)
 	before, metricsErr := scrapeWork(ctx, metricsURL, o.Token)
@@ -304,7 +305,7 @@ func runLoadTest(ctx context.Context, o loadOptions) (loadReport, error) {
 				}
 				cctx, cancel := context.WithTimeout(ctx, o.Timeout)
 				t0 := time.Now()
-				res, err := loadCall(cctx, c, o)
+				res, err := c.call(cctx)
 				d := time.Since(t0)
 				cancel()
 				switch {
@@ -365,7 +366,9 @@ func runLoadTest(ctx context.Context, o loadOptions) (loadReport, error) {
 // loadClient is one initialised MCP client with its own connection pool, as
 // a separate agent would have: the shared default transport keeps only two
 // idle connections per host, and the clients would reconnect on every call.
-func loadClient(ctx context.Context, o loadOptions) (*client.Client, error) {
+// mcp-go's client opens the session (initialize, tools/list); the calls
+// themselves go out as plain streamable HTTP POSTs (see loadConn.call).
+func loadClient(ctx context.Context, o loadOptions) (*loadConn, error) {
 	hc := &http.Client{Transport: &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		MaxIdleConnsPerHost: 2,
@@ -397,7 +400,164 @@ func loadClient(ctx context.Context, o loadOptions) (*client.Client, error) {
 		}
 		return nil, err
 	}
-	return c, nil
+	lc, err := newLoadConn(c, hc, o)
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return lc, nil
+}
+
+// loadConn is one load client's session. Its calls are tools/call POSTs whose
+// body and headers are encoded once and whose answers are decoded only as far
+// as the outcome: the measuring client shares the machine's cores with the
+// server, and mcp-go's general-purpose client (re-encoding every request,
+// decoding every content block and the structured result) took CPU the
+// server then lacked.
+type loadConn struct {
+	c      *client.Client
+	hc     *http.Client
+	url    string
+	header http.Header
+	params json.RawMessage
+	next   atomic.Int64
+}
+
+func newLoadConn(c *client.Client, hc *http.Client, o loadOptions) (*loadConn, error) {
+	p := map[string]any{"name": o.Tool, "arguments": o.Args}
+	if mcp.IsModernProtocol(c.ProtocolVersion()) {
+		// Modern protocol versions carry who is asking in every request.
+		p["_meta"] = map[string]any{
+			mcp.MetaKeyProtocolVersion:    c.ProtocolVersion(),
+			mcp.MetaKeyClientCapabilities: mcp.ClientCapabilities{},
+			mcp.MetaKeyClientInfo:         mcp.Implementation{Name: "tollgate-load", Version: version},
+		}
+	}
+	params, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode the call's arguments: %w", err)
+	}
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("Accept", "application/json, text/event-stream")
+	h.Set(mcp.HeaderProtocolVersion, c.ProtocolVersion())
+	if id := c.GetSessionId(); id != "" {
+		h.Set("Mcp-Session-Id", id)
+	}
+	if o.Token != "" {
+		h.Set("Authorization", "Bearer "+o.Token)
+	}
+	for name, value := range mcp.StandardHeaders(c.ProtocolVersion(), mcp.MethodToolsCall, params) {
+		h.Set(name, value)
+	}
+	return &loadConn{c: c, hc: hc, url: o.URL, header: h, params: params}, nil
+}
+
+// loadResult is the part of a tools/call answer a load run looks at.
+type loadResult struct {
+	IsError bool `json:"isError"`
+	Content []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	} `json:"content"`
+}
+
+// text is the result's text content.
+func (r loadResult) text() string {
+	var parts []string
+	for _, c := range r.Content {
+		if c.Type == "text" {
+			parts = append(parts, c.Text)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// call makes one tools/call and returns its result; a transport failure, an
+// HTTP error or a JSON-RPC error is an error. The answer may be one JSON
+// message or an event stream whose last message is the answer.
+func (lc *loadConn) call(ctx context.Context) (loadResult, error) {
+	id := strconv.FormatInt(lc.next.Add(1), 10)
+	body := make([]byte, 0, len(lc.params)+64)
+	body = append(body, `{"jsonrpc":"2.0","id":`...)
+	body = append(body, id...)
+	body = append(body, `,"method":"tools/call","params":`...)
+	body = append(body, lc.params...)
+	body = append(body, '}')
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, lc.url, bytes.NewReader(body))
+	if err != nil {
+		return loadResult{}, err
+	}
+	req.Header = lc.header.Clone()
+	resp, err := lc.hc.Do(req)
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return loadResult{}, fmt.Errorf("HTTP %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	var reply struct {
+		ID     json.RawMessage `json:"id"`
+		Result *loadResult     `json:"result"`
+		Error  *struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	decode := func(msg []byte) error {
+		reply.ID, reply.Result, reply.Error = nil, nil, nil
+		return json.Unmarshal(msg, &reply)
+	}
+	found := false
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+		var data []byte
+		for !found && sc.Scan() {
+			line := sc.Bytes()
+			if rest, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+				data = append(data, bytes.TrimPrefix(rest, []byte(" "))...)
+				continue
+			}
+			if len(line) != 0 || len(data) == 0 {
+				continue
+			}
+			if err := decode(data); err != nil {
+				return loadResult{}, fmt.Errorf("decode an event: %w", err)
+			}
+			data = data[:0]
+			found = string(reply.ID) == id
+		}
+		if err := sc.Err(); err != nil {
+			return loadResult{}, fmt.Errorf("read the event stream: %w", err)
+		}
+		if !found && len(data) > 0 { // the stream ended without a blank line
+			if err := decode(data); err != nil {
+				return loadResult{}, fmt.Errorf("decode an event: %w", err)
+			}
+			found = string(reply.ID) == id
+		}
+	} else {
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return loadResult{}, fmt.Errorf("read the answer: %w", err)
+		}
+		if err := decode(b); err != nil {
+			return loadResult{}, fmt.Errorf("decode the answer: %w", err)
+		}
+		found = string(reply.ID) == id
+	}
+	switch {
+	case !found:
+		return loadResult{}, fmt.Errorf("no answer to request %s", id)
+	case reply.Error != nil:
+		return loadResult{}, fmt.Errorf("JSON-RPC error %d: %s", reply.Error.Code, reply.Error.Message)
+	case reply.Result == nil:
+		return loadResult{}, fmt.Errorf("answer to request %s has neither result nor error", id)
+	}
+	return *reply.Result, nil
 }
 
 // checkLoadTool refuses an unknown tool, and a tool that is not read-only
@@ -424,13 +584,6 @@ func checkLoadTool(ctx context.Context, c *client.Client, o loadOptions) error {
 	return usageError{fmt.Sprintf("the server has no tool %q; it lists: %s", o.Tool, strings.Join(names, ", "))}
 }
 
-func loadCall(ctx context.Context, c *client.Client, o loadOptions) (*mcp.CallToolResult, error) {
-	req := mcp.CallToolRequest{}
-	req.Params.Name = o.Tool
-	req.Params.Arguments = o.Args
-	return c.CallTool(ctx, req)
-}
-
 // nearestRank is the p-th percentile of sorted samples (nearest rank).
 func nearestRank(sorted []time.Duration, p float64) time.Duration {
 	i := int(math.Ceil(p*float64(len(sorted)))) - 1
@@ -447,16 +600,6 @@ func loadClip(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
-}
-
-func loadResultText(res *mcp.CallToolResult) string {
-	var parts []string
-	for _, c := range res.Content {
-		if t, ok := c.(mcp.TextContent); ok {
-			parts = append(parts, t.Text)
-		}
-	}
-	return strings.Join(parts, " ")
 }
 
 func printLoadReport(w io.Writer, r loadReport) {

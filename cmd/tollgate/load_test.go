@@ -23,10 +23,14 @@ import (
 type loadTarget struct {
 	url   string
 	calls map[string]*atomic.Int64
+	// streams counts answers sent as an event stream.
+	streams atomic.Int64
 }
 
 // newLoadTarget serves echo (read-only), refuse (read-only, error result),
-// flaky (read-only, fails every call after the first) and buy (destructive).
+// flaky (read-only, fails every call after the first), buy (destructive)
+// and progress (read-only, reports progress first, so its answer comes as an
+// event stream).
 // With token set, requests without "Bearer token" get a 401.
 func newLoadTarget(t *testing.T, token string) *loadTarget {
 	t.Helper()
@@ -47,8 +51,28 @@ func newLoadTarget(t *testing.T, token string) *loadTarget {
 		return mcp.NewToolResultText("ok"), nil
 	})
 	add("buy", false, func(int64) (*mcp.CallToolResult, error) { return mcp.NewToolResultText("bought"), nil })
+	n := &atomic.Int64{}
+	lt.calls["progress"] = n
+	s.AddTool(mcp.NewTool("progress", mcp.WithReadOnlyHintAnnotation(true), mcp.WithString("domain")),
+		func(ctx context.Context, _ mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			n.Add(1)
+			if err := mcpserver.ServerFromContext(ctx).SendNotificationToClient(ctx, "notifications/message",
+				map[string]any{"level": "info", "data": "halfway"}); err != nil {
+				return nil, err
+			}
+			return mcp.NewToolResultText("done"), nil
+		})
 
 	var h http.Handler = mcpserver.NewStreamableHTTPServer(s)
+	{
+		next := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r)
+			if strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream") {
+				lt.streams.Add(1)
+			}
+		})
+	}
 	if token != "" {
 		next := h
 		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -99,6 +123,22 @@ func TestLoadCountsEveryCall(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report text lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// An answer that comes as an event stream, after a notification, is read
+// to its end and counted like any other.
+func TestLoadReadsEventStreamAnswers(t *testing.T) {
+	lt := newLoadTarget(t, "")
+	rep, err := runLoadTest(context.Background(), loadOpts(lt.url, "progress"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if served := lt.calls["progress"].Load(); rep.Errors != 0 || rep.ToolErrors != 0 || int64(rep.OK)+1 != served {
+		t.Fatalf("report %+v, server saw %d calls (the probe call included)", rep, served)
+	}
+	if got := lt.streams.Load(); got < int64(rep.OK) {
+		t.Fatalf("%d answers were event streams, want every one of the %d calls'", got, rep.OK)
 	}
 }
 
