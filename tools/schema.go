@@ -241,12 +241,23 @@ func typed[A any, R any](fn func(ctx context.Context, req mcp.CallToolRequest, a
 		if err != nil {
 			return errorResult(err)
 		}
-		text, jerr := json.MarshalIndent(out, "", "  ")
-		if jerr != nil {
-			return nil, fmt.Errorf("encode result: %w", jerr)
-		}
-		return mcp.NewToolResultStructured(out, string(text)), nil
+		return structuredResult(out)
 	}
+}
+
+// structuredResult is v as a tool result, encoded once: the structured
+// content and, for clients that read only text, the same JSON indented.
+func structuredResult(v any) (*mcp.CallToolResult, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode result: %w", err)
+	}
+	var text bytes.Buffer
+	text.Grow(len(b) * 3 / 2)
+	if err := json.Indent(&text, b, "", "  "); err != nil {
+		return nil, fmt.Errorf("encode result: %w", err)
+	}
+	return mcp.NewToolResultStructured(json.RawMessage(b), text.String()), nil
 }
 
 func errorResult(err error) (*mcp.CallToolResult, error) {
