@@ -42,7 +42,8 @@ type DB struct {
 	log           *slog.Logger
 	key           *AuditKey // nil: a legacy, unkeyed chain only (see WithAuditKey)
 
-	spendSnapshots spendSnapshots // what estimates read (CheckBudget)
+	spendSnapshots   spendSnapshots   // what estimates read (CheckBudget)
+	mandateSnapshots mandateSnapshots // the mandates estimates read (MandateFor)
 }
 
 // Option configures Open.

@@ -247,34 +247,62 @@ func (db *DB) RevokeMandate(ctx context.Context, id, by string) (Mandate, error)
 // expire, whose pattern matches and whose per-call maximum and remaining
 // total hold amount. nil when none would.
 func pickMandate(ctx context.Context, q store.Queryer, now time.Time, agent, action, resource string, amount money.Money) (*Mandate, error) {
+	ms, err := liveMandates(ctx, q, now, agent, action, amount.Currency)
+	if err != nil {
+		return nil, err
+	}
+	return chooseMandate(ms, now, resource, amount), nil
+}
+
+// liveMandates are agent's mandates for action in currency that may still
+// cover a call at now, soonest to expire first.
+func liveMandates(ctx context.Context, q store.Queryer, now time.Time, agent, action, currency string) ([]Mandate, error) {
 	rows, err := q.QueryContext(ctx, `SELECT `+mandateColumns+` FROM mandates
 		WHERE agent = ? AND action = ? AND currency = ? AND revoked_at IS NULL AND expires_at > ? AND used_count < max_count
-		ORDER BY expires_at, id`, agent, action, amount.Currency, now.UnixNano())
+		ORDER BY expires_at, id`, agent, action, currency, now.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("find mandate: %w", err)
 	}
 	defer rows.Close()
+	var out []Mandate
 	for rows.Next() {
 		m, err := scanMandate(rows)
 		if err != nil {
 			return nil, fmt.Errorf("find mandate: %w", err)
 		}
-		if MatchesPattern(m.Pattern, resource) && amount.Micros <= m.MaxPerCall.Micros && m.UsedMicros+amount.Micros <= m.MaxTotal.Micros {
-			return &m, nil
-		}
+		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("find mandate: %w", err)
 	}
-	return nil, nil
+	return out, nil
+}
+
+// chooseMandate is the first of ms (as liveMandates orders them) that covers
+// a call on resource for amount at now, or nil.
+func chooseMandate(ms []Mandate, now time.Time, resource string, amount money.Money) *Mandate {
+	for _, m := range ms {
+		if now.Before(m.ExpiresAt) && MatchesPattern(m.Pattern, resource) && amount.Micros <= m.MaxPerCall.Micros && m.UsedMicros+amount.Micros <= m.MaxTotal.Micros {
+			return &m
+		}
+	}
+	return nil
 }
 
 // MandateFor is the mandate a reservation now would use for a call of
 // agent's action on resource (a domain, a script name) for amount, or nil:
-// a read that consumes nothing (estimate_cost). Whether the policy lets a
-// mandate cover the call is the caller's check, as for Reserve.
+// a read that consumes nothing (estimate_cost), served like the estimate's
+// budget check from a snapshot that lasts until a write that could change
+// it commits. Whether the policy lets a mandate cover the call is the
+// caller's check, as for Reserve.
 func (db *DB) MandateFor(ctx context.Context, agent, action, resource string, amount money.Money) (*Mandate, error) {
-	return pickMandate(ctx, db.st, db.now(), agent, action, resource, amount)
+	now := db.now()
+	key := mandateKey{agent: agent, action: action, currency: amount.Currency}
+	ms, err := db.mandateSnapshots.get(ctx, db, key, now)
+	if err != nil {
+		return nil, err
+	}
+	return chooseMandate(ms, now, resource, amount), nil
 }
 
 // useMandate consumes the mandate pickMandate finds, inside the

@@ -81,3 +81,43 @@ func (c *spendSnapshots) evaluate(ctx context.Context, db *DB, r ReserveRequest)
 	c.mu.Unlock()
 	return st.evaluate(r.Action, r.Amount, r.Commitment), nil
 }
+
+// mandateSnapshots keeps the live mandates MandateFor reads, by agent,
+// action and currency, under the same rules as spendSnapshots: served while
+// the store's generation is the one the read began at, for at most
+// spendSnapshotMaxAge; expiry is checked again at every use.
+type mandateSnapshots struct {
+	mu    sync.Mutex
+	m     map[mandateKey]mandateSnapshot
+	reads atomic.Uint64 // snapshots read from the database (tests count them)
+}
+
+type mandateKey struct{ agent, action, currency string }
+
+type mandateSnapshot struct {
+	gen      uint64
+	at       time.Time
+	mandates []Mandate
+}
+
+func (c *mandateSnapshots) get(ctx context.Context, db *DB, key mandateKey, now time.Time) ([]Mandate, error) {
+	gen := db.st.Generation() // before the read: see spendSnapshots.evaluate
+	c.mu.Lock()
+	s, ok := c.m[key]
+	c.mu.Unlock()
+	if ok && s.gen == gen && now.Sub(s.at) < spendSnapshotMaxAge && !now.Before(s.at) {
+		return s.mandates, nil
+	}
+	c.reads.Add(1)
+	ms, err := liveMandates(ctx, db.st, now, key.agent, key.action, key.currency)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= spendSnapshotMax {
+		c.m = make(map[mandateKey]mandateSnapshot)
+	}
+	c.m[key] = mandateSnapshot{gen: gen, at: now, mandates: ms}
+	c.mu.Unlock()
+	return ms, nil
+}

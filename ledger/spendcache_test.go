@@ -113,3 +113,63 @@ func TestCheckBudgetSnapshot(t *testing.T) {
 		t.Fatalf("10 of 10 tomorrow: %v %v", blocked, err)
 	}
 }
+
+// TestMandateForSnapshot: the estimate's mandate lookup is served from
+// memory while nothing changed, sees a new mandate, a use and a revocation
+// at once, and never offers a mandate past its expiry.
+func TestMandateForSnapshot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clock := newClock(nov22)
+	db := openTest(t, WithClock(clock.Now))
+	find := func() *Mandate {
+		t.Helper()
+		m, err := db.MandateFor(ctx, "web-bot", "register_domain", "shop.dev", usd("12.18"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := find(); m != nil {
+		t.Fatalf("no mandate yet, got %+v", m)
+	}
+	gen, reads := db.Store().Generation(), db.mandateSnapshots.reads.Load()
+	find()
+	if db.Store().Generation() == gen && db.mandateSnapshots.reads.Load() != reads {
+		t.Fatal("an unchanged database was read again")
+	}
+	m, err := db.CreateMandate(ctx, Mandate{Agent: "web-bot", Action: "register_domain", Pattern: "*.dev",
+		MaxPerCall: usd("15"), MaxTotal: usd("100"), Count: 1, CreatedBy: "bob", ExpiresAt: clock.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := find(); got == nil || got.ID != m.ID {
+		t.Fatalf("the new mandate was not offered: %+v", got)
+	}
+	clock.Advance(time.Hour)
+	if got := find(); got != nil {
+		t.Fatalf("an expired mandate was offered: %+v", got)
+	}
+	clock.Advance(-time.Hour)
+	op := authorizedOp(t, db, "web-bot", "web")
+	if _, err := db.Reserve(ctx, ReserveRequest{OperationID: op.ID, Action: "register_domain", Amount: usd("12.18"), MandateResource: "shop.dev"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := find(); got != nil {
+		t.Fatalf("a used-up mandate was offered: %+v", got)
+	}
+	m2, err := db.CreateMandate(ctx, Mandate{Agent: "web-bot", Action: "register_domain", Pattern: "*.dev",
+		MaxPerCall: usd("15"), MaxTotal: usd("100"), Count: 3, CreatedBy: "bob", ExpiresAt: clock.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := find(); got == nil || got.ID != m2.ID {
+		t.Fatalf("the second mandate was not offered: %+v", got)
+	}
+	if _, err := db.RevokeMandate(ctx, m2.ID, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if got := find(); got != nil {
+		t.Fatalf("a revoked mandate was offered: %+v", got)
+	}
+}
