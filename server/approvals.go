@@ -58,19 +58,25 @@ func approversOf(cfg Config) []approvals.Approver {
 	return out
 }
 
+// ApprovalCheck is what the policy is asked when approver a acts on request
+// r (approve, deny) or could (the quorum check of estimate_cost and of
+// start-up): a as the principal, r as an "approval" resource.
+func ApprovalCheck(a approvals.Approver, r approvals.Request) (authz.Principal, authz.Resource) {
+	attr := map[string]any{}
+	if a.SlackUserID != "" {
+		attr["slack_user_id"] = a.SlackUserID
+	}
+	return authz.Principal{ID: a.Name, Roles: a.Roles, Attr: attr}, authz.Resource{Kind: "approval", ID: r.ID, Attr: map[string]any{
+		"requester": r.Agent, "owner": r.Owner, "team": r.Team, "amount_micros": r.AmountMicros,
+		"currency": r.Currency, "tool": r.Tool, "irreversible": r.Irreversible,
+	}}
+}
+
 // approvalAuthorizer asks Cerbos whether an approver may act on a request
 // (resource "approval"). Anything but an explicit allow is a refusal.
 func approvalAuthorizer(az *authz.Client) approvals.Authorizer {
 	return func(ctx context.Context, a approvals.Approver, r approvals.Request, action string) (bool, string, error) {
-		attr := map[string]any{}
-		if a.SlackUserID != "" {
-			attr["slack_user_id"] = a.SlackUserID
-		}
-		p := authz.Principal{ID: a.Name, Roles: a.Roles, Attr: attr}
-		res := authz.Resource{Kind: "approval", ID: r.ID, Attr: map[string]any{
-			"requester": r.Agent, "owner": r.Owner, "team": r.Team, "amount_micros": r.AmountMicros,
-			"currency": r.Currency, "tool": r.Tool, "irreversible": r.Irreversible,
-		}}
+		p, res := ApprovalCheck(a, r)
 		d := az.Check(ctx, p, res, action)[action]
 		if d.Unavailable {
 			return false, "", errors.New("policy engine unavailable")

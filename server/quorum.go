@@ -21,11 +21,7 @@ func (p *Pipeline) quorumShortfall(ctx context.Context, pr Principal, tool strin
 	if !need.Required || p.approvals == nil {
 		return ""
 	}
-	r := approvals.Request{
-		ID: "apr_estimate", Tool: tool, Agent: pr.Name, Team: pr.Team, Owner: pr.Owner,
-		AmountMicros: amount.Micros, Currency: amount.Currency, Irreversible: irreversible, Quorum: need.Approvals,
-	}
-	eligible := p.approvals.Eligible(ctx, r, need.Approvals)
+	eligible := p.approvals.Eligible(ctx, quorumRequest(pr, tool, irreversible, amount, need.Approvals), need.Approvals)
 	if len(eligible) >= need.Approvals {
 		return ""
 	}
@@ -35,6 +31,24 @@ func (p *Pipeline) quorumShortfall(ctx context.Context, pr Principal, tool strin
 	}
 	return fmt.Sprintf("%s of %s needs %s (%s), and %s may approve it (not the agent or its owner %q, and allowed by the policy); add approvers: to tollgate.yaml",
 		tool, amount, plural(need.Approvals, "distinct approver"), strings.Join(need.Why, "; "), who, pr.Owner)
+}
+
+// quorumRequest is the request an estimate asks the approvers' eligibility
+// about: the one the call would post.
+func quorumRequest(pr Principal, tool string, irreversible bool, amount money.Money, quorum int) approvals.Request {
+	return approvals.Request{
+		ID: "apr_estimate", Tool: tool, Agent: pr.Name, Team: pr.Team, Owner: pr.Owner,
+		AmountMicros: amount.Micros, Currency: amount.Currency, Irreversible: irreversible, Quorum: quorum,
+	}
+}
+
+// EligibilityCheck is the policy check estimate_cost makes, for a call of
+// agent a that waits for a human, to learn whether approver b may approve it
+// (the first check of approvals.Service.Eligible; the quorum is not part of
+// it). `tollgate load --compare-pdp` replays it against the raw PDP.
+func EligibilityCheck(a AgentConfig, b ApproverConfig, tool string, irreversible bool, amount money.Money) (authz.Principal, authz.Resource) {
+	r := quorumRequest(principalFromConfig(a, ""), tool, irreversible, amount, 0)
+	return ApprovalCheck(approvals.Approver{Name: b.Name, SlackUserID: b.SlackUserID, OSUser: b.OSUser, Roles: b.Roles}, r)
 }
 
 // quorumProbe is one kind of call the start-up check asks about: for each

@@ -163,26 +163,27 @@ func estimateMutations(cfg Config) (map[string]normalizer, []string) {
 // EstimateChecks are the policy checks an estimate_cost call with args sends
 // in one CheckResources call once its price is at hand (env answers the
 // quote): the arguments alone for "estimate", and the plan, with its price,
-// for the real action. `tollgate load --compare-pdp` sends exactly these
+// for the real action; and the plan they were built from (price,
+// irreversibility). `tollgate load --compare-pdp` sends exactly these
 // straight to the PDP, to measure it beside tollgate in the same run.
-func EstimateChecks(ctx context.Context, cfg Config, env PlanEnv, args EstimateCostArgs) ([]authz.Check, error) {
+func EstimateChecks(ctx context.Context, cfg Config, env PlanEnv, args EstimateCostArgs) ([]authz.Check, Plan, error) {
 	muts, names := estimateMutations(cfg.withDefaults())
 	m, call, err := normalizeEstimate(muts, names, args, env.Now())
 	if err != nil {
-		return nil, err
+		return nil, Plan{}, err
 	}
 	pre, err := m.PreResource(call.Args)
 	if err != nil {
-		return nil, err
+		return nil, Plan{}, err
 	}
 	plan, err := m.Plan(ctx, env, call.Args, call.Blob)
 	if err != nil {
-		return nil, err
+		return nil, Plan{}, err
 	}
 	return []authz.Check{
 		{Resource: pre, Actions: []string{"estimate"}},
 		{Resource: plan.Resource, Actions: []string{m.Action()}},
-	}, nil
+	}, plan, nil
 }
 
 // normalizeEstimate resolves the action and normalises its params as that

@@ -26,6 +26,8 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/tollgatehq/tollgate/server"
 )
 
 // loadSampleArgs are the arguments used for the read-only tools when --args
@@ -633,6 +635,9 @@ type spawnedServer struct {
 // sandbox, auth none and a database in a temporary folder (env, KEY=VALUE,
 // added to this process's environment), and waits until
 // /healthz says the policy engine and the database are ready.
+// loadAgent is the agent a spawned server knows and every load call runs as.
+var loadAgent = server.AgentConfig{Name: "load-agent", Team: "load", Roles: []string{"agent"}}
+
 func spawnServer(ctx context.Context, note io.Writer, extraConfig string, env ...string) (*spawnedServer, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -650,7 +655,8 @@ func spawnServer(ctx context.Context, note io.Writer, extraConfig string, env ..
 	// The run's own config, so a tollgate.yaml in the working folder cannot
 	// change who the load runs as; one agent drives every call, so the
 	// per-agent caps (price checks, requests in flight) are off.
-	cfg := "agent: load-agent\nquotes_per_minute: 0\nhttp: {max_in_flight_per_agent: 0, max_sessions_per_agent: 0}\nagents:\n  - {name: load-agent, team: load, roles: [agent]}\n" + extraConfig
+	cfg := fmt.Sprintf("agent: %s\nquotes_per_minute: 0\nhttp: {max_in_flight_per_agent: 0, max_sessions_per_agent: 0}\nagents:\n  - {name: %s, team: %s, roles: [%s]}\n",
+		loadAgent.Name, loadAgent.Name, loadAgent.Team, strings.Join(loadAgent.Roles, ", ")) + extraConfig
 	cfgPath := filepath.Join(dir, "tollgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return fail(err)

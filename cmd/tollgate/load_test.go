@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -423,5 +426,42 @@ func TestParseClientCounts(t *testing.T) {
 	}
 	if got := metricsURLOf("http://127.0.0.1:8787/mcp?x=1"); got != "http://127.0.0.1:8787/metrics" {
 		t.Fatalf("metricsURLOf: %s", got)
+	}
+}
+
+// TestComparePDPReplaysTheServersRequests: the raw side of --compare-pdp
+// makes as many PDP requests per call as the uncached server does for the
+// same estimate (so the ratio compares like with like), and the cached
+// server answers from its decision cache.
+func TestComparePDPReplaysTheServersRequests(t *testing.T) {
+	t.Parallel()
+	bin := tollgateBinary(t)
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "load", "--spawn", "--compare-pdp", "--client-counts", "2", "--rounds", "1",
+		"--duration", "500ms", "--policies", filepath.Join(root, "cerbos-policies"), "--json")
+	cmd.Env = append(cmd.Environ(), "TOLLGATE_CERBOS_BIN="+filepath.Join(root, ".tools", "bin", "cerbos"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tollgate load --compare-pdp: %v\n%s", err, stderr.String())
+	}
+	var rep compareReport
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("%v in %s", err, out)
+	}
+	if rep.RawRequests != 2 || rep.PerCall == nil || rep.PerCall.PDPRequests != 2 {
+		t.Fatalf("raw calls make %d PDP requests, the uncached server %+v per call; want 2 each (the agent's checks, the approver's eligibility)", rep.RawRequests, rep.PerCall)
+	}
+	if rep.CachedPerCall == nil || rep.CachedPerCall.PDPRequests >= 0.5 {
+		t.Fatalf("the cached server made %+v PDP requests per call, want most calls answered from its cache", rep.CachedPerCall)
+	}
+	if len(rep.Rows) != 1 || rep.Rows[0].RawMedian <= 0 || rep.Rows[0].ToolMedian <= 0 || rep.Rows[0].CachedMedian <= 0 {
+		t.Fatalf("rows: %+v", rep.Rows)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgatehq/tollgate/approvals"
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
 	"github.com/tollgatehq/tollgate/ledger"
@@ -69,6 +70,8 @@ type compareReport struct {
 	PerCall    *loadWork    `json:"per_call,omitempty"`
 	RSSMiB     float64      `json:"server_rss_mib,omitempty"`
 	PDPChecksN int          `json:"pdp_resources_per_request"`
+	// RawRequests is how many PDP requests one raw call makes.
+	RawRequests int `json:"raw_pdp_requests_per_call"`
 	// CachedPerCall and CachedRSSMiB are the cached server's.
 	CachedPerCall *loadWork `json:"cached_per_call,omitempty"`
 	CachedRSSMiB  float64   `json:"cached_server_rss_mib,omitempty"`
@@ -92,10 +95,11 @@ func parseClientCounts(s string) ([]int, error) {
 // same policies and its decision cache. At each client count, in rounds
 // that rotate which goes first, it measures raw CheckResources calls
 // carrying exactly the checks estimate_cost sends (tools.EstimateChecks,
-// with tollgate's principal) against the tool over streamable HTTP on each
-// server. A ratio is the tool's calls/s over the raw PDP's requests/s: a
-// registration estimate sends 2 PDP requests, so 0.5 is the uncached
-// server's ceiling; the cached server can pass 1.0.
+// with tollgate's principal), followed, as in the server, by the approver-
+// eligibility check of a call that waits for a human, against the tool over
+// streamable HTTP on each server. A ratio is the tool's calls/s over the
+// raw calls/s: 1.0 would be a server that costs nothing beyond its policy
+// decisions; the cached server can pass it.
 func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io.Writer) error {
 	pdp, err := authz.StartManaged(ctx, authz.ManagedConfig{
 		PolicyDir: co.Policies,
@@ -136,14 +140,14 @@ func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io
 		return err
 	}
 	defer raw.Close()
-	principal := server.PolicyPrincipal(server.AgentConfig{Name: "load-agent", Team: "load", Roles: []string{"agent"}}, "http",
+	principal := server.PolicyPrincipal(loadAgent, "http",
 		ledger.ClientInfo{Transport: "http", Name: "tollgate-load", Version: version, SessionID: "load-compare-session"}, true) // the spawned server runs on the sandbox
 	var ea tools.EstimateCostArgs
 	b, _ := json.Marshal(o.Args)
 	if err := json.Unmarshal(b, &ea); err != nil {
 		return fmt.Errorf("estimate_cost arguments: %w", err)
 	}
-	checks, err := tools.EstimateChecks(ctx, tools.Config{}, fixedQuotes{}, ea)
+	checks, plan, err := tools.EstimateChecks(ctx, tools.Config{}, fixedQuotes{}, ea)
 	if err != nil {
 		return fmt.Errorf("build the policy checks of estimate_cost %s: %w", b, err)
 	}
@@ -152,8 +156,20 @@ func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io
 			fmt.Fprintf(os.Stderr, "note: the PDP does not allow check %d (%s on %s): %+v\n", i, checks[i].Actions[0], checks[i].Resource.Kind, ds)
 		}
 	}
+	// A call that waits for a human has the estimate ask whether an
+	// approver could approve it: a second request, with the approver as
+	// principal. The spawned servers' config names no approvers, so the
+	// default one (the OS user) is the one asked.
+	rc := rawCall{principal: principal, checks: checks}
+	if plan.Irreversible {
+		ap, ares := server.EligibilityCheck(loadAgent, server.Default().Approvers[0], ea.Action, plan.Irreversible, plan.Amount)
+		rc.approver, rc.approval = &ap, &ares
+		if d := raw.Check(ctx, ap, ares, approvals.OutcomeApprove)[approvals.OutcomeApprove]; !d.Allowed {
+			fmt.Fprintf(os.Stderr, "note: the PDP does not let %s approve the call: %+v\n", ap.ID, d)
+		}
+	}
 
-	rep := compareReport{Tool: o.Tool, DurationS: o.Duration.Seconds(), Rounds: co.Rounds, PDPChecksN: len(checks)}
+	rep := compareReport{Tool: o.Tool, DurationS: o.Duration.Seconds(), Rounds: co.Rounds, PDPChecksN: len(checks), RawRequests: rc.requests()}
 	rows := make([]compareRow, len(co.Counts))
 	// series is one server's work counters over the run.
 	type series struct {
@@ -191,7 +207,7 @@ func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io
 			rows[i].Clients = n
 			steps := []func() error{
 				func() error {
-					perS, p50 := measureRawPDP(ctx, raw, principal, checks, n, o.Duration)
+					perS, p50 := measureRawPDP(ctx, raw, rc, n, o.Duration)
 					rows[i].RawPerS = append(rows[i].RawPerS, loadRound(perS, 1))
 					rows[i].RawP50Ms = p50
 					return nil
@@ -265,9 +281,18 @@ func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io
 	return nil
 }
 
+// rawCallText says what one raw call sends.
+func rawCallText(r compareReport) string {
+	t := fmt.Sprintf("%d resources for the agent", r.PDPChecksN)
+	if r.RawRequests > 1 {
+		t += ", then whether an approver could approve the call"
+	}
+	return t
+}
+
 func printCompareReport(w io.Writer, r compareReport) {
-	fmt.Fprintf(w, "tollgate load --compare-pdp: %s over streamable HTTP vs raw CheckResources (%d resources each, tollgate's own principal and resources) on the same PDP; %d interleaved rounds of %.1fs; medians\n",
-		r.Tool, r.PDPChecksN, r.Rounds, r.DurationS)
+	fmt.Fprintf(w, "tollgate load --compare-pdp: %s over streamable HTTP vs raw calls to the same PDP making the CheckResources requests one %s makes (%s), with tollgate's own principals and resources; %d interleaved rounds of %.1fs; medians\n",
+		r.Tool, r.Tool, rawCallText(r), r.Rounds, r.DurationS)
 	fmt.Fprintln(w, "CALLS/S and RATIO: the server using that PDP as an external one (no decision cache); CACHED: the server with its managed PDP and decision cache (the normal configuration)")
 	f := func(v float64, places int) string { return strconv.FormatFloat(v, 'f', places, 64) }
 	joined := func(v []float64) string {
@@ -294,10 +319,13 @@ func printCompareReport(w io.Writer, r compareReport) {
 			strconv.Itoa(row.ToolFailures + row.CachedFailures),
 		})
 	}
-	_ = table(w, []string{"CLIENTS", "RAW_PDP/S", "CALLS/S", "RATIO", "ROUNDS", "CACHED/S", "CACHED_RATIO", "ROUNDS", "P50", "P99", "CACHED_P50", "FAILED"}, rows)
+	_ = table(w, []string{"CLIENTS", "RAW_CALLS/S", "CALLS/S", "RATIO", "ROUNDS", "CACHED/S", "CACHED_RATIO", "ROUNDS", "P50", "P99", "CACHED_P50", "FAILED"}, rows)
 	if r.PerCall != nil {
 		fmt.Fprint(w, "uncached: ")
 		printWork(w, *r.PerCall)
+		if r.PerCall.PDPRequests != float64(r.RawRequests) {
+			fmt.Fprintf(w, "note: the uncached server made %.2f PDP requests per call, the raw calls %d: the ratio compares unlike work\n", r.PerCall.PDPRequests, r.RawRequests)
+		}
 	}
 	if r.CachedPerCall != nil {
 		fmt.Fprint(w, "cached: ")
@@ -308,9 +336,26 @@ func printCompareReport(w io.Writer, r compareReport) {
 	}
 }
 
-// measureRawPDP sends the checks from n goroutines back to back for d and
-// returns requests/s and the median latency in ms.
-func measureRawPDP(ctx context.Context, c *authz.Client, p authz.Principal, checks []authz.Check, n int, d time.Duration) (float64, float64) {
+// rawCall is the PDP requests one estimate_cost call makes: its checks in
+// one CheckResources request, then, for a call that waits for a human, the
+// approver-eligibility check.
+type rawCall struct {
+	principal authz.Principal
+	checks    []authz.Check
+	approver  *authz.Principal
+	approval  *authz.Resource
+}
+
+func (rc rawCall) requests() int {
+	if rc.approver != nil {
+		return 2
+	}
+	return 1
+}
+
+// measureRawPDP makes rc's requests from n goroutines back to back for d and
+// returns calls/s and the median latency of one call in ms.
+func measureRawPDP(ctx context.Context, c *authz.Client, rc rawCall, n int, d time.Duration) (float64, float64) {
 	var (
 		done atomic.Int64
 		mu   sync.Mutex
@@ -324,7 +369,10 @@ func measureRawPDP(ctx context.Context, c *authz.Client, p authz.Principal, chec
 			var mine []time.Duration
 			for ctx.Err() == nil && time.Now().Before(end) {
 				t0 := time.Now()
-				c.CheckBatch(ctx, p, checks)
+				c.CheckBatch(ctx, rc.principal, rc.checks)
+				if rc.approver != nil {
+					c.Check(ctx, *rc.approver, *rc.approval, approvals.OutcomeApprove)
+				}
 				mine = append(mine, time.Since(t0))
 				done.Add(1)
 			}
