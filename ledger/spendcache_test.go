@@ -130,6 +130,10 @@ func TestMandateForSnapshot(t *testing.T) {
 		}
 		return m
 	}
+	// Quiesce the watch's first wake-up (it moves the generation once).
+	changes, stop := db.Store().Subscribe()
+	defer stop()
+	<-changes
 	if m := find(); m != nil {
 		t.Fatalf("no mandate yet, got %+v", m)
 	}
