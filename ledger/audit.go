@@ -62,6 +62,9 @@ type Event struct {
 	// prepared is set by prepareEvent: a journaled event, prepared when it
 	// was recorded, is not compacted and scanned again when it is written.
 	prepared bool
+	// compact: Data is json.Marshal's output (NewEvent), valid and compact
+	// already.
+	compact bool
 }
 
 // NewEvent builds an event to append, marshalling data (a map or a struct) to
@@ -77,7 +80,7 @@ func NewEvent(typ, actor, operationID string, data any) Event {
 		e.err = fmt.Errorf("marshal data of %s event: %w", typ, err)
 		return e
 	}
-	e.Data = b
+	e.Data, e.compact = b, true
 	return e
 }
 
@@ -170,15 +173,18 @@ func (db *DB) prepareEvent(e Event) (Event, error) {
 	if e.Actor == "" {
 		e.Actor = ActorSystem
 	}
-	data := e.Data
-	if len(bytes.TrimSpace(data)) == 0 {
-		data = json.RawMessage("{}")
+	compact := []byte(e.Data)
+	if !e.compact {
+		data := e.Data
+		if len(bytes.TrimSpace(data)) == 0 {
+			data = json.RawMessage("{}")
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, data); err != nil {
+			return e, fmt.Errorf("append audit event %s: data is not valid JSON: %w", e.Type, err)
+		}
+		compact = buf.Bytes()
 	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, data); err != nil {
-		return e, fmt.Errorf("append audit event %s: data is not valid JSON: %w", e.Type, err)
-	}
-	compact := buf.Bytes()
 	if bytes.Contains(compact, []byte("tg_")) { // every match starts so: skip the regexp when none can
 		compact = tokenRE.ReplaceAll(compact, []byte("tg_[redacted]"))
 	}

@@ -619,6 +619,17 @@ type TransitionOpts struct {
 	Result    json.RawMessage // set when non-nil
 	ExpiresAt *time.Time      // set when non-nil (approval expiry)
 	Actor     string          // default "system"
+
+	// quote, set by Reserve, writes the reservation's quote and commitment
+	// in the same UPDATE as the move.
+	quote *quoteUpdate
+}
+
+// quoteUpdate is what a reservation records on its operation.
+type quoteUpdate struct {
+	amount           money.Money
+	commitmentKey    any // string, or nil for none
+	commitmentMicros any // int64, or nil
 }
 
 // Transition moves an operation to state to in one transaction: it checks the
@@ -711,14 +722,22 @@ func (db *DB) applyTransition(ctx context.Context, tx *store.Tx, cur Operation, 
 	if o.ExpiresAt != nil {
 		expires = o.ExpiresAt.UnixNano()
 	}
+	var currency, quote, commitKey, commitMicros any
+	if q := o.quote; q != nil {
+		currency, quote, commitKey, commitMicros = q.amount.Currency, q.amount.Micros, q.commitmentKey, q.commitmentMicros
+	}
 	op, err := scanOperation(tx.QueryRowContext(ctx, `UPDATE operations SET state = ?1, updated_at = ?2,
 		error_code = CASE WHEN ?3 <> '' THEN ?3 ELSE error_code END,
 		error = CASE WHEN ?4 <> '' THEN ?4 ELSE error END,
 		result = COALESCE(?5, result),
 		expires_at = COALESCE(?6, expires_at),
-		lease_id = COALESCE(?8, lease_id)
+		lease_id = COALESCE(?8, lease_id),
+		currency = COALESCE(?9, currency),
+		quote_micros = COALESCE(?10, quote_micros),
+		commitment_key = CASE WHEN ?10 IS NULL THEN commitment_key ELSE ?11 END,
+		commitment_micros = CASE WHEN ?10 IS NULL THEN commitment_micros ELSE ?12 END
 		WHERE id = ?7 RETURNING `+opColumns,
-		to, now.UnixNano(), o.ErrorCode, o.Error, result, expires, cur.ID, db.leaseID()))
+		to, now.UnixNano(), o.ErrorCode, o.Error, result, expires, cur.ID, db.leaseID(), currency, quote, commitKey, commitMicros))
 	if err != nil {
 		return Operation{}, fmt.Errorf("update operation: %w", err)
 	}

@@ -358,13 +358,9 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 				return fmt.Errorf("update velocity counts: %w", err)
 			}
 		}
-		var commitKey, commitMicros any
+		quote := &quoteUpdate{amount: r.Amount}
 		if r.Commitment != nil {
-			commitKey, commitMicros = r.Commitment.Key, r.Commitment.Amount.Micros
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE operations SET currency = ?, quote_micros = ?, commitment_key = ?, commitment_micros = ? WHERE id = ?`,
-			r.Amount.Currency, r.Amount.Micros, commitKey, commitMicros, cur.ID); err != nil {
-			return fmt.Errorf("update quote: %w", err)
+			quote.commitmentKey, quote.commitmentMicros = r.Commitment.Key, r.Commitment.Amount.Micros
 		}
 		data := map[string]any{
 			"amount": r.Amount, "amount_text": r.Amount.String(), "held": ev.hold, "action": r.Action,
@@ -384,7 +380,7 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 			data["commitment_already_recorded"] = ev.commitmentRecorded
 		}
 		all := append([]Event{NewEvent(EventBudgetReserved, actor, cur.ID, data)}, events...)
-		if op, err = db.applyTransition(ctx, tx, cur, StateReserved, TransitionOpts{Actor: actor}, all); err != nil {
+		if op, err = db.applyTransition(ctx, tx, cur, StateReserved, TransitionOpts{Actor: actor, quote: quote}, all); err != nil {
 			return err
 		}
 		for _, st := range r.Then {

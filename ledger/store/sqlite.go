@@ -84,8 +84,11 @@ func openSQLite(ctx context.Context, path string, readers int) (Backend, error) 
 		return nil, fmt.Errorf("open database: create folder for %s: %w", abs, err)
 	}
 	// wal_autocheckpoint(0): no commit runs a checkpoint inline; the store's
-	// background checkpointer does (checkpoint.go).
-	writer, err := sql.Open("sqlite", abs+"?"+sqlitePragmas+"&_pragma=wal_autocheckpoint(0)&_txlock=immediate")
+	// background checkpointer does (checkpoint.go). temp_store(MEMORY): the
+	// savepoints of a group commit journal their pages in memory; past
+	// 64 KiB SQLite would spill that journal to a temporary file, a write
+	// system call per page.
+	writer, err := sql.Open("sqlite", abs+"?"+sqlitePragmas+"&_pragma=wal_autocheckpoint(0)&_pragma=temp_store(MEMORY)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", abs, err)
 	}
