@@ -135,9 +135,14 @@ func (db *DB) appendTx(ctx context.Context, tx *store.Tx, events ...Event) error
 	}
 	var lastSeq int64
 	prev := genesisHash
-	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&lastSeq, &prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("append audit event: read chain head: %w", err)
+	if h, ok := tx.Memo(chainHeadMemo); ok {
+		head := h.(chainHead)
+		lastSeq, prev = head.seq, head.hash
+	} else {
+		err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&lastSeq, &prev)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("append audit event: read chain head: %w", err)
+		}
 	}
 	for i := range prepared {
 		e := &prepared[i]
@@ -153,7 +158,19 @@ func (db *DB) appendTx(ctx context.Context, tx *store.Tx, events ...Event) error
 		}
 		lastSeq, prev = e.Seq, e.Hash
 	}
+	tx.SetMemo(chainHeadMemo, chainHead{seq: lastSeq, hash: prev})
 	return nil
+}
+
+// chainHeadMemo is where appendTx leaves the chain's head for the next
+// append of the same group transaction (store.Tx.Memo): every append goes
+// through appendTx, so within one write transaction the head it left is the
+// head.
+const chainHeadMemo = "ledger.audit.head"
+
+type chainHead struct {
+	seq  int64
+	hash string
 }
 
 // prepareEvent checks e and puts it in the form that is hashed: type and

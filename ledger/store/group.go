@@ -124,6 +124,7 @@ func (s *Store) commitGroup(batch []*writeCall) {
 		return
 	}
 	var misses []string
+	memo := map[string]any{}
 	savepoints := len(live) > 1
 	abandon := func(cause error) {
 		_ = sqlTx.Rollback()
@@ -136,7 +137,7 @@ func (s *Store) commitGroup(batch []*writeCall) {
 				return
 			}
 		}
-		err := runWrite(c.fn, &Tx{tx: sqlTx, s: s, cache: s.cache, misses: &misses, detached: true})
+		err := runWrite(c.fn, &Tx{tx: sqlTx, s: s, cache: s.cache, misses: &misses, detached: true, memo: memo})
 		if err == nil {
 			if savepoints {
 				if _, rerr := sqlTx.ExecContext(ctx, "RELEASE grouped_write"); rerr != nil {
@@ -151,6 +152,7 @@ func (s *Store) commitGroup(batch []*writeCall) {
 			abandon(nil)
 			return
 		}
+		clear(memo) // what it described may be rolled back below
 		if _, rerr := sqlTx.ExecContext(ctx, "ROLLBACK TO grouped_write"); rerr != nil {
 			abandon(fmt.Errorf("write abandoned: a write grouped with this one failed and could not be undone: %w", rerr))
 			return

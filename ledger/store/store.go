@@ -490,6 +490,26 @@ type Tx struct {
 	// transaction back when a write statement in it is interrupted.
 	detached bool
 	reads    bool // a read transaction: statements come from the read pool's cache
+	// memo is shared by the write functions of one group transaction (nil
+	// elsewhere); see Memo.
+	memo map[string]any
+}
+
+// Memo returns what an earlier write function of this group transaction
+// left under key with SetMemo (the audit chain's head, say), so the next one
+// need not read it back. Nothing is remembered across a write function that
+// failed: its savepoint was rolled back, and with it what the memo described.
+func (t *Tx) Memo(key string) (any, bool) {
+	v, ok := t.memo[key]
+	return v, ok
+}
+
+// SetMemo leaves v under key for the write functions that follow in this
+// group transaction; outside a group transaction it does nothing.
+func (t *Tx) SetMemo(key string, v any) {
+	if t.memo != nil {
+		t.memo[key] = v
+	}
 }
 
 // stmtCtx is the context a statement runs with.
