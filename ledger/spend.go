@@ -362,22 +362,17 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 		if r.Commitment != nil {
 			quote.commitmentKey, quote.commitmentMicros = r.Commitment.Key, r.Commitment.Amount.Micros
 		}
-		data := map[string]any{
-			"amount": r.Amount, "amount_text": r.Amount.String(), "held": ev.hold, "action": r.Action,
-			"scopes": applicableScopes(cur.Agent, cur.Team), "budgets": statusData(ev.statuses, ev.hold),
+		data := reservedData{
+			Amount: r.Amount, AmountText: r.Amount.String(), Held: ev.hold, Action: r.Action,
+			Scopes: applicableScopes(cur.Agent, cur.Team), Budgets: statusData(ev.statuses, ev.hold),
 		}
 		if r.MandateResource != "" {
-			id, err := db.useMandate(ctx, tx, now, cur, r.Action, r.MandateResource, r.Amount)
-			if err != nil {
+			if data.MandateID, err = db.useMandate(ctx, tx, now, cur, r.Action, r.MandateResource, r.Amount); err != nil {
 				return err
-			}
-			if id != "" {
-				data["mandate_id"] = id
 			}
 		}
 		if r.Commitment != nil {
-			data["commitment"] = r.Commitment
-			data["commitment_already_recorded"] = ev.commitmentRecorded
+			data.Commitment, data.CommitmentAlreadyRecorded = r.Commitment, &ev.commitmentRecorded
 		}
 		all := append([]Event{NewEvent(EventBudgetReserved, actor, cur.ID, data)}, events...)
 		if op, err = db.applyTransition(ctx, tx, cur, StateReserved, TransitionOpts{Actor: actor, quote: quote}, all); err != nil {
@@ -405,13 +400,40 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 	return op, nil
 }
 
+// reservedData is the data of a budget.reserved event. Its fields are in
+// the order of their names, as a map's keys are marshalled: the event reads
+// as it did when it was built as a map, and costs a reservation less.
+type reservedData struct {
+	Action                    string           `json:"action"`
+	Amount                    money.Money      `json:"amount"`
+	AmountText                string           `json:"amount_text"`
+	Budgets                   []budgetHeadroom `json:"budgets"`
+	Commitment                *Commitment      `json:"commitment,omitempty"`
+	CommitmentAlreadyRecorded *bool            `json:"commitment_already_recorded,omitempty"`
+	Held                      money.Money      `json:"held"`
+	MandateID                 string           `json:"mandate_id,omitempty"`
+	Scopes                    []Scope          `json:"scopes"`
+}
+
+// budgetHeadroom is one budget in an audit event: the headroom after the
+// hold. Fields in name order, as reservedData's.
+type budgetHeadroom struct {
+	HeldBefore     money.Money `json:"held_before"`
+	Limit          money.Money `json:"limit"`
+	Period         string      `json:"period"`
+	RemainingAfter int64       `json:"remaining_after"`
+	Scope          Scope       `json:"scope"`
+	Spent          money.Money `json:"spent"`
+	Window         Window      `json:"window"`
+}
+
 // statusData summarises budgets for an audit event: the headroom after the hold.
-func statusData(st []BudgetStatus, hold money.Money) []map[string]any {
-	out := make([]map[string]any, 0, len(st))
+func statusData(st []BudgetStatus, hold money.Money) []budgetHeadroom {
+	out := make([]budgetHeadroom, 0, len(st))
 	for _, s := range st {
-		out = append(out, map[string]any{
-			"scope": s.Budget.Scope, "window": s.Budget.Window, "period": s.Period, "limit": s.Budget.Limit,
-			"spent": s.Spent, "held_before": s.Held, "remaining_after": remaining(s.Budget.Limit.Micros, s.Spent.Micros, s.Held.Micros+hold.Micros),
+		out = append(out, budgetHeadroom{
+			Scope: s.Budget.Scope, Window: s.Budget.Window, Period: s.Period, Limit: s.Budget.Limit,
+			Spent: s.Spent, HeldBefore: s.Held, RemainingAfter: remaining(s.Budget.Limit.Micros, s.Spent.Micros, s.Held.Micros+hold.Micros),
 		})
 	}
 	return out

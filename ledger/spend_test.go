@@ -785,3 +785,31 @@ func FuzzParseScope(f *testing.F) {
 		}
 	})
 }
+
+// TestReservedDataReadsAsAMap: budget.reserved's data, built as structs to
+// spare every reservation a map, marshals byte for byte as the map it
+// replaced (keys in name order), with and without the optional fields.
+func TestReservedDataReadsAsAMap(t *testing.T) {
+	t.Parallel()
+	st := []BudgetStatus{{Budget: Budget{Scope: "agent:a", Window: WindowDay, Limit: usd("10")}, Period: "2026-11-22", Spent: usd("1"), Held: usd("2")}}
+	recorded := true
+	for _, full := range []bool{false, true} {
+		d := reservedData{Amount: usd("4"), AmountText: "4.00 USD", Held: usd("3"), Action: "register_domain",
+			Scopes: applicableScopes("a", "t"), Budgets: statusData(st, usd("3"))}
+		m := map[string]any{"amount": usd("4"), "amount_text": "4.00 USD", "held": usd("3"), "action": "register_domain",
+			"scopes": applicableScopes("a", "t"), "budgets": []map[string]any{{
+				"scope": Scope("agent:a"), "window": WindowDay, "period": "2026-11-22", "limit": usd("10"),
+				"spent": usd("1"), "held_before": usd("2"), "remaining_after": int64(4_000_000),
+			}}}
+		if full {
+			c := &Commitment{Key: "workers-paid-plan:2026-11", Amount: usd("1")}
+			d.MandateID, d.Commitment, d.CommitmentAlreadyRecorded = "man_x", c, &recorded
+			m["mandate_id"], m["commitment"], m["commitment_already_recorded"] = "man_x", c, true
+		}
+		got, _ := json.Marshal(d)
+		want, _ := json.Marshal(m)
+		if string(got) != string(want) {
+			t.Errorf("full=%v:\n got %s\nwant %s", full, got, want)
+		}
+	}
+}
