@@ -114,7 +114,7 @@ func BenchmarkDecisionParallel(b *testing.B) {
 }
 
 // BenchmarkBuildRequest is the client-side share of a check: attribute
-// checks and cerbos-sdk-go (protovalidate) validation, no network.
+// checks, conversion to protobuf values and the requests' rules, no network.
 func BenchmarkBuildRequest(b *testing.B) {
 	p := webAgent()
 	r := domain("tollgate-demo", "dev", 1, 12_000_000, "standard")

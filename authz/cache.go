@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cerbos/cerbos-sdk-go/cerbos"
+	enginev1 "github.com/cerbos/cerbos/api/genpb/cerbos/engine/v1"
 )
 
 // Defaults for [DecisionCacheConfig].
@@ -161,7 +161,7 @@ type subject struct {
 	id    string
 	roles []string
 	attr  map[string]any
-	built *cerbos.Principal
+	built *enginev1.Principal
 	err   error
 
 	mu     sync.Mutex

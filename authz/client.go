@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,8 +18,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/cerbos/cerbos-sdk-go/cerbos"
 	effectv1 "github.com/cerbos/cerbos/api/genpb/cerbos/effect/v1"
+	enginev1 "github.com/cerbos/cerbos/api/genpb/cerbos/engine/v1"
 	requestv1 "github.com/cerbos/cerbos/api/genpb/cerbos/request/v1"
 	responsev1 "github.com/cerbos/cerbos/api/genpb/cerbos/response/v1"
 	schemav1 "github.com/cerbos/cerbos/api/genpb/cerbos/schema/v1"
@@ -31,6 +30,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // DefaultTimeout bounds one check, connection wait included.
@@ -113,7 +113,9 @@ type Client struct {
 // The client owns its gRPC connection (rather than using cerbos.New) because
 // the SDK client can neither be closed nor given a reconnect backoff; ours
 // retries within a second so a restarted managed PDP is picked up quickly.
-// Requests are built and validated with cerbos-sdk-go's model types.
+// Requests are built from the generated protobuf types (buildPrincipal,
+// buildResource), which keeps the SDK — with its Cerbos Hub client and its
+// CEL-based validator — out of the binary.
 func NewClient(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	_ = ctx // reserved: dialing is lazy, nothing here blocks
 	a, err := parseAddr(addr)
@@ -314,7 +316,7 @@ func (c *Client) CheckBatch(ctx context.Context, p Principal, checks []Check) []
 			fill(out[i], ch.Actions, denyAll(uniq, false, "invalid authorization request: "+err.Error()))
 			continue
 		}
-		entries = append(entries, &requestv1.CheckResourcesRequest_ResourceEntry{Actions: sc.actions, Resource: res.Obj})
+		entries = append(entries, &requestv1.CheckResourcesRequest_ResourceEntry{Actions: sc.actions, Resource: res})
 		sent = append(sent, sc)
 	}
 	if len(entries) == 0 {
@@ -327,7 +329,7 @@ func (c *Client) CheckBatch(ctx context.Context, p Principal, checks []Check) []
 	resp, err := c.stub.CheckResources(callCtx, &requestv1.CheckResourcesRequest{
 		RequestId:   strconv.FormatUint(rand.Uint64(), 36),
 		IncludeMeta: true,
-		Principal:   subj.built.Obj,
+		Principal:   subj.built,
 		Resources:   entries,
 	}, grpc.WaitForReady(true))
 	if err != nil {
@@ -564,90 +566,115 @@ func validationReasons(errs []*schemav1.ValidationError) []string {
 	return out
 }
 
-func buildPrincipal(p Principal) (*cerbos.Principal, error) {
+// buildPrincipal converts p to the request's principal and applies the
+// rules cerbos.engine.v1.Principal declares (its protovalidate annotations,
+// pinned by TestRequestRulesUnchanged and checked against the SDK's full
+// validation by TestBuildMatchesSDKValidation): an id, at least one role,
+// roles unique and non-empty, attribute names non-empty and values the PDP
+// can take. tollgate never sets a policy version or scope.
+func buildPrincipal(p Principal) (*enginev1.Principal, error) {
 	if err := checkAttrs("principal", p.Attr); err != nil {
 		return nil, err
 	}
-	sp := cerbos.NewPrincipal(p.ID, p.Roles...).WithAttributes(p.Attr)
-	if err := sp.Validate(); err != nil {
-		return nil, fmt.Errorf("principal %q: %s", p.ID, oneLine(err))
+	var problems []string
+	if p.ID == "" {
+		problems = append(problems, "the id is empty")
 	}
-	return sp, nil
+	if len(p.Roles) == 0 {
+		problems = append(problems, "it has no roles; give it at least one")
+	}
+	seen := make(map[string]bool, len(p.Roles))
+	for _, r := range p.Roles {
+		switch {
+		case r == "":
+			problems = append(problems, "a role is empty")
+		case seen[r]:
+			problems = append(problems, fmt.Sprintf("role %q is listed twice; roles must be unique", r))
+		}
+		seen[r] = true
+	}
+	attr, err := attrValues(p.Attr)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("principal %q: %s", p.ID, strings.Join(problems, "; "))
+	}
+	return &enginev1.Principal{Id: p.ID, Roles: p.Roles, Attr: attr}, nil
 }
 
 // buildResource converts r (whose attributes checkAttrs has accepted) to
-// the SDK's resource and validates it. The attribute values must convert;
-// the message's own rules (protovalidate) are evaluated once per shape (see
-// validResourceShapes), not on every check.
-func buildResource(r Resource) (*cerbos.Resource, error) {
-	sr := cerbos.NewResource(r.Kind, r.ID).WithAttributes(r.Attr)
-	if err := sr.Err(); err != nil {
-		return nil, fmt.Errorf("resource %s %q: %s", r.Kind, r.ID, oneLine(err))
+// the request's resource and applies the rules cerbos.engine.v1.Resource
+// declares: a kind, an id, attribute names non-empty.
+func buildResource(r Resource) (*enginev1.Resource, error) {
+	var problems []string
+	if r.Kind == "" {
+		problems = append(problems, "the kind is empty")
 	}
-	shape := resourceShape(r)
-	if validResourceShapes.has(shape) {
-		return sr, nil
-	}
-	if err := sr.Validate(); err != nil {
-		return nil, fmt.Errorf("resource %s %q: %s", r.Kind, r.ID, oneLine(err))
-	}
-	validResourceShapes.add(shape)
-	return sr, nil
-}
-
-// resourceShape is everything the protovalidate rules of
-// cerbos.engine.v1.Resource read from a resource tollgate builds: the kind
-// (required), whether the id is empty (required, min_len 1) and the
-// attribute names (map keys min_len 1). Attribute values (protobuf Values)
-// carry no rules; policy version and scope are never set, so always "".
-// TestResourceRulesUnchanged pins those rules: if a new SDK adds one, the
-// test fails and this key must grow with it.
-func resourceShape(r Resource) string {
-	keys := make([]string, 0, len(r.Attr))
-	for k := range r.Attr {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	var b strings.Builder
-	b.WriteString(strconv.Quote(r.Kind))
 	if r.ID == "" {
-		b.WriteString(" noid")
+		problems = append(problems, "the id is empty")
 	}
-	for _, k := range keys {
-		b.WriteByte(' ')
-		b.WriteString(strconv.Quote(k))
+	attr, err := attrValues(r.Attr)
+	if err != nil {
+		problems = append(problems, err.Error())
 	}
-	return b.String()
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("resource %s %q: %s", r.Kind, r.ID, strings.Join(problems, "; "))
+	}
+	return &enginev1.Resource{Kind: r.Kind, Id: r.ID, Attr: attr}, nil
 }
 
-// shapeSet is a bounded set of resource shapes known to pass validation.
-type shapeSet struct {
-	mu sync.RWMutex
-	m  map[string]struct{}
-}
-
-// maxResourceShapes bounds validResourceShapes: tollgate's resources come in
-// a few dozen shapes (kind and attribute names), so it is cleared only if
-// something generates shapes without end.
-const maxResourceShapes = 4096
-
-// validResourceShapes are the shapes whose validation passed.
-var validResourceShapes = &shapeSet{m: map[string]struct{}{}}
-
-func (s *shapeSet) has(k string) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	_, ok := s.m[k]
-	return ok
-}
-
-func (s *shapeSet) add(k string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.m) >= maxResourceShapes {
-		clear(s.m)
+// attrValues converts attributes to protobuf values as the PDP receives
+// them: structpb's conversion, times as RFC 3339 strings (seconds), other
+// slices and string-keyed maps element by element.
+func attrValues(attrs map[string]any) (map[string]*structpb.Value, error) {
+	if len(attrs) == 0 {
+		return nil, nil
 	}
-	s.m[k] = struct{}{}
+	out := make(map[string]*structpb.Value, len(attrs))
+	for k, v := range attrs {
+		if k == "" {
+			return nil, errors.New("an attribute has an empty name")
+		}
+		pv, err := toValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("attribute %q: %w", k, err)
+		}
+		out[k] = pv
+	}
+	return out, nil
+}
+
+func toValue(v any) (*structpb.Value, error) {
+	pv, err := structpb.NewValue(v)
+	if err == nil {
+		return pv, nil
+	}
+	if t, ok := v.(time.Time); ok {
+		return structpb.NewStringValue(t.Format(time.RFC3339)), nil
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Array, reflect.Slice:
+		list := make([]*structpb.Value, rv.Len())
+		for i := range rv.Len() {
+			if list[i], err = toValue(rv.Index(i).Interface()); err != nil {
+				return nil, err
+			}
+		}
+		return structpb.NewListValue(&structpb.ListValue{Values: list}), nil
+	case reflect.Map:
+		if rv.Type().Key().Kind() == reflect.String {
+			fields := make(map[string]*structpb.Value, rv.Len())
+			for it := rv.MapRange(); it.Next(); {
+				if fields[it.Key().String()], err = toValue(it.Value().Interface()); err != nil {
+					return nil, err
+				}
+			}
+			return structpb.NewStructValue(&structpb.Struct{Fields: fields}), nil
+		}
+	}
+	return nil, err
 }
 
 // checkAttrs rejects attribute values that would not reach the PDP exactly:

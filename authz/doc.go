@@ -3,8 +3,9 @@
 //
 // Two halves:
 //
-//   - [Client] speaks the Cerbos gRPC API (CheckResources) with request and
-//     validation types from cerbos-sdk-go. It never returns an error from a
+//   - [Client] speaks the Cerbos gRPC API (CheckResources) with the generated
+//     protobuf types, applying the requests' validation rules itself (see
+//     buildPrincipal). It never returns an error from a
 //     check: anything that prevents a clear answer (PDP unreachable, timeout,
 //     malformed response, invalid request) is a deny that carries a reason,
 //     so callers cannot fail open by forgetting an error branch.
