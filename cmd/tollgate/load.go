@@ -479,7 +479,9 @@ func (r loadResult) text() string {
 // HTTP error or a JSON-RPC error is an error. The answer may be one JSON
 // message or an event stream whose last message is the answer.
 func (lc *loadConn) call(ctx context.Context) (loadResult, error) {
-	id := strconv.FormatInt(lc.next.Add(1), 10)
+	// String ids of their own: the session's earlier requests (mcp-go's)
+	// used numbers.
+	id := strconv.Quote("load-" + strconv.FormatInt(lc.next.Add(1), 10))
 	body := make([]byte, 0, len(lc.params)+64)
 	body = append(body, `{"jsonrpc":"2.0","id":`...)
 	body = append(body, id...)
