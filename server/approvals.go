@@ -58,10 +58,10 @@ func approversOf(cfg Config) []approvals.Approver {
 	return out
 }
 
-// ApprovalCheck is what the policy is asked when approver a acts on request
+// approvalCheck is what the policy is asked when approver a acts on request
 // r (approve, deny) or could (the quorum check of estimate_cost and of
 // start-up): a as the principal, r as an "approval" resource.
-func ApprovalCheck(a approvals.Approver, r approvals.Request) (authz.Principal, authz.Resource) {
+func approvalCheck(a approvals.Approver, r approvals.Request) (authz.Principal, authz.Resource) {
 	attr := map[string]any{}
 	if a.SlackUserID != "" {
 		attr["slack_user_id"] = a.SlackUserID
@@ -76,7 +76,7 @@ func ApprovalCheck(a approvals.Approver, r approvals.Request) (authz.Principal, 
 // (resource "approval"). Anything but an explicit allow is a refusal.
 func approvalAuthorizer(az *authz.Client) approvals.Authorizer {
 	return func(ctx context.Context, a approvals.Approver, r approvals.Request, action string) (bool, string, error) {
-		p, res := ApprovalCheck(a, r)
+		p, res := approvalCheck(a, r)
 		d := az.Check(ctx, p, res, action)[action]
 		if d.Unavailable {
 			return false, "", errors.New("policy engine unavailable")

@@ -48,7 +48,7 @@ func quorumRequest(pr Principal, tool string, irreversible bool, amount money.Mo
 // it). `tollgate load --compare-pdp` replays it against the raw PDP.
 func EligibilityCheck(a AgentConfig, b ApproverConfig, tool string, irreversible bool, amount money.Money) (authz.Principal, authz.Resource) {
 	r := quorumRequest(principalFromConfig(a, ""), tool, irreversible, amount, 0)
-	return ApprovalCheck(approvals.Approver{Name: b.Name, SlackUserID: b.SlackUserID, OSUser: b.OSUser, Roles: b.Roles}, r)
+	return approvalCheck(approvals.Approver{Name: b.Name, SlackUserID: b.SlackUserID, OSUser: b.OSUser, Roles: b.Roles}, r)
 }
 
 // quorumProbe is one kind of call the start-up check asks about: for each

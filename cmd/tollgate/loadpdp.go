@@ -156,10 +156,12 @@ func runComparePDP(ctx context.Context, o loadOptions, co compareOptions, out io
 			fmt.Fprintf(os.Stderr, "note: the PDP does not allow check %d (%s on %s): %+v\n", i, checks[i].Actions[0], checks[i].Resource.Kind, ds)
 		}
 	}
-	// A call that waits for a human has the estimate ask whether an
-	// approver could approve it: a second request, with the approver as
-	// principal. The spawned servers' config names no approvers, so the
-	// default one (the OS user) is the one asked.
+	// An irreversible call always waits for a human, so its estimate asks
+	// whether an approver could approve it: a second request, with the
+	// approver as principal. (A call that waits only by policy asks too; the
+	// report warns when the server's requests per call differ from these.)
+	// The spawned servers' config names no approvers, so the default one
+	// (the OS user) is the one asked.
 	rc := rawCall{principal: principal, checks: checks}
 	if plan.Irreversible {
 		ap, ares := server.EligibilityCheck(loadAgent, server.Default().Approvers[0], ea.Action, plan.Irreversible, plan.Amount)
