@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -455,7 +456,9 @@ func TestComparePDPReplaysTheServersRequests(t *testing.T) {
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("%v in %s", err, out)
 	}
-	if rep.RawRequests != 2 || rep.PerCall == nil || rep.PerCall.PDPRequests != 2 {
+	// The server's figure is per call over a short run, so a request of its
+	// own (at start, say) shows as 2.01: a tenth is the tolerance.
+	if rep.RawRequests != 2 || rep.PerCall == nil || math.Abs(rep.PerCall.PDPRequests-2) > 0.1 {
 		t.Fatalf("raw calls make %d PDP requests, the uncached server %+v per call; want 2 each (the agent's checks, the approver's eligibility)", rep.RawRequests, rep.PerCall)
 	}
 	if rep.CachedPerCall == nil || rep.CachedPerCall.PDPRequests >= 0.5 {
