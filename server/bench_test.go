@@ -27,6 +27,7 @@ import (
 	slackchan "github.com/tollgatehq/tollgate/approvals/slack"
 	"github.com/tollgatehq/tollgate/authz"
 	"github.com/tollgatehq/tollgate/cloudflare"
+	"github.com/tollgatehq/tollgate/cloudflare/sandbox"
 	"github.com/tollgatehq/tollgate/ledger"
 	"github.com/tollgatehq/tollgate/tools"
 )
@@ -39,7 +40,11 @@ import (
 // newBenchEnv is newEnv for benchmarks, with the server's logs discarded.
 func newBenchEnv(tb testing.TB, opts ...envOption) *testEnv {
 	tb.Helper()
-	return newEnv(tb, append([]envOption{withQuietLogs()}, opts...)...)
+	// The sandbox reports a limit no benchmark reaches: at Cloudflare's
+	// 1,200 requests per 5 minutes, a second of preview deploys would spend
+	// it, and tollgate's request budget would refuse the rest.
+	unlimited := withRateLimit(sandbox.RateLimit{Requests: 10_000_000, Window: 5 * time.Minute})
+	return newEnv(tb, append([]envOption{withQuietLogs(), unlimited}, opts...)...)
 }
 
 // benchInProcessClient is an initialised mcp-go client on the server, in process.
