@@ -214,6 +214,26 @@ func scanOperation(row interface{ Scan(...any) error }) (Operation, error) {
 	return op, nil
 }
 
+// operationHead reads what a reservation decides on before it moves the
+// operation: only ID, Agent, Team and State are set. The move's UPDATE
+// returns the whole row.
+func operationHead(ctx context.Context, q store.Queryer, id string) (Operation, error) {
+	if err := checkOperationID(id); err != nil {
+		return Operation{}, err
+	}
+	var op Operation
+	var state string
+	err := q.QueryRowContext(ctx, `SELECT id, agent, team, state FROM operations WHERE id = ?`, id).Scan(&op.ID, &op.Agent, &op.Team, &state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Operation{}, fmt.Errorf("operation %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Operation{}, fmt.Errorf("read operation %s: %w", id, err)
+	}
+	op.State = State(state)
+	return op, nil
+}
+
 func getOperation(ctx context.Context, q store.Queryer, id string) (Operation, error) {
 	if err := checkOperationID(id); err != nil {
 		return Operation{}, err

@@ -296,7 +296,7 @@ func (db *DB) Reserve(ctx context.Context, r ReserveRequest, events ...Event) (O
 	)
 	err := db.write(ctx, func(tx *store.Tx) error {
 		now := db.now()
-		cur, err := getOperation(ctx, tx, r.OperationID)
+		cur, err := operationHead(ctx, tx, r.OperationID)
 		if err != nil {
 			return err
 		}
