@@ -218,27 +218,24 @@ func scanOperation(row interface{ Scan(...any) error }) (Operation, error) {
 // operation: only ID, Agent, Team and State are set. The move's UPDATE
 // returns the whole row.
 func operationHead(ctx context.Context, q store.Queryer, id string) (Operation, error) {
-	if err := checkOperationID(id); err != nil {
-		return Operation{}, err
-	}
-	var op Operation
-	var state string
-	err := q.QueryRowContext(ctx, `SELECT id, agent, team, state FROM operations WHERE id = ?`, id).Scan(&op.ID, &op.Agent, &op.Team, &state)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Operation{}, fmt.Errorf("operation %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return Operation{}, fmt.Errorf("read operation %s: %w", id, err)
-	}
-	op.State = State(state)
-	return op, nil
+	return readOperation(ctx, q, id, `id, agent, team, state`, func(row interface{ Scan(...any) error }) (Operation, error) {
+		var op Operation
+		err := row.Scan(&op.ID, &op.Agent, &op.Team, &op.State)
+		return op, err
+	})
 }
 
 func getOperation(ctx context.Context, q store.Queryer, id string) (Operation, error) {
+	return readOperation(ctx, q, id, opColumns, scanOperation)
+}
+
+// readOperation reads columns of operation id with scan: a malformed id,
+// and one no operation has, are errors that say so.
+func readOperation(ctx context.Context, q store.Queryer, id, columns string, scan func(row interface{ Scan(...any) error }) (Operation, error)) (Operation, error) {
 	if err := checkOperationID(id); err != nil {
 		return Operation{}, err
 	}
-	op, err := scanOperation(q.QueryRowContext(ctx, `SELECT `+opColumns+` FROM operations WHERE id = ?`, id))
+	op, err := scan(q.QueryRowContext(ctx, `SELECT `+columns+` FROM operations WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Operation{}, fmt.Errorf("operation %s: %w", id, ErrNotFound)
 	}

@@ -60,7 +60,7 @@ func (c *spendSnapshots) evaluate(ctx context.Context, db *DB, r ReserveRequest)
 	c.mu.Lock()
 	s, ok := c.m[key]
 	c.mu.Unlock()
-	if ok && s.gen == gen && s.day == day && s.month == month && now.Sub(s.at) < spendSnapshotMaxAge && !now.Before(s.at) {
+	if ok && fresh(s.gen, s.at, gen, now) && s.day == day && s.month == month {
 		return s.state.evaluate(r.Action, r.Amount, r.Commitment), nil
 	}
 	c.reads.Add(1)
@@ -105,7 +105,7 @@ func (c *mandateSnapshots) get(ctx context.Context, db *DB, key mandateKey, now 
 	c.mu.Lock()
 	s, ok := c.m[key]
 	c.mu.Unlock()
-	if ok && s.gen == gen && now.Sub(s.at) < spendSnapshotMaxAge && !now.Before(s.at) {
+	if ok && fresh(s.gen, s.at, gen, now) {
 		return s.mandates, nil
 	}
 	c.reads.Add(1)
@@ -120,4 +120,11 @@ func (c *mandateSnapshots) get(ctx context.Context, db *DB, key mandateKey, now 
 	c.m[key] = mandateSnapshot{gen: gen, at: now, mandates: ms}
 	c.mu.Unlock()
 	return ms, nil
+}
+
+// fresh reports whether a snapshot read at generation snapGen and time at
+// still stands at generation gen and time now: nothing it could have missed
+// committed, and it is younger than spendSnapshotMaxAge.
+func fresh(snapGen uint64, at time.Time, gen uint64, now time.Time) bool {
+	return snapGen == gen && !now.Before(at) && now.Sub(at) < spendSnapshotMaxAge
 }

@@ -519,29 +519,34 @@ func (lc *loadConn) call(ctx context.Context) (loadResult, error) {
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 		var data []byte
+		// event handles the event whose data lines were gathered, if any.
+		event := func() error {
+			if len(data) == 0 {
+				return nil
+			}
+			if err := decode(data); err != nil {
+				return fmt.Errorf("decode an event: %w", err)
+			}
+			data, found = data[:0], string(reply.ID) == id
+			return nil
+		}
 		for !found && sc.Scan() {
 			line := sc.Bytes()
 			if rest, ok := bytes.CutPrefix(line, []byte("data:")); ok {
 				data = append(data, bytes.TrimPrefix(rest, []byte(" "))...)
-				continue
+			} else if len(line) == 0 {
+				if err := event(); err != nil {
+					return loadResult{}, err
+				}
 			}
-			if len(line) != 0 || len(data) == 0 {
-				continue
-			}
-			if err := decode(data); err != nil {
-				return loadResult{}, fmt.Errorf("decode an event: %w", err)
-			}
-			data = data[:0]
-			found = string(reply.ID) == id
 		}
 		if err := sc.Err(); err != nil {
 			return loadResult{}, fmt.Errorf("read the event stream: %w", err)
 		}
-		if !found && len(data) > 0 { // the stream ended without a blank line
-			if err := decode(data); err != nil {
-				return loadResult{}, fmt.Errorf("decode an event: %w", err)
+		if !found { // the stream may end without a blank line
+			if err := event(); err != nil {
+				return loadResult{}, err
 			}
-			found = string(reply.ID) == id
 		}
 	} else {
 		b, err := io.ReadAll(resp.Body)
